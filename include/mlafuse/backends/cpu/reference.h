@@ -1,0 +1,75 @@
+// The CPU reference for every op: deliberately naive and literal (SPEC sections 3-7). It is the
+// oracle every CUDA kernel is tested against. All tensors are host tensors. Every function
+// validates its arguments and throws mlafuse::Error naming the tensor, its shape and what was
+// expected.
+//
+// Padded batches (SPEC 6): buffers hold T_pad rows; `n` <= T_pad is the real token count and
+// nothing belonging to tokens >= n is written.
+#pragma once
+
+#include <cstdint>
+
+#include "mlafuse/backends/backend.h"
+#include "mlafuse/core/tensor.h"
+
+namespace mlafuse::ref {
+
+// ---- quantization (SPEC 3) ----------------------------------------------------------------
+// x: [T_pad, D] bf16|f16|f32, row-major. scale: [1] f32. q: [T_pad, D] fp8e4m3.
+void quant_fp8_static(const Tensor& x, int64_t n, const Tensor& scale, Tensor& q);
+
+struct Fp8GroupParams {
+  int64_t group_size = 128;  // any multiple of 16 dividing D for the standalone op
+  bool ue8m0 = false;
+  bool col_major = false;
+  bool tma_aligned = false;
+  float eps = 1e-10f;
+};
+// q: [T_pad, D] fp8e4m3. s: f32 view of logical shape [T_pad, D/G] whose strides follow
+// GroupScaleLayout{T_pad, D/G, col_major, tma_aligned}.
+void quant_fp8_group(const Tensor& x, int64_t n, const Fp8GroupParams& p, Tensor& q, Tensor& s);
+
+// global_scale: [1] f32. q: [T_pad, D/2] u8 (fp4e2m1x2). sf: [round_up(T_pad,128),
+// round_up(D/16,4)] u8 (e4m3 codes, swizzled); rows [0, round_up(n,128)) are written, padding zero.
+void quant_nvfp4(const Tensor& x, int64_t n, const Tensor& global_scale, Tensor& q, Tensor& sf);
+
+// ---- paged latent cache (SPEC 4) ----------------------------------------------------------
+// kv_c_normed: [T_pad, L] bf16; k_pe: [T_pad, 1, R] bf16; slot_mapping: [T_pad] i32 (-1 skips);
+// kv_cache: [num_pages, page_size, L+R] bf16, updated in place for tokens [0, n).
+void cache_write(const Tensor& kv_c_normed, const Tensor& k_pe, const Tensor& slot_mapping,
+                 int64_t n, Tensor& kv_cache);
+
+// ---- MLA attention (SPEC 4) ---------------------------------------------------------------
+// Absorbed decode query: q_cat[t, h] = [q_nope[t,h] @ W_UK_T[h] | q_pe[t,h]], rounded to bf16
+// (the kernels' input). q: [T, H, P+R] bf16; w_uk_t: [H, P, L] bf16 -> [T, H, L+R] bf16.
+Tensor mla_absorb_q(const Tensor& q, const Tensor& w_uk_t);
+
+// Latent attention of decode queries over the paged cache, in f32.
+// q_cat: [B, H, L+R] bf16; kv_cache: [pages, page_size, L+R] bf16; block_table: [B, max_pages]
+// i32; seq_lens: [B] i32 (0 allowed: output zeros, lse -inf). Returns o_lat [B, H, L] f32 and,
+// when lse != nullptr, fills *lse with [B, H] f32 natural-log sum-exp of the scaled scores.
+// kv_splits > 1 computes each of that many contiguous KV chunks separately and merges them by
+// log-sum-exp (the split-KV path the kernels use).
+Tensor mla_decode_latent(const Tensor& q_cat, const Tensor& kv_cache, const Tensor& block_table,
+                         const Tensor& seq_lens, int64_t latent_dim, float softmax_scale,
+                         Tensor* lse = nullptr, int64_t kv_splits = 1);
+
+// Per-head up-projection: out[b, h*V + v] = sum_l o_lat[b,h,l] * w_uv[h,l,v].
+// o_lat: [B, H, L] f32 (rounded to bf16 first when round_input_bf16, as the tensor-core kernel
+// does); w_uv: [H, L, V] bf16. Returns [B, H*V] f32.
+Tensor mla_up_proj(const Tensor& o_lat, const Tensor& w_uv, bool round_input_bf16);
+
+// The whole op on a mixed batch (decode tokens first, then prefill tokens): cache write, then
+// absorbed decode for decode tokens and expanded causal prefill (with earlier cached context) for
+// prefill tokens. Returns out [T_pad, H*V] f32 (rows >= n zero); the caller rounds/quantizes.
+Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tensor& k_pe,
+                         Tensor& kv_cache, const AttentionMetadata& meta,
+                         const MlaLayerWeights& w, const MlaConfig& cfg, int64_t n);
+
+// ---- o_proj consumer (SPEC 7) -------------------------------------------------------------
+// xq: [T_pad, K] fp8e4m3; xs: f32 [T_pad, K/G] (any GroupScaleLayout strides), G = 128 or 64;
+// wq: [N, K] fp8e4m3; ws: [ceil(N/128), ceil(K/128)] f32. Returns y [T_pad, N] bf16 (rows < n).
+Tensor linear_fp8_block(const Tensor& xq, const Tensor& xs, const Tensor& wq, const Tensor& ws,
+                        int64_t n);
+
+}  // namespace mlafuse::ref

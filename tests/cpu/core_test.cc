@@ -1,0 +1,48 @@
+#include <gtest/gtest.h>
+
+#include "mlafuse/core/error.h"
+#include "mlafuse/core/layout.h"
+#include "mlafuse/core/tensor.h"
+
+namespace mlafuse {
+namespace {
+
+TEST(Tensor, EmptyIsZeroedAndContiguous) {
+  Tensor t = Tensor::empty(DType::kF32, {3, 4});
+  EXPECT_TRUE(t.is_contiguous());
+  EXPECT_EQ(t.numel(), 12);
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(t.data<float>()[i], 0.0f);
+  EXPECT_EQ(t.str(), "f32[3, 4]");
+}
+
+TEST(Tensor, ViewPastStorageThrows) {
+  Tensor t = Tensor::empty(DType::kF32, {4});
+  EXPECT_THROW(t.view(DType::kF32, {5}, {1}), Error);
+}
+
+TEST(Tensor, CheckMessagesNameTheTensor) {
+  Tensor t = Tensor::empty(DType::kBF16, {2, 3});
+  try {
+    check_shape(t, "kv_c_normed", {2, 512});
+    FAIL() << "no throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("kv_c_normed"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[2, 512]"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(check_dtype(t, "q", DType::kF32), Error);
+}
+
+TEST(Layout, ColMajorTmaPadsTheTokenStride) {
+  LayoutPlan p = plan_layout(Layout::kColMajorTma, {5, 3});
+  EXPECT_EQ(p.strides, (std::vector<int64_t>{1, 8}));
+  EXPECT_EQ(p.storage_numel, 24);
+  LayoutPlan c = plan_layout(Layout::kColMajor, {5, 3});
+  EXPECT_EQ(c.strides, (std::vector<int64_t>{1, 5}));
+  LayoutPlan r = plan_layout(Layout::kRowMajor, {5, 3});
+  EXPECT_EQ(r.strides, (std::vector<int64_t>{3, 1}));
+  LayoutPlan s = plan_layout(Layout::kNvfp4Swizzled, {5, 7});
+  EXPECT_EQ(s.shape, (std::vector<int64_t>{128, 8}));
+}
+
+}  // namespace
+}  // namespace mlafuse
