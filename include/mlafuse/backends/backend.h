@@ -3,6 +3,7 @@
 // as an OpCall (name, attributes, tensors), never the graph.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -44,6 +45,8 @@ struct MlaLayerWeights {
 struct WeightStore {
   MlaConfig config;
   std::vector<MlaLayerWeights> layers;
+  // Graph `weight` values by name (e.g. "layers.0.o_proj.weight"), bound by the executor.
+  std::map<std::string, Tensor> tensors;
   const MlaLayerWeights& layer(int64_t i) const {
     MLAFUSE_CHECK(i >= 0 && i < static_cast<int64_t>(layers.size()), "layer ", i,
                   " has no weights (the store holds ", layers.size(), " layers)");
