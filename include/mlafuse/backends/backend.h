@@ -3,6 +3,7 @@
 // as an OpCall (name, attributes, tensors), never the graph.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -82,6 +83,13 @@ struct FusedQuantRequest {
   bool tma_aligned = false;
 };
 
+// Launches recorded once and replayed at the same buffer addresses (a CUDA graph).
+class CapturedWork {
+ public:
+  virtual ~CapturedWork() = default;
+  virtual void replay() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -100,6 +108,14 @@ class Backend {
   // Copies whole storages of equal size between host and this device (either direction).
   virtual void copy(const Tensor& src, Tensor& dst) = 0;
   virtual void synchronize() {}
+  // Records what `body` launches on this backend's stream (CUDA-graph capture per padded token
+  // bucket). Returns nullptr where the backend has nothing to capture (the CPU).
+  virtual std::unique_ptr<CapturedWork> capture(const std::function<void()>& body) {
+    return nullptr;
+  }
+  // Median microseconds of `iters` runs of `body` after `warmup` runs, measured with the
+  // backend's own clock (CUDA events on the GPU, steady_clock on the CPU).
+  virtual double time_us(const std::function<void()>& body, int iters, int warmup);
 };
 
 // "cpu" always; "cuda" when built with CUDA (throws naming the available backends otherwise).
