@@ -60,6 +60,9 @@ struct RunContext {
   const AttentionMetadata* device_meta = nullptr;  // the backend's copy (== host_meta on the CPU)
   const WeightStore* weights = nullptr;            // on the backend's device
   int64_t num_tokens = 0;  // n: real tokens; buffers hold T_pad >= n rows
+  // n in device memory, for replayed CUDA graphs: kernels launched over T_pad read the real count
+  // here when non-null (else num_tokens) and write nothing for tokens >= n.
+  const int32_t* num_tokens_device = nullptr;
   void* stream = nullptr;  // cudaStream_t for the CUDA backend
 };
 
