@@ -1,0 +1,265 @@
+// The CUDA runner of `mla_attention` (docs/ops.md) and the fused decode kernels' can_implement.
+// Host code only: it validates every argument against the op contract, then launches the chain
+// cache write -> absorbed q (cuBLAS) -> device plan -> split-KV attention -> combine + W_UV +
+// quantization epilogue.
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/device_context.h"
+#include "mlafuse/core/error.h"
+#include "mlafuse/core/shape.h"
+#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/quant/scale_layout.h"
+
+namespace mlafuse::cuda {
+namespace {
+
+// The decode kernels are specialised for DeepSeek's MLA dimensions (SPEC 4).
+constexpr int64_t kNope = 128;   // P
+constexpr int64_t kRope = 64;    // R
+constexpr int64_t kLatent = 512; // L
+constexpr int64_t kVDim = 128;   // V
+constexpr int64_t kPage = 64;
+
+bool supported_heads(int64_t h) { return h == 16 || h == 32 || h == 64 || h == 128; }
+
+// What one validated call asks for.
+struct MlaCallPlan {
+  int64_t t_pad = 0;  // buffer rows
+  int64_t n = 0;      // real tokens
+  int64_t heads = 0;
+  int64_t num_pages = 0;
+  float softmax_scale = 0.0f;
+  std::optional<QuantKey> key;
+  bool ue8m0 = false;
+  bool col_major = false;
+  bool tma_aligned = false;
+};
+
+void check_cuda_tensor(const Tensor& t, const char* name, DType dtype,
+                       const std::vector<int64_t>& shape) {
+  check_dtype(t, name, dtype);
+  check_device(t, name, Device::kCuda);
+  check_shape(t, name, shape);
+  MLAFUSE_CHECK(t.is_contiguous(), "tensor ", name, " ", t.str(),
+                ": expected a contiguous row-major tensor");
+}
+
+void check_i32_meta(const Tensor& t, const char* name, const std::vector<int64_t>& shape,
+                    Device device) {
+  check_dtype(t, name, DType::kI32);
+  check_device(t, name, device);
+  check_shape(t, name, shape);
+  MLAFUSE_CHECK(t.is_contiguous(), "metadata tensor ", name, " ", t.str(),
+                ": expected contiguous");
+}
+
+// Checks the host copy of the metadata values, so the kernels never read a page outside the cache
+// or a block-table entry outside its row.
+void check_host_metadata(const AttentionMetadata& m, int64_t t_pad, int64_t num_pages) {
+  const int64_t num_seqs = m.num_seqs();
+  const int64_t max_pages = m.block_table.dim(1);
+  check_i32_meta(m.seq_lens, "seq_lens (host)", {num_seqs}, Device::kCpu);
+  check_i32_meta(m.query_start_loc, "query_start_loc (host)", {num_seqs + 1}, Device::kCpu);
+  check_i32_meta(m.block_table, "block_table (host)", {num_seqs, max_pages}, Device::kCpu);
+  const int32_t* lens = m.seq_lens.data<int32_t>();
+  const int32_t* qsl = m.query_start_loc.data<int32_t>();
+  const int32_t* bt = m.block_table.data<int32_t>();
+  MLAFUSE_CHECK(qsl[0] == 0, "query_start_loc[0] is ", qsl[0], ", expected 0");
+  MLAFUSE_CHECK(qsl[num_seqs] == m.num_tokens(), "query_start_loc[", num_seqs, "] is ",
+                qsl[num_seqs], ", expected the batch's token count ", m.num_tokens());
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int64_t q_len = static_cast<int64_t>(qsl[s + 1]) - qsl[s];
+    const bool decode = s < m.num_decodes;
+    MLAFUSE_CHECK(decode ? q_len == 1 : q_len >= 1, "sequence ", s, " (",
+                  decode ? "decode" : "prefill", ") has ", q_len,
+                  " query tokens in query_start_loc; expected ", decode ? "1" : ">= 1");
+    // A padded decode sequence may have length 0; a prefill's tokens are part of its length.
+    MLAFUSE_CHECK(lens[s] >= 0 && lens[s] >= (decode ? 0 : q_len), "seq_lens[", s, "] is ",
+                  lens[s], ", expected >= ", decode ? 0 : q_len, " (its query tokens)");
+    const int64_t pages = ceil_div(lens[s], kPage);
+    MLAFUSE_CHECK(pages <= max_pages, "seq_lens[", s, "] = ", lens[s], " needs ", pages,
+                  " pages but block_table has ", max_pages, " columns");
+    for (int64_t p = 0; p < pages; ++p) {
+      const int32_t page = bt[s * max_pages + p];
+      MLAFUSE_CHECK(page >= 0 && page < num_pages, "block_table[", s, ", ", p, "] = ", page,
+                    " is outside the cache's ", num_pages, " pages");
+    }
+  }
+}
+
+MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
+  MlaCallPlan plan;
+  const AttrMap& a = call.attrs;
+  plan.heads = a.get<int64_t>("num_heads");
+  const int64_t p_dim = a.get<int64_t>("qk_nope_dim");
+  const int64_t r_dim = a.get<int64_t>("qk_rope_dim");
+  const int64_t v_dim = a.get<int64_t>("v_head_dim");
+  const int64_t l_dim = a.get<int64_t>("kv_lora_rank");
+  const int64_t layer = a.get<int64_t>("layer");
+  MLAFUSE_CHECK(supported_heads(plan.heads), "mla_attention (cuda): num_heads ", plan.heads,
+                " is not supported; expected 16, 32, 64 or 128");
+  MLAFUSE_CHECK(p_dim == kNope && r_dim == kRope && v_dim == kVDim && l_dim == kLatent,
+                "mla_attention (cuda): dims qk_nope ", p_dim, ", qk_rope ", r_dim, ", v_head ",
+                v_dim, ", kv_lora_rank ", l_dim, " are not supported; expected 128, 64, 128, 512");
+  const double scale_attr = a.get_or<double>("softmax_scale", 0.0);
+  MLAFUSE_CHECK(std::isfinite(scale_attr) && scale_attr >= 0.0, "softmax_scale ", scale_attr,
+                " must be finite and >= 0 (0 means 1/sqrt(qk_nope + qk_rope))");
+  plan.softmax_scale = scale_attr > 0.0 ? static_cast<float>(scale_attr)
+                                        : 1.0f / std::sqrt(static_cast<float>(p_dim + r_dim));
+
+  MLAFUSE_CHECK(call.inputs.size() == 4 || call.inputs.size() == 5, "mla_attention takes 4 inputs ",
+                "(q, kv_c_normed, k_pe, kv_cache) and an optional output_scale; got ",
+                call.inputs.size());
+  MLAFUSE_CHECK(call.outputs.size() == 2 || call.outputs.size() == 3,
+                "mla_attention has 2 outputs (out, kv_cache_out) and an optional "
+                "output_block_scale; got ",
+                call.outputs.size());
+  const Tensor& q = call.inputs[0];
+  const Tensor& kv_c = call.inputs[1];
+  const Tensor& k_pe = call.inputs[2];
+  const Tensor& cache = call.inputs[3];
+  const Tensor no_tensor;
+  const Tensor& out_scale = call.inputs.size() == 5 ? call.inputs[4] : no_tensor;
+  const Tensor& out = call.outputs[0];
+  const Tensor& cache_out = call.outputs[1];
+  const Tensor& block_scale = call.outputs.size() == 3 ? call.outputs[2] : no_tensor;
+
+  check_rank(q, "q", 3);
+  plan.t_pad = q.dim(0);
+  const int64_t t = plan.t_pad;
+  const int64_t h = plan.heads;
+  const int64_t d_out = h * v_dim;
+  check_cuda_tensor(q, "q", DType::kBF16, {t, h, p_dim + r_dim});
+  check_cuda_tensor(kv_c, "kv_c_normed", DType::kBF16, {t, l_dim});
+  check_cuda_tensor(k_pe, "k_pe", DType::kBF16, {t, 1, r_dim});
+  check_rank(cache, "kv_cache", 3);
+  plan.num_pages = cache.dim(0);
+  check_cuda_tensor(cache, "kv_cache", DType::kBF16, {plan.num_pages, kPage, l_dim + r_dim});
+  MLAFUSE_CHECK(plan.num_pages >= 1 && plan.num_pages * kPage * (l_dim + r_dim) < (int64_t{1} << 40),
+                "kv_cache ", cache.str(), ": expected 1 or more pages");
+  MLAFUSE_CHECK(cache_out.defined() && cache_out.raw() == cache.raw() &&
+                    cache_out.shape() == cache.shape() && cache_out.dtype() == cache.dtype(),
+                "kv_cache_out must be the kv_cache buffer itself (updated in place)");
+
+  // The quantization the caller asked for (SPEC 3.4), cross-checked with the fused attributes.
+  std::optional<int64_t> groups;
+  if (block_scale.defined()) {
+    check_rank(block_scale, "output_block_scale", 2);
+    groups = block_scale.dim(1);
+  }
+  plan.key = detect_output_quant_key(out.dtype(), out_scale.defined(), groups, d_out);
+  plan.ue8m0 = a.get_or<bool>("quant_scale_ue8m0", false);
+  plan.col_major = a.get_or<bool>("quant_col_major", false);
+  plan.tma_aligned = a.get_or<bool>("quant_tma_aligned", false);
+  const int64_t g_attr = a.get_or<int64_t>("quant_group_size", 0);
+  if (!plan.key) {
+    check_cuda_tensor(out, "out", DType::kBF16, {t, d_out});
+    MLAFUSE_CHECK(g_attr == 0, "quant_group_size ", g_attr,
+                  " is set but the call has no output scales (an unquantized bf16 output)");
+  } else {
+    FusedQuantRequest req{*plan.key, layer, h, v_dim, plan.col_major, plan.ue8m0,
+                          plan.tma_aligned};
+    MLAFUSE_CHECK(mla_fused_quant_supported(req), "mla_attention (cuda): fused quantization ",
+                  plan.key->str(), " with col_major=", plan.col_major, " ue8m0=", plan.ue8m0,
+                  " tma_aligned=", plan.tma_aligned, " is not supported by the decode kernels");
+    const int64_t g_key = plan.key->group_size();
+    MLAFUSE_CHECK(plan.key->scale.is_static && plan.key->dtype == DType::kFp8E4M3
+                      ? g_attr <= 0
+                      : g_attr == g_key,
+                  "quant_group_size attribute ", g_attr, " disagrees with the output buffers, ",
+                  "which ask for ", plan.key->str());
+  }
+  if (out_scale.defined()) check_cuda_tensor(out_scale, "output_scale", DType::kF32, {1});
+  if (plan.key == kFp8StaticTensorSym) {
+    check_cuda_tensor(out, "out", DType::kFp8E4M3, {t, d_out});
+  } else if (plan.key == kFp8Dynamic128Sym || plan.key == kFp8Dynamic64Sym) {
+    check_cuda_tensor(out, "out", DType::kFp8E4M3, {t, d_out});
+    const int64_t ng = d_out / plan.key->group_size();
+    GroupScaleLayout lay{t, ng, plan.col_major, plan.tma_aligned};
+    check_dtype(block_scale, "output_block_scale", DType::kF32);
+    check_device(block_scale, "output_block_scale", Device::kCuda);
+    check_shape(block_scale, "output_block_scale", {t, ng});
+    const std::vector<int64_t> want{lay.token_stride(), lay.group_stride()};
+    MLAFUSE_CHECK(block_scale.strides() == want, "output_block_scale ", block_scale.str(),
+                  ": strides (", block_scale.strides()[0], ", ", block_scale.strides()[1],
+                  ") do not match the requested layout (col_major=", plan.col_major,
+                  ", tma_aligned=", plan.tma_aligned, "), which needs (", want[0], ", ", want[1],
+                  ")");
+    MLAFUSE_CHECK(block_scale.storage()->bytes >=
+                      static_cast<size_t>(block_scale.offset() + lay.storage_numel()) * 4,
+                  "output_block_scale ", block_scale.str(), ": storage holds ",
+                  block_scale.storage()->bytes, " bytes, the layout needs ",
+                  lay.storage_numel() * 4);
+  } else if (plan.key == kNvfp4Dynamic) {
+    MLAFUSE_CHECK(out.dtype() == DType::kFp4E2M1x2 || out.dtype() == DType::kU8, "tensor out ",
+                  out.str(), ": NVFP4 output must be fp4e2m1x2 or u8");
+    check_cuda_tensor(out, "out", out.dtype(), {t, d_out / 2});
+    MLAFUSE_CHECK(block_scale.dtype() == DType::kFp8E4M3 || block_scale.dtype() == DType::kU8,
+                  "output_block_scale ", block_scale.str(),
+                  ": NVFP4 block scales must be fp8e4m3 or u8");
+    Nvfp4ScaleLayout lay{t, d_out};
+    check_cuda_tensor(block_scale, "output_block_scale", block_scale.dtype(),
+                      {lay.padded_rows(), lay.padded_cols()});
+  }
+
+  // Runtime context: metadata, weights, real token count.
+  MLAFUSE_CHECK(ctx.host_meta != nullptr && ctx.device_meta != nullptr,
+                "mla_attention (cuda) needs host and device AttentionMetadata in the RunContext");
+  MLAFUSE_CHECK(ctx.weights != nullptr, "mla_attention (cuda) needs a WeightStore");
+  plan.n = ctx.num_tokens;
+  MLAFUSE_CHECK(plan.n >= 0 && plan.n <= t, "RunContext::num_tokens ", plan.n,
+                " is outside [0, T_pad = ", t, "]");
+  const AttentionMetadata& dm = *ctx.device_meta;
+  const AttentionMetadata& hm = *ctx.host_meta;
+  MLAFUSE_CHECK(dm.page_size == kPage && hm.page_size == kPage, "AttentionMetadata page_size ",
+                dm.page_size, ": the decode kernels need ", kPage);
+  MLAFUSE_CHECK(hm.num_tokens() <= t, "AttentionMetadata holds ", hm.num_tokens(),
+                " tokens but the buffers hold T_pad = ", t);
+  MLAFUSE_CHECK(dm.num_decodes == hm.num_decodes && dm.num_prefills == hm.num_prefills &&
+                    dm.num_prefill_tokens == hm.num_prefill_tokens,
+                "host and device AttentionMetadata disagree on the batch's composition");
+  const int64_t num_seqs = dm.num_seqs();
+  check_rank(dm.block_table, "block_table", 2);
+  check_i32_meta(dm.seq_lens, "seq_lens", {num_seqs}, Device::kCuda);
+  check_i32_meta(dm.query_start_loc, "query_start_loc", {num_seqs + 1}, Device::kCuda);
+  check_i32_meta(dm.block_table, "block_table", {num_seqs, dm.block_table.dim(1)}, Device::kCuda);
+  check_i32_meta(dm.slot_mapping, "slot_mapping", {dm.slot_mapping.dim(0)}, Device::kCuda);
+  MLAFUSE_CHECK(dm.slot_mapping.dim(0) >= t, "slot_mapping ", dm.slot_mapping.str(),
+                ": expected at least T_pad = ", t, " entries");
+  MLAFUSE_CHECK(dm.block_table.dim(1) >= 1 && dm.block_table.dim(1) < (int64_t{1} << 24),
+                "block_table ", dm.block_table.str(), ": expected 1 or more page columns");
+  if (hm.seq_lens.defined() && hm.seq_lens.device() == Device::kCpu) {
+    MLAFUSE_CHECK(hm.block_table.defined() && hm.block_table.shape() == dm.block_table.shape(),
+                  "host block_table ", hm.block_table.str(), " differs in shape from the device's ",
+                  dm.block_table.str());
+    check_host_metadata(hm, t, plan.num_pages);
+  }
+
+  const MlaLayerWeights& w = ctx.weights->layer(layer);
+  check_cuda_tensor(w.w_uk_t, "W_UK_T", DType::kBF16, {h, p_dim, l_dim});
+  check_cuda_tensor(w.w_uv, "W_UV", DType::kBF16, {h, l_dim, v_dim});
+  return plan;
+}
+
+}  // namespace
+
+bool mla_fused_quant_supported(const FusedQuantRequest& req) {
+  if (req.v_head_dim != kVDim || !supported_heads(req.num_heads)) return false;
+  const QuantKey& k = req.key;
+  if (k == kFp8Dynamic128Sym || k == kFp8Dynamic64Sym) return true;  // every layout flag
+  // Static FP8 and NVFP4 have no group-scale layout: the flags must be unset.
+  const bool no_flags = !req.col_major && !req.ue8m0 && !req.tma_aligned;
+  return no_flags && (k == kFp8StaticTensorSym || k == kNvfp4Dynamic);
+}
+
+void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext& dc) {
+  const MlaCallPlan plan = validate(call, ctx);
+  (void)plan;
+  MLAFUSE_FAIL("mla_attention (cuda): the decode kernels are not built into this binary yet");
+}
+
+}  // namespace mlafuse::cuda
