@@ -104,10 +104,10 @@ Batch make_batch(const MlaConfig& cfg, int64_t num_layers, const BatchSpec& spec
   m.query_start_loc = Tensor::empty(DType::kI32, {num_seqs + 1});
   m.block_table = Tensor::empty(DType::kI32, {num_seqs, max_pages});
   m.slot_mapping = Tensor::empty(DType::kI32, {t_pad});
-  int32_t* lens = m.seq_lens.data<int32_t>();          // [num_seqs]
-  int32_t* qsl = m.query_start_loc.data<int32_t>();    // [num_seqs + 1]
-  int32_t* bt = m.block_table.data<int32_t>();         // [num_seqs, max_pages]
-  int32_t* slots = m.slot_mapping.data<int32_t>();     // [T_pad]
+  int32_t* lens = m.seq_lens.data<int32_t>();        // [num_seqs]
+  int32_t* qsl = m.query_start_loc.data<int32_t>();  // [num_seqs + 1]
+  int32_t* bt = m.block_table.data<int32_t>();       // [num_seqs, max_pages]
+  int32_t* slots = m.slot_mapping.data<int32_t>();   // [T_pad]
   // Unused block-table slots: page 0 normally (as engines leave them); poisoned, an id far past
   // the cache so a backend that reads one fails loudly.
   const int32_t unused = spec.poison ? std::numeric_limits<int32_t>::max() / 2 : 0;

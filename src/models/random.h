@@ -47,7 +47,8 @@ class Rng {
   // to unit variance (tails end at +-3.46). Cheap enough for the 117M-element o_proj weight.
   float fast_normal() {
     const uint64_t r = next();
-    const uint32_t sum = static_cast<uint32_t>(r & 0xffff) + static_cast<uint32_t>((r >> 16) & 0xffff) +
+    const uint32_t sum = static_cast<uint32_t>(r & 0xffff) +
+                         static_cast<uint32_t>((r >> 16) & 0xffff) +
                          static_cast<uint32_t>((r >> 32) & 0xffff) + static_cast<uint32_t>(r >> 48);
     // Each uniform is (k + 0.5) / 65536; the sum of four has mean 2 and variance 1/3.
     return (static_cast<float>(sum) + 2.0f) * (1.0f / 65536.0f) * 1.7320508f - 2.0f * 1.7320508f;

@@ -26,8 +26,8 @@ uint64_t purpose(int64_t layer, uint64_t tensor) {
 // the codes and scales of `out`, block by block.
 void quantize_block_row(const float* src, int64_t r0, int64_t rows, int64_t k_dim,
                         BlockFp8Weight& out) {
-  uint8_t* codes = out.weight.data<uint8_t>();               // [N, K] fp8e4m3
-  float* scales = out.weight_scale_inv.data<float>();        // [ceil(N/128), ceil(K/128)] f32
+  uint8_t* codes = out.weight.data<uint8_t>();         // [N, K] fp8e4m3
+  float* scales = out.weight_scale_inv.data<float>();  // [ceil(N/128), ceil(K/128)] f32
   const int64_t kb = ceil_div(k_dim, kB);
   std::vector<float> block_scale(static_cast<size_t>(kb));
   for (int64_t bc = 0; bc < kb; ++bc) {
@@ -165,7 +165,8 @@ Tensor linear_block_fp8_f32(const Tensor& x, const BlockFp8Weight& w) {
   for (int64_t o = 0; o < n_dim; ++o) {
     const uint8_t* crow = codes + o * k_dim;
     const float* srow = scales + (o / kB) * kb;
-    for (int64_t c = 0; c < k_dim; ++c) wrow[static_cast<size_t>(c)] = e4m3_to_f32(crow[c]) * srow[c / kB];
+    for (int64_t c = 0; c < k_dim; ++c)
+      wrow[static_cast<size_t>(c)] = e4m3_to_f32(crow[c]) * srow[c / kB];
     for (int64_t t = 0; t < t_dim; ++t) {
       const float* xr = xp + t * k_dim;
       float acc[kLanes] = {};
@@ -222,10 +223,10 @@ WeightStore make_mla_weights(const MlaConfig& cfg, int64_t num_layers, uint64_t 
   store.config = cfg;
   const int64_t h = cfg.num_heads, l = cfg.kv_lora_rank;
   for (int64_t i = 0; i < num_layers; ++i) {
-    const BlockFp8Weight kvb = random_block_fp8(
-        h * (cfg.qk_nope_dim + cfg.v_head_dim), l,
-        init.kv_b_proj_std_times_sqrt_l / std::sqrt(static_cast<double>(l)),
-        init.vary_block_magnitude, seed, purpose(i, kKvBProj));
+    const BlockFp8Weight kvb =
+        random_block_fp8(h * (cfg.qk_nope_dim + cfg.v_head_dim), l,
+                         init.kv_b_proj_std_times_sqrt_l / std::sqrt(static_cast<double>(l)),
+                         init.vary_block_magnitude, seed, purpose(i, kKvBProj));
     const BlockFp8Weight o = random_block_fp8(
         cfg.hidden, cfg.output_dim(),
         init.o_proj_std_times_sqrt_hv / std::sqrt(static_cast<double>(cfg.output_dim())),

@@ -172,10 +172,12 @@ TEST(MlaWeights, DeterministicBySeedAndDifferentAcrossSeedsAndLayers) {
     EXPECT_FALSE(same_bytes(t, c.tensors.at(name))) << name;
   }
   EXPECT_TRUE(same_bytes(a.layer(1).w_uv, b.layer(1).w_uv));
-  EXPECT_FALSE(same_bytes(a.tensors.at(o_proj_weight_name(0)), a.tensors.at(o_proj_weight_name(1))));
+  EXPECT_FALSE(
+      same_bytes(a.tensors.at(o_proj_weight_name(0)), a.tensors.at(o_proj_weight_name(1))));
   // Streams are per (layer, tensor, block row): adding layers leaves layer 0 unchanged.
   const WeightStore one = make_mla_weights(cfg, 1, 11);
-  EXPECT_TRUE(same_bytes(one.tensors.at(o_proj_weight_name(0)), a.tensors.at(o_proj_weight_name(0))));
+  EXPECT_TRUE(
+      same_bytes(one.tensors.at(o_proj_weight_name(0)), a.tensors.at(o_proj_weight_name(0))));
 }
 
 TEST(MlaWeights, MagnitudesLikeARealModel) {
@@ -185,7 +187,8 @@ TEST(MlaWeights, MagnitudesLikeARealModel) {
   const WeightStore ws = make_mla_weights(cfg, 1, 3);
   const Tensor kvb = dequantize_block_fp8(kv_b_proj_of(ws, 0));
   double sq = 0;
-  for (int64_t i = 0; i < kvb.numel(); ++i) sq += double(kvb.data<float>()[i]) * kvb.data<float>()[i];
+  for (int64_t i = 0; i < kvb.numel(); ++i)
+    sq += double(kvb.data<float>()[i]) * kvb.data<float>()[i];
   const double std = std::sqrt(sq / kvb.numel());
   // 2/sqrt(L) times a block factor 2^u (u uniform in [-1, 1]: E[4^u] = 1.35).
   EXPECT_GT(std, 2.0 / std::sqrt(512.0) * 0.8);
@@ -205,9 +208,8 @@ TEST(MlaWeights, BadConfigsThrow) {
   EXPECT_THROW(make_mla_weights(cfg, 0, 1), Error);
   cfg.num_heads = 0;
   EXPECT_THROW(make_mla_weights(cfg, 1, 1), Error);
-  EXPECT_THROW(mla_layer_weights_from_kv_b_proj(Tensor::empty(DType::kBF16, {3, 3}),
-                                                small_config()),
-               Error);
+  EXPECT_THROW(
+      mla_layer_weights_from_kv_b_proj(Tensor::empty(DType::kBF16, {3, 3}), small_config()), Error);
 }
 
 }  // namespace
