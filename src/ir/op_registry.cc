@@ -1,0 +1,484 @@
+#include "mlafuse/ir/op_registry.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "mlafuse/core/error.h"
+#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/quant/scale_layout.h"
+
+namespace mlafuse::ir {
+
+std::string_view attr_kind_name(AttrKind k) {
+  switch (k) {
+    case AttrKind::kInt: return "i64";
+    case AttrKind::kFloat: return "f64";
+    case AttrKind::kBool: return "bool";
+    case AttrKind::kString: return "string";
+    case AttrKind::kInts: return "i64[]";
+  }
+  return "?";
+}
+
+namespace {
+
+AttrKind kind_of(const AttrValue& v) {
+  switch (v.index()) {
+    case 0: return AttrKind::kInt;
+    case 1: return AttrKind::kFloat;
+    case 2: return AttrKind::kBool;
+    case 3: return AttrKind::kString;
+    default: return AttrKind::kInts;
+  }
+}
+
+}  // namespace
+
+// ---- OpSchema ----------------------------------------------------------------------------------
+
+int OpSchema::input_index(std::string_view operand) const {
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].name == operand) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+int OpSchema::output_index(std::string_view operand) const {
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (outputs[i].name == operand) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+const AttrSpec* OpSchema::find_attr(std::string_view attr) const {
+  for (const AttrSpec& a : attrs) {
+    if (a.name == attr) return &a;
+  }
+  return nullptr;
+}
+
+void OpSchema::check_attrs(const AttrMap& values) const {
+  for (const auto& [key, v] : values.items()) {
+    const AttrSpec* spec = find_attr(key);
+    if (spec == nullptr) {
+      std::string known;
+      for (const AttrSpec& a : attrs) known += (known.empty() ? "" : ", ") + a.name;
+      MLAFUSE_FAIL("op ", name, " has no attribute '", key, "' (it takes: ",
+                   known.empty() ? "none" : known, ")");
+    }
+    MLAFUSE_CHECK(kind_of(v) == spec->kind, "op ", name, " attribute '", key, "' must be ",
+                  attr_kind_name(spec->kind), ", got ", attr_kind_name(kind_of(v)));
+  }
+  for (const AttrSpec& a : attrs) {
+    MLAFUSE_CHECK(!a.required || values.has(a.name), "op ", name, " needs the attribute '",
+                  a.name, "' (", attr_kind_name(a.kind), ")");
+  }
+}
+
+std::vector<std::optional<ValueType>> OpSchema::infer_outputs(
+    std::span<const ValueType* const> in, const AttrMap& values) const {
+  check_attrs(values);
+  MLAFUSE_CHECK(in.size() == inputs.size(), "op ", name, " takes ", inputs.size(),
+                " inputs, got ", in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    MLAFUSE_CHECK(in[i] != nullptr || inputs[i].optional, "op ", name, ": required input ",
+                  inputs[i].name, " is absent");
+  }
+  std::vector<std::optional<ValueType>> out = infer(in, values);
+  MLAFUSE_CHECK(out.size() == outputs.size(), "internal: op ", name, " inferred ", out.size(),
+                " outputs for ", outputs.size());
+  return out;
+}
+
+// ---- inference helpers -------------------------------------------------------------------------
+
+namespace {
+
+// Checks one operand of `op`; messages name the op, the operand, its type and what was expected.
+class Operand {
+ public:
+  Operand(std::string_view op, std::string_view name, const ValueType* t)
+      : op_(op), name_(name), t_(t) {}
+
+  const ValueType& type() const { return *t_; }
+  const Dim& dim(size_t i) const { return t_->shape.dims[i]; }
+
+  // Fails with "op input name: expected <what>, got <type>".
+  template <typename... Args>
+  void expect(bool cond, const Args&... what) const {
+    MLAFUSE_CHECK(cond, op_, " input ", name_, ": expected ", what..., ", got ", t_->str());
+  }
+  void dtype_in(std::initializer_list<DType> allowed) const {
+    bool ok = std::find(allowed.begin(), allowed.end(), t_->dtype) != allowed.end();
+    std::string names;
+    for (DType d : allowed) names += (names.empty() ? "" : " or ") + std::string(dtype_name(d));
+    expect(ok, "dtype ", names);
+  }
+  void rank(size_t r) const { expect(t_->shape.rank() == r, "rank ", r); }
+  void row_major() const { expect(t_->layout == Layout::kRowMajor, "layout row_major"); }
+  void fixed_dim(size_t i, int64_t v) const {
+    expect(!dim(i).is_tokens() && dim(i).value == v, "dim ", i, " == ", v);
+  }
+  void not_tokens(size_t i) const { expect(!dim(i).is_tokens(), "a fixed extent in dim ", i); }
+  void same_dim(size_t i, const Dim& d, std::string_view other) const {
+    expect(dim(i) == d, "dim ", i, " == ", dim_str(d), " (as ", other, ")");
+  }
+  // A single f32 element: static scales.
+  void scalar_f32() const {
+    expect(t_->dtype == DType::kF32 && t_->shape.rank() == 1 && !dim(0).is_tokens() &&
+               dim(0).value == 1 && t_->layout == Layout::kRowMajor,
+           "f32[1]");
+  }
+
+  static std::string dim_str(const Dim& d) {
+    return d.is_tokens() ? std::string("T") : std::to_string(d.value);
+  }
+
+ private:
+  std::string_view op_;
+  std::string_view name_;
+  const ValueType* t_;
+};
+
+ValueType make_type(DType dtype, std::vector<Dim> dims, Layout layout = Layout::kRowMajor) {
+  return ValueType{dtype, Shape(std::move(dims)), layout};
+}
+
+int64_t positive_attr(std::string_view op, const AttrMap& a, const std::string& key) {
+  const int64_t v = a.get<int64_t>(key);
+  MLAFUSE_CHECK(v > 0, op, " attribute ", key, " must be positive, got ", v);
+  return v;
+}
+
+Layout group_scale_layout(bool col_major, bool tma_aligned) {
+  if (!col_major) return Layout::kRowMajor;  // tma_aligned has no effect on row-major scales
+  return tma_aligned ? Layout::kColMajorTma : Layout::kColMajor;
+}
+
+// ---- mla_attention -----------------------------------------------------------------------------
+
+std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueType* const> in,
+                                                          const AttrMap& a) {
+  constexpr std::string_view op = ops::kMlaAttention;
+  const int64_t layer = a.get<int64_t>("layer");
+  MLAFUSE_CHECK(layer >= 0, op, " attribute layer must be >= 0, got ", layer);
+  const int64_t h = positive_attr(op, a, "num_heads");
+  const int64_t p = positive_attr(op, a, "qk_nope_dim");
+  const int64_t r = positive_attr(op, a, "qk_rope_dim");
+  const int64_t v = positive_attr(op, a, "v_head_dim");
+  const int64_t l = positive_attr(op, a, "kv_lora_rank");
+  const double softmax_scale = a.get_or<double>("softmax_scale", 0.0);
+  MLAFUSE_CHECK(std::isfinite(softmax_scale) && softmax_scale >= 0, op,
+                " attribute softmax_scale must be finite and >= 0 (0 = default), got ",
+                softmax_scale);
+
+  Operand q(op, "q", in[0]), kvc(op, "kv_c_normed", in[1]), kpe(op, "k_pe", in[2]),
+      cache(op, "kv_cache", in[3]);
+  for (const Operand* x : {&q, &kvc, &kpe, &cache}) {
+    x->dtype_in({DType::kBF16});
+    x->row_major();
+  }
+  q.rank(3);
+  q.fixed_dim(1, h);
+  q.fixed_dim(2, p + r);
+  const Dim tokens = q.dim(0);
+  kvc.rank(2);
+  kvc.same_dim(0, tokens, "q dim 0");
+  kvc.fixed_dim(1, l);
+  kpe.rank(3);
+  kpe.same_dim(0, tokens, "q dim 0");
+  kpe.fixed_dim(1, 1);
+  kpe.fixed_dim(2, r);
+  cache.rank(3);
+  cache.not_tokens(0);
+  cache.not_tokens(1);
+  cache.expect(cache.dim(1).value > 0, "a positive page size in dim 1");
+  cache.fixed_dim(2, l + r);
+
+  const bool has_scale = in[4] != nullptr;
+  if (has_scale) Operand(op, "output_scale", in[4]).scalar_f32();
+  const int64_t hv = h * v;
+  const bool has_group = a.has("quant_group_size");
+  const int64_t g = a.get_or<int64_t>("quant_group_size", 0);
+  const bool is_group_fp8 = has_group && (g == 128 || g == 64);
+  for (const char* flag : {"quant_scale_ue8m0", "quant_col_major", "quant_tma_aligned"}) {
+    MLAFUSE_CHECK(!a.has(flag) || is_group_fp8, op, " attribute ", flag,
+                  " is only meaningful with quant_group_size 128 or 64 (group FP8)",
+                  has_group ? ", got quant_group_size " + std::to_string(g) : std::string());
+  }
+
+  std::vector<std::optional<ValueType>> out(3);
+  out[1] = *in[3];  // kv_cache_out: the same buffer, updated in place
+  if (!has_group && !has_scale) {
+    out[0] = make_type(DType::kBF16, {tokens, Dim::fixed(hv)});
+    return out;
+  }
+  std::optional<int64_t> block_groups;
+  if (!has_group) {  // static per-tensor FP8
+    out[0] = make_type(DType::kFp8E4M3, {tokens, Dim::fixed(hv)});
+  } else if (g == ops::kNvfp4BlockSize) {
+    MLAFUSE_CHECK(has_scale, op, " with quant_group_size 16 (NVFP4) needs output_scale, the "
+                  "global scale");
+    MLAFUSE_CHECK(hv % g == 0, op, ": NVFP4 needs H*V = ", hv, " to be a multiple of 16");
+    out[0] = make_type(DType::kFp4E2M1x2, {tokens, Dim::fixed(hv / 2)});
+    out[2] = make_type(DType::kFp8E4M3, {tokens, Dim::fixed(hv / g)}, Layout::kNvfp4Swizzled);
+    block_groups = hv / g;
+  } else {
+    MLAFUSE_CHECK(is_group_fp8, op, " attribute quant_group_size must be 128 or 64 (group FP8) "
+                  "or 16 (NVFP4), got ", g);
+    MLAFUSE_CHECK(!has_scale, op, " with quant_group_size ", g,
+                  " (dynamic group FP8) takes no output_scale");
+    MLAFUSE_CHECK(hv % g == 0, op, ": quant_group_size ", g, " does not divide H*V = ", hv);
+    out[0] = make_type(DType::kFp8E4M3, {tokens, Dim::fixed(hv)});
+    out[2] = make_type(DType::kF32, {tokens, Dim::fixed(hv / g)},
+                       group_scale_layout(a.get_or<bool>("quant_col_major", false),
+                                          a.get_or<bool>("quant_tma_aligned", false)));
+    block_groups = hv / g;
+  }
+  // The backend reads the key back from the tensors (SPEC 3.4); it must be the one we encode.
+  detect_output_quant_key(out[0]->dtype, has_scale, block_groups, hv);
+  return out;
+}
+
+// ---- quantization ops --------------------------------------------------------------------------
+
+// x [T, D] float activation, row-major; returns D.
+int64_t check_activation(std::string_view op, const ValueType* t) {
+  Operand x(op, "x", t);
+  x.dtype_in({DType::kBF16, DType::kF16, DType::kF32});
+  x.rank(2);
+  x.row_major();
+  x.not_tokens(1);
+  return x.dim(1).value;
+}
+
+std::vector<std::optional<ValueType>> infer_quant_fp8_static(std::span<const ValueType* const> in,
+                                                             const AttrMap&) {
+  constexpr std::string_view op = ops::kQuantFp8Static;
+  const int64_t d = check_activation(op, in[0]);
+  Operand(op, "scale", in[1]).scalar_f32();
+  return {make_type(DType::kFp8E4M3, {in[0]->shape[0], Dim::fixed(d)})};
+}
+
+std::vector<std::optional<ValueType>> infer_quant_fp8_group(std::span<const ValueType* const> in,
+                                                            const AttrMap& a) {
+  constexpr std::string_view op = ops::kQuantFp8Group;
+  const int64_t d = check_activation(op, in[0]);
+  const int64_t g = positive_attr(op, a, "group_size");
+  MLAFUSE_CHECK(g % 16 == 0, op, " group_size must be a multiple of 16, got ", g);
+  MLAFUSE_CHECK(d % g == 0, op, " group_size ", g, " does not divide x's last dim ", d,
+                " (x is ", in[0]->str(), ")");
+  const double eps = a.get_or<double>("eps", ops::kDefaultQuantEps);
+  MLAFUSE_CHECK(std::isfinite(eps) && eps > 0, op, " eps must be positive and finite, got ", eps);
+  const Dim tokens = in[0]->shape[0];
+  return {make_type(DType::kFp8E4M3, {tokens, Dim::fixed(d)}),
+          make_type(DType::kF32, {tokens, Dim::fixed(d / g)},
+                    group_scale_layout(a.get<bool>("col_major"), a.get<bool>("tma_aligned")))};
+}
+
+std::vector<std::optional<ValueType>> infer_quant_nvfp4(std::span<const ValueType* const> in,
+                                                        const AttrMap&) {
+  constexpr std::string_view op = ops::kQuantNvfp4;
+  const int64_t d = check_activation(op, in[0]);
+  MLAFUSE_CHECK(d % 16 == 0, op, ": x's last dim ", d, " must be a multiple of 16 (x is ",
+                in[0]->str(), ")");
+  Operand(op, "global_scale", in[1]).scalar_f32();
+  const Dim tokens = in[0]->shape[0];
+  return {make_type(DType::kFp4E2M1x2, {tokens, Dim::fixed(d / 2)}),
+          make_type(DType::kFp8E4M3, {tokens, Dim::fixed(d / 16)}, Layout::kNvfp4Swizzled)};
+}
+
+// ---- linear ops --------------------------------------------------------------------------------
+
+// wq [N, K] fp8e4m3 and ws [ceil(N/128), ceil(K/128)] f32; returns {N, K}.
+std::pair<int64_t, int64_t> check_block_weight(std::string_view op, const ValueType* wq_t,
+                                               const ValueType* ws_t) {
+  Operand wq(op, "wq", wq_t), ws(op, "ws", ws_t);
+  wq.dtype_in({DType::kFp8E4M3});
+  wq.rank(2);
+  wq.row_major();
+  wq.not_tokens(0);
+  wq.not_tokens(1);
+  const int64_t n = wq.dim(0).value, k = wq.dim(1).value;
+  ws.dtype_in({DType::kF32});
+  ws.rank(2);
+  ws.row_major();
+  ws.fixed_dim(0, ceil_div(n, 128));
+  ws.fixed_dim(1, ceil_div(k, 128));
+  return {n, k};
+}
+
+std::vector<std::optional<ValueType>> infer_linear_fp8_block(std::span<const ValueType* const> in,
+                                                             const AttrMap&) {
+  constexpr std::string_view op = ops::kLinearFp8Block;
+  const auto [n, k] = check_block_weight(op, in[2], in[3]);
+  Operand xq(op, "xq", in[0]), xs(op, "xs", in[1]);
+  xq.dtype_in({DType::kFp8E4M3});
+  xq.rank(2);
+  xq.row_major();
+  xq.fixed_dim(1, k);
+  const Dim tokens = xq.dim(0);
+  xs.dtype_in({DType::kF32});
+  const bool per_tensor = xs.type().shape.rank() == 1;
+  if (per_tensor) {
+    xs.scalar_f32();
+  } else {
+    xs.rank(2);
+    xs.same_dim(0, tokens, "xq dim 0");
+    xs.not_tokens(1);
+    const int64_t groups = xs.dim(1).value;
+    xs.expect(groups > 0 && (k == groups * 128 || k == groups * 64),
+              "[", Operand::dim_str(tokens), ", ", k / 128, "] or [", Operand::dim_str(tokens),
+              ", ", k / 64, "] (group 128 or 64 over K = ", k, ")");
+    xs.expect(xs.type().layout != Layout::kNvfp4Swizzled, "a group-FP8 scale layout");
+  }
+  return {make_type(DType::kBF16, {tokens, Dim::fixed(n)})};
+}
+
+std::vector<std::optional<ValueType>> infer_linear_nvfp4(std::span<const ValueType* const> in,
+                                                         const AttrMap&) {
+  constexpr std::string_view op = ops::kLinearNvfp4;
+  const auto [n, k] = check_block_weight(op, in[3], in[4]);
+  MLAFUSE_CHECK(k % 16 == 0, op, ": K = ", k, " (wq's dim 1) must be a multiple of 16");
+  Operand xq(op, "xq", in[0]), sf(op, "sf", in[1]);
+  xq.dtype_in({DType::kFp4E2M1x2});
+  xq.rank(2);
+  xq.row_major();
+  xq.fixed_dim(1, k / 2);
+  const Dim tokens = xq.dim(0);
+  sf.dtype_in({DType::kFp8E4M3});
+  sf.rank(2);
+  sf.same_dim(0, tokens, "xq dim 0");
+  sf.fixed_dim(1, k / 16);
+  sf.expect(sf.type().layout == Layout::kNvfp4Swizzled, "layout nvfp4_swizzled");
+  Operand(op, "global_scale", in[2]).scalar_f32();
+  return {make_type(DType::kBF16, {tokens, Dim::fixed(n)})};
+}
+
+std::vector<std::optional<ValueType>> infer_cache_write(std::span<const ValueType* const> in,
+                                                        const AttrMap&) {
+  constexpr std::string_view op = ops::kCacheWrite;
+  Operand kvc(op, "kv_c_normed", in[0]), kpe(op, "k_pe", in[1]), cache(op, "kv_cache", in[2]);
+  for (const Operand* x : {&kvc, &kpe, &cache}) {
+    x->dtype_in({DType::kBF16});
+    x->row_major();
+  }
+  kvc.rank(2);
+  kvc.not_tokens(1);
+  kpe.rank(3);
+  kpe.same_dim(0, kvc.dim(0), "kv_c_normed dim 0");
+  kpe.fixed_dim(1, 1);
+  kpe.not_tokens(2);
+  cache.rank(3);
+  cache.not_tokens(0);
+  cache.not_tokens(1);
+  cache.fixed_dim(2, kvc.dim(1).value + kpe.dim(2).value);
+  return {*in[2]};
+}
+
+std::vector<OpSchema> builtin_schemas() {
+  using K = AttrKind;
+  std::vector<OpSchema> s;
+  s.push_back(OpSchema{
+      std::string(ops::kMlaAttention),
+      {{"q"}, {"kv_c_normed"}, {"k_pe"}, {"kv_cache"}, {"output_scale", true}},
+      {{"out"}, {"kv_cache_out"}, {"output_block_scale", true}},
+      {{"layer", K::kInt},
+       {"num_heads", K::kInt},
+       {"qk_nope_dim", K::kInt},
+       {"qk_rope_dim", K::kInt},
+       {"v_head_dim", K::kInt},
+       {"kv_lora_rank", K::kInt},
+       {"softmax_scale", K::kFloat, false},
+       {"quant_group_size", K::kInt, false},
+       {"quant_scale_ue8m0", K::kBool, false},
+       {"quant_col_major", K::kBool, false},
+       {"quant_tma_aligned", K::kBool, false}},
+      infer_mla_attention});
+  s.push_back(OpSchema{std::string(ops::kQuantFp8Static),
+                       {{"x"}, {"scale"}},
+                       {{"q"}},
+                       {},
+                       infer_quant_fp8_static});
+  s.push_back(OpSchema{std::string(ops::kQuantFp8Group),
+                       {{"x"}},
+                       {{"q"}, {"s"}},
+                       {{"group_size", K::kInt},
+                        {"ue8m0", K::kBool},
+                        {"col_major", K::kBool},
+                        {"tma_aligned", K::kBool},
+                        {"eps", K::kFloat, false}},
+                       infer_quant_fp8_group});
+  s.push_back(OpSchema{std::string(ops::kQuantNvfp4),
+                       {{"x"}, {"global_scale"}},
+                       {{"q"}, {"sf"}},
+                       {},
+                       infer_quant_nvfp4});
+  s.push_back(OpSchema{std::string(ops::kLinearFp8Block),
+                       {{"xq"}, {"xs"}, {"wq"}, {"ws"}},
+                       {{"y"}},
+                       {},
+                       infer_linear_fp8_block});
+  s.push_back(OpSchema{std::string(ops::kLinearNvfp4),
+                       {{"xq"}, {"sf"}, {"global_scale"}, {"wq"}, {"ws"}},
+                       {{"y"}},
+                       {},
+                       infer_linear_nvfp4});
+  s.push_back(OpSchema{std::string(ops::kCacheWrite),
+                       {{"kv_c_normed"}, {"k_pe"}, {"kv_cache"}},
+                       {{"kv_cache_out"}},
+                       {},
+                       infer_cache_write});
+  return s;
+}
+
+}  // namespace
+
+// ---- OpRegistry --------------------------------------------------------------------------------
+
+OpRegistry::OpRegistry() {
+  for (OpSchema& s : builtin_schemas()) add(std::move(s));
+}
+
+OpRegistry& OpRegistry::global() {
+  static OpRegistry registry;
+  return registry;
+}
+
+const OpSchema* OpRegistry::add(OpSchema schema) {
+  MLAFUSE_CHECK(!schema.name.empty() && schema.infer, "an op schema needs a name and inference");
+  for (auto& s : schemas_) {
+    if (s->name == schema.name) {
+      *s = std::move(schema);
+      return s.get();
+    }
+  }
+  schemas_.push_back(std::make_unique<OpSchema>(std::move(schema)));
+  return schemas_.back().get();
+}
+
+const OpSchema* OpRegistry::find(std::string_view op) const {
+  for (const auto& s : schemas_) {
+    if (s->name == op) return s.get();
+  }
+  return nullptr;
+}
+
+const OpSchema& OpRegistry::get(std::string_view op) const {
+  const OpSchema* s = find(op);
+  if (s == nullptr) {
+    std::string known;
+    for (const std::string& n : names()) known += (known.empty() ? "" : ", ") + n;
+    MLAFUSE_FAIL("unknown op '", op, "' (registered: ", known, ")");
+  }
+  return *s;
+}
+
+std::vector<std::string> OpRegistry::names() const {
+  std::vector<std::string> n;
+  for (const auto& s : schemas_) n.push_back(s->name);
+  std::sort(n.begin(), n.end());
+  return n;
+}
+
+}  // namespace mlafuse::ir

@@ -1,0 +1,149 @@
+#include "mlafuse/models/mla_block.h"
+
+#include "mlafuse/core/error.h"
+#include "mlafuse/ir/op_registry.h"
+#include "mlafuse/quant/scale_layout.h"
+
+namespace mlafuse::models {
+
+std::string OutputQuant::name() const {
+  switch (kind) {
+    case QuantKind::kNone: return "none";
+    case QuantKind::kFp8Static: return "fp8-static";
+    case QuantKind::kFp8Group: return "fp8-group" + std::to_string(group_size);
+    case QuantKind::kNvfp4: return "nvfp4";
+  }
+  return "?";
+}
+
+OutputQuant parse_output_quant(std::string_view name) {
+  OutputQuant q;
+  if (name == "none") {
+    q.kind = QuantKind::kNone;
+  } else if (name == "fp8-static") {
+    q.kind = QuantKind::kFp8Static;
+  } else if (name == "fp8-group128" || name == "fp8-group64") {
+    q.kind = QuantKind::kFp8Group;
+    q.group_size = name == "fp8-group128" ? 128 : 64;
+  } else if (name == "nvfp4") {
+    q.kind = QuantKind::kNvfp4;
+  } else {
+    MLAFUSE_FAIL("unknown quantization '", name,
+                 "' (expected none, fp8-static, fp8-group128, fp8-group64 or nvfp4)");
+  }
+  return q;
+}
+
+std::string layer_value_name(int64_t layer, std::string_view suffix) {
+  return "layers." + std::to_string(layer) + "." + std::string(suffix);
+}
+
+namespace {
+
+using ir::ValueType;
+
+ValueType type(DType dtype, std::vector<Dim> dims, Layout layout = Layout::kRowMajor) {
+  return ValueType{dtype, Shape(std::move(dims)), layout};
+}
+
+Dim fixed(int64_t v) { return Dim::fixed(v); }
+
+void check_options(const MlaGraphOptions& o) {
+  o.config.validate();
+  MLAFUSE_CHECK(o.num_layers > 0, "MLA graph: num_layers must be positive, got ", o.num_layers);
+  MLAFUSE_CHECK(o.num_pages > 0, "MLA graph: num_pages must be positive, got ", o.num_pages);
+  const int64_t hv = o.config.output_dim();
+  if (o.quant.kind == QuantKind::kFp8Group) {
+    const int64_t g = o.quant.group_size;
+    MLAFUSE_CHECK(g == 128 || g == 64, "MLA graph: group size must be 128 or 64, got ", g);
+    MLAFUSE_CHECK(hv % g == 0, "MLA graph: group size ", g, " does not divide H*V = ", hv);
+  }
+  if (o.quant.kind == QuantKind::kNvfp4) {
+    MLAFUSE_CHECK(hv % 16 == 0, "MLA graph: NVFP4 needs H*V = ", hv, " to be a multiple of 16");
+  }
+}
+
+}  // namespace
+
+ir::Graph build_mla_graph(const MlaGraphOptions& o) {
+  check_options(o);
+  const MlaConfig& c = o.config;
+  const int64_t hv = c.output_dim();
+  const Dim t = Dim::tokens();
+  ir::Graph g;
+  for (int64_t i = 0; i < o.num_layers; ++i) {
+    auto name = [i](std::string_view suffix) { return layer_value_name(i, suffix); };
+    ir::Value* q = g.add_input(name("q"), type(DType::kBF16, {t, fixed(c.num_heads),
+                                                              fixed(c.qk_head_dim())}));
+    ir::Value* kvc = g.add_input(name("kv_c_normed"),
+                                 type(DType::kBF16, {t, fixed(c.kv_lora_rank)}));
+    ir::Value* kpe = g.add_input(name("k_pe"),
+                                 type(DType::kBF16, {t, fixed(1), fixed(c.qk_rope_dim)}));
+    ir::Value* cache = g.add_input(
+        name("kv_cache"),
+        type(DType::kBF16, {fixed(o.num_pages), fixed(c.page_size), fixed(c.cache_row())}));
+
+    AttrMap attn_attrs;
+    attn_attrs.set("layer", i);
+    attn_attrs.set("num_heads", c.num_heads);
+    attn_attrs.set("qk_nope_dim", c.qk_nope_dim);
+    attn_attrs.set("qk_rope_dim", c.qk_rope_dim);
+    attn_attrs.set("v_head_dim", c.v_head_dim);
+    attn_attrs.set("kv_lora_rank", c.kv_lora_rank);
+    attn_attrs.set("softmax_scale", c.softmax_scale);
+    ir::Node* attn = g.add_node(ir::ops::kMlaAttention, {q, kvc, kpe, cache},
+                                std::move(attn_attrs), {name("attn_out"), name("kv_cache_out")});
+    ir::Value* attn_out = attn->output(0);
+
+    if (o.quant.kind == QuantKind::kNone) {
+      g.mark_output(attn_out);
+      g.mark_output(attn->output(1));
+      continue;
+    }
+    // o_proj in DeepSeek-V3's block-FP8 checkpoint layout.
+    ir::Value* wq = g.add_weight(name("o_proj.weight"),
+                                 type(DType::kFp8E4M3, {fixed(c.hidden), fixed(hv)}));
+    ir::Value* ws = g.add_weight(
+        name("o_proj.weight_scale_inv"),
+        type(DType::kF32, {fixed(ceil_div(c.hidden, 128)), fixed(ceil_div(hv, 128))}));
+    ir::Node* linear = nullptr;
+    switch (o.quant.kind) {
+      case QuantKind::kFp8Static: {
+        ir::Value* scale = g.add_input(name("o_proj.input_scale"), type(DType::kF32, {fixed(1)}));
+        ir::Node* quant =
+            g.add_node(ir::ops::kQuantFp8Static, {attn_out, scale}, {}, {name("xq")});
+        linear = g.add_node(ir::ops::kLinearFp8Block, {quant->output(0), scale, wq, ws}, {},
+                            {name("y")});
+        break;
+      }
+      case QuantKind::kFp8Group: {
+        AttrMap qa;
+        qa.set("group_size", o.quant.group_size);
+        qa.set("ue8m0", o.quant.ue8m0);
+        qa.set("col_major", o.quant.col_major);
+        qa.set("tma_aligned", o.quant.tma_aligned);
+        ir::Node* quant = g.add_node(ir::ops::kQuantFp8Group, {attn_out}, std::move(qa),
+                                     {name("xq"), name("xs")});
+        linear = g.add_node(ir::ops::kLinearFp8Block,
+                            {quant->output(0), quant->output(1), wq, ws}, {}, {name("y")});
+        break;
+      }
+      case QuantKind::kNvfp4: {
+        ir::Value* gs =
+            g.add_input(name("o_proj.input_global_scale"), type(DType::kF32, {fixed(1)}));
+        ir::Node* quant =
+            g.add_node(ir::ops::kQuantNvfp4, {attn_out, gs}, {}, {name("xq"), name("xs")});
+        linear = g.add_node(ir::ops::kLinearNvfp4,
+                            {quant->output(0), quant->output(1), gs, wq, ws}, {}, {name("y")});
+        break;
+      }
+      case QuantKind::kNone:
+        break;
+    }
+    g.mark_output(linear->output(0));
+    g.mark_output(attn->output(1));
+  }
+  return g;
+}
+
+}  // namespace mlafuse::models
