@@ -5,6 +5,25 @@
 //
 // Padded batches (SPEC 6): buffers hold T_pad rows; `n` <= T_pad is the real token count and
 // nothing belonging to tokens >= n is written.
+//
+// Non-finite inputs (every backend must do the same):
+// - FP8 (static and group): amax ignores NaN (fmaxf). A NaN input element gives a NaN code with its
+//   sign (0x7f / 0xff). +-Inf in a static quant saturates to +-448. +-Inf in a group makes amax and
+//   the scale inf: the Inf element becomes inf/inf, a NaN made by the arithmetic, which is coded
+//   0xff on every platform (not left to the platform's NaN sign); the group's finite elements
+//   give 0 (+-0 codes 0x00/0x80).
+// - NVFP4: amax ignores NaN; a NaN element encodes as +6 (0x7, e2m1 has no NaN); an Inf element
+//   makes the block scale saturate to e4m3 448 and itself encodes as +-6.
+//
+// Weights (SPEC 4, DeepSeek-V3 / vLLM layout): kv_b_proj [H*(P+V), L] holds, per head h, P "nope"
+// rows then V value rows, i.e. kv_b_proj viewed as [H, P+V, L]:
+//   k_nope[j, h, p] = sum_l kv_b_proj[h*(P+V) + p, l]     * c_j[l]
+//   v[j, h, v]      = sum_l kv_b_proj[h*(P+V) + P + v, l] * c_j[l]
+// and the absorbed weights are exact copies of those bf16 values:
+//   W_UK_T[h, p, l] = kv_b_proj[h*(P+V) + p, l]          (no transpose)
+//   W_UV[h, l, v]   = kv_b_proj[h*(P+V) + P + v, l]      (transposed per head)
+// so q_nope . k_nope = (q_nope @ W_UK_T[h]) . c and p @ v = (p @ c) @ W_UV[h].
+// (models/weights.h mla_layer_weights_from_kv_b_proj builds them this way.)
 #pragma once
 
 #include <cstdint>
@@ -15,6 +34,7 @@
 namespace mlafuse::ref {
 
 // ---- quantization (SPEC 3) ----------------------------------------------------------------
+// Code tensors may be typed fp8e4m3 / fp4e2m1x2 or u8; static scales must be finite and > 0.
 // x: [T_pad, D] bf16|f16|f32, row-major. scale: [1] f32. q: [T_pad, D] fp8e4m3.
 void quant_fp8_static(const Tensor& x, int64_t n, const Tensor& scale, Tensor& q);
 
@@ -23,10 +43,12 @@ struct Fp8GroupParams {
   bool ue8m0 = false;
   bool col_major = false;
   bool tma_aligned = false;
-  float eps = 1e-10f;
+  float eps = 1e-10f;  // must be finite and > 0
 };
 // q: [T_pad, D] fp8e4m3. s: f32 view of logical shape [T_pad, D/G] whose strides follow
-// GroupScaleLayout{T_pad, D/G, col_major, tma_aligned}.
+// GroupScaleLayout{T_pad, D/G, col_major, tma_aligned} (checked: a view with other strides is an
+// error, except along a dim of extent 1). Only s entries of tokens [0, n) are written, at their
+// strided places; TMA padding rows are never touched.
 void quant_fp8_group(const Tensor& x, int64_t n, const Fp8GroupParams& p, Tensor& q, Tensor& s);
 
 // global_scale: [1] f32. q: [T_pad, D/2] u8 (fp4e2m1x2). sf: [round_up(T_pad,128),
@@ -63,8 +85,8 @@ Tensor mla_up_proj(const Tensor& o_lat, const Tensor& w_uv, bool round_input_bf1
 // absorbed decode for decode tokens and expanded causal prefill (with earlier cached context) for
 // prefill tokens. Returns out [T_pad, H*V] f32 (rows >= n zero); the caller rounds/quantizes.
 Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tensor& k_pe,
-                         Tensor& kv_cache, const AttentionMetadata& meta,
-                         const MlaLayerWeights& w, const MlaConfig& cfg, int64_t n);
+                         Tensor& kv_cache, const AttentionMetadata& meta, const MlaLayerWeights& w,
+                         const MlaConfig& cfg, int64_t n);
 
 // ---- o_proj consumer (SPEC 7) -------------------------------------------------------------
 // xq: [T_pad, K] fp8e4m3; xs: f32 [T_pad, K/G] (any GroupScaleLayout strides), G = 128 or 64;
