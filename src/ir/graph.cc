@@ -297,6 +297,27 @@ void Graph::remove_value(Value* v) {
   values_.erase(v);
 }
 
+void Graph::place_before(Node* node, Node* anchor) {
+  auto from = std::find(order_.begin(), order_.end(), node);
+  MLAFUSE_CHECK(from != order_.end() && std::find(order_.begin(), order_.end(), anchor) !=
+                                            order_.end(),
+                "place_before: node not in this graph");
+  order_.erase(from);
+  order_.insert(std::find(order_.begin(), order_.end(), anchor), node);
+}
+
+bool Graph::users_follow(const Node* node) const {
+  auto at = std::find(order_.begin(), order_.end(), node);
+  MLAFUSE_CHECK(at != order_.end(), "users_follow: node not in this graph");
+  for (const Value* v : node->outputs_) {
+    if (v == nullptr) continue;
+    for (const Use& u : v->uses_) {
+      if (std::find(at + 1, order_.end(), u.node) == order_.end()) return false;
+    }
+  }
+  return true;
+}
+
 void Graph::sort() {
   // Kahn's algorithm, always taking the earliest ready node in the current order, so a valid
   // order is kept as it is.

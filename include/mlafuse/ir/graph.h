@@ -193,6 +193,11 @@ class Graph {
   void remove_node(Node* node);
   // Removes an input or weight that nothing uses and that is not a graph output.
   void remove_value(Value* v);
+  // Moves `node` just before `anchor` in nodes() (the caller keeps the order topological, or
+  // calls sort()).
+  void place_before(Node* node, Node* anchor);
+  // Whether every user of `node`'s outputs comes after it in nodes().
+  bool users_follow(const Node* node) const;
   // Restores the topological order after rewrites (stable: keeps the current order where it is
   // already valid). Throws naming a node on a cycle.
   void sort();
