@@ -7,7 +7,8 @@
 
 namespace mlafuse {
 
-// Throws mlafuse::Error with the reason when no usable Hopper GPU is present.
+// Succeeds without a GPU, so capability queries (supports_op, fused_output_quant_supported) work
+// anywhere; allocate/copy/run/capture/time_us then throw mlafuse::Error("no CUDA device: ...").
 std::unique_ptr<Backend> make_cuda_backend();
 
 }  // namespace mlafuse

@@ -1,0 +1,156 @@
+// quant_fp8_group: launcher and op runner (SPEC 3.2, docs/ops.md).
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "backends/cuda/device_context.h"
+#include "backends/cuda/op_checks.h"
+#include "backends/cuda/quant_fp8_group.cuh"
+#include "backends/cuda/quant_kernels.h"
+#include "mlafuse/backends/cuda/cuda_check.h"
+#include "mlafuse/core/error.h"
+#include "mlafuse/core/shape.h"
+
+namespace mlafuse::cuda {
+
+namespace {
+
+// Blocks for `work_threads` threads of useful work, capped at a resident grid (grid-stride loops
+// take the rest).
+int grid_for(int64_t work_threads, const StreamLaunch& cfg, int num_sms) {
+  const int64_t want = (work_threads + cfg.block - 1) / cfg.block;
+  const int64_t cap = static_cast<int64_t>(std::max(num_sms, 1)) * cfg.blocks_per_sm;
+  return static_cast<int>(std::max<int64_t>(1, std::min(want, cap)));
+}
+
+template <class In, int G, int kUnroll>
+void launch_vec(const Fp8GroupParams& p, int num_sms, cudaStream_t stream,
+                const StreamLaunch& cfg) {
+  constexpr int kVecsPerGroup = G / In::kPer16B;
+  constexpr int kLanes = kVecsPerGroup < 32 ? kVecsPerGroup : 32;
+  const int64_t units = static_cast<int64_t>(p.t_pad) * p.groups;
+  const int grid = grid_for((units * kLanes + kUnroll - 1) / kUnroll, cfg, num_sms);
+  quant_fp8_group_vec_kernel<In, G, kUnroll><<<grid, cfg.block, 0, stream>>>(p);
+  MLAFUSE_CUDA_CHECK_LAUNCH("quant_fp8_group_vec_kernel");
+}
+
+// The unroll choice is tuned (and swept by the benchmark) for bf16, the activations of the model;
+// f16 and f32 inputs use 4.
+template <class In, int G>
+void launch_unroll(const Fp8GroupParams& p, int num_sms, cudaStream_t stream,
+                   const StreamLaunch& cfg) {
+  if constexpr (!std::is_same_v<In, Bf16In>) {
+    launch_vec<In, G, 4>(p, num_sms, stream, cfg);
+  } else {
+    switch (cfg.unroll) {
+      case 1: return launch_vec<In, G, 1>(p, num_sms, stream, cfg);
+      case 2: return launch_vec<In, G, 2>(p, num_sms, stream, cfg);
+      case 4: return launch_vec<In, G, 4>(p, num_sms, stream, cfg);
+      case 8: return launch_vec<In, G, 8>(p, num_sms, stream, cfg);
+      default: MLAFUSE_FAIL("quant_fp8_group: unroll ", cfg.unroll, " is not one of 1, 2, 4, 8");
+    }
+  }
+}
+
+template <class In>
+void launch_for_dtype(const Fp8GroupParams& p, int64_t group, int num_sms, cudaStream_t stream,
+                      const StreamLaunch& cfg) {
+  switch (group) {
+    case 16: return launch_unroll<In, 16>(p, num_sms, stream, cfg);
+    case 32: return launch_unroll<In, 32>(p, num_sms, stream, cfg);
+    case 64: return launch_unroll<In, 64>(p, num_sms, stream, cfg);
+    case 128: return launch_unroll<In, 128>(p, num_sms, stream, cfg);
+    case 256: return launch_unroll<In, 256>(p, num_sms, stream, cfg);
+    default: {
+      const int64_t units = static_cast<int64_t>(p.t_pad) * p.groups;
+      const int grid = grid_for(units * 32, cfg, num_sms);
+      quant_fp8_group_any_kernel<In><<<grid, cfg.block, 0, stream>>>(p,
+                                                                     static_cast<int32_t>(group));
+      MLAFUSE_CUDA_CHECK_LAUNCH("quant_fp8_group_any_kernel");
+    }
+  }
+}
+
+}  // namespace
+
+void launch_quant_fp8_group(const QuantFp8GroupArgs& a, int num_sms, cudaStream_t stream,
+                            const StreamLaunch& cfg) {
+  MLAFUSE_CHECK(cfg.block > 0 && cfg.block % 32 == 0 && cfg.block <= 256,
+                "quant_fp8_group: block size ", cfg.block, " must be a multiple of 32, at most 256");
+  if (a.t_pad == 0) return;
+  Fp8GroupParams p{};
+  p.x = a.x;
+  p.q = a.q;
+  p.s = a.s;
+  p.t_pad = static_cast<int32_t>(a.t_pad);
+  p.d = static_cast<int32_t>(a.d);
+  p.groups = static_cast<int32_t>(a.d / a.group);
+  const GroupScaleLayout layout{a.t_pad, a.d / a.group, a.col_major, a.tma_aligned};
+  p.col_major = a.col_major;
+  p.group_stride = layout.group_stride();
+  p.num_tokens = static_cast<int32_t>(a.num_tokens);
+  p.num_tokens_device = a.num_tokens_device;
+  p.eps = a.eps;
+  p.ue8m0 = a.ue8m0;
+  switch (a.x_dtype) {
+    case DType::kBF16: return launch_for_dtype<Bf16In>(p, a.group, num_sms, stream, cfg);
+    case DType::kF16: return launch_for_dtype<F16In>(p, a.group, num_sms, stream, cfg);
+    case DType::kF32: return launch_for_dtype<F32In>(p, a.group, num_sms, stream, cfg);
+    default: MLAFUSE_FAIL("quant_fp8_group: x dtype ", dtype_name(a.x_dtype), " is not bf16/f16/f32");
+  }
+}
+
+void run_quant_fp8_group(const OpCall& call, const RunContext& ctx, DeviceContext& dc) {
+  check_arity(call, 1, 2);
+  const Tensor& x = call.inputs[0];
+  Tensor& q = call.outputs[0];
+  Tensor& s = call.outputs[1];
+  check_activation(x, "x", 2);
+  const int64_t t_pad = x.dim(0);
+  const int64_t d = x.dim(1);
+  const int64_t g = call.attrs.get<int64_t>("group_size");
+  MLAFUSE_CHECK(g > 0 && g % 16 == 0 && d % g == 0, "quant_fp8_group: group_size ", g,
+                " must be a positive multiple of 16 dividing the last dim of x ", x.str());
+  const bool ue8m0 = call.attrs.get_or<bool>("ue8m0", false);
+  const bool col_major = call.attrs.get_or<bool>("col_major", false);
+  const bool tma_aligned = call.attrs.get_or<bool>("tma_aligned", false);
+  const double eps = call.attrs.get_or<double>("eps", 1e-10);
+  // eps >= 1e-18 keeps every scale a normal f32, which the exact division in the epilogue needs.
+  MLAFUSE_CHECK(std::isfinite(eps) && eps >= 1e-18 && eps <= 1e18, "quant_fp8_group: eps ", eps,
+                " must be in [1e-18, 1e18] on the CUDA backend");
+  const int64_t groups = d / g;
+  check_codes(q, "q", DType::kFp8E4M3, {t_pad, d});
+  check_cuda_tensor(s, "s");
+  check_dtype(s, "s", DType::kF32);
+  check_shape(s, "s", {t_pad, groups});
+  const GroupScaleLayout layout{t_pad, groups, col_major, tma_aligned};
+  const int64_t want[2] = {layout.token_stride(), layout.group_stride()};
+  for (size_t i = 0; i < 2; ++i) {
+    MLAFUSE_CHECK(s.dim(i) <= 1 || s.strides()[i] == want[i], "tensor s ", s.str(),
+                  " has strides ", shape_str(s.strides()), "; the ",
+                  col_major ? (tma_aligned ? "col_major tma_aligned" : "col_major") : "row_major",
+                  " scale layout for ", t_pad, " tokens needs strides ",
+                  shape_str({want[0], want[1]}));
+  }
+  check_int32_range(t_pad * groups, "quant_fp8_group: tokens x groups");
+  check_int32_range(d, "quant_fp8_group: D");
+  const int64_t n = checked_num_tokens(ctx, t_pad, "x");
+
+  QuantFp8GroupArgs a;
+  a.x = x.raw();
+  a.x_dtype = x.dtype();
+  a.q = static_cast<uint8_t*>(q.raw());
+  a.s = static_cast<float*>(s.raw());
+  a.t_pad = t_pad;
+  a.d = d;
+  a.group = g;
+  a.ue8m0 = ue8m0;
+  a.col_major = col_major;
+  a.tma_aligned = tma_aligned;
+  a.eps = static_cast<float>(eps);
+  a.num_tokens = n;
+  a.num_tokens_device = ctx.num_tokens_device;
+  launch_quant_fp8_group(a, dc.num_sms, dc.stream_for(ctx));
+}
+
+}  // namespace mlafuse::cuda
