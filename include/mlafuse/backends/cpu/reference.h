@@ -57,21 +57,29 @@ void quant_nvfp4(const Tensor& x, int64_t n, const Tensor& global_scale, Tensor&
 
 // ---- paged latent cache (SPEC 4) ----------------------------------------------------------
 // kv_c_normed: [T_pad, L] bf16; k_pe: [T_pad, 1, R] bf16; slot_mapping: [T_pad] i32 (-1 skips);
-// kv_cache: [num_pages, page_size, L+R] bf16, updated in place for tokens [0, n).
+// kv_cache: [num_pages, page_size, L+R] bf16, updated in place for tokens [0, n). Slot s is page
+// s / page_size, row s % page_size. slot_mapping needs at least n entries; every slot of tokens
+// [0, n) is validated (-1, or inside the cache) before anything is written.
 void cache_write(const Tensor& kv_c_normed, const Tensor& k_pe, const Tensor& slot_mapping,
                  int64_t n, Tensor& kv_cache);
 
 // ---- MLA attention (SPEC 4) ---------------------------------------------------------------
 // Absorbed decode query: q_cat[t, h] = [q_nope[t,h] @ W_UK_T[h] | q_pe[t,h]], rounded to bf16
 // (the kernels' input). q: [T, H, P+R] bf16; w_uk_t: [H, P, L] bf16 -> [T, H, L+R] bf16.
+// f32 accumulation, p ascending.
 Tensor mla_absorb_q(const Tensor& q, const Tensor& w_uk_t);
+// The same without the bf16 rounding: -> [T, H, L+R] f32 (q may be bf16 or f32). For checking
+// the absorbed form against the expanded one at f32 precision.
+Tensor mla_absorb_q_f32(const Tensor& q, const Tensor& w_uk_t);
 
 // Latent attention of decode queries over the paged cache, in f32.
-// q_cat: [B, H, L+R] bf16; kv_cache: [pages, page_size, L+R] bf16; block_table: [B, max_pages]
-// i32; seq_lens: [B] i32 (0 allowed: output zeros, lse -inf). Returns o_lat [B, H, L] f32 and,
-// when lse != nullptr, fills *lse with [B, H] f32 natural-log sum-exp of the scaled scores.
-// kv_splits > 1 computes each of that many contiguous KV chunks separately and merges them by
-// log-sum-exp (the split-KV path the kernels use).
+// q_cat: [B, H, L+R] bf16 (or f32); kv_cache: [pages, page_size, L+R] bf16; block_table: [B,
+// max_pages] i32; seq_lens: [B] i32 (0 allowed: output zeros, lse -inf). Returns o_lat [B, H, L]
+// f32 and, when lse != nullptr, fills *lse with [B, H] f32 natural-log sum-exp of the scaled
+// scores. kv_splits > 1 computes each of that many contiguous KV chunks separately and merges them
+// by log-sum-exp (the split-KV path the kernels use). Chunk c covers positions [c*len/S,
+// (c+1)*len/S) (empty chunks have lse -inf and weight 0). Only block-table slots of positions <
+// seq_lens[b] are read; each must name a page inside the cache.
 Tensor mla_decode_latent(const Tensor& q_cat, const Tensor& kv_cache, const Tensor& block_table,
                          const Tensor& seq_lens, int64_t latent_dim, float softmax_scale,
                          Tensor* lse = nullptr, int64_t kv_splits = 1);
@@ -81,9 +89,24 @@ Tensor mla_decode_latent(const Tensor& q_cat, const Tensor& kv_cache, const Tens
 // does); w_uv: [H, L, V] bf16. Returns [B, H*V] f32.
 Tensor mla_up_proj(const Tensor& o_lat, const Tensor& w_uv, bool round_input_bf16);
 
+// Expanded (prefill) attention of one sequence's Tq query tokens, which are its last Tq cached
+// positions: query i attends causally over positions [0, seq_len - Tq + i]. Keys are
+// [k_nope | k_pe] with k_nope, v up-projected from the cached latents by kv_b_proj (rounded to
+// bf16 when round_kv_bf16, as an engine's bf16 GEMM would leave them) and k_pe the cached rope
+// part shared by all heads. QK dim P+R, V dim V, scale cfg.scale().
+// q: [Tq, H, P+R] bf16 (or f32); kv_cache: [pages, page_size, L+R] bf16; block_table: [B,
+// max_pages] i32 (row `seq` is read); kv_b_proj: [H*(P+V), L] bf16. Returns [Tq, H*V] f32.
+Tensor mla_prefill_expanded(const Tensor& q, const Tensor& kv_cache, const Tensor& block_table,
+                            int64_t seq, int64_t seq_len, const Tensor& kv_b_proj,
+                            const MlaConfig& cfg, bool round_kv_bf16);
+
 // The whole op on a mixed batch (decode tokens first, then prefill tokens): cache write, then
 // absorbed decode for decode tokens and expanded causal prefill (with earlier cached context) for
 // prefill tokens. Returns out [T_pad, H*V] f32 (rows >= n zero); the caller rounds/quantizes.
+// Intermediate roundings follow the kernels: q_cat and the latent output o_lat are rounded to
+// bf16 (tensor-core operands), as are the prefill's up-projected k_nope and v; everything else
+// is f32. meta must describe exactly n tokens (decodes first, one token each; each prefill's
+// seq_len >= its query length); rows >= n of q / kv_c_normed / k_pe are never read.
 Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tensor& k_pe,
                          Tensor& kv_cache, const AttentionMetadata& meta, const MlaLayerWeights& w,
                          const MlaConfig& cfg, int64_t n);

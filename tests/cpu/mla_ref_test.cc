@@ -1,0 +1,426 @@
+// The MLA reference (SPEC 4): absorbed decode == expanded form at f32 precision, split-KV merging
+// == unsplit, lengths 0/1/63/64/65, heads 16 and 128, batches 1/7/256, the mixed decode+prefill
+// op against a double-precision oracle over a poisoned paged cache, and bad inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "cpu/mla_test_util.h"
+#include "cpu/ref_test_util.h"
+#include "mlafuse/backends/cpu/reference.h"
+
+namespace mlafuse {
+namespace {
+
+using testing::ErrStats;
+using testing::expect_error;
+using testing::make_mixed;
+using testing::make_paged;
+using testing::MixedBatch;
+using testing::PagedCache;
+using testing::random_bf16;
+using testing::random_weights;
+
+MlaConfig small_config(int64_t heads, int64_t page_size) {
+  MlaConfig c;
+  c.num_heads = heads;
+  c.qk_nope_dim = 32;
+  c.qk_rope_dim = 16;
+  c.v_head_dim = 32;
+  c.kv_lora_rank = 64;
+  c.hidden = 256;
+  c.page_size = page_size;
+  return c;
+}
+
+MlaConfig tiny_config(int64_t heads, int64_t page_size) {
+  MlaConfig c;
+  c.num_heads = heads;
+  c.qk_nope_dim = 16;
+  c.qk_rope_dim = 8;
+  c.v_head_dim = 16;
+  c.kv_lora_rank = 32;
+  c.hidden = 128;
+  c.page_size = page_size;
+  return c;
+}
+
+MlaConfig deepseek_config(int64_t heads) {
+  MlaConfig c;
+  c.num_heads = heads;
+  return c;
+}
+
+std::vector<double> values_of(const Tensor& t, int64_t begin, int64_t count) {
+  std::vector<double> v(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) v[static_cast<size_t>(i)] = testing::act_at(t, begin + i);
+  return v;
+}
+
+// Rows [b, b+1) of q as a [1, H, P+R] tensor.
+Tensor one_token(const Tensor& q, int64_t b) {
+  return q.view(q.dtype(), {1, q.dim(1), q.dim(2)}, {q.dim(1) * q.dim(2), q.dim(2), 1},
+                b * q.dim(1) * q.dim(2));
+}
+
+// ---- absorbed == expanded ----------------------------------------------------------------------
+void check_absorbed_equals_expanded(const MlaConfig& cfg, const std::vector<int64_t>& lens,
+                                    uint32_t seed, double tol) {
+  const MlaLayerWeights w = random_weights(cfg, seed);
+  const PagedCache pc = make_paged(lens, cfg.page_size, cfg.cache_row(), seed + 1);
+  const int64_t b = static_cast<int64_t>(lens.size());
+  const Tensor q = random_bf16({b, cfg.num_heads, cfg.qk_head_dim()}, seed + 2, 1.0f);
+  // Absorbed, no bf16 rounding anywhere: f32 throughout.
+  const Tensor q_cat = ref::mla_absorb_q_f32(q, w.w_uk_t);
+  const Tensor o_lat = ref::mla_decode_latent(q_cat, pc.kv_cache, pc.block_table, pc.seq_lens,
+                                              cfg.kv_lora_rank, cfg.scale());
+  const Tensor absorbed = ref::mla_up_proj(o_lat, w.w_uv, false);  // [B, H*V]
+  const int64_t hv = cfg.output_dim();
+  const std::vector<double> kvb = testing::to_double(w.kv_b_proj);
+  ErrStats abs_vs_exp, abs_vs_oracle, exp_vs_oracle;
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t len = lens[static_cast<size_t>(i)];
+    if (len == 0) {
+      for (int64_t k = 0; k < hv; ++k) EXPECT_EQ(absorbed.data<float>()[i * hv + k], 0.0f);
+      continue;
+    }
+    const Tensor expanded = ref::mla_prefill_expanded(one_token(q, i), pc.kv_cache, pc.block_table,
+                                                      i, len, w.kv_b_proj, cfg, false);
+    for (int64_t h = 0; h < cfg.num_heads; ++h) {
+      const auto qv = values_of(q, (i * cfg.num_heads + h) * cfg.qk_head_dim(), cfg.qk_head_dim());
+      const auto want =
+          testing::oracle_expanded(qv, pc.rows[static_cast<size_t>(i)], len - 1, kvb, h, cfg);
+      for (int64_t k = 0; k < cfg.v_head_dim; ++k) {
+        const double a = absorbed.data<float>()[i * hv + h * cfg.v_head_dim + k];
+        const double e = expanded.data<float>()[h * cfg.v_head_dim + k];
+        abs_vs_exp.add(a, e);
+        abs_vs_oracle.add(a, want[static_cast<size_t>(k)]);
+        exp_vs_oracle.add(e, want[static_cast<size_t>(k)]);
+      }
+    }
+  }
+  EXPECT_LE(abs_vs_exp.normalized(), tol)
+      << "absorbed vs expanded, max err " << abs_vs_exp.max_abs_err;
+  EXPECT_LE(abs_vs_oracle.normalized(), tol) << "absorbed vs double oracle";
+  EXPECT_LE(exp_vs_oracle.normalized(), tol) << "expanded vs double oracle";
+  EXPECT_GT(abs_vs_oracle.max_abs_ref, 1e-3) << "degenerate outputs prove nothing";
+}
+
+TEST(MlaReference, AbsorbedDecodeEqualsExpandedAtF32Precision) {
+  for (int64_t page : {64, 7, 1}) {
+    check_absorbed_equals_expanded(small_config(16, page), {0, 1, 63, 64, 65, 130, 2}, 10 + page,
+                                   2e-6);
+  }
+}
+
+TEST(MlaReference, AbsorbedEqualsExpandedAtDeepSeekDims) {
+  check_absorbed_equals_expanded(deepseek_config(16), {65, 1}, 21, 2e-6);
+}
+
+// ---- split-KV --------------------------------------------------------------------------------
+TEST(MlaReference, SplitKvMergeEqualsUnsplit) {
+  const MlaConfig cfg = small_config(16, 64);
+  const std::vector<int64_t> lens = {0, 1, 63, 64, 65, 200, 5};
+  const MlaLayerWeights w = random_weights(cfg, 30);
+  const PagedCache pc = make_paged(lens, cfg.page_size, cfg.cache_row(), 31);
+  const int64_t b = static_cast<int64_t>(lens.size());
+  const Tensor q_cat =
+      ref::mla_absorb_q(random_bf16({b, cfg.num_heads, cfg.qk_head_dim()}, 32, 1.0f), w.w_uk_t);
+  Tensor lse1;
+  const Tensor o1 = ref::mla_decode_latent(q_cat, pc.kv_cache, pc.block_table, pc.seq_lens,
+                                           cfg.kv_lora_rank, cfg.scale(), &lse1, 1);
+  for (int64_t splits : {2, 3, 4, 7, 64, 300}) {
+    Tensor lse;
+    const Tensor o = ref::mla_decode_latent(q_cat, pc.kv_cache, pc.block_table, pc.seq_lens,
+                                            cfg.kv_lora_rank, cfg.scale(), &lse, splits);
+    ErrStats e;
+    for (int64_t i = 0; i < o.numel(); ++i) e.add(o.data<float>()[i], o1.data<float>()[i]);
+    EXPECT_LE(e.normalized(), 2e-6) << splits << " splits";
+    for (int64_t i = 0; i < b * cfg.num_heads; ++i) {
+      const float a = lse.data<float>()[i], want = lse1.data<float>()[i];
+      if (std::isinf(want)) {
+        EXPECT_EQ(a, want) << "empty sequence: lse stays -inf";
+      } else {
+        EXPECT_NEAR(a, want, 2e-6 * std::max(1.0f, std::fabs(want))) << splits << " splits";
+      }
+    }
+  }
+}
+
+// ---- latent attention and lse against the oracle; heads 128 x batch 256
+// --------------------------
+void check_latent_against_oracle(const MlaConfig& cfg, const std::vector<int64_t>& lens,
+                                 uint32_t seed, int64_t splits) {
+  const MlaLayerWeights w = random_weights(cfg, seed);
+  const PagedCache pc = make_paged(lens, cfg.page_size, cfg.cache_row(), seed + 1);
+  const int64_t b = static_cast<int64_t>(lens.size()), h = cfg.num_heads;
+  const int64_t row = cfg.cache_row(), l = cfg.kv_lora_rank;
+  const Tensor q_cat =
+      ref::mla_absorb_q(random_bf16({b, h, cfg.qk_head_dim()}, seed + 2, 1.0f), w.w_uk_t);
+  Tensor lse;
+  const Tensor o_lat = ref::mla_decode_latent(q_cat, pc.kv_cache, pc.block_table, pc.seq_lens, l,
+                                              cfg.scale(), &lse, splits);
+  const Tensor out = ref::mla_up_proj(o_lat, w.w_uv, false);
+  ErrStats e_lat, e_lse, e_out;
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t hh = 0; hh < h; ++hh) {
+      double want_lse;
+      const auto want = testing::oracle_latent(
+          values_of(q_cat, (i * h + hh) * row, row), pc.rows[static_cast<size_t>(i)],
+          lens[static_cast<size_t>(i)], l, row, cfg.scale(), &want_lse);
+      for (int64_t k = 0; k < l; ++k) {
+        e_lat.add(o_lat.data<float>()[(i * h + hh) * l + k], want[static_cast<size_t>(k)]);
+      }
+      const float got_lse = lse.data<float>()[i * h + hh];
+      if (std::isinf(want_lse)) {
+        EXPECT_EQ(got_lse, -std::numeric_limits<float>::infinity());
+      } else {
+        e_lse.add(got_lse, want_lse);
+      }
+      // Up-projection of the f32 latent output, in double.
+      for (int64_t v = 0; v < cfg.v_head_dim; ++v) {
+        double acc = 0;
+        for (int64_t k = 0; k < l; ++k) {
+          acc += o_lat.data<float>()[(i * h + hh) * l + k] *
+                 testing::bf(w.w_uv, (hh * l + k) * cfg.v_head_dim + v);
+        }
+        e_out.add(out.data<float>()[i * h * cfg.v_head_dim + hh * cfg.v_head_dim + v], acc);
+      }
+    }
+  }
+  EXPECT_LE(e_lat.normalized(), 2e-6);
+  EXPECT_LE(e_lse.max_abs_err, 2e-6 * std::max(1.0, e_lse.max_abs_ref));
+  EXPECT_LE(e_out.normalized(), 2e-6);
+}
+
+TEST(MlaReference, LatentAttentionMatchesOracleBatch1And7) {
+  check_latent_against_oracle(small_config(16, 64), {65}, 40, 1);
+  check_latent_against_oracle(small_config(16, 64), {0, 1, 63, 64, 65, 17, 128}, 41, 1);
+  check_latent_against_oracle(small_config(16, 16), {0, 1, 63, 64, 65, 17, 128}, 42, 5);
+}
+
+TEST(MlaReference, Heads128Batch256) {
+  std::vector<int64_t> lens;
+  for (int64_t i = 0; i < 256; ++i) lens.push_back((i * 37) % 70);  // 0..69: 0, 1, 63, 64, 65 too
+  check_latent_against_oracle(tiny_config(128, 16), lens, 50, 3);
+}
+
+TEST(MlaReference, AbsorbQIsBf16RoundedF32Product) {
+  const MlaConfig cfg = small_config(3, 64);
+  const MlaLayerWeights w = random_weights(cfg, 60);
+  const Tensor q = random_bf16({5, 3, cfg.qk_head_dim()}, 61, 1.0f);
+  const Tensor qc = ref::mla_absorb_q(q, w.w_uk_t);
+  const Tensor qf = ref::mla_absorb_q_f32(q, w.w_uk_t);
+  ASSERT_EQ(qc.dtype(), DType::kBF16);
+  ASSERT_EQ(qc.shape(), (std::vector<int64_t>{5, 3, cfg.cache_row()}));
+  const int64_t p = cfg.qk_nope_dim, l = cfg.kv_lora_rank, row = cfg.cache_row();
+  for (int64_t t = 0; t < 5; ++t) {
+    for (int64_t h = 0; h < 3; ++h) {
+      for (int64_t i = 0; i < row; ++i) {
+        const float f = qf.data<float>()[(t * 3 + h) * row + i];
+        EXPECT_EQ(qc.data<uint16_t>()[(t * 3 + h) * row + i], f32_to_bf16_bits(f));
+        if (i >= l) {  // q_pe copied
+          EXPECT_EQ(f, testing::bf(q, (t * 3 + h) * cfg.qk_head_dim() + p + (i - l)));
+        } else {
+          double acc = 0;
+          for (int64_t k = 0; k < p; ++k) {
+            acc += testing::bf(q, (t * 3 + h) * cfg.qk_head_dim() + k) *
+                   testing::bf(w.w_uk_t, (h * p + k) * l + i);
+          }
+          EXPECT_NEAR(f, acc, 1e-5 * (1 + std::fabs(acc)));
+        }
+      }
+    }
+  }
+}
+
+// ---- the mixed-batch op ----------------------------------------------------------------------
+void check_mixed(const MixedBatch& mb_in, double tol) {
+  MixedBatch mb = mb_in;
+  mb.pc.kv_cache = mb_in.pc.kv_cache.clone();
+  const MlaConfig& cfg = mb.cfg;
+  const Tensor out = ref::mla_attention_f32(mb.q, mb.kv_c_normed, mb.k_pe, mb.pc.kv_cache, mb.meta,
+                                            mb.w, cfg, mb.n);
+  ASSERT_EQ(out.shape(), (std::vector<int64_t>{mb.t_pad, cfg.output_dim()}));
+  // The cache now holds every sequence's full rows.
+  const int64_t row = cfg.cache_row(), ps = cfg.page_size, mp = mb.pc.block_table.dim(1);
+  for (size_t s = 0; s < mb.pc.rows.size(); ++s) {
+    const int64_t len = mb.pc.seq_lens.data<int32_t>()[s];
+    for (int64_t j = 0; j < len; ++j) {
+      const int64_t page = mb.pc.block_table.data<int32_t>()[static_cast<int64_t>(s) * mp + j / ps];
+      const uint16_t* got = mb.pc.kv_cache.data<uint16_t>() + (page * ps + j % ps) * row;
+      for (int64_t i = 0; i < row; ++i) {
+        ASSERT_EQ(got[i], mb.pc.rows[s][static_cast<size_t>(j * row + i)]) << "seq " << s;
+      }
+    }
+  }
+  ErrStats e;
+  for (int64_t t = 0; t < mb.n; ++t) {
+    const auto want = testing::oracle_token(mb, t);
+    for (int64_t k = 0; k < cfg.output_dim(); ++k) {
+      e.add(out.data<float>()[t * cfg.output_dim() + k], want[static_cast<size_t>(k)]);
+    }
+  }
+  EXPECT_LE(e.normalized(), tol) << "max abs err " << e.max_abs_err << " ref " << e.max_abs_ref;
+  EXPECT_GT(e.max_abs_ref, 1e-2);
+  for (int64_t k = mb.n * cfg.output_dim(); k < out.numel(); ++k) {
+    ASSERT_EQ(out.data<float>()[k], 0.0f) << "padded row not zero";
+  }
+  // The decode rows are exactly the absorbed chain of the public pieces.
+  const int64_t nd = mb.meta.num_decodes;
+  if (nd > 0) {
+    const Tensor qd = mb.q.view(DType::kBF16, {nd, cfg.num_heads, cfg.qk_head_dim()},
+                                Tensor::contiguous_strides({nd, cfg.num_heads, cfg.qk_head_dim()}));
+    const Tensor bt = mb.pc.block_table.view(DType::kI32, {nd, mp}, {mp, 1});
+    const Tensor sl = mb.pc.seq_lens.view(DType::kI32, {nd}, {1});
+    const Tensor chain =
+        ref::mla_up_proj(ref::mla_decode_latent(ref::mla_absorb_q(qd, mb.w.w_uk_t), mb.pc.kv_cache,
+                                                bt, sl, cfg.kv_lora_rank, cfg.scale()),
+                         mb.w.w_uv, true);
+    for (int64_t k = 0; k < chain.numel(); ++k) {
+      ASSERT_EQ(f32_bits(chain.data<float>()[k]), f32_bits(out.data<float>()[k]));
+    }
+  }
+}
+
+// Tolerance: the op rounds q_cat, o_lat and the prefill's k_nope / v to bf16 (2^-9 relative each)
+// like the kernels; 1e-2 of the largest output bounds that with margin.
+TEST(MlaReference, MixedBatchAgainstOracle) {
+  check_mixed(
+      make_mixed(small_config(16, 16), {1, 17, 64, 65, 0}, {{5, 0}, {3, 20}, {1, 63}}, 3, 70),
+      1e-2);
+  check_mixed(make_mixed(small_config(16, 64), {63, 64, 65}, {{9, 57}}, 0, 71), 1e-2);
+  check_mixed(make_mixed(small_config(16, 5), {}, {{4, 0}, {6, 1}}, 2, 72), 1e-2);
+  check_mixed(make_mixed(small_config(16, 3), {2, 1}, {}, 1, 73), 1e-2);
+}
+
+TEST(MlaReference, MixedBatchDeepSeekDims) {
+  check_mixed(make_mixed(deepseek_config(16), {3, 65}, {{4, 4}}, 1, 80), 1e-2);
+}
+
+// ---- bad inputs ------------------------------------------------------------------------------
+TEST(MlaReference, DecodeBadInputsNameTheTensor) {
+  const MlaConfig cfg = small_config(4, 16);
+  const MlaLayerWeights w = random_weights(cfg, 90);
+  PagedCache pc = make_paged({20, 5}, cfg.page_size, cfg.cache_row(), 91);
+  const Tensor q_cat =
+      ref::mla_absorb_q(random_bf16({2, 4, cfg.qk_head_dim()}, 92, 1.0f), w.w_uk_t);
+  const int64_t l = cfg.kv_lora_rank;
+  EXPECT_NO_THROW(ref::mla_decode_latent(q_cat, pc.kv_cache, pc.block_table, pc.seq_lens, l, 1));
+  // A page id past the cache.
+  Tensor bt = pc.block_table.clone();
+  bt.data<int32_t>()[1] = static_cast<int32_t>(pc.kv_cache.dim(0));
+  expect_error([&] { ref::mla_decode_latent(q_cat, pc.kv_cache, bt, pc.seq_lens, l, 1); },
+               {"block_table[0, 1]", "kv_cache"});
+  bt.data<int32_t>()[1] = -3;
+  expect_error([&] { ref::mla_decode_latent(q_cat, pc.kv_cache, bt, pc.seq_lens, l, 1); },
+               {"block_table[0, 1] = -3"});
+  // A length beyond the block table's capacity.
+  Tensor sl = pc.seq_lens.clone();
+  sl.data<int32_t>()[1] = static_cast<int32_t>(pc.block_table.dim(1) * cfg.page_size + 1);
+  expect_error([&] { ref::mla_decode_latent(q_cat, pc.kv_cache, pc.block_table, sl, l, 1); },
+               {"seq_lens[1]", "block_table"});
+  sl.data<int32_t>()[1] = -1;
+  expect_error([&] { ref::mla_decode_latent(q_cat, pc.kv_cache, pc.block_table, sl, l, 1); },
+               {"seq_lens[1] = -1"});
+  Tensor sl3 = Tensor::empty(DType::kI32, {3});
+  expect_error([&] { ref::mla_decode_latent(q_cat, pc.kv_cache, pc.block_table, sl3, l, 1); },
+               {"seq_lens", "[2]"});
+  Tensor cache_wrong = Tensor::empty(DType::kBF16, {4, 16, 100});
+  expect_error(
+      [&] { ref::mla_decode_latent(q_cat, cache_wrong, pc.block_table, pc.seq_lens, l, 1); },
+      {"kv_cache", "q_cat"});
+  expect_error(
+      [&] { ref::mla_decode_latent(q_cat, pc.kv_cache, pc.block_table, pc.seq_lens, 0, 1); },
+      {"latent_dim"});
+  expect_error(
+      [&] {
+        ref::mla_decode_latent(q_cat, pc.kv_cache, pc.block_table, pc.seq_lens, l, 1, nullptr, 0);
+      },
+      {"kv_splits"});
+  Tensor bt_f32 = Tensor::empty(DType::kF32, {2, 4});
+  expect_error([&] { ref::mla_decode_latent(q_cat, pc.kv_cache, bt_f32, pc.seq_lens, l, 1); },
+               {"block_table", "i32"});
+  // absorb / up-proj shape mismatches.
+  const Tensor q5 = random_bf16({2, 5, cfg.qk_head_dim()}, 93, 1.0f);
+  expect_error([&] { ref::mla_absorb_q(q5, w.w_uk_t); }, {"w_uk_t", "heads"});
+  const Tensor o_lat = Tensor::empty(DType::kF32, {2, 4, l + 1});
+  expect_error([&] { ref::mla_up_proj(o_lat, w.w_uv, true); }, {"w_uv", "o_lat"});
+}
+
+TEST(MlaReference, AttentionBadInputsNameTheTensor) {
+  const MixedBatch good = make_mixed(small_config(4, 16), {3, 20}, {{4, 2}}, 2, 100);
+  auto run = [](MixedBatch mb) {
+    mb.pc.kv_cache = mb.pc.kv_cache.clone();
+    ref::mla_attention_f32(mb.q, mb.kv_c_normed, mb.k_pe, mb.pc.kv_cache, mb.meta, mb.w, mb.cfg,
+                           mb.n);
+  };
+  EXPECT_NO_THROW(run(good));
+  {
+    MixedBatch mb = good;
+    expect_error(
+        [&] {
+          ref::mla_attention_f32(mb.q, mb.kv_c_normed, mb.k_pe, mb.pc.kv_cache, mb.meta, mb.w,
+                                 mb.cfg, mb.n - 1);
+        },
+        {"metadata", "tokens"});
+  }
+  {
+    MixedBatch mb = good;
+    mb.q = random_bf16({mb.t_pad, 4, 40}, 1, 1.0f);
+    expect_error([&] { run(mb); }, {"tensor q", "[8, 4, 48]"});
+  }
+  {
+    MixedBatch mb = good;
+    mb.meta.slot_mapping = mb.meta.slot_mapping.clone();
+    mb.meta.slot_mapping.data<int32_t>()[2] = 1 << 20;
+    Tensor before = mb.pc.kv_cache.clone();
+    expect_error(
+        [&] {
+          ref::mla_attention_f32(mb.q, mb.kv_c_normed, mb.k_pe, mb.pc.kv_cache, mb.meta, mb.w,
+                                 mb.cfg, mb.n);
+        },
+        {"slot_mapping[2]", "kv_cache"});
+    EXPECT_EQ(std::memcmp(before.raw(), mb.pc.kv_cache.raw(), before.storage()->bytes), 0)
+        << "a rejected slot mapping must leave the cache untouched";
+  }
+  {
+    MixedBatch mb = good;
+    mb.meta.page_size = 64;
+    expect_error([&] { run(mb); }, {"page_size", "kv_cache"});
+  }
+  {
+    MixedBatch mb = good;
+    mb.meta.seq_lens = mb.meta.seq_lens.clone();
+    mb.meta.seq_lens.data<int32_t>()[2] = 3;  // prefill of 4 query tokens
+    expect_error([&] { run(mb); }, {"seq_lens[2] = 3", "4 query tokens"});
+  }
+  {
+    MixedBatch mb = good;
+    mb.meta.query_start_loc = mb.meta.query_start_loc.clone();
+    mb.meta.query_start_loc.data<int32_t>()[1] = 2;
+    expect_error([&] { run(mb); }, {"decode sequence 0", "query tokens"});
+  }
+  {
+    MixedBatch mb = good;
+    mb.w.kv_b_proj = Tensor();
+    expect_error([&] { run(mb); }, {"kv_b_proj", "missing"});
+  }
+  {
+    MixedBatch mb = good;
+    mb.meta.block_table = mb.meta.block_table.clone();
+    mb.meta.block_table.data<int32_t>()[mb.meta.block_table.dim(1)] = 99999;  // seq 1, page 0
+    expect_error([&] { run(mb); }, {"block_table[1, 0] = 99999"});
+  }
+  {
+    MixedBatch mb = good;
+    mb.w.w_uv = Tensor::empty(DType::kBF16, {4, 64, 16});
+    expect_error([&] { run(mb); }, {"w_uv", "[4, 64, 32]"});
+  }
+}
+
+}  // namespace
+}  // namespace mlafuse
