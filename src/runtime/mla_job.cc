@@ -1,0 +1,318 @@
+#include "mlafuse/runtime/mla_job.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "mlafuse/backends/cpu/reference.h"
+#include "mlafuse/core/error.h"
+#include "mlafuse/ir/op_registry.h"
+#include "mlafuse/models/weights.h"
+#include "mlafuse/passes/dce.h"
+#include "mlafuse/passes/mla_attn_quant_fusion.h"
+#include "mlafuse/quant/codecs.h"
+#include "mlafuse/quant/scale_layout.h"
+
+namespace mlafuse::runtime {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::string hex_bytes(const uint8_t* p, size_t n) {
+  std::ostringstream os;
+  os << "0x" << std::hex;
+  for (size_t i = n; i-- > 0;) os << (p[i] >> 4) << (p[i] & 15);  // little-endian value
+  return os.str();
+}
+
+// Rows [0, n) of a row-major [T_pad, ...] buffer, as a contiguous [n, ...] host tensor.
+Tensor first_rows(const Tensor& t, int64_t n) {
+  std::vector<int64_t> shape = t.shape();
+  shape[0] = n;
+  Tensor out = Tensor::empty(t.dtype(), shape);
+  std::memcpy(out.raw(), t.raw(), static_cast<size_t>(out.numel()) * dtype_size(t.dtype()));
+  return out;
+}
+
+// Compares rows [0, n) of two row-major buffers byte for byte.
+bool rows_equal(const Tensor& a, const Tensor& b, int64_t n, const std::string& name,
+                std::string* why) {
+  const int64_t row_elems = a.numel() / a.dim(0);
+  const size_t es = dtype_size(a.dtype());
+  const auto* pa = static_cast<const uint8_t*>(a.raw());
+  const auto* pb = static_cast<const uint8_t*>(b.raw());
+  for (int64_t i = 0; i < n * row_elems; ++i) {
+    if (std::memcmp(pa + i * es, pb + i * es, es) != 0) {
+      *why = name + "[" + std::to_string(i / row_elems) + ", " + std::to_string(i % row_elems) +
+             "]: unfused " + hex_bytes(pa + i * es, es) + ", fused " + hex_bytes(pb + i * es, es);
+      return false;
+    }
+  }
+  return true;
+}
+
+// Group-FP8 scales of tokens [0, n), at their strided places, as f32 bits.
+bool group_scales_equal(const Tensor& a, const Tensor& b, const GroupScaleLayout& l, int64_t n,
+                        const std::string& name, std::string* why) {
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t g = 0; g < l.groups; ++g) {
+      const auto* pa = a.data<uint8_t>() + l.offset(t, g) * 4;
+      const auto* pb = b.data<uint8_t>() + l.offset(t, g) * 4;
+      if (std::memcmp(pa, pb, 4) != 0) {
+        *why = name + " token " + std::to_string(t) + " group " + std::to_string(g) + ": unfused " +
+               hex_bytes(pa, 4) + ", fused " + hex_bytes(pb, 4);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+// Logical [n, groups] f32 copy of a strided group-scale buffer.
+Tensor group_scales_logical(const Tensor& s, const GroupScaleLayout& l, int64_t n) {
+  Tensor out = Tensor::empty(DType::kF32, {n, l.groups});
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t g = 0; g < l.groups; ++g) {
+      out.data<float>()[t * l.groups + g] = s.data<float>()[l.offset(t, g)];
+    }
+  }
+  return out;
+}
+
+GroupScaleLayout group_layout(Layout layout, int64_t t_pad, int64_t groups) {
+  return GroupScaleLayout{t_pad, groups, layout != Layout::kRowMajor,
+                          layout == Layout::kColMajorTma};
+}
+
+struct ErrStats {
+  double ref_max = 0, max_abs = 0;
+};
+// y: [T_pad, N] bf16 (rows < n compared); ref: [n, N] f32.
+ErrStats compare_to_reference(const Tensor& y, const Tensor& ref, int64_t n) {
+  ErrStats e;
+  const int64_t cols = ref.dim(1);
+  MLAFUSE_CHECK(y.dtype() == DType::kBF16 && y.dim(1) == cols, "o_proj output ", y.str(),
+                " does not match the reference ", ref.str());
+  for (int64_t i = 0; i < n * cols; ++i) {
+    const double r = ref.data<float>()[i];
+    const double v = bf16_bits_to_f32(y.data<uint16_t>()[i]);
+    e.ref_max = std::max(e.ref_max, std::fabs(r));
+    // A NaN anywhere makes the error infinite rather than silently ignored.
+    const double d = std::fabs(v - r);
+    e.max_abs = std::isnan(d) ? INFINITY : std::max(e.max_abs, d);
+  }
+  return e;
+}
+
+Tensor scalar_f32(double v) {
+  Tensor t = Tensor::empty(DType::kF32, {1});
+  t.data<float>()[0] = static_cast<float>(v);
+  return t;
+}
+
+}  // namespace
+
+models::BatchSpec default_job_batch() {
+  models::BatchSpec s;
+  s.decode_lens = {1, 77, 300, 1000};
+  s.prefills = {{32, 0}};
+  return s;
+}
+
+models::OutputQuant default_job_quant() {
+  models::OutputQuant q;
+  q.kind = models::QuantKind::kFp8Group;
+  q.group_size = 128;
+  q.col_major = true;
+  q.tma_aligned = true;
+  return q;
+}
+
+std::string quant_description(const models::OutputQuant& q) {
+  std::string s = q.name();
+  if (q.kind == models::QuantKind::kFp8Group) {
+    if (q.col_major) s += " col_major";
+    if (q.ue8m0) s += " ue8m0";
+    if (q.tma_aligned) s += " tma_aligned";
+  }
+  return s;
+}
+
+MlaJobReport run_mla_job(Backend& backend, const MlaJobOptions& o) {
+  const MlaConfig& cfg = o.config;
+  cfg.validate();
+  MLAFUSE_CHECK(o.num_layers >= 1, "--layers must be >= 1, got ", o.num_layers);
+  MLAFUSE_CHECK(o.quant.kind != models::QuantKind::kNone,
+                "the job compares a fused graph with the unfused one; quantization 'none' has "
+                "nothing to fuse");
+  MlaJobReport r;
+  r.backend = backend.name();
+  r.config = cfg;
+  r.num_layers = o.num_layers;
+  r.quant = quant_description(o.quant);
+
+  auto t0 = Clock::now();
+  const WeightStore weights = models::make_mla_weights(cfg, o.num_layers, o.batch.seed);
+  r.weights_ms = ms_since(t0);
+  t0 = Clock::now();
+  models::BatchSpec spec = o.batch;
+  spec.t_pad = 0;  // the executor pads to its bucket
+  const models::Batch batch = models::make_batch(cfg, o.num_layers, spec);
+  const int64_t n = batch.num_tokens;
+  r.num_tokens = n;
+  r.num_pages = batch.num_pages;
+  r.batch_ms = ms_since(t0);
+
+  // The f32 end-to-end reference and the calibration of the static scales.
+  t0 = Clock::now();
+  std::map<std::string, Tensor> inputs = batch.graph_inputs();
+  r.layers.resize(static_cast<size_t>(o.num_layers));
+  std::vector<Tensor> y_ref(static_cast<size_t>(o.num_layers));
+  for (int64_t i = 0; i < o.num_layers; ++i) {
+    LayerReport& lr = r.layers[static_cast<size_t>(i)];
+    lr.layer = i;
+    const models::LayerBatch& lb = batch.layers[static_cast<size_t>(i)];
+    Tensor cache = lb.kv_cache.clone();  // the op writes this step's tokens into it
+    const Tensor attn = ref::mla_attention_f32(lb.q, lb.kv_c_normed, lb.k_pe, cache, batch.meta,
+                                               weights.layer(i), cfg, n);  // [n, H*V] f32
+    for (int64_t e = 0; e < n * cfg.output_dim(); ++e) {
+      lr.amax =
+          std::max(lr.amax, static_cast<double>(std::fabs(round_to_bf16(attn.data<float>()[e]))));
+    }
+    const double amax = lr.amax > 0 ? lr.amax : 1.0;  // an all-zero output: any scale works
+    if (o.quant.kind == models::QuantKind::kFp8Static) {
+      lr.input_scale = static_cast<float>(amax / kFp8E4M3Max);
+      inputs[models::layer_value_name(i, "o_proj.input_scale")] = scalar_f32(lr.input_scale);
+    } else if (o.quant.kind == models::QuantKind::kNvfp4) {
+      lr.global_scale = static_cast<float>(kFp8E4M3Max * kFp4E2M1Max / amax);
+      inputs[models::layer_value_name(i, "o_proj.input_global_scale")] =
+          scalar_f32(lr.global_scale);
+    }
+    y_ref[static_cast<size_t>(i)] =
+        models::linear_block_fp8_f32(attn, models::o_proj_of(weights, i));
+    r.reference[models::layer_value_name(i, "y_ref")] = y_ref[static_cast<size_t>(i)];
+  }
+  r.reference_ms = ms_since(t0);
+  if (o.quant.kind == models::QuantKind::kFp8Static) {
+    r.calibration = "static FP8 input_scale = amax(bf16 attention output) / 448 per layer";
+  } else if (o.quant.kind == models::QuantKind::kNvfp4) {
+    r.calibration = "NVFP4 input_global_scale = 448 * 6 / amax(bf16 attention output) per layer";
+  } else {
+    r.calibration = "dynamic per-token-group scales: none to calibrate";
+  }
+
+  // The two graphs: as built, and after the fusion pass.
+  t0 = Clock::now();
+  models::MlaGraphOptions go;
+  go.config = cfg;
+  go.num_layers = o.num_layers;
+  go.num_pages = batch.num_pages;
+  go.quant = o.quant;
+  const ir::Graph unfused = models::build_mla_graph(go);
+  ir::Graph fused = models::build_mla_graph(go);
+  passes::PassManager pm;
+  pm.emplace<passes::MlaAttnQuantFusion>(backend);
+  pm.emplace<passes::DeadCodeElimination>();
+  r.fusion = pm.run(fused);
+  r.compile_ms = ms_since(t0);
+  r.ops_unfused = unfused.op_counts();
+  r.ops_fused = fused.op_counts();
+  for (const char* q : {"quant_fp8_static", "quant_fp8_group", "quant_nvfp4"}) {
+    if (!r.ops_fused.count(q)) continue;
+    std::string reasons;
+    for (const passes::PassStats& s : r.fusion) {
+      for (const passes::Rejection& j : s.rejections) reasons += "; " + j.node + ": " + j.reason;
+    }
+    MLAFUSE_FAIL("backend ", backend.name(), " did not fuse ", r.quant, " into every layer (",
+                 r.ops_fused.at(q), " ", q, " nodes left)", reasons);
+  }
+
+  // Run both on the backend.
+  ExecutorOptions eo;
+  eo.cuda_graphs = o.cuda_graphs;
+  eo.timing_iters = o.timing_iters;
+  eo.timing_warmup = o.timing_warmup;
+  Executor eu(unfused, backend, weights, eo);
+  Executor ef(fused, backend, weights, eo);
+  r.unfused = eu.run(inputs, batch.meta);
+  r.fused = ef.run(inputs, batch.meta);
+  const int64_t t_pad = r.fused.t_pad;
+
+  // Compare, layer by layer.
+  r.bitwise_equal = true;
+  for (int64_t i = 0; i < o.num_layers; ++i) {
+    LayerReport& lr = r.layers[static_cast<size_t>(i)];
+    const std::string xq_name = models::layer_value_name(i, "xq");
+    const std::string xs_name = models::layer_value_name(i, "xs");
+    const std::string y_name = models::layer_value_name(i, "y");
+    const Tensor xq_u = eu.read(xq_name), xq_f = ef.read(xq_name);
+    lr.codes_equal = rows_equal(xq_u, xq_f, n, xq_name, &lr.mismatch);
+    r.unfused_outputs[xq_name] = first_rows(xq_u, n);
+    r.fused_outputs[xq_name] = first_rows(xq_f, n);
+    lr.scales_equal = true;
+    if (o.quant.kind == models::QuantKind::kFp8Group) {
+      const ir::Value* v = unfused.value(xs_name);
+      MLAFUSE_CHECK(fused.value(xs_name)->type() == v->type(), "fused ", xs_name, " ",
+                    fused.value(xs_name)->type().str(), " differs from the unfused ",
+                    v->type().str());
+      const GroupScaleLayout l =
+          group_layout(v->layout(), t_pad, cfg.output_dim() / o.quant.group_size);
+      const Tensor xs_u = eu.read(xs_name), xs_f = ef.read(xs_name);
+      std::string why;
+      lr.scales_equal = group_scales_equal(xs_u, xs_f, l, n, xs_name, &why);
+      if (lr.mismatch.empty()) lr.mismatch = why;
+      r.unfused_outputs[xs_name] = group_scales_logical(xs_u, l, n);
+      r.fused_outputs[xs_name] = group_scales_logical(xs_f, l, n);
+    } else if (o.quant.kind == models::QuantKind::kNvfp4) {
+      // Swizzled block scales: every byte of the 128-row tiles that hold tokens [0, n), padding
+      // (written as zero) included.
+      const Nvfp4ScaleLayout l{t_pad, cfg.output_dim()};
+      const int64_t rows = round_up(n, 128);
+      const Tensor xs_u = eu.read(xs_name), xs_f = ef.read(xs_name);
+      const Tensor tu = xs_u.view(DType::kU8, {rows, l.padded_cols()}, {l.padded_cols(), 1});
+      const Tensor tf = xs_f.view(DType::kU8, {rows, l.padded_cols()}, {l.padded_cols(), 1});
+      std::string why;
+      lr.scales_equal = rows_equal(tu, tf, rows, xs_name + " (swizzled bytes)", &why);
+      if (lr.mismatch.empty()) lr.mismatch = why;
+      r.unfused_outputs[xs_name] = first_rows(tu, rows);
+      r.fused_outputs[xs_name] = first_rows(tf, rows);
+    }
+    r.bitwise_equal = r.bitwise_equal && lr.codes_equal && lr.scales_equal;
+
+    const Tensor y_u = eu.read(y_name), y_f = ef.read(y_name);
+    std::string ignored;
+    lr.y_equal = rows_equal(y_u, y_f, n, y_name, &ignored);
+    const Tensor& ref = y_ref[static_cast<size_t>(i)];
+    const ErrStats ef_err = compare_to_reference(y_f, ref, n);
+    const ErrStats eu_err = compare_to_reference(y_u, ref, n);
+    lr.ref_max_abs = ef_err.ref_max;
+    const double denom = ef_err.ref_max > 0 ? ef_err.ref_max : 1.0;
+    lr.max_abs_err = ef_err.max_abs;
+    lr.max_rel_err = ef_err.max_abs / denom;
+    lr.unfused_max_abs_err = eu_err.max_abs;
+    lr.unfused_max_rel_err = eu_err.max_abs / denom;
+    r.o_proj_max_abs_err = std::max(r.o_proj_max_abs_err, lr.max_abs_err);
+    r.o_proj_max_rel_err = std::max(r.o_proj_max_rel_err, lr.max_rel_err);
+    r.unfused_outputs[y_name] = first_rows(y_u, n);
+    r.fused_outputs[y_name] = first_rows(y_f, n);
+    const std::string cache_name = models::layer_value_name(i, "kv_cache_out");
+    r.unfused_outputs[cache_name] = eu.read(cache_name);
+    r.fused_outputs[cache_name] = ef.read(cache_name);
+  }
+
+  // Inputs for --dump: the graph inputs, the step's metadata and the checkpoint tensors.
+  r.inputs = inputs;
+  r.inputs["meta.seq_lens"] = batch.meta.seq_lens;
+  r.inputs["meta.query_start_loc"] = batch.meta.query_start_loc;
+  r.inputs["meta.block_table"] = batch.meta.block_table;
+  r.inputs["meta.slot_mapping"] = batch.meta.slot_mapping;
+  for (const auto& [name, t] : weights.tensors) r.inputs[name] = t;
+  return r;
+}
+
+}  // namespace mlafuse::runtime
