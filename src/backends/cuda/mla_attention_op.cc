@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "backends/cuda/cache_write.h"
 #include "backends/cuda/device_context.h"
+#include "backends/cuda/mla_decode.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/shape.h"
 #include "mlafuse/quant/quant_key.h"
@@ -258,8 +260,83 @@ bool mla_fused_quant_supported(const FusedQuantRequest& req) {
 
 void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext& dc) {
   const MlaCallPlan plan = validate(call, ctx);
-  (void)plan;
-  MLAFUSE_FAIL("mla_attention (cuda): the decode kernels are not built into this binary yet");
+  const cudaStream_t stream = dc.stream_for(ctx);
+  const AttentionMetadata& meta = *ctx.device_meta;
+  const Tensor& q = call.inputs[0];
+  const Tensor& kv_c = call.inputs[1];
+  const Tensor& k_pe = call.inputs[2];
+  Tensor& cache = call.outputs[1];
+  const int t = static_cast<int>(plan.t_pad);
+  const int h = static_cast<int>(plan.heads);
+
+  // 1. This step's tokens into the paged cache (they are part of what the queries attend to).
+  CacheWriteArgs cw;
+  cw.kv_c = static_cast<const uint16_t*>(kv_c.raw());
+  cw.kv_c_stride = kLatent;
+  cw.k_pe = static_cast<const uint16_t*>(k_pe.raw());
+  cw.k_pe_stride = kRope;
+  cw.slot_mapping = meta.slot_mapping.data<int32_t>();
+  cw.kv_cache = static_cast<uint16_t*>(cache.raw());
+  cw.num_slots = plan.num_pages * kPage;
+  cw.t_pad = plan.t_pad;
+  cw.latent = kLatent;
+  cw.rope = kRope;
+  cw.num_tokens = plan.n;
+  cw.num_tokens_device = ctx.num_tokens_device;
+  launch_cache_write(cw, stream);
+  if (t == 0) return;
+
+  // 2. Workspace: the absorbed query, then the decode kernels' scratch.
+  const int num_parts = mla_num_parts(dc.num_sms, h);
+  const size_t q_cat_bytes = (static_cast<size_t>(t) * h * kMlaRow * 2 + 255) / 256 * 256;
+  char* base = static_cast<char*>(
+      dc.ensure_workspace(q_cat_bytes + mla_workspace_bytes(t, h, num_parts)));
+  auto* q_cat = reinterpret_cast<__nv_bfloat16*>(base);  // [T_pad, H, 576]
+  const MlaWorkspace ws = mla_workspace_carve(base + q_cat_bytes, t, h, num_parts);
+
+  // 3. q_cat = [q_nope @ W_UK_T | q_pe] on tensor cores (cuBLAS).
+  const MlaLayerWeights& w = ctx.weights->layer(call.attrs.get<int64_t>("layer"));
+  launch_mla_absorb_q(dc.cublas, static_cast<const __nv_bfloat16*>(q.raw()),
+                      static_cast<const __nv_bfloat16*>(w.w_uk_t.raw()), q_cat, t, h, stream);
+
+  // 4. Plan, split-KV attention, combine + W_UV + quantization epilogue.
+  MlaDecodeProblem p;
+  p.num_heads = h;
+  p.num_queries = t;
+  p.num_tokens = static_cast<int>(plan.n);
+  p.num_tokens_device = ctx.num_tokens_device;
+  p.softmax_scale = plan.softmax_scale;
+  p.num_seqs = static_cast<int>(meta.num_seqs());
+  p.seq_lens = meta.seq_lens.data<int32_t>();
+  p.query_start_loc = meta.query_start_loc.data<int32_t>();
+  p.block_table = meta.block_table.data<int32_t>();
+  p.block_table_stride = static_cast<int>(meta.block_table.dim(1));
+  p.num_pages = plan.num_pages;
+  p.q_cat = q_cat;
+  p.kv_cache = static_cast<const __nv_bfloat16*>(cache.raw());
+  p.w_uv = static_cast<const __nv_bfloat16*>(w.w_uv.raw());
+
+  MlaOutputParams out;
+  out.out = call.outputs[0].raw();
+  out.ue8m0 = plan.ue8m0;
+  out.col_major = plan.col_major;
+  out.tma_aligned = plan.tma_aligned;
+  if (call.inputs.size() == 5) out.scale = call.inputs[4].data<float>();
+  if (!plan.key) {
+    out.kind = MlaEpilogue::kBf16;
+  } else if (*plan.key == kFp8StaticTensorSym) {
+    out.kind = MlaEpilogue::kFp8Static;
+  } else if (*plan.key == kNvfp4Dynamic) {
+    out.kind = MlaEpilogue::kNvfp4;
+    out.nvfp4_scales = static_cast<uint8_t*>(call.outputs[2].raw());
+  } else {
+    out.kind = plan.key->group_size() == 128 ? MlaEpilogue::kFp8Group128
+                                             : MlaEpilogue::kFp8Group64;
+    out.group_scales = call.outputs[2].data<float>();
+  }
+  launch_mla_plan(p, ws, stream);
+  launch_mla_decode_splitkv(p, ws, stream);
+  launch_mla_combine_up_quant(p, ws, out, stream);
 }
 
 }  // namespace mlafuse::cuda

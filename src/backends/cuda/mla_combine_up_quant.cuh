@@ -1,0 +1,378 @@
+// mla_decode_combine_up_quant: one CTA = kTM query tokens x one head h.
+//   1. W_UV[h] ([512, 128] bf16, 128 KB) streams into shared memory with cp.async while
+//   2. each warp merges the split-KV results of its tokens in f32 (log-sum-exp weights) and rounds
+//      the latent output to bf16 ([kTM, 512] tile in shared memory);
+//   3. out[kTM, 128] = o_lat @ W_UV[h] on tensor cores (mma.sync, f32 accumulate), warp w owns
+//      output columns 16*w .. + 16;
+//   4. the f32 result is rounded to bf16 (the value the unfused graph's quant op would read) and
+//      handed, row by row, to the epilogue functor: bf16 store, static FP8, group FP8 (one head's
+//      128 outputs are one group of 128 or two of 64), or NVFP4 (eight 16-element blocks).
+// Every functor quantizes with the shared quant_epilogue.cuh, so the codes and scales equal the
+// standalone quant kernels' on this kernel's own bf16 output, bit for bit. Tokens t >= n are not
+// written (NVFP4 zeroes its scale padding rows up to round_up(n, 128), SPEC 6).
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "backends/cuda/mla_decode.h"
+#include "backends/cuda/mla_decode_plan.cuh"
+#include "backends/cuda/mla_mma.cuh"
+#include "backends/cuda/quant_epilogue.cuh"
+#include "mlafuse/backends/cuda/cuda_check.h"
+#include "mlafuse/quant/scale_layout.h"
+
+namespace mlafuse::cuda::mla {
+
+inline constexpr int kCombineThreads = 256;
+inline constexpr int kOutStride = kMlaVDim + 8;  // padded bf16 row of the staged output tile
+
+template <int kTM>
+struct CombineUpSmem {
+  __nv_bfloat16 w[kMlaLatent * kMlaVDim];  // W_UV[h] [512, 128], rows of 16 swizzled chunks
+  __nv_bfloat16 a[kTM * kMlaLatent];       // merged o_lat [kTM, 512], rows of 64 swizzled chunks;
+                                           // reused as the bf16 output tile [kTM, kOutStride]
+};
+
+// ---- epilogue functors: `row` gets one token's 128 bf16-rounded outputs of head h -------------
+// Called by a whole warp (shuffles inside); lane i holds elements 4i .. 4i+3 (x).
+
+struct EpiBf16 {
+  static constexpr MlaEpilogue kKind = MlaEpilogue::kBf16;
+  __nv_bfloat16* out;  // [T_pad, H*128]
+  int64_t dim;         // H*128
+  __device__ __forceinline__ void init(const MlaOutputParams& o, int num_heads, int num_queries) {
+    out = static_cast<__nv_bfloat16*>(o.out);
+    dim = static_cast<int64_t>(num_heads) * kMlaVDim;
+  }
+  __device__ __forceinline__ void pad(int, int, int, int) const {}
+  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane, bool valid) const {
+    if (!valid) return;
+    uint2 v;
+    v.x = pack_bf16x2(x[0], x[1]);
+    v.y = pack_bf16x2(x[2], x[3]);
+    *reinterpret_cast<uint2*>(out + t * dim + h * kMlaVDim + 4 * lane) = v;
+  }
+};
+
+struct EpiFp8Static {
+  static constexpr MlaEpilogue kKind = MlaEpilogue::kFp8Static;
+  uint8_t* out;  // [T_pad, H*128] e4m3
+  int64_t dim;
+  float inv;
+  __device__ __forceinline__ void init(const MlaOutputParams& o, int num_heads, int num_queries) {
+    out = static_cast<uint8_t*>(o.out);
+    dim = static_cast<int64_t>(num_heads) * kMlaVDim;
+    inv = qe::fp8_static_inv(*o.scale);
+  }
+  __device__ __forceinline__ void pad(int, int, int, int) const {}
+  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane, bool valid) const {
+    if (!valid) return;
+    *reinterpret_cast<uint32_t*>(out + t * dim + h * kMlaVDim + 4 * lane) =
+        qe::quant_fp8_static_x4(x[0], x[1], x[2], x[3], inv);
+  }
+};
+
+template <int kGroup>
+struct EpiFp8Group {
+  static_assert(kGroup == 128 || kGroup == 64, "fused group FP8 supports groups of 128 and 64");
+  static constexpr MlaEpilogue kKind =
+      kGroup == 128 ? MlaEpilogue::kFp8Group128 : MlaEpilogue::kFp8Group64;
+  static constexpr int kLanesPerGroup = kGroup / 4;
+  uint8_t* out;  // [T_pad, H*128] e4m3
+  float* scales;
+  GroupScaleLayout layout;
+  int64_t dim;
+  float eps;
+  bool ue8m0;
+  __device__ __forceinline__ void init(const MlaOutputParams& o, int num_heads, int num_queries) {
+    out = static_cast<uint8_t*>(o.out);
+    scales = o.group_scales;
+    dim = static_cast<int64_t>(num_heads) * kMlaVDim;
+    layout = GroupScaleLayout{num_queries, dim / kGroup, o.col_major, o.tma_aligned};
+    eps = o.eps;
+    ue8m0 = o.ue8m0;
+  }
+  __device__ __forceinline__ void pad(int, int, int, int) const {}
+  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane, bool valid) const {
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) amax = qe::abs_max(amax, x[i]);
+    amax = qe::group_amax<kLanesPerGroup - 1>(amax);
+    const qe::Fp8GroupScale sc = qe::fp8_group_scale(amax, eps, ue8m0);
+    if (!valid) return;
+    const int64_t col = static_cast<int64_t>(h) * kMlaVDim + 4 * lane;
+    *reinterpret_cast<uint32_t*>(out + t * dim + col) = qe::quant_fp8x4(x[0], x[1], x[2], x[3], sc);
+    if (lane % kLanesPerGroup == 0) qe::store_group_scale(scales, layout, t, col / kGroup, sc.s);
+  }
+};
+
+// NVFP4 needs eight elements a lane (a 16-element block is two lanes): `row` regroups them.
+struct EpiNvfp4 {
+  static constexpr MlaEpilogue kKind = MlaEpilogue::kNvfp4;
+  uint8_t* out;  // [T_pad, H*64] packed e2m1x2
+  uint8_t* sf;   // swizzled e4m3 [round_up(T_pad, 128), H*8]
+  Nvfp4ScaleLayout layout;
+  int64_t dim;
+  float gs;
+  __device__ __forceinline__ void init(const MlaOutputParams& o, int num_heads, int num_queries) {
+    out = static_cast<uint8_t*>(o.out);
+    sf = o.nvfp4_scales;
+    dim = static_cast<int64_t>(num_heads) * kMlaVDim;
+    layout = Nvfp4ScaleLayout{num_queries, dim};
+    gs = *o.scale;
+  }
+  // Zeroes head h's scale columns of padding rows [n, round_up(n, 128)) inside rows [t0, t0+rows).
+  __device__ __forceinline__ void pad(int t0, int rows, int n, int h) const {
+    const int pad_end = static_cast<int>(round_up(n, 128));
+    for (int i = threadIdx.x; i < rows * 8; i += kCombineThreads) {
+      const int t = t0 + i / 8;
+      if (t >= n && t < pad_end) layout_store_zero(t, h * 8 + i % 8);
+    }
+  }
+  __device__ __forceinline__ void layout_store_zero(int64_t t, int64_t k) const {
+    qe::store_nvfp4_scale(sf, layout, t, k, 0);
+  }
+  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane, bool valid) const {
+    // Lane l holds elements 4l..4l+3, so 16-element block b spans lanes 4b..4b+3. Lane 4b
+    // gathers elements 16b..16b+7 (lanes 4b, 4b+1) and lane 4b+1 elements 16b+8..16b+15 (lanes
+    // 4b+2, 4b+3); lanes 4b+2 and 4b+3 compute duplicates and store nothing.
+    float y[8];
+    const int base = lane & ~3;
+    const int src0 = base + 2 * (lane & 1);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      y[i] = __shfl_sync(0xffffffffu, x[i], src0);
+      y[4 + i] = __shfl_sync(0xffffffffu, x[i], src0 + 1);
+    }
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) amax = qe::abs_max(amax, x[i]);
+    amax = qe::group_amax<3>(amax);  // the 4 lanes of one 16-element block
+    const qe::Nvfp4BlockScale bs = qe::nvfp4_block_scale(amax, gs);
+    const uint32_t packed = qe::quant_nvfp4x8(y, bs.out_scale);
+    if (!valid || (lane & 2) != 0) return;
+    const int64_t col = static_cast<int64_t>(h) * kMlaVDim + 4 * base + 8 * (lane & 1);
+    *reinterpret_cast<uint32_t*>(out + (t * dim + col) / 2) = packed;
+    if ((lane & 3) == 0) qe::store_nvfp4_scale(sf, layout, t, col / 16, bs.sf);
+  }
+};
+
+// Merged, bf16-rounded latent output of token t, head h into a swizzled [512] row of `dst`: lane l
+// covers dims 8l .. 8l+7 and 256 + 8l .. 256 + 8l+7 (16-byte chunks l and 32 + l).
+__device__ __forceinline__ void merge_latent_row(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                                                 int per_part, int t, int h, int lane,
+                                                 float (&acc)[16]) {
+#pragma unroll
+  for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
+  const QuerySplits sp = query_splits(ws, per_part, t);
+  if (sp.tiles == 0) return;  // no KV: the output is 0
+  if (sp.first == sp.last) {
+    const __nv_bfloat16* src = ws.o_lat + (static_cast<int64_t>(t) * p.num_heads + h) * kMlaLatent;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const uint4 v = *reinterpret_cast<const uint4*>(src + 256 * half + 8 * lane);
+      const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        acc[8 * half + 2 * i] = bf16_lo(w[i]);
+        acc[8 * half + 2 * i + 1] = bf16_hi(w[i]);
+      }
+    }
+    return;
+  }
+  float m = -INFINITY;
+  for (int part = sp.first; part <= sp.last; ++part) {
+    const int slot = partial_slot(ws, part, t);
+    m = fmaxf(m, ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + h]);
+  }
+  float wsum = 0.0f;
+  for (int part = sp.first; part <= sp.last; ++part) {
+    const int slot = partial_slot(ws, part, t);
+    const int64_t row = static_cast<int64_t>(slot) * p.num_heads + h;
+    const float w = __expf(ws.lse_part[row] - m);
+    wsum += w;
+    const float* src = ws.o_part + row * kMlaLatent;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float4 a = *reinterpret_cast<const float4*>(src + 256 * half + 8 * lane);
+      const float4 b = *reinterpret_cast<const float4*>(src + 256 * half + 8 * lane + 4);
+      float* d = acc + 8 * half;
+      d[0] += w * a.x;
+      d[1] += w * a.y;
+      d[2] += w * a.z;
+      d[3] += w * a.w;
+      d[4] += w * b.x;
+      d[5] += w * b.y;
+      d[6] += w * b.z;
+      d[7] += w * b.w;
+    }
+  }
+  const float inv = 1.0f / wsum;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) acc[i] *= inv;
+}
+
+template <class Epi, int kTM>
+__global__ void __launch_bounds__(kCombineThreads)
+    mla_combine_up_quant_kernel(MlaDecodeProblem p, MlaWorkspace ws, MlaOutputParams op) {
+  using Smem = CombineUpSmem<kTM>;
+  constexpr int kMT = kTM / 16;
+  extern __shared__ __align__(128) uint8_t smem_raw[];
+  Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
+  const int t0 = blockIdx.x * kTM;
+  const int h = blockIdx.y;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int n = real_tokens(p);
+
+  Epi epi;
+  epi.init(op, p.num_heads, p.num_queries);
+  epi.pad(t0, kTM, n, h);
+  if (t0 >= n) return;  // uniform over the CTA: nothing real in this tile
+
+  // 1. W_UV[h] -> shared memory, four commit groups of 128 rows.
+  const __nv_bfloat16* gw = p.w_uv + static_cast<int64_t>(h) * kMlaLatent * kMlaVDim;
+  const uint32_t sw = smem_addr(sm.w);
+  for (int i = threadIdx.x; i < kMlaLatent * kMlaVDim / 8; i += kCombineThreads) {
+    const int r = i / 16;
+    const int c = i % 16;
+    cp_async16(sw + (r * kMlaVDim + ((c & 8) | swz(r, c & 7)) * 8) * 2, gw + r * kMlaVDim + c * 8);
+  }
+  cp_async_commit();
+
+  // 2. Merge the splits of each token, round to bf16.
+  const int per_part = ws.sched[0];
+  for (int r = warp; r < kTM; r += kCombineThreads / 32) {
+    const int t = t0 + r;
+    float acc[16];
+    if (t < n) {
+      merge_latent_row(p, ws, per_part, t, h, lane, acc);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float* v = acc + 8 * half;
+      uint4 packed;
+      packed.x = pack_bf16x2(v[0], v[1]);
+      packed.y = pack_bf16x2(v[2], v[3]);
+      packed.z = pack_bf16x2(v[4], v[5]);
+      packed.w = pack_bf16x2(v[6], v[7]);
+      const int c = 32 * half + lane;
+      *reinterpret_cast<uint4*>(sm.a + r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8) = packed;
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  // 3. [kTM, 512] x [512, 128]: warp w computes columns 16w .. 16w+15 of every row.
+  float c[kMT][2][4];
+#pragma unroll
+  for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) c[mi][j][e] = 0.0f;
+  const uint32_t sa = smem_addr(sm.a);
+#pragma unroll 4
+  for (int kk = 0; kk < kMlaLatent / 16; ++kk) {
+    uint32_t b[4];
+    {
+      const int r = kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+      const int ch = 2 * warp + lane / 16;
+      ldmatrix_x4_trans(b, sw + (r * kMlaVDim + ((ch & 8) | swz(r, ch & 7)) * 8) * 2);
+    }
+#pragma unroll
+    for (int mi = 0; mi < kMT; ++mi) {
+      uint32_t a[4];
+      const int r = mi * 16 + (lane % 16);
+      const int ch = 2 * kk + lane / 16;
+      ldmatrix_x4(a, sa + (r * kMlaLatent + ((ch & ~7) | swz(r, ch & 7)) * 8) * 2);
+      mma_bf16_16816(c[mi][0], a, b[0], b[1]);
+      mma_bf16_16816(c[mi][1], a, b[2], b[3]);
+    }
+  }
+  __syncthreads();  // sm.a becomes the output tile
+
+  // 4. bf16-rounded outputs to shared memory, then the epilogue row by row.
+  __nv_bfloat16* so = sm.a;  // [kTM, kOutStride]
+#pragma unroll
+  for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = mi * 16 + lane / 4 + 8 * r;
+        const int col = 16 * warp + 8 * j + 2 * (lane % 4);
+        *reinterpret_cast<uint32_t*>(so + row * kOutStride + col) =
+            pack_bf16x2(c[mi][j][2 * r], c[mi][j][2 * r + 1]);
+      }
+  __syncthreads();
+  for (int r = warp; r < kTM; r += kCombineThreads / 32) {
+    const int t = t0 + r;
+    const uint2 v = *reinterpret_cast<const uint2*>(so + r * kOutStride + 4 * lane);
+    const float x[4] = {bf16_lo(v.x), bf16_hi(v.x), bf16_lo(v.y), bf16_hi(v.y)};
+    epi.row(x, t, h, lane, t < n);
+  }
+}
+
+// Unfused baseline: the merged latent output of every real token as bf16 in ws.o_lat (queries done
+// by one part already wrote theirs). One warp per (token, head).
+template <int kWarps>
+__global__ void __launch_bounds__(kWarps * 32)
+    mla_combine_latent_kernel(MlaDecodeProblem p, MlaWorkspace ws) {
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int t = blockIdx.x;
+  const int h = blockIdx.y * kWarps + warp;
+  if (t >= real_tokens(p) || h >= p.num_heads) return;
+  const int per_part = ws.sched[0];
+  const QuerySplits sp = query_splits(ws, per_part, t);
+  if (sp.tiles > 0 && sp.first == sp.last) return;
+  float acc[16];
+  merge_latent_row(p, ws, per_part, t, h, lane, acc);
+  __nv_bfloat16* dst = ws.o_lat + (static_cast<int64_t>(t) * p.num_heads + h) * kMlaLatent;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const float* v = acc + 8 * half;
+    uint4 packed;
+    packed.x = pack_bf16x2(v[0], v[1]);
+    packed.y = pack_bf16x2(v[2], v[3]);
+    packed.z = pack_bf16x2(v[4], v[5]);
+    packed.w = pack_bf16x2(v[6], v[7]);
+    *reinterpret_cast<uint4*>(dst + 256 * half + 8 * lane) = packed;
+  }
+}
+
+// Host side: picks the token tile (16, 32 or 64 rows) from T_pad and launches one CTA per
+// (tile, head). NVFP4's grid reaches round_up(T_pad, 128) rows for its scale padding.
+template <class Epi, int kTM>
+void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                                  const MlaOutputParams& op, cudaStream_t stream) {
+  const int64_t rows = Epi::kKind == MlaEpilogue::kNvfp4 ? round_up(p.num_queries, 128)
+                                                          : p.num_queries;
+  const dim3 grid(static_cast<unsigned>(ceil_div(rows, kTM)), static_cast<unsigned>(p.num_heads));
+  const size_t smem = sizeof(CombineUpSmem<kTM>);
+  auto kernel = mla_combine_up_quant_kernel<Epi, kTM>;
+  MLAFUSE_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  kernel<<<grid, kCombineThreads, smem, stream>>>(p, ws, op);
+  MLAFUSE_CUDA_CHECK_LAUNCH("mla_combine_up_quant_kernel");
+}
+
+template <class Epi>
+void launch_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                             const MlaOutputParams& op, cudaStream_t stream) {
+  if (p.num_queries <= 16) {
+    launch_combine_up_quant_tile<Epi, 16>(p, ws, op, stream);
+  } else if (p.num_queries <= 32) {
+    launch_combine_up_quant_tile<Epi, 32>(p, ws, op, stream);
+  } else {
+    launch_combine_up_quant_tile<Epi, 64>(p, ws, op, stream);
+  }
+}
+
+}  // namespace mlafuse::cuda::mla

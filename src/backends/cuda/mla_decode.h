@@ -1,0 +1,119 @@
+// MLA decode on the GPU: the host API of the decode kernels (launchers in mla_*.cu, device code in
+// mla_*.cuh). Kernels see only these plain structs; the op runner (mla_attention_op.cc) fills them
+// from an OpCall. Dimensions are DeepSeek's (SPEC 4): latent L = 512, RoPE R = 64, V = 128, page 64.
+//
+// The chain for one batch of queries (decode tokens, and prefill tokens run through the same
+// absorbed path with their own causal lengths):
+//   launch_mla_plan               per-query KV length / block-table row, and the split-KV
+//                                 schedule, computed on the device (CUDA-graph capturable)
+//   launch_mla_decode_splitkv     tensor-core attention of H heads over the paged latent cache;
+//                                 bf16 latent output for queries done by one CTA, f32 partials and
+//                                 log-sum-exp for split queries
+//   launch_mla_combine_up_quant   merge splits, o_lat (bf16) @ W_UV[h] on tensor cores, bf16 round,
+//                                 then the output epilogue (bf16, FP8 static / group, NVFP4)
+// The unfused baseline replaces the last step by launch_mla_combine_latent + a cuBLAS batched GEMM
+// (launch_mla_up_proj_cublas) + the standalone quant kernel.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mlafuse::cuda {
+
+inline constexpr int kMlaLatent = 512;  // L
+inline constexpr int kMlaRope = 64;     // R
+inline constexpr int kMlaRow = 576;     // L + R: one cached token, and one absorbed query head
+inline constexpr int kMlaNope = 128;    // P
+inline constexpr int kMlaQDim = 192;    // P + R
+inline constexpr int kMlaVDim = 128;    // V
+inline constexpr int kMlaPage = 64;     // tokens per cache page == KV tile of the kernels
+// Split-KV cost of one query beyond its KV tiles (Q load, output write, combine), in tiles.
+inline constexpr int kMlaQueryOverheadTiles = 4;
+
+// Which attention kernel runs; kAuto picks the fastest one built for the head count.
+enum class MlaAttnKernel { kAuto, kMma, kWgmma };
+
+struct MlaDecodeProblem {
+  int num_heads = 0;    // H in {16, 32, 64, 128}
+  int num_queries = 0;  // T_pad: rows of q_cat and of the outputs
+  int num_tokens = 0;   // n, used when num_tokens_device is null
+  const int32_t* num_tokens_device = nullptr;  // [1] real token count n <= T_pad, or null
+  float softmax_scale = 0.0f;
+  // Attention metadata (device). Query t < n belongs to the sequence s with
+  // query_start_loc[s] <= t < query_start_loc[s+1] and sees the first
+  // seq_lens[s] - (query_start_loc[s+1] - 1 - t) cached tokens (decode: all of them).
+  int num_seqs = 0;
+  const int32_t* seq_lens = nullptr;         // [num_seqs]
+  const int32_t* query_start_loc = nullptr;  // [num_seqs + 1]
+  const int32_t* block_table = nullptr;      // [num_seqs, block_table_stride]
+  int block_table_stride = 0;
+  int64_t num_pages = 0;
+  const __nv_bfloat16* q_cat = nullptr;     // [T_pad, H, 576]: absorbed q_nope | q_pe
+  const __nv_bfloat16* kv_cache = nullptr;  // [num_pages, 64, 576]
+  const __nv_bfloat16* w_uv = nullptr;      // [H, 512, 128]
+  MlaAttnKernel kernel = MlaAttnKernel::kAuto;
+};
+
+// Scratch of one call, carved from one device buffer by mla_workspace_carve.
+struct MlaWorkspace {
+  int num_parts = 0;             // split-KV parts per head block (grid.x of the attention)
+  int32_t* q_len = nullptr;      // [T_pad] KV length of each query (0 for t >= n)
+  int32_t* q_row = nullptr;      // [T_pad] block-table row of each query
+  int32_t* q_cum = nullptr;      // [T_pad + 1] exclusive prefix of the split-KV cost
+  int32_t* sched = nullptr;      // [2] tiles per part, total cost
+  int32_t* part_qbegin = nullptr;  // [num_parts] first query whose cost range holds the part's start
+  __nv_bfloat16* o_lat = nullptr;  // [T_pad, H, 512] normalized latent output (single-split queries)
+  float* o_part = nullptr;       // [2 * num_parts, H, 512] normalized partial outputs
+  float* lse_part = nullptr;     // [2 * num_parts, H] natural-log sum-exp of each partial
+};
+
+int mla_num_parts(int num_sms, int num_heads);
+size_t mla_workspace_bytes(int num_queries, int num_heads, int num_parts);
+MlaWorkspace mla_workspace_carve(void* base, int num_queries, int num_heads, int num_parts);
+
+enum class MlaEpilogue { kBf16, kFp8Static, kFp8Group128, kFp8Group64, kNvfp4 };
+
+struct MlaOutputParams {
+  MlaEpilogue kind = MlaEpilogue::kBf16;
+  // kBf16: [T_pad, H*128] bf16; FP8: [T_pad, H*128] e4m3; NVFP4: [T_pad, H*64] packed e2m1x2.
+  void* out = nullptr;
+  const float* scale = nullptr;  // [1] f32: the static FP8 scale, or the NVFP4 global scale
+  // Group FP8: storage of the [T_pad, H*128/G] f32 scales, laid out per GroupScaleLayout.
+  float* group_scales = nullptr;
+  // NVFP4: swizzled e4m3 block scales [round_up(T_pad, 128), H*8] (SPEC 3.3).
+  uint8_t* nvfp4_scales = nullptr;
+  bool ue8m0 = false;
+  bool col_major = false;
+  bool tma_aligned = false;
+  float eps = 1e-10f;
+};
+
+void launch_mla_plan(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t stream);
+void launch_mla_decode_splitkv(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                               cudaStream_t stream);
+void launch_mla_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                                 const MlaOutputParams& out, cudaStream_t stream);
+
+// Absorbed query: q_cat[t, h] = [bf16(q_nope[t, h] @ W_UK_T[h]) | q_pe[t, h]] for all T_pad rows
+// (a cuBLAS strided-batched GEMM, then a copy of the RoPE part).
+void launch_mla_absorb_q(cublasHandle_t handle, const __nv_bfloat16* q,  // [T_pad, H, 192]
+                         const __nv_bfloat16* w_uk_t,                   // [H, 128, 512]
+                         __nv_bfloat16* q_cat,                          // [T_pad, H, 576]
+                         int num_queries, int num_heads, cudaStream_t stream);
+
+// Unfused baseline, step 1: every query's normalized latent output in ws.o_lat (bf16), zeros for
+// queries with no KV; rows t >= n are not written.
+void launch_mla_combine_latent(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                               cudaStream_t stream);
+// Unfused baseline, step 2: out[t, h*128 + v] = bf16(sum_l o_lat[t, h, l] * W_UV[h, l, v]) for the
+// first `rows` rows (cuBLAS strided-batched GEMM, f32 accumulation).
+void launch_mla_up_proj_cublas(cublasHandle_t handle, const __nv_bfloat16* o_lat,  // [T, H, 512]
+                               const __nv_bfloat16* w_uv,                          // [H, 512, 128]
+                               __nv_bfloat16* out,                                 // [T, H*128]
+                               int rows, int num_heads, cudaStream_t stream);
+
+}  // namespace mlafuse::cuda

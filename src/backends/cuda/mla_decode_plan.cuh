@@ -1,0 +1,118 @@
+// Device-side scheduling of one MLA decode call (no host synchronisation, so a whole decode step
+// can be captured in a CUDA graph and replayed with a different real token count).
+//
+// Each query t (decode token, or prefill token with its own causal length) costs
+// ceil(len_t / 64) KV tiles plus kMlaQueryOverheadTiles; queries are laid end to end on one cost
+// axis (q_cum is the exclusive prefix) and part p of the attention grid takes the cost range
+// [p * per_part, (p + 1) * per_part). A query's tiles that fall in one part form a segment.
+// Everything else follows in closed form, so no per-part lists are stored:
+//   splits of t: parts floor(q_cum[t] / per_part) .. floor((q_cum[t] + tiles_t - 1) / per_part);
+//   partial slot of (t, p): 2p when t is the part's first query (part_qbegin[p]), else 2p + 1
+//   (a part holds at most two split queries: the one it starts in and the one it ends in).
+#pragma once
+
+#include <cub/block/block_scan.cuh>
+
+#include "backends/cuda/mla_decode.h"
+
+namespace mlafuse::cuda::mla {
+
+// The real token count n, clamped to [0, T_pad].
+__device__ __forceinline__ int real_tokens(const MlaDecodeProblem& p) {
+  const int n = p.num_tokens_device != nullptr ? *p.num_tokens_device : p.num_tokens;
+  return min(max(n, 0), p.num_queries);
+}
+
+__device__ __forceinline__ int ceil_tiles(int len) { return (len + kMlaPage - 1) / kMlaPage; }
+
+// Which parts hold tiles of query t (first..last; none when tiles == 0).
+struct QuerySplits {
+  int tiles;
+  int first;
+  int last;
+};
+__device__ __forceinline__ QuerySplits query_splits(const MlaWorkspace& ws, int per_part, int t) {
+  QuerySplits s;
+  s.tiles = ceil_tiles(ws.q_len[t]);
+  const int cum = ws.q_cum[t];
+  s.first = cum / per_part;
+  s.last = s.tiles > 0 ? (cum + s.tiles - 1) / per_part : s.first - 1;
+  return s;
+}
+
+__device__ __forceinline__ int partial_slot(const MlaWorkspace& ws, int part, int t) {
+  return 2 * part + (ws.part_qbegin[part] == t ? 0 : 1);
+}
+
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, MlaWorkspace ws) {
+  using Scan = cub::BlockScan<int, kThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ int carry;
+  const int t_pad = p.num_queries;
+  // Tokens past the batch's own count (query_start_loc's last entry) are padding as well.
+  const int n = min(real_tokens(p), p.query_start_loc[p.num_seqs]);
+  const int max_len = p.block_table_stride * kMlaPage;
+  if (threadIdx.x == 0) carry = 0;
+  __syncthreads();
+  for (int base = 0; base < t_pad; base += kThreads) {
+    const int t = base + static_cast<int>(threadIdx.x);
+    int len = 0;
+    int row = 0;
+    if (t < n) {
+      // The sequence s with query_start_loc[s] <= t < query_start_loc[s + 1].
+      int lo = 0;
+      int hi = p.num_seqs;
+      while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (p.query_start_loc[mid] <= t) {
+          lo = mid;
+        } else {
+          hi = mid;
+        }
+      }
+      row = lo;
+      // Causal: the j-th of a sequence's q tokens sees context + j + 1 cached tokens.
+      len = p.seq_lens[lo] - (p.query_start_loc[lo + 1] - 1 - t);
+      len = min(max(len, 0), max_len);
+    }
+    const int tiles = ceil_tiles(len);
+    const int cost = tiles > 0 ? tiles + kMlaQueryOverheadTiles : 0;
+    int excl = 0;
+    int agg = 0;
+    Scan(scan_tmp).ExclusiveSum(cost, excl, agg);
+    if (t < t_pad) {
+      ws.q_len[t] = len;
+      ws.q_row[t] = row;
+      ws.q_cum[t] = carry + excl;
+    }
+    __syncthreads();  // every thread has read `carry` and the scan storage is free
+    if (threadIdx.x == 0) carry += agg;
+    __syncthreads();
+  }
+  const int total = carry;
+  // At least two tiles a part: a one-tile split costs a Q load and a partial write per tile.
+  const int per_part = max(2, (total + ws.num_parts - 1) / ws.num_parts);
+  if (threadIdx.x == 0) {
+    ws.q_cum[t_pad] = total;
+    ws.sched[0] = per_part;
+    ws.sched[1] = total;
+  }
+  __syncthreads();  // q_cum written by this block is visible to it
+  for (int part = threadIdx.x; part < ws.num_parts; part += kThreads) {
+    const int start = part * per_part;
+    int lo = 0;
+    int hi = max(t_pad, 1);
+    while (hi - lo > 1) {  // the last query whose cost range begins at or before `start`
+      const int mid = (lo + hi) / 2;
+      if (ws.q_cum[mid] <= start) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    ws.part_qbegin[part] = lo;
+  }
+}
+
+}  // namespace mlafuse::cuda::mla

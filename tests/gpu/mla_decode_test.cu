@@ -1,0 +1,501 @@
+// GPU tests of the MLA decode kernels (plan, split-KV attention, combine + W_UV + quantization
+// epilogue) and of the CUDA `mla_attention` op, against the CPU reference.
+//
+// Float outputs: normalized error ||out - ref|| / ||ref|| <= 1e-2 per token row (bf16 operands:
+// q, K/V, P and the latent output are bf16 on the tensor cores; the output is rounded to bf16).
+// Quantized outputs: codes and scales bit-exact against the CPU reference quantizer applied to the
+// kernel's own bf16 output, over the whole buffers (so nothing outside tokens < n is written).
+// KV past each sequence's end is NaN, unused block-table slots hold huge page ids, outputs are
+// poisoned (0xff bytes) before every run, and padded batches read n from device memory.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backends/cuda/device_context.h"
+#include "backends/cuda/mla_decode.h"
+#include "mlafuse/backends/backend.h"
+#include "mlafuse/backends/cpu/reference.h"
+#include "mlafuse/backends/cuda/cuda_check.h"
+#include "mlafuse/quant/codecs.h"
+#include "mlafuse/quant/scale_layout.h"
+
+namespace mlafuse {
+namespace {
+
+using cuda::MlaDecodeProblem;
+using cuda::MlaEpilogue;
+using cuda::MlaOutputParams;
+using cuda::MlaWorkspace;
+
+constexpr int kL = 512, kR = 64, kRow = 576, kV = 128, kPage = 64;
+constexpr uint16_t kBf16NaN = 0x7fc0;
+constexpr double kFloatTol = 1e-2;
+
+#define SKIP_WITHOUT_GPU()                                         \
+  do {                                                             \
+    std::string reason;                                            \
+    if (!cuda::device_available(&reason)) GTEST_SKIP() << reason;  \
+  } while (0)
+
+// A device buffer that frees itself.
+struct DevBuf {
+  void* p = nullptr;
+  size_t bytes = 0;
+  explicit DevBuf(size_t b) : bytes(b) { MLAFUSE_CUDA_CHECK(cudaMalloc(&p, b == 0 ? 1 : b)); }
+  ~DevBuf() { cudaFree(p); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p);
+  }
+  void upload(const void* src) { MLAFUSE_CUDA_CHECK(cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice)); }
+  void download(void* dst) const {
+    MLAFUSE_CUDA_CHECK(cudaMemcpy(dst, p, bytes, cudaMemcpyDeviceToHost));
+  }
+  void poison() { MLAFUSE_CUDA_CHECK(cudaMemset(p, 0xff, bytes)); }
+};
+
+uint16_t bf16(float f) { return f32_to_bf16_bits(f); }
+
+// A batch: sequences (seq_len, query tokens), decodes first; `pad` extra padded token rows.
+struct Batch {
+  int heads = 16;
+  std::vector<int> seq_lens;
+  std::vector<int> q_tokens;
+  int pad = 0;
+  uint32_t seed = 1;
+};
+
+// Host data of one batch and the per-query view the reference needs.
+struct HostProblem {
+  int heads = 0, n = 0, t_pad = 0, num_seqs = 0, num_pages = 0, bt_stride = 0;
+  float scale = 0.0f;
+  std::vector<int32_t> seq_lens, qsl, block_table;
+  std::vector<uint16_t> cache, q_cat, w_uv;
+  std::vector<int32_t> q_len, q_row;  // per real query
+};
+
+HostProblem make_problem(const Batch& b) {
+  HostProblem h;
+  std::mt19937 rng(b.seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  h.heads = b.heads;
+  h.num_seqs = static_cast<int>(b.seq_lens.size());
+  h.scale = 1.0f / std::sqrt(192.0f);
+  h.qsl.push_back(0);
+  int max_pages = 1;
+  int total_pages = 0;
+  for (int s = 0; s < h.num_seqs; ++s) {
+    h.qsl.push_back(h.qsl.back() + b.q_tokens[s]);
+    const int pages = (b.seq_lens[s] + kPage - 1) / kPage;
+    max_pages = std::max(max_pages, pages);
+    total_pages += pages;
+  }
+  h.n = h.qsl.back();
+  h.t_pad = h.n + b.pad;
+  h.seq_lens.assign(b.seq_lens.begin(), b.seq_lens.end());
+  h.num_pages = total_pages + 3;  // three pages nobody owns (NaN)
+  h.bt_stride = max_pages + 2;
+  std::vector<int32_t> pool(h.num_pages);
+  std::iota(pool.begin(), pool.end(), 0);
+  std::shuffle(pool.begin(), pool.end(), rng);
+  h.block_table.assign(static_cast<size_t>(h.num_seqs) * h.bt_stride, 0);
+  h.cache.assign(static_cast<size_t>(h.num_pages) * kPage * kRow, kBf16NaN);
+  int next = 0;
+  for (int s = 0; s < h.num_seqs; ++s) {
+    const int pages = (b.seq_lens[s] + kPage - 1) / kPage;
+    for (int j = 0; j < h.bt_stride; ++j) {
+      // Unused slots hold huge ids: a kernel that reads one faults under memcheck.
+      h.block_table[s * h.bt_stride + j] = j < pages ? pool[next++] : 0x3fffff00 + j;
+    }
+    for (int pos = 0; pos < b.seq_lens[s]; ++pos) {
+      const int page = h.block_table[s * h.bt_stride + pos / kPage];
+      uint16_t* row = h.cache.data() + (static_cast<size_t>(page) * kPage + pos % kPage) * kRow;
+      for (int c = 0; c < kRow; ++c) row[c] = bf16(u(rng));
+    }
+  }
+  h.q_cat.resize(static_cast<size_t>(h.t_pad) * h.heads * kRow);
+  for (auto& v : h.q_cat) v = bf16(u(rng));
+  h.w_uv.resize(static_cast<size_t>(h.heads) * kL * kV);
+  for (auto& v : h.w_uv) v = bf16(0.08f * u(rng));
+  for (int s = 0; s < h.num_seqs; ++s) {
+    for (int t = h.qsl[s]; t < h.qsl[s + 1]; ++t) {
+      h.q_len.push_back(std::max(0, h.seq_lens[s] - (h.qsl[s + 1] - 1 - t)));
+      h.q_row.push_back(s);
+    }
+  }
+  return h;
+}
+
+Tensor host_tensor(DType dt, std::vector<int64_t> shape, const void* src) {
+  Tensor t = Tensor::empty(dt, std::move(shape));
+  std::memcpy(t.raw(), src, static_cast<size_t>(t.numel()) * dtype_size(dt));
+  return t;
+}
+
+// Reference latent output [n, H, 512] f32 and up-projection [n, H*128] f32.
+struct Reference {
+  Tensor o_lat, out;
+};
+Reference reference(const HostProblem& h) {
+  const int n = h.n;
+  Tensor q = host_tensor(DType::kBF16, {n, h.heads, kRow}, h.q_cat.data());
+  Tensor cache = host_tensor(DType::kBF16, {h.num_pages, kPage, kRow}, h.cache.data());
+  std::vector<int32_t> bt(static_cast<size_t>(std::max(n, 1)) * h.bt_stride);
+  for (int t = 0; t < n; ++t) {
+    std::copy_n(h.block_table.data() + static_cast<size_t>(h.q_row[t]) * h.bt_stride, h.bt_stride,
+                bt.data() + static_cast<size_t>(t) * h.bt_stride);
+  }
+  Tensor bt_t = host_tensor(DType::kI32, {n, h.bt_stride}, bt.data());
+  Tensor lens = host_tensor(DType::kI32, {n}, h.q_len.data());
+  Tensor w_uv = host_tensor(DType::kBF16, {h.heads, kL, kV}, h.w_uv.data());
+  Reference r;
+  r.o_lat = ref::mla_decode_latent(q, cache, bt_t, lens, kL, h.scale);
+  r.out = ref::mla_up_proj(r.o_lat, w_uv, true);
+  return r;
+}
+
+// Device copies of one problem plus the decode workspace.
+struct DeviceProblem {
+  DevBuf seq_lens, qsl, bt, cache, q_cat, w_uv, n_dev, ws_buf;
+  MlaDecodeProblem p;
+  MlaWorkspace ws;
+  explicit DeviceProblem(const HostProblem& h, int num_sms)
+      : seq_lens(h.seq_lens.size() * 4 + 4),
+        qsl(h.qsl.size() * 4),
+        bt(h.block_table.size() * 4),
+        cache(h.cache.size() * 2),
+        q_cat(h.q_cat.size() * 2),
+        w_uv(h.w_uv.size() * 2),
+        n_dev(4),
+        ws_buf(cuda::mla_workspace_bytes(h.t_pad, h.heads, cuda::mla_num_parts(num_sms, h.heads))) {
+    if (!h.seq_lens.empty()) {
+      MLAFUSE_CUDA_CHECK(cudaMemcpy(seq_lens.p, h.seq_lens.data(), h.seq_lens.size() * 4,
+                                    cudaMemcpyHostToDevice));
+    }
+    qsl.upload(h.qsl.data());
+    if (!h.block_table.empty()) bt.upload(h.block_table.data());
+    cache.upload(h.cache.data());
+    q_cat.upload(h.q_cat.data());
+    w_uv.upload(h.w_uv.data());
+    n_dev.upload(&h.n);
+    // Stale scratch must not matter: fill the workspace with NaN bytes.
+    ws_buf.poison();
+    const int parts = cuda::mla_num_parts(num_sms, h.heads);
+    ws = cuda::mla_workspace_carve(ws_buf.p, h.t_pad, h.heads, parts);
+    p.num_heads = h.heads;
+    p.num_queries = h.t_pad;
+    p.num_tokens = h.t_pad;  // deliberately wrong: the device count wins
+    p.num_tokens_device = n_dev.as<int32_t>();
+    p.softmax_scale = h.scale;
+    p.num_seqs = h.num_seqs;
+    p.seq_lens = seq_lens.as<int32_t>();
+    p.query_start_loc = qsl.as<int32_t>();
+    p.block_table = bt.as<int32_t>();
+    p.block_table_stride = h.bt_stride;
+    p.num_pages = h.num_pages;
+    p.q_cat = q_cat.as<__nv_bfloat16>();
+    p.kv_cache = cache.as<__nv_bfloat16>();
+    p.w_uv = w_uv.as<__nv_bfloat16>();
+  }
+  void attention() {
+    cuda::launch_mla_plan(p, ws, nullptr);
+    cuda::launch_mla_decode_splitkv(p, ws, nullptr);
+  }
+};
+
+int num_sms() {
+  int dev = 0, sms = 0;
+  MLAFUSE_CUDA_CHECK(cudaGetDevice(&dev));
+  MLAFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms;
+}
+
+// Normalized error of each real row; rows whose reference is all zero must be exactly zero.
+void expect_rows_close(const std::vector<float>& got, const float* want, int rows, int cols,
+                       const std::vector<int32_t>& q_len, const std::string& what) {
+  int bad = 0;
+  for (int t = 0; t < rows; ++t) {
+    double num = 0.0, den = 0.0;
+    bool nan = false;
+    for (int c = 0; c < cols; ++c) {
+      const double g = got[static_cast<size_t>(t) * cols + c];
+      const double w = want[static_cast<size_t>(t) * cols + c];
+      nan |= std::isnan(g);
+      num += (g - w) * (g - w);
+      den += w * w;
+    }
+    const bool ok = q_len[t] == 0 ? (num == 0.0 && !nan) : (!nan && std::sqrt(num / den) <= kFloatTol);
+    if (!ok && bad++ < 5) {
+      ADD_FAILURE() << what << ": token " << t << " (kv len " << q_len[t]
+                    << ") normalized error " << std::sqrt(num / std::max(den, 1e-30))
+                    << (nan ? " with NaN" : "");
+    }
+  }
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << rows << " rows out of tolerance";
+}
+
+std::vector<float> bf16_to_f32(const std::vector<uint16_t>& v) {
+  std::vector<float> f(v.size());
+  for (size_t i = 0; i < v.size(); ++i) f[i] = bf16_bits_to_f32(v[i]);
+  return f;
+}
+
+void expect_untouched(const std::vector<uint8_t>& bytes, size_t begin, const std::string& what) {
+  size_t bad = 0;
+  for (size_t i = begin; i < bytes.size(); ++i) bad += bytes[i] != 0xff;
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " bytes written past the real tokens";
+}
+
+struct QuantVariant {
+  MlaEpilogue kind;
+  bool col_major = false, ue8m0 = false, tma_aligned = false;
+  std::string name() const {
+    std::string s = kind == MlaEpilogue::kFp8Static     ? "fp8_static"
+                    : kind == MlaEpilogue::kFp8Group128 ? "fp8_group128"
+                    : kind == MlaEpilogue::kFp8Group64  ? "fp8_group64"
+                                                        : "nvfp4";
+    if (col_major) s += "_col";
+    if (ue8m0) s += "_ue8m0";
+    if (tma_aligned) s += "_tma";
+    return s;
+  }
+};
+
+std::vector<QuantVariant> all_variants() {
+  std::vector<QuantVariant> v{{MlaEpilogue::kFp8Static}, {MlaEpilogue::kNvfp4}};
+  for (MlaEpilogue k : {MlaEpilogue::kFp8Group128, MlaEpilogue::kFp8Group64})
+    for (int f = 0; f < 8; ++f) v.push_back({k, (f & 1) != 0, (f & 2) != 0, (f & 4) != 0});
+  return v;
+}
+
+// Fused epilogue `v` vs the CPU reference quantizer on the kernel's bf16 output `out_bf16`.
+void check_quant_variant(DeviceProblem& d, const HostProblem& h,
+                         const std::vector<uint16_t>& out_bf16, const QuantVariant& v) {
+  SCOPED_TRACE(v.name());
+  const int64_t t_pad = h.t_pad, dim = static_cast<int64_t>(h.heads) * kV;
+  Tensor x = host_tensor(DType::kBF16, {t_pad, dim}, out_bf16.data());
+  MlaOutputParams op;
+  op.kind = v.kind;
+  op.col_major = v.col_major;
+  op.ue8m0 = v.ue8m0;
+  op.tma_aligned = v.tma_aligned;
+  DevBuf scale(4);
+  float amax = 0.0f;
+  for (int64_t i = 0; i < h.n * dim; ++i) amax = std::max(amax, std::fabs(bf16_bits_to_f32(out_bf16[i])));
+  const float scale_v = v.kind == MlaEpilogue::kNvfp4 ? 448.0f * 6.0f / std::max(amax, 1e-6f)
+                                                      : std::max(amax, 1e-6f) / 300.0f;
+  scale.upload(&scale_v);
+  op.scale = scale.as<float>();
+  Tensor scale_t = host_tensor(DType::kF32, {1}, &scale_v);
+
+  if (v.kind == MlaEpilogue::kFp8Static) {
+    DevBuf q(static_cast<size_t>(t_pad * dim));
+    q.poison();
+    op.out = q.p;
+    cuda::launch_mla_combine_up_quant(d.p, d.ws, op, nullptr);
+    MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<uint8_t> got(q.bytes);
+    q.download(got.data());
+    Tensor want = Tensor::empty(DType::kFp8E4M3, {t_pad, dim});
+    std::memset(want.raw(), 0xff, q.bytes);
+    ref::quant_fp8_static(x, h.n, scale_t, want);
+    EXPECT_EQ(std::memcmp(got.data(), want.raw(), q.bytes), 0) << "static FP8 codes differ";
+    return;
+  }
+  if (v.kind == MlaEpilogue::kNvfp4) {
+    Nvfp4ScaleLayout lay{t_pad, dim};
+    DevBuf q(static_cast<size_t>(t_pad * dim / 2));
+    DevBuf sf(static_cast<size_t>(lay.storage_bytes()));
+    q.poison();
+    sf.poison();
+    op.out = q.p;
+    op.nvfp4_scales = sf.as<uint8_t>();
+    cuda::launch_mla_combine_up_quant(d.p, d.ws, op, nullptr);
+    MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<uint8_t> got_q(q.bytes), got_sf(sf.bytes);
+    q.download(got_q.data());
+    sf.download(got_sf.data());
+    Tensor want_q = Tensor::empty(DType::kU8, {t_pad, dim / 2});
+    Tensor want_sf = Tensor::empty(DType::kU8, {lay.padded_rows(), lay.padded_cols()});
+    std::memset(want_q.raw(), 0xff, q.bytes);
+    std::memset(want_sf.raw(), 0xff, sf.bytes);
+    ref::quant_nvfp4(x, h.n, scale_t, want_q, want_sf);
+    EXPECT_EQ(std::memcmp(got_q.data(), want_q.raw(), q.bytes), 0) << "NVFP4 codes differ";
+    EXPECT_EQ(std::memcmp(got_sf.data(), want_sf.raw(), sf.bytes), 0)
+        << "NVFP4 block scales (or their zero padding) differ";
+    return;
+  }
+  const int64_t g = v.kind == MlaEpilogue::kFp8Group128 ? 128 : 64;
+  GroupScaleLayout lay{t_pad, dim / g, v.col_major, v.tma_aligned};
+  DevBuf q(static_cast<size_t>(t_pad * dim));
+  DevBuf s(static_cast<size_t>(lay.storage_numel()) * 4);
+  q.poison();
+  s.poison();
+  op.out = q.p;
+  op.group_scales = s.as<float>();
+  cuda::launch_mla_combine_up_quant(d.p, d.ws, op, nullptr);
+  MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<uint8_t> got_q(q.bytes), got_s(s.bytes);
+  q.download(got_q.data());
+  s.download(got_s.data());
+  Tensor want_q = Tensor::empty(DType::kFp8E4M3, {t_pad, dim});
+  Tensor want_s = Tensor::empty_strided(DType::kF32, {t_pad, dim / g},
+                                        {lay.token_stride(), lay.group_stride()},
+                                        lay.storage_numel());
+  std::memset(want_q.raw(), 0xff, q.bytes);
+  std::memset(want_s.raw(), 0xff, s.bytes);
+  ref::Fp8GroupParams gp;
+  gp.group_size = g;
+  gp.ue8m0 = v.ue8m0;
+  gp.col_major = v.col_major;
+  gp.tma_aligned = v.tma_aligned;
+  ref::quant_fp8_group(x, h.n, gp, want_q, want_s);
+  EXPECT_EQ(std::memcmp(got_q.data(), want_q.raw(), q.bytes), 0) << "group FP8 codes differ";
+  EXPECT_EQ(std::memcmp(got_s.data(), want_s.raw(), s.bytes), 0) << "group FP8 scales differ";
+}
+
+// Runs the decode kernels on a batch and checks the bf16 output, the unfused baseline, and
+// (optionally) every quantization epilogue.
+void run_batch(const Batch& b, bool quant_variants) {
+  const HostProblem h = make_problem(b);
+  const Reference r = reference(h);
+  DeviceProblem d(h, num_sms());
+  const int64_t dim = static_cast<int64_t>(h.heads) * kV;
+
+  // Fused path, bf16 epilogue.
+  DevBuf out(static_cast<size_t>(h.t_pad * dim) * 2);
+  out.poison();
+  d.attention();
+  MlaOutputParams op;
+  op.kind = MlaEpilogue::kBf16;
+  op.out = out.p;
+  cuda::launch_mla_combine_up_quant(d.p, d.ws, op, nullptr);
+  MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<uint16_t> got(static_cast<size_t>(h.t_pad * dim));
+  out.download(got.data());
+  expect_rows_close(bf16_to_f32(got), r.out.data<float>(), h.n, static_cast<int>(dim), h.q_len,
+                    "fused bf16 output");
+  {
+    std::vector<uint8_t> bytes(got.size() * 2);
+    std::memcpy(bytes.data(), got.data(), bytes.size());
+    expect_untouched(bytes, static_cast<size_t>(h.n * dim) * 2, "fused bf16 output");
+  }
+
+  // Unfused baseline: latent combine, then cuBLAS W_UV GEMM.
+  cuda::launch_mla_combine_latent(d.p, d.ws, nullptr);
+  MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<uint16_t> lat(static_cast<size_t>(h.n) * h.heads * kL);
+  MLAFUSE_CUDA_CHECK(cudaMemcpy(lat.data(), d.ws.o_lat, lat.size() * 2, cudaMemcpyDeviceToHost));
+  expect_rows_close(bf16_to_f32(lat), r.o_lat.data<float>(), h.n * h.heads, kL,
+                    [&] {
+                      std::vector<int32_t> l;
+                      for (int t = 0; t < h.n; ++t)
+                        for (int hh = 0; hh < h.heads; ++hh) l.push_back(h.q_len[t]);
+                      return l;
+                    }(),
+                    "latent output (split-KV + combine)");
+  if (h.n > 0) {
+    cublasHandle_t handle;
+    MLAFUSE_CUBLAS_CHECK(cublasCreate(&handle));
+    DevBuf out2(static_cast<size_t>(h.n * dim) * 2);
+    cuda::launch_mla_up_proj_cublas(handle, d.ws.o_lat, d.p.w_uv, out2.as<__nv_bfloat16>(), h.n,
+                                    h.heads, nullptr);
+    MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+    cublasDestroy(handle);
+    std::vector<uint16_t> got2(static_cast<size_t>(h.n * dim));
+    out2.download(got2.data());
+    expect_rows_close(bf16_to_f32(got2), r.out.data<float>(), h.n, static_cast<int>(dim), h.q_len,
+                      "unfused (cuBLAS) output");
+  }
+  if (quant_variants) {
+    for (const QuantVariant& v : all_variants()) check_quant_variant(d, h, got, v);
+  }
+}
+
+std::vector<int> mixed_lengths(int batch, uint32_t seed, int max_random) {
+  const int specials[] = {0, 1, 63, 64, 65, 4097};
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> len(1, max_random);
+  std::vector<int> lens;
+  for (int i = 0; i < batch; ++i) lens.push_back(i < 6 ? specials[i] : len(rng));
+  std::shuffle(lens.begin(), lens.end(), rng);
+  return lens;
+}
+
+Batch decode_batch(int heads, int batch, int pad, uint32_t seed) {
+  Batch b;
+  b.heads = heads;
+  b.seed = seed;
+  b.pad = pad;
+  b.seq_lens = batch == 1 ? std::vector<int>{4097} : mixed_lengths(batch, seed, 400);
+  b.q_tokens.assign(b.seq_lens.size(), 1);
+  return b;
+}
+
+class MlaDecodeSweep : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(MlaDecodeSweep, MatchesReference) {
+  SKIP_WITHOUT_GPU();
+  const auto [heads, batch] = GetParam();
+  run_batch(decode_batch(heads, batch, 3, 1000u + heads * 7 + batch), false);
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadsAndBatches, MlaDecodeSweep,
+                         ::testing::Combine(::testing::Values(16, 32, 64, 128),
+                                            ::testing::Values(1, 7, 64, 128)));
+
+// Every quantization key and layout flag, on small and full head counts (small shapes: these also
+// run under compute-sanitizer).
+TEST(MlaDecodeSmall, QuantVariantsH16) {
+  SKIP_WITHOUT_GPU();
+  Batch b;
+  b.heads = 16;
+  b.seq_lens = {65, 0, 1, 130, 64, 63, 7};
+  b.q_tokens.assign(b.seq_lens.size(), 1);
+  b.pad = 5;
+  run_batch(b, true);
+}
+
+TEST(MlaDecodeSmall, PrefillTokensAndEmptyBatch) {
+  SKIP_WITHOUT_GPU();
+  Batch b;
+  b.heads = 32;
+  b.seq_lens = {100, 0, 65, 200, 64};  // two prefills: 5 tokens of 200, 64 tokens of 64
+  b.q_tokens = {1, 1, 1, 5, 64};
+  b.pad = 2;
+  run_batch(b, false);
+  Batch empty;  // every token padded away: nothing written
+  empty.heads = 16;
+  empty.pad = 4;
+  run_batch(empty, true);
+}
+
+TEST(MlaDecodeQuant, AllVariantsH128) {
+  SKIP_WITHOUT_GPU();
+  Batch b = decode_batch(128, 64, 7, 77);
+  run_batch(b, true);
+}
+
+TEST(MlaDecodeQuant, AllVariantsH64LongSplit) {
+  SKIP_WITHOUT_GPU();
+  Batch b;
+  b.heads = 64;
+  b.seq_lens = {8191, 1, 0, 300};
+  b.q_tokens.assign(b.seq_lens.size(), 1);
+  b.pad = 130;  // the NVFP4 scale padding reaches past one 128-row tile
+  run_batch(b, true);
+}
+
+}  // namespace
+}  // namespace mlafuse
