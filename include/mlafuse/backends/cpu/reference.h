@@ -112,9 +112,19 @@ Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tenso
                          const MlaConfig& cfg, int64_t n);
 
 // ---- o_proj consumer (SPEC 7) -------------------------------------------------------------
-// xq: [T_pad, K] fp8e4m3; xs: f32 [T_pad, K/G] (any GroupScaleLayout strides), G = 128 or 64;
-// wq: [N, K] fp8e4m3; ws: [ceil(N/128), ceil(K/128)] f32. Returns y [T_pad, N] bf16 (rows < n).
+// xq: [T_pad, K] fp8e4m3; xs: f32 [T_pad, K/G] (any GroupScaleLayout strides), G = 128 or 64, or
+// f32 [1] (per-tensor static scale); wq: [N, K] fp8e4m3; ws: [ceil(N/128), ceil(K/128)] f32.
+// Returns y [T_pad, N] bf16 (rows < n computed, rows >= n zero).
+// y[t, o] = bf16(sum_k (xq[t,k] * xs[t, k/G]) * (wq[o,k] * ws[o/128, k/128])): both products in
+// f32, the sum in f32 over k in a fixed order (16 interleaved partial sums, then added in order).
 Tensor linear_fp8_block(const Tensor& xq, const Tensor& xs, const Tensor& wq, const Tensor& ws,
                         int64_t n);
+
+// NVFP4 activations: xq [T_pad, K/2] fp4e2m1x2 (or u8); sf: the swizzled e4m3 block scales
+// [round_up(T_pad,128), round_up(K/16,4)] (fp8e4m3 or u8); global_scale: [1] f32. Each element is
+// dequantized per SPEC 3.3, x = e2m1(q) * float(sf) / GS (in that order, f32), then as
+// linear_fp8_block. Returns y [T_pad, N] bf16 (rows >= n zero).
+Tensor linear_nvfp4(const Tensor& xq, const Tensor& sf, const Tensor& global_scale,
+                    const Tensor& wq, const Tensor& ws, int64_t n);
 
 }  // namespace mlafuse::ref
