@@ -173,6 +173,9 @@ Executor::Executor(const ir::Graph& graph, Backend& backend, const WeightStore& 
   }
   MLAFUSE_CHECK(options_.buckets.empty() || options_.buckets[0] >= 1,
                 "executor buckets must be >= 1");
+  MLAFUSE_CHECK(options_.graph_block_table_cols >= 0,
+                "executor graph_block_table_cols must be >= 0, got ",
+                options_.graph_block_table_cols);
   MLAFUSE_CHECK(options_.timing_iters >= 1 && options_.timing_warmup >= 0,
                 "executor timing: iters must be >= 1 and warmup >= 0");
   for (const ir::Node* node : graph_.nodes()) {
@@ -505,7 +508,17 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
     key.num_decodes = decode_only ? b.t_pad : meta.num_decodes;
     key.num_prefills = meta.num_prefills;
     key.num_prefill_tokens = meta.num_prefill_tokens;
-    key.block_table_cols = std::max(cols, b.key ? b.key->block_table_cols : int64_t{0});
+    int64_t capacity = options_.graph_block_table_cols;
+    if (capacity == 0) {
+      for (const ir::Node* node : graph_.nodes()) {
+        const int ci = node->schema().input_index("kv_cache");
+        if (ci >= 0 && node->input(static_cast<size_t>(ci)) != nullptr) {
+          capacity =
+              std::max(capacity, node->input(static_cast<size_t>(ci))->shape().resolve(0)[0]);
+        }
+      }
+    }
+    key.block_table_cols = std::max(cols, capacity);
     const int64_t s = key.num_decodes + key.num_prefills;
     AttentionMetadata& h = b.host_meta;
     h.num_decodes = key.num_decodes;

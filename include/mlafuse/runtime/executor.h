@@ -34,6 +34,9 @@ struct ExecutorOptions {
   bool time_nodes = true;
   int timing_iters = 1;
   int timing_warmup = 0;
+  // Block-table columns of a captured graph's persistent metadata (later batches may use fewer).
+  // 0: the page count of the graph's largest cache, which no sequence can exceed.
+  int64_t graph_block_table_cols = 0;
   // Every byte of a fresh node-output buffer (tests poison with 0xff to see what was written).
   uint8_t fill_byte = 0;
 };

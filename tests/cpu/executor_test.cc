@@ -1,0 +1,440 @@
+#include "mlafuse/runtime/executor.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+
+#include "mlafuse/backends/cpu/cpu_backend.h"
+#include "mlafuse/core/error.h"
+#include "mlafuse/ir/op_registry.h"
+#include "mlafuse/models/batch.h"
+#include "mlafuse/models/mla_block.h"
+#include "mlafuse/models/weights.h"
+#include "mlafuse/quant/scale_layout.h"
+
+namespace mlafuse::runtime {
+namespace {
+
+MlaConfig small_config() {
+  MlaConfig c;
+  c.num_heads = 4;
+  c.qk_nope_dim = 32;
+  c.qk_rope_dim = 16;
+  c.v_head_dim = 32;  // H*V = 128: one group of 128, two of 64
+  c.kv_lora_rank = 64;
+  c.hidden = 96;
+  c.page_size = 64;
+  return c;
+}
+
+models::OutputQuant group_quant(int64_t g, bool col_major, bool tma) {
+  models::OutputQuant q;
+  q.kind = models::QuantKind::kFp8Group;
+  q.group_size = g;
+  q.col_major = col_major;
+  q.tma_aligned = tma;
+  return q;
+}
+
+ir::Graph make_graph(const models::Batch& b, int64_t layers, models::OutputQuant quant) {
+  models::MlaGraphOptions o;
+  o.config = small_config();
+  o.num_layers = layers;
+  o.num_pages = b.num_pages;
+  o.quant = quant;
+  return models::build_mla_graph(o);
+}
+
+models::Batch make_batch(std::vector<int64_t> decode_lens, std::vector<models::PrefillSpec> pf,
+                         int64_t layers = 1, uint64_t seed = 1, bool poison = false) {
+  models::BatchSpec s;
+  s.decode_lens = std::move(decode_lens);
+  s.prefills = std::move(pf);
+  s.seed = seed;
+  s.poison = poison;
+  return models::make_batch(small_config(), layers, s);
+}
+
+// Rows [0, n) of a row-major tensor's bytes.
+std::vector<uint8_t> rows_bytes(const Tensor& t, int64_t n) {
+  const int64_t row = t.numel() / t.dim(0) * static_cast<int64_t>(dtype_size(t.dtype()));
+  const auto* p = static_cast<const uint8_t*>(t.raw());
+  return std::vector<uint8_t>(p, p + n * row);
+}
+
+const BufferInfo& find(const std::vector<BufferInfo>& plan, const std::string& name) {
+  for (const BufferInfo& b : plan) {
+    if (b.value == name) return b;
+  }
+  throw Error("no buffer " + name);
+}
+
+TEST(Executor, PlansLayoutsAndAliasesInPlaceOutputs) {
+  const models::Batch b = make_batch({5, 70}, {{3, 0}});
+  const ir::Graph g = make_graph(b, 1, group_quant(64, true, true));
+  const WeightStore w = models::make_mla_weights(small_config(), 1, 1);
+  auto be = make_cpu_backend();
+  Executor ex(g, *be, w);
+  EXPECT_EQ(ex.padded_tokens(5), 8);
+  EXPECT_EQ(ex.padded_tokens(1), 1);
+  EXPECT_EQ(ex.padded_tokens(513), 513);  // past the largest bucket: unpadded
+  const std::vector<BufferInfo> plan = ex.plan(8);
+  const BufferInfo& xs = find(plan, "layers.0.xs");
+  EXPECT_EQ(xs.layout, Layout::kColMajorTma);
+  EXPECT_EQ(xs.logical_shape, (std::vector<int64_t>{8, 2}));
+  EXPECT_EQ(xs.plan.strides, (std::vector<int64_t>{1, 8}));
+  EXPECT_EQ(xs.bytes, 2 * 8 * 4);
+  const BufferInfo xs5 = find(ex.plan(5), "layers.0.xs");
+  EXPECT_EQ(xs5.plan.strides, (std::vector<int64_t>{1, 8}));  // round_up(5, 4)
+  const BufferInfo& cache_out = find(plan, "layers.0.kv_cache_out");
+  EXPECT_EQ(cache_out.kind, BufferKind::kAlias);
+  EXPECT_EQ(cache_out.alias_of, "layers.0.kv_cache");
+  EXPECT_EQ(cache_out.bytes, 0);
+  EXPECT_EQ(find(plan, "layers.0.o_proj.weight").kind, BufferKind::kWeight);
+  EXPECT_EQ(find(plan, "layers.0.q").logical_shape, (std::vector<int64_t>{8, 4, 48}));
+  EXPECT_EQ(find(plan, "layers.0.y").logical_shape, (std::vector<int64_t>{8, 96}));
+
+  // NVFP4 block scales get the swizzled, 128-row padded buffer.
+  models::OutputQuant nv;
+  nv.kind = models::QuantKind::kNvfp4;
+  const ir::Graph g4 = make_graph(b, 1, nv);
+  Executor ex4(g4, *be, w);
+  const BufferInfo sf = find(ex4.plan(8), "layers.0.xs");
+  EXPECT_EQ(sf.layout, Layout::kNvfp4Swizzled);
+  EXPECT_EQ(sf.plan.shape, (std::vector<int64_t>{128, 8}));
+  EXPECT_EQ(sf.bytes, 128 * 8);
+}
+
+TEST(Executor, RunsAndTimesEveryNode) {
+  const models::Batch b = make_batch({5, 70, 1}, {{9, 20}}, 2);
+  const ir::Graph g = make_graph(b, 2, group_quant(128, false, false));
+  const WeightStore w = models::make_mla_weights(small_config(), 2, 3);
+  auto be = make_cpu_backend();
+  Executor ex(g, *be, w);
+  const RunStats st = ex.run(b.graph_inputs(), b.meta);
+  EXPECT_EQ(st.num_tokens, 12);
+  EXPECT_EQ(st.t_pad, 16);
+  ASSERT_EQ(st.nodes.size(), g.num_nodes());
+  double sum = 0;
+  for (size_t i = 0; i < st.nodes.size(); ++i) {
+    EXPECT_EQ(st.nodes[i].op, g.nodes()[i]->op());
+    EXPECT_EQ(st.nodes[i].label, g.nodes()[i]->label());
+    EXPECT_GT(st.nodes[i].us, 0.0);
+    sum += st.nodes[i].us;
+  }
+  EXPECT_DOUBLE_EQ(st.total_us, sum);
+  EXPECT_FALSE(st.graph_replayed);
+  const auto outs = ex.read_outputs();
+  ASSERT_EQ(outs.size(), 4u);
+  const Tensor& y = outs.at("layers.1.y");
+  EXPECT_EQ(y.shape(), (std::vector<int64_t>{16, 96}));
+  // The cache written in place: this step's tokens are now in their slots; the caller's host
+  // cache is untouched.
+  const Tensor cache = outs.at("layers.0.kv_cache_out");
+  const int32_t slot = b.meta.slot_mapping.data<int32_t>()[0];
+  const uint16_t* row = cache.data<uint16_t>() + slot * small_config().cache_row();
+  EXPECT_EQ(std::memcmp(row, b.layers[0].kv_c_normed.data<uint16_t>(), 64 * 2), 0);
+  const uint16_t* host_row = b.layers[0].kv_cache.data<uint16_t>() + slot * 80;
+  EXPECT_NE(std::memcmp(host_row, b.layers[0].kv_c_normed.data<uint16_t>(), 64 * 2), 0);
+}
+
+TEST(Executor, PaddedBatchWritesOnlyRealRowsAndMatchesUnpadded) {
+  const models::Batch b = make_batch({5, 70, 1, 33, 64}, {}, 1, 4);  // n = 5 -> T_pad 8
+  const ir::Graph g = make_graph(b, 1, group_quant(64, true, true));
+  const WeightStore w = models::make_mla_weights(small_config(), 1, 4);
+  auto be = make_cpu_backend();
+  ExecutorOptions padded;
+  padded.fill_byte = 0xab;
+  Executor ex(g, *be, w, padded);
+  ExecutorOptions exact;
+  exact.buckets.clear();
+  Executor ex_exact(g, *be, w, exact);
+  ex.run(b.graph_inputs(), b.meta);
+  ex_exact.run(b.graph_inputs(), b.meta);
+  const Tensor y = ex.read("layers.0.y"), y1 = ex_exact.read("layers.0.y");
+  const Tensor xq = ex.read("layers.0.xq"), xq1 = ex_exact.read("layers.0.xq");
+  const Tensor xs = ex.read("layers.0.xs"), xs1 = ex_exact.read("layers.0.xs");
+  ASSERT_EQ(y.dim(0), 8);
+  ASSERT_EQ(y1.dim(0), 5);
+  EXPECT_EQ(rows_bytes(y, 5), rows_bytes(y1, 5));
+  EXPECT_EQ(rows_bytes(xq, 5), rows_bytes(xq1, 5));
+  const auto* yb = static_cast<const uint8_t*>(y.raw());
+  const auto* qb = static_cast<const uint8_t*>(xq.raw());
+  for (int64_t i = 5 * 96 * 2; i < 8 * 96 * 2; ++i) ASSERT_EQ(yb[i], 0xab) << i;
+  for (int64_t i = 5 * 128; i < 8 * 128; ++i) ASSERT_EQ(qb[i], 0xab) << i;
+  // Column-major TMA scales: column stride round_up(8, 4) = 8 in the padded buffer, 8 for n = 5
+  // as well; entries of tokens >= 5 keep the fill.
+  const GroupScaleLayout lp{8, 2, true, true}, l1{5, 2, true, true};
+  const float* s = xs.data<float>();
+  const float* s1 = xs1.data<float>();
+  for (int64_t gi = 0; gi < 2; ++gi) {
+    for (int64_t t = 0; t < 8; ++t) {
+      const float v = s[lp.offset(t, gi)];
+      if (t < 5) {
+        EXPECT_EQ(std::memcmp(&v, &s1[l1.offset(t, gi)], 4), 0) << t << "," << gi;
+        EXPECT_GT(v, 0.0f);
+      } else {
+        uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        EXPECT_EQ(bits, 0xababababu) << t << "," << gi;
+      }
+    }
+  }
+}
+
+TEST(Executor, PoisonedPaddingAndCacheDoNotChangeResults) {
+  const models::Batch clean = make_batch({5, 70, 1}, {{7, 30}}, 1, 8, false);
+  const models::Batch poisoned = make_batch({5, 70, 1}, {{7, 30}}, 1, 8, true);
+  const ir::Graph g = make_graph(clean, 1, group_quant(128, true, false));
+  const WeightStore w = models::make_mla_weights(small_config(), 1, 8);
+  auto be = make_cpu_backend();
+  Executor a(g, *be, w), p(g, *be, w);
+  a.run(clean.graph_inputs(), clean.meta);
+  p.run(poisoned.graph_inputs(), poisoned.meta);
+  EXPECT_EQ(rows_bytes(a.read("layers.0.y"), 10), rows_bytes(p.read("layers.0.y"), 10));
+  EXPECT_EQ(rows_bytes(a.read("layers.0.xq"), 10), rows_bytes(p.read("layers.0.xq"), 10));
+}
+
+TEST(Executor, RejectsMissingUnknownAndMisshapedInputs) {
+  const models::Batch b = make_batch({5, 70}, {});
+  const ir::Graph g = make_graph(b, 1, group_quant(128, false, false));
+  const WeightStore w = models::make_mla_weights(small_config(), 1, 1);
+  auto be = make_cpu_backend();
+  Executor ex(g, *be, w);
+  auto expect_error = [&](std::map<std::string, Tensor> in, const AttentionMetadata& m,
+                          std::vector<std::string> words) {
+    try {
+      ex.run(in, m);
+      FAIL() << "no throw; expected an error mentioning " << words[0];
+    } catch (const Error& e) {
+      for (const auto& word : words) {
+        EXPECT_NE(std::string(e.what()).find(word), std::string::npos)
+            << "'" << word << "' not in: " << e.what();
+      }
+    }
+  };
+  auto in = b.graph_inputs();
+  in.erase("layers.0.k_pe");
+  expect_error(in, b.meta, {"layers.0.k_pe", "missing", "bf16[T, 1, 16]"});
+  in = b.graph_inputs();
+  in["layers.0.q"] = Tensor::empty(DType::kBF16, {2, 4, 40});
+  expect_error(in, b.meta, {"layers.0.q", "bf16[T, 4, 48]", "bf16[2, 4, 40]"});
+  in["layers.0.q"] = Tensor::empty(DType::kF32, {2, 4, 48});
+  expect_error(in, b.meta, {"layers.0.q", "f32[2, 4, 48]"});
+  in["layers.0.q"] = Tensor::empty(DType::kBF16, {1, 4, 48});
+  expect_error(in, b.meta, {"layers.0.q", "1 token rows", "2 tokens"});
+  in = b.graph_inputs();
+  in["layers.0.kv_cache"] = Tensor::empty(DType::kBF16, {b.num_pages + 1, 64, 80});
+  expect_error(in, b.meta, {"layers.0.kv_cache"});
+  in = b.graph_inputs();
+  in["layers.0.qq"] = Tensor::empty(DType::kBF16, {2, 4, 48});
+  expect_error(in, b.meta, {"layers.0.qq", "not an input"});
+  // Metadata: a slot outside the cache, a block table too short for a sequence.
+  AttentionMetadata m = b.meta;
+  m.slot_mapping = b.meta.slot_mapping.clone();
+  m.slot_mapping.data<int32_t>()[1] = 1 << 20;
+  expect_error(b.graph_inputs(), m, {"slot_mapping[1]", "outside"});
+  m = b.meta;
+  m.seq_lens = b.meta.seq_lens.clone();
+  m.seq_lens.data<int32_t>()[0] = 1000;
+  expect_error(b.graph_inputs(), m, {"seq_lens 1000", "block_table"});
+  m = b.meta;
+  m.num_decodes = 3;
+  expect_error(b.graph_inputs(), m, {"seq_lens"});
+  // A read before any successful run.
+  EXPECT_THROW(ex.read("layers.0.y"), Error);
+  // Weights: missing or mis-shaped.
+  WeightStore w2 = w;
+  w2.tensors.erase(models::o_proj_scale_name(0));
+  EXPECT_THROW(Executor(g, *be, w2), Error);
+  w2 = w;
+  w2.tensors[models::o_proj_weight_name(0)] = Tensor::empty(DType::kFp8E4M3, {96, 64});
+  try {
+    Executor bad(g, *be, w2);
+    FAIL() << "no throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layers.0.o_proj.weight"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("fp8e4m3[96, 128]"), std::string::npos) << e.what();
+  }
+  MlaConfig big = small_config();
+  big.num_heads = 8;
+  EXPECT_THROW(Executor(g, *be, models::make_mla_weights(big, 1, 1)), Error);
+}
+
+// A backend that "captures" like a CUDA graph: capture records the body without running it and
+// replay runs it again, with the real n read from RunContext::num_tokens_device and the
+// metadata read from the device copies, as a replayed kernel would.
+class CapturingCpuBackend : public Backend {
+ public:
+  CapturingCpuBackend() : inner_(make_cpu_backend()) {}
+  std::string name() const override { return "capturing-cpu"; }
+  Device device() const override { return Device::kCpu; }
+  bool supports_op(std::string_view op) const override { return inner_->supports_op(op); }
+  bool fused_output_quant_supported(const FusedQuantRequest& r) const override {
+    return inner_->fused_output_quant_supported(r);
+  }
+  Tensor allocate(DType d, std::vector<int64_t> s, std::vector<int64_t> st, int64_t n) override {
+    return inner_->allocate(d, std::move(s), std::move(st), n);
+  }
+  void copy(const Tensor& src, Tensor& dst) override { inner_->copy(src, dst); }
+
+  void run(const OpCall& call, const RunContext& ctx) override {
+    if (capturing_) {
+      ++recorded_;
+      return;  // recorded, not executed
+    }
+    if (ctx.num_tokens_device == nullptr) {
+      inner_->run(call, ctx);
+      return;
+    }
+    // A replay: launches cover ctx.num_tokens rows; the real n and metadata come from "device".
+    const int64_t n = *ctx.num_tokens_device;
+    const AttentionMetadata& d = *ctx.device_meta;
+    AttentionMetadata m = d;
+    if (d.num_prefills == 0) {  // decode-only capture at T_pad decodes: the first n are real
+      m.num_decodes = n;
+      m.seq_lens = Tensor::empty(DType::kI32, {n});
+      m.query_start_loc = Tensor::empty(DType::kI32, {n + 1});
+      m.block_table = Tensor::empty(DType::kI32, {n, d.block_table.dim(1)});
+      std::memcpy(m.seq_lens.raw(), d.seq_lens.raw(), n * 4);
+      std::memcpy(m.query_start_loc.raw(), d.query_start_loc.raw(), (n + 1) * 4);
+      std::memcpy(m.block_table.raw(), d.block_table.raw(), n * d.block_table.dim(1) * 4);
+    }
+    RunContext c = ctx;
+    c.host_meta = &m;
+    c.device_meta = &m;
+    c.num_tokens = n;
+    c.num_tokens_device = nullptr;
+    ++replayed_ops_;
+    inner_->run(call, c);
+  }
+
+  std::unique_ptr<CapturedWork> capture(const std::function<void()>& body) override {
+    struct Work : CapturedWork {
+      std::function<void()> body;
+      void replay() override { body(); }
+    };
+    capturing_ = true;
+    body();
+    capturing_ = false;
+    ++captures_;
+    auto w = std::make_unique<Work>();
+    w->body = body;
+    return w;
+  }
+
+  int captures_ = 0;
+  int recorded_ = 0;
+  int replayed_ops_ = 0;
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  bool capturing_ = false;
+};
+
+TEST(Executor, CudaGraphBucketsCaptureOnceAndReplayForSmallerBatches) {
+  // Two decode batches of 3 and 4 tokens share bucket 4; both must equal eager runs.
+  models::BatchSpec s3, s4;
+  s3.decode_lens = {5, 70, 1};
+  s3.seed = 21;
+  s4.decode_lens = {130, 2, 64, 65};
+  s4.seed = 22;
+  const models::Batch b3 = models::make_batch(small_config(), 1, s3);
+  const models::Batch b4 = models::make_batch(small_config(), 1, s4);
+  // The graph's cache must fit both batches: give both the larger page count.
+  const int64_t pages = std::max(b3.num_pages, b4.num_pages);
+  auto with_pages = [&](const models::Batch& b) {
+    auto in = b.graph_inputs();
+    Tensor c = Tensor::empty(DType::kBF16, {pages, 64, 80});
+    std::memcpy(c.raw(), b.layers[0].kv_cache.raw(), b.layers[0].kv_cache.numel() * 2);
+    in["layers.0.kv_cache"] = c;
+    return in;
+  };
+  models::MlaGraphOptions o;
+  o.config = small_config();
+  o.num_pages = pages;
+  o.quant = group_quant(128, true, true);
+  const ir::Graph g = models::build_mla_graph(o);
+  const WeightStore w = models::make_mla_weights(small_config(), 1, 5);
+
+  CapturingCpuBackend cap;
+  ExecutorOptions go;
+  go.cuda_graphs = true;
+  Executor ex(g, cap, w, go);
+  auto cpu = make_cpu_backend();
+  Executor eager(g, *cpu, w);
+
+  const RunStats r3 = ex.run(with_pages(b3), b3.meta);
+  EXPECT_TRUE(r3.graph_captured);
+  EXPECT_TRUE(r3.graph_replayed);
+  EXPECT_EQ(r3.t_pad, 4);
+  EXPECT_EQ(r3.nodes.size(), g.num_nodes());  // the eager warm-up run before capture
+  EXPECT_GT(r3.replay_us, 0.0);
+  EXPECT_EQ(cap.captures_, 1);
+  EXPECT_EQ(cap.recorded_, static_cast<int>(g.num_nodes()));
+  EXPECT_EQ(cap.replayed_ops_, static_cast<int>(g.num_nodes()));
+  eager.run(with_pages(b3), b3.meta);
+  EXPECT_EQ(rows_bytes(ex.read("layers.0.y"), 3), rows_bytes(eager.read("layers.0.y"), 3));
+  EXPECT_EQ(rows_bytes(ex.read("layers.0.xq"), 3), rows_bytes(eager.read("layers.0.xq"), 3));
+
+  const RunStats r4 = ex.run(with_pages(b4), b4.meta);
+  EXPECT_FALSE(r4.graph_captured);
+  EXPECT_TRUE(r4.graph_replayed);
+  EXPECT_TRUE(r4.nodes.empty());
+  EXPECT_EQ(cap.captures_, 1);
+  eager.run(with_pages(b4), b4.meta);
+  EXPECT_EQ(rows_bytes(ex.read("layers.0.y"), 4), rows_bytes(eager.read("layers.0.y"), 4));
+  EXPECT_EQ(rows_bytes(ex.read("layers.0.xq"), 4), rows_bytes(eager.read("layers.0.xq"), 4));
+  EXPECT_EQ(rows_bytes(ex.read("layers.0.kv_cache_out"), pages),
+            rows_bytes(eager.read("layers.0.kv_cache_out"), pages));
+
+  // Back to 3 tokens: still a replay of the same graph (stale rows of the 4-token run aside).
+  ex.run(with_pages(b3), b3.meta);
+  EXPECT_EQ(cap.captures_, 1);
+  eager.run(with_pages(b3), b3.meta);
+  EXPECT_EQ(rows_bytes(ex.read("layers.0.y"), 3), rows_bytes(eager.read("layers.0.y"), 3));
+
+  // A batch with a prefill has another composition: captured anew, then correct.
+  models::BatchSpec sp;
+  sp.decode_lens = {3};
+  sp.prefills = {{2, 5}};
+  sp.seed = 23;
+  const models::Batch bp = models::make_batch(small_config(), 1, sp);
+  const RunStats rp = ex.run(with_pages(bp), bp.meta);
+  EXPECT_TRUE(rp.graph_captured);
+  EXPECT_EQ(cap.captures_, 2);
+  eager.run(with_pages(bp), bp.meta);
+  EXPECT_EQ(rows_bytes(ex.read("layers.0.y"), 3), rows_bytes(eager.read("layers.0.y"), 3));
+
+  // A captured block table too narrow for a later batch (2 columns; b4 needs 3): captured anew
+  // with the wider table, then correct.
+  CapturingCpuBackend cap2;
+  go.graph_block_table_cols = 1;
+  Executor narrow(g, cap2, w, go);
+  narrow.run(with_pages(b3), b3.meta);
+  EXPECT_TRUE(narrow.run(with_pages(b4), b4.meta).graph_captured);
+  EXPECT_FALSE(narrow.run(with_pages(b3), b3.meta).graph_captured);
+  EXPECT_EQ(cap2.captures_, 2);
+  eager.run(with_pages(b3), b3.meta);
+  EXPECT_EQ(rows_bytes(narrow.read("layers.0.y"), 3), rows_bytes(eager.read("layers.0.y"), 3));
+}
+
+TEST(Executor, GraphsOnABackendThatCannotCaptureRunEagerly) {
+  const models::Batch b = make_batch({5, 70}, {});
+  const ir::Graph g = make_graph(b, 1, group_quant(128, false, false));
+  const WeightStore w = models::make_mla_weights(small_config(), 1, 1);
+  auto be = make_cpu_backend();
+  ExecutorOptions go;
+  go.cuda_graphs = true;
+  Executor ex(g, *be, w, go);
+  for (int i = 0; i < 2; ++i) {
+    const RunStats st = ex.run(b.graph_inputs(), b.meta);
+    EXPECT_FALSE(st.graph_captured);
+    EXPECT_FALSE(st.graph_replayed);
+    EXPECT_EQ(st.nodes.size(), g.num_nodes());
+  }
+}
+
+}  // namespace
+}  // namespace mlafuse::runtime
