@@ -134,8 +134,8 @@ void validate_meta_against_cache(const AttentionMetadata& m, int64_t n, int64_t 
 
 struct PreparedCall {
   const ir::Node* node = nullptr;
-  std::vector<Tensor> inputs;   // one per schema input; undefined where absent
-  std::vector<Tensor> outputs;  // one per schema output; undefined where absent
+  std::vector<Tensor> inputs;   // per schema input, undefined where absent; trailing absent cut
+  std::vector<Tensor> outputs;  // per schema output, likewise
 };
 
 // What a captured graph was recorded for. Decode-only batches are captured at T_pad decodes
@@ -347,6 +347,10 @@ Executor::Bucket& Executor::bucket(int64_t t_pad) {
     for (const ir::Value* v : node->outputs()) {
       c.outputs.push_back(v == nullptr ? Tensor() : b->buffers.at(v));
     }
+    // Trailing absent optional operands are left out: backends take a short span and an undefined
+    // tensor alike (docs/ops.md), and a short span is the form every backend handles.
+    while (!c.inputs.empty() && !c.inputs.back().defined()) c.inputs.pop_back();
+    while (!c.outputs.empty() && !c.outputs.back().defined()) c.outputs.pop_back();
     b->calls.push_back(std::move(c));
   }
   Bucket& ref = *b;
