@@ -9,8 +9,18 @@
 namespace mlafuse::ir {
 
 std::string ValueType::str() const {
+  // Formatted by hand: printing a large graph formats thousands of types.
   std::string s(dtype_name(dtype));
-  s += shape.str();
+  s += '[';
+  for (size_t i = 0; i < shape.dims.size(); ++i) {
+    if (i) s += ", ";
+    if (shape.dims[i].is_tokens()) {
+      s += 'T';
+    } else {
+      s += std::to_string(shape.dims[i].value);
+    }
+  }
+  s += ']';
   if (layout != Layout::kRowMajor) {
     s += '{';
     s += layout_name(layout);
@@ -99,9 +109,7 @@ Node* Graph::new_node(std::string_view op, std::vector<Value*> inputs, AttrMap a
                 schema.inputs.size(), " inputs, got ", inputs.size());
   inputs.resize(schema.inputs.size(), nullptr);
   for (size_t i = 0; i < inputs.size(); ++i) {
-    if (inputs[i] == nullptr) continue;
-    auto it = by_name_.find(inputs[i]->name());
-    MLAFUSE_CHECK(it != by_name_.end() && it->second == inputs[i], "op ", op, " input ",
+    MLAFUSE_CHECK(inputs[i] == nullptr || owns(inputs[i]), "op ", op, " input ",
                   schema.inputs[i].name, " is not a value of this graph");
   }
   auto owned = std::unique_ptr<Node>(new Node(next_id_++, &schema, std::move(attrs)));
@@ -109,6 +117,7 @@ Node* Graph::new_node(std::string_view op, std::vector<Value*> inputs, AttrMap a
   nodes_.emplace(n, std::move(owned));
   n->inputs_ = std::move(inputs);
   n->outputs_.assign(schema.outputs.size(), nullptr);
+  touch(n);
   for (size_t i = 0; i < n->inputs_.size(); ++i) {
     if (n->inputs_[i]) n->inputs_[i]->uses_.push_back(Use{n, static_cast<int>(i)});
   }
@@ -176,9 +185,7 @@ Node* Graph::add_node_typed(std::string_view op, std::vector<Value*> inputs, Att
 
 void Graph::mark_output(Value* v) {
   MLAFUSE_CHECK(v != nullptr, "mark_output: no value");
-  auto it = by_name_.find(v->name());
-  MLAFUSE_CHECK(it != by_name_.end() && it->second == v, "mark_output: %", v->name(),
-                " is not a value of this graph");
+  MLAFUSE_CHECK(owns(v), "mark_output: %", v->name(), " is not a value of this graph");
   MLAFUSE_CHECK(!v->is_output_, "%", v->name(), " is already a graph output");
   v->is_output_ = true;
   outputs_.push_back(v);
@@ -187,7 +194,7 @@ void Graph::mark_output(Value* v) {
 // ---- Graph: reading ----------------------------------------------------------------------------
 
 Value* Graph::find_value(std::string_view name) const {
-  auto it = by_name_.find(std::string(name));
+  auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;
 }
 
@@ -236,6 +243,7 @@ void Graph::set_input(Node* node, size_t index, Value* v) {
   if (Value* old = node->inputs_[index]) unlink_use(old, node, static_cast<int>(index));
   node->inputs_[index] = v;
   if (v) v->uses_.push_back(Use{node, static_cast<int>(index)});
+  touch(node);
 }
 
 void Graph::replace_all_uses(Value* from, Value* to) {
@@ -261,6 +269,8 @@ void Graph::move_output(Value* v, Node* new_producer, size_t index) {
                 "move_output: output ", index, " of ", new_producer->op(), " is already %",
                 new_producer->outputs_[index]->name());
   v->producer_->outputs_[static_cast<size_t>(v->output_index_)] = nullptr;
+  touch(v->producer_);
+  touch(new_producer);
   v->producer_ = new_producer;
   v->output_index_ = static_cast<int>(index);
   new_producer->outputs_[index] = v;

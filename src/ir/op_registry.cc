@@ -58,8 +58,13 @@ const AttrSpec* OpSchema::find_attr(std::string_view attr) const {
 }
 
 void OpSchema::check_attrs(const AttrMap& values) const {
+  // Both lists are sorted by name (AttrMap is ordered; OpRegistry::add sorts the specs), so one
+  // forward walk pairs them; an unsorted schema falls back to a search.
+  size_t j = 0;
+  size_t required_seen = 0;
   for (const auto& [key, v] : values.items()) {
-    const AttrSpec* spec = find_attr(key);
+    while (j < attrs.size() && attrs[j].name < key) ++j;
+    const AttrSpec* spec = j < attrs.size() && attrs[j].name == key ? &attrs[j] : find_attr(key);
     if (spec == nullptr) {
       std::string known;
       for (const AttrSpec& a : attrs) known += (known.empty() ? "" : ", ") + a.name;
@@ -68,7 +73,11 @@ void OpSchema::check_attrs(const AttrMap& values) const {
     }
     MLAFUSE_CHECK(kind_of(v) == spec->kind, "op ", name, " attribute '", key, "' must be ",
                   attr_kind_name(spec->kind), ", got ", attr_kind_name(kind_of(v)));
+    required_seen += spec->required;
   }
+  size_t required = 0;
+  for (const AttrSpec& a : attrs) required += a.required;
+  if (required_seen == required) return;
   for (const AttrSpec& a : attrs) {
     MLAFUSE_CHECK(!a.required || values.has(a.name), "op ", name, " needs the attribute '",
                   a.name, "' (", attr_kind_name(a.kind), ")");
@@ -109,10 +118,10 @@ class Operand {
     MLAFUSE_CHECK(cond, op_, " input ", name_, ": expected ", what..., ", got ", t_->str());
   }
   void dtype_in(std::initializer_list<DType> allowed) const {
-    bool ok = std::find(allowed.begin(), allowed.end(), t_->dtype) != allowed.end();
+    if (std::find(allowed.begin(), allowed.end(), t_->dtype) != allowed.end()) return;
     std::string names;
     for (DType d : allowed) names += (names.empty() ? "" : " or ") + std::string(dtype_name(d));
-    expect(ok, "dtype ", names);
+    expect(false, "dtype ", names);
   }
   void rank(size_t r) const { expect(t_->shape.rank() == r, "rank ", r); }
   void row_major() const { expect(t_->layout == Layout::kRowMajor, "layout row_major"); }
@@ -157,17 +166,24 @@ Layout group_scale_layout(bool col_major, bool tma_aligned) {
 
 // ---- mla_attention -----------------------------------------------------------------------------
 
+// Attribute keys as strings built once: inference runs for every node on every verification.
+const std::string kLayer = "layer", kNumHeads = "num_heads", kQkNope = "qk_nope_dim",
+                  kQkRope = "qk_rope_dim", kVHead = "v_head_dim", kKvLora = "kv_lora_rank",
+                  kSoftmaxScale = "softmax_scale", kQuantGroupSize = "quant_group_size",
+                  kQuantUe8m0 = "quant_scale_ue8m0", kQuantColMajor = "quant_col_major",
+                  kQuantTmaAligned = "quant_tma_aligned";
+
 std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueType* const> in,
                                                           const AttrMap& a) {
   constexpr std::string_view op = ops::kMlaAttention;
-  const int64_t layer = a.get<int64_t>("layer");
+  const int64_t layer = a.get<int64_t>(kLayer);
   MLAFUSE_CHECK(layer >= 0, op, " attribute layer must be >= 0, got ", layer);
-  const int64_t h = positive_attr(op, a, "num_heads");
-  const int64_t p = positive_attr(op, a, "qk_nope_dim");
-  const int64_t r = positive_attr(op, a, "qk_rope_dim");
-  const int64_t v = positive_attr(op, a, "v_head_dim");
-  const int64_t l = positive_attr(op, a, "kv_lora_rank");
-  const double softmax_scale = a.get_or<double>("softmax_scale", 0.0);
+  const int64_t h = positive_attr(op, a, kNumHeads);
+  const int64_t p = positive_attr(op, a, kQkNope);
+  const int64_t r = positive_attr(op, a, kQkRope);
+  const int64_t v = positive_attr(op, a, kVHead);
+  const int64_t l = positive_attr(op, a, kKvLora);
+  const double softmax_scale = a.get_or<double>(kSoftmaxScale, 0.0);
   MLAFUSE_CHECK(std::isfinite(softmax_scale) && softmax_scale >= 0, op,
                 " attribute softmax_scale must be finite and >= 0 (0 = default), got ",
                 softmax_scale);
@@ -198,11 +214,11 @@ std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueT
   const bool has_scale = in[4] != nullptr;
   if (has_scale) Operand(op, "output_scale", in[4]).scalar_f32();
   const int64_t hv = h * v;
-  const bool has_group = a.has("quant_group_size");
-  const int64_t g = a.get_or<int64_t>("quant_group_size", 0);
+  const bool has_group = a.has(kQuantGroupSize);
+  const int64_t g = a.get_or<int64_t>(kQuantGroupSize, 0);
   const bool is_group_fp8 = has_group && (g == 128 || g == 64);
-  for (const char* flag : {"quant_scale_ue8m0", "quant_col_major", "quant_tma_aligned"}) {
-    MLAFUSE_CHECK(!a.has(flag) || is_group_fp8, op, " attribute ", flag,
+  for (const std::string* flag : {&kQuantUe8m0, &kQuantColMajor, &kQuantTmaAligned}) {
+    MLAFUSE_CHECK(!a.has(*flag) || is_group_fp8, op, " attribute ", *flag,
                   " is only meaningful with quant_group_size 128 or 64 (group FP8)",
                   has_group ? ", got quant_group_size " + std::to_string(g) : std::string());
   }
@@ -231,8 +247,8 @@ std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueT
     MLAFUSE_CHECK(hv % g == 0, op, ": quant_group_size ", g, " does not divide H*V = ", hv);
     out[0] = make_type(DType::kFp8E4M3, {tokens, Dim::fixed(hv)});
     out[2] = make_type(DType::kF32, {tokens, Dim::fixed(hv / g)},
-                       group_scale_layout(a.get_or<bool>("quant_col_major", false),
-                                          a.get_or<bool>("quant_tma_aligned", false)));
+                       group_scale_layout(a.get_or<bool>(kQuantColMajor, false),
+                                          a.get_or<bool>(kQuantTmaAligned, false)));
     block_groups = hv / g;
   }
   // The backend reads the key back from the tensors (SPEC 3.4); it must be the one we encode.
@@ -447,6 +463,12 @@ OpRegistry& OpRegistry::global() {
 
 const OpSchema* OpRegistry::add(OpSchema schema) {
   MLAFUSE_CHECK(!schema.name.empty() && schema.infer, "an op schema needs a name and inference");
+  std::sort(schema.attrs.begin(), schema.attrs.end(),
+            [](const AttrSpec& a, const AttrSpec& b) { return a.name < b.name; });
+  for (size_t i = 1; i < schema.attrs.size(); ++i) {
+    MLAFUSE_CHECK(schema.attrs[i - 1].name != schema.attrs[i].name, "op ", schema.name,
+                  " declares attribute '", schema.attrs[i].name, "' twice");
+  }
   for (auto& s : schemas_) {
     if (s->name == schema.name) {
       *s = std::move(schema);

@@ -58,44 +58,74 @@ std::string attr_str(const AttrValue& v) {
   }
 }
 
-std::string value_ref(const Value* v) { return v ? "%" + v->name() : "_"; }
+void append_ref(std::string& s, const Value* v) {
+  if (v == nullptr) {
+    s += '_';
+    return;
+  }
+  s += '%';
+  s += v->name();
+}
 
 }  // namespace
 
 std::string print_graph(const Graph& g) {
+  // Appends in place: printing is part of every compile (and of the timed pipeline).
   std::string s = "graph {\n";
-  for (const Value* v : g.inputs()) s += "  input %" + v->name() + " : " + v->type().str() + "\n";
-  for (const Value* v : g.weights()) {
-    s += "  weight %" + v->name() + " : " + v->type().str() + "\n";
+  s.reserve(128 * (g.num_values() + g.num_nodes()));
+  for (const auto* list : {&g.inputs(), &g.weights()}) {
+    for (const Value* v : *list) {
+      s += v->is_weight() ? "  weight %" : "  input %";
+      s += v->name();
+      s += " : ";
+      s += v->type().str();
+      s += '\n';
+    }
   }
   for (const Node* n : g.nodes()) {
     s += "  ";
-    for (size_t i = 0; i < n->num_outputs(); ++i) s += (i ? ", " : "") + value_ref(n->output(i));
-    s += " = " + n->op() + "(";
-    for (size_t i = 0; i < n->num_inputs(); ++i) s += (i ? ", " : "") + value_ref(n->input(i));
-    s += ")";
+    for (size_t i = 0; i < n->num_outputs(); ++i) {
+      if (i) s += ", ";
+      append_ref(s, n->output(i));
+    }
+    s += " = ";
+    s += n->op();
+    s += '(';
+    for (size_t i = 0; i < n->num_inputs(); ++i) {
+      if (i) s += ", ";
+      append_ref(s, n->input(i));
+    }
+    s += ')';
     if (!n->attrs().items().empty()) {
       s += " {";
       bool first = true;
       for (const auto& [key, v] : n->attrs().items()) {
-        s += (first ? "" : ", ") + key + " = " + attr_str(v);
+        if (!first) s += ", ";
         first = false;
+        s += key;
+        s += " = ";
+        s += attr_str(v);
       }
-      s += "}";
+      s += '}';
     }
     s += " : ";
     for (size_t i = 0; i < n->num_outputs(); ++i) {
+      if (i) s += ", ";
       const Value* v = n->output(i);
-      s += (i ? ", " : "") + (v ? v->type().str() : std::string("_"));
+      s += v ? v->type().str() : std::string("_");
     }
-    s += "\n";
+    s += '\n';
   }
   if (!g.outputs().empty()) {
     s += "  output ";
-    for (size_t i = 0; i < g.outputs().size(); ++i) s += (i ? ", " : "") + value_ref(g.outputs()[i]);
-    s += "\n";
+    for (size_t i = 0; i < g.outputs().size(); ++i) {
+      if (i) s += ", ";
+      append_ref(s, g.outputs()[i]);
+    }
+    s += '\n';
   }
-  return s + "}\n";
+  s += "}\n";
+  return s;
 }
 
 // ---- parsing -----------------------------------------------------------------------------------

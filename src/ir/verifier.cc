@@ -1,7 +1,6 @@
 #include "mlafuse/ir/verifier.h"
 
 #include <algorithm>
-#include <unordered_set>
 
 #include "mlafuse/core/error.h"
 #include "mlafuse/ir/op_registry.h"
@@ -12,7 +11,29 @@ namespace {
 
 std::string opt_type_str(const std::optional<ValueType>& t) { return t ? t->str() : "absent"; }
 
-void verify_node(const Node& n, const std::unordered_set<const Value*>& defined) {
+// Value ids defined so far (graph inputs, weights, outputs of the nodes already checked).
+class DefinedSet {
+ public:
+  explicit DefinedSet(int64_t bound) : bits_(static_cast<size_t>(bound), false) {}
+  bool count(const Value* v) const {
+    return v->id() >= 0 && v->id() < static_cast<int64_t>(bits_.size()) &&
+           bits_[static_cast<size_t>(v->id())];
+  }
+  void insert(const Value* v) {
+    MLAFUSE_CHECK(v->id() >= 0 && v->id() < static_cast<int64_t>(bits_.size()) &&
+                      !bits_[static_cast<size_t>(v->id())],
+                  "internal: value %", v->name(), " has a bad or repeated id");
+    bits_[static_cast<size_t>(v->id())] = true;
+    ++size_;
+  }
+  size_t size() const { return size_; }
+
+ private:
+  std::vector<bool> bits_;
+  size_t size_ = 0;
+};
+
+void verify_node(const Node& n, const DefinedSet& defined, bool infer) {
   const OpSchema& schema = n.schema();
   MLAFUSE_CHECK(OpRegistry::global().find(n.op()) == &schema, "node ", n.label(),
                 ": op is not registered");
@@ -31,18 +52,22 @@ void verify_node(const Node& n, const std::unordered_set<const Value*>& defined)
     in_types[i] = &v->type();
   }
   std::vector<std::optional<ValueType>> expected;
-  try {
-    expected = schema.infer_outputs(in_types, n.attrs());
-  } catch (const Error& e) {
-    MLAFUSE_FAIL("node ", n.label(), ": ", e.what());
+  if (infer) {
+    try {
+      expected = schema.infer_outputs(in_types, n.attrs());
+    } catch (const Error& e) {
+      MLAFUSE_FAIL("node ", n.label(), ": ", e.what());
+    }
   }
   for (size_t i = 0; i < n.num_outputs(); ++i) {
     const Value* v = n.output(i);
-    const std::optional<ValueType> actual =
-        v ? std::optional<ValueType>(v->type()) : std::nullopt;
-    MLAFUSE_CHECK(actual == expected[i], "node ", n.label(), ": output ",
-                  schema.outputs[i].name, (v ? " %" + v->name() : std::string()), " is ",
-                  opt_type_str(actual), ", the op infers ", opt_type_str(expected[i]));
+    if (infer) {
+      const std::optional<ValueType> actual =
+          v ? std::optional<ValueType>(v->type()) : std::nullopt;
+      MLAFUSE_CHECK(actual == expected[i], "node ", n.label(), ": output ",
+                    schema.outputs[i].name, (v ? " %" + v->name() : std::string()), " is ",
+                    opt_type_str(actual), ", the op infers ", opt_type_str(expected[i]));
+    }
     if (v) {
       MLAFUSE_CHECK(v->producer() == &n && v->output_index() == static_cast<int>(i),
                     "internal: %", v->name(), " does not link back to ", n.label());
@@ -56,22 +81,27 @@ void verify_node(const Node& n, const std::unordered_set<const Value*>& defined)
 
 }  // namespace
 
-void verify(const Graph& g) {
-  std::unordered_set<const Value*> defined;
-  defined.reserve(g.num_values());
+void verify(const Graph& g) { verify_since(g, 0); }
+
+void verify_since(const Graph& g, uint64_t epoch) {
+  // Names are immutable and checked unique when a value is created; the name index is
+  // re-checked on full verification only.
+  const bool full = epoch == 0;
+  DefinedSet defined(g.id_bound());
   for (const auto* list : {&g.inputs(), &g.weights()}) {
     for (const Value* v : *list) {
       MLAFUSE_CHECK(v->producer() == nullptr, "internal: input %", v->name(), " has a producer");
-      MLAFUSE_CHECK(g.find_value(v->name()) == v, "value name '", v->name(),
+      MLAFUSE_CHECK(!full || g.find_value(v->name()) == v, "value name '", v->name(),
                     "' is not unique");
       defined.insert(v);
     }
   }
   for (const Node* n : g.nodes()) {
-    verify_node(*n, defined);
+    verify_node(*n, defined, full || n->modified_epoch() > epoch);
     for (const Value* v : n->outputs()) {
       if (v == nullptr) continue;
-      MLAFUSE_CHECK(g.find_value(v->name()) == v, "value name '", v->name(), "' is not unique");
+      MLAFUSE_CHECK(!full || g.find_value(v->name()) == v, "value name '", v->name(),
+                    "' is not unique");
       defined.insert(v);
     }
   }

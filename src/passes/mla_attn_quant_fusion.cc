@@ -38,6 +38,9 @@ const std::vector<FusionVariant>& mla_fusion_variants() {
 
 namespace {
 
+const std::string kLayer = "layer", kNumHeads = "num_heads", kVHeadDim = "v_head_dim",
+                  kQuantGroupSize = "quant_group_size";
+
 std::string flags_str(const FusionVariant& v) {
   if (v.quant_op != ops::kQuantFp8Group) return "";
   std::string s = v.col_major ? " [col_major" : " [row_major";
@@ -76,21 +79,28 @@ bool is_scalar_f32(const ir::Value* v) {
   return v != nullptr && v->type() == want;
 }
 
-// (layer, num_heads, v_head_dim, variant index) -> the backend's answer.
-using SupportTable = std::map<std::tuple<int64_t, int64_t, int64_t, size_t>, bool>;
+// The backend's answers: for each distinct (layer, num_heads, v_head_dim), one per variant.
+struct SupportTable {
+  std::map<std::tuple<int64_t, int64_t, int64_t>, size_t> row;  // -> index into `answers`
+  std::vector<std::vector<bool>> answers;
+
+  bool supported(int64_t layer, int64_t h, int64_t v, size_t variant) const {
+    auto it = row.find({layer, h, v});
+    return it != row.end() && answers[it->second][variant];
+  }
+};
 
 RewriteResult fuse(const Match& m, const FusionVariant& v, size_t variant_index,
                    const SupportTable& support, const std::string& backend_name) {
   const ir::Node* attn = m.node("attn");
   const ir::Node* quant = m.node("quant");
   const AttrMap& a = attn->attrs();
-  const int64_t layer = a.get<int64_t>("layer");
-  const int64_t h = a.get<int64_t>("num_heads");
-  const int64_t vd = a.get<int64_t>("v_head_dim");
+  const int64_t layer = a.get<int64_t>(kLayer);
+  const int64_t h = a.get<int64_t>(kNumHeads);
+  const int64_t vd = a.get<int64_t>(kVHeadDim);
   const int64_t hv = h * vd;
 
-  auto it = support.find({layer, h, vd, variant_index});
-  if (it == support.end() || !it->second) {
+  if (!support.supported(layer, h, vd, variant_index)) {
     return RewriteResult::reject("backend '" + backend_name + "' does not support " +
                                  v.key.str() + flags_str(v) + " for layer " +
                                  std::to_string(layer) + " (H = " + std::to_string(h) +
@@ -149,38 +159,52 @@ RewriteResult fuse(const Match& m, const FusionVariant& v, size_t variant_index,
 
 }  // namespace
 
+struct MlaAttnQuantFusion::State {
+  SupportTable support;
+  std::string backend_name;
+  RuleSet rules;
+};
+
+MlaAttnQuantFusion::MlaAttnQuantFusion(const Backend& backend)
+    : backend_(backend), state_(std::make_unique<State>()) {
+  const auto& variants = mla_fusion_variants();
+  State* state = state_.get();
+  for (size_t i = 0; i < variants.size(); ++i) {
+    const FusionVariant& v = variants[i];
+    state_->rules.add(Rule{v.name, variant_pattern(v), [&v, i, state](const Match& m) {
+                             return fuse(m, v, i, state->support, state->backend_name);
+                           }});
+  }
+}
+
+MlaAttnQuantFusion::~MlaAttnQuantFusion() = default;
+
 bool MlaAttnQuantFusion::run(ir::Graph& graph, PassStats& stats) {
   const auto& variants = mla_fusion_variants();
   // Ask the backend once per layer and variant: a rule fuses only what the backend said yes to.
-  auto support = std::make_shared<SupportTable>();
+  SupportTable& support = state_->support;
+  support = SupportTable();
+  state_->backend_name = backend_.name();
   for (const ir::Node* n : graph.nodes()) {
     // Only unfused attentions (no quantization attribute, no output_scale) can take a quant op.
-    if (n->op() != ops::kMlaAttention || n->attrs().has("quant_group_size") ||
+    if (n->op() != ops::kMlaAttention || n->attrs().has(kQuantGroupSize) ||
         n->input(4) != nullptr) {
       continue;
     }
-    const int64_t layer = n->attrs().get<int64_t>("layer");
-    const int64_t h = n->attrs().get<int64_t>("num_heads");
-    const int64_t vd = n->attrs().get<int64_t>("v_head_dim");
+    const int64_t layer = n->attrs().get<int64_t>(kLayer);
+    const int64_t h = n->attrs().get<int64_t>(kNumHeads);
+    const int64_t vd = n->attrs().get<int64_t>(kVHeadDim);
+    auto [it, fresh] = support.row.emplace(std::make_tuple(layer, h, vd), support.answers.size());
+    if (!fresh) continue;
+    std::vector<bool>& answers = support.answers.emplace_back(variants.size(), false);
     for (size_t i = 0; i < variants.size(); ++i) {
-      auto key = std::make_tuple(layer, h, vd, i);
-      if (support->count(key) != 0) continue;
       const FusionVariant& v = variants[i];
       FusedQuantRequest req{v.key, layer, h, vd, v.col_major, v.ue8m0, v.tma_aligned};
-      (*support)[key] = backend_.fused_output_quant_supported(req);
+      answers[i] = backend_.fused_output_quant_supported(req);
     }
   }
-  if (support->empty()) return false;
-
-  RuleSet rules;
-  const std::string backend_name = backend_.name();
-  for (size_t i = 0; i < variants.size(); ++i) {
-    const FusionVariant& v = variants[i];
-    rules.add(Rule{v.name, variant_pattern(v), [&v, i, support, backend_name](const Match& m) {
-                     return fuse(m, v, i, *support, backend_name);
-                   }});
-  }
-  return apply_rules(graph, rules, stats);
+  if (support.answers.empty()) return false;
+  return apply_rules(graph, state_->rules, stats);
 }
 
 }  // namespace mlafuse::passes

@@ -30,9 +30,9 @@ std::vector<std::string> PassManager::pass_names() const {
 }
 
 namespace {
-void verify_after(const ir::Graph& graph, std::string_view when) {
+void verify_after(const ir::Graph& graph, uint64_t epoch, std::string_view when) {
   try {
-    ir::verify(graph);
+    ir::verify_since(graph, epoch);
   } catch (const Error& e) {
     MLAFUSE_FAIL("graph verification failed ", when, ": ", e.what());
   }
@@ -45,7 +45,9 @@ std::vector<PassStats> PassManager::run(ir::Graph& graph) {
     for (const auto& p : passes_) known |= p->name() == d;
     MLAFUSE_CHECK(known, "cannot disable pass '", d, "': it is not in the pipeline");
   }
-  if (verify_) verify_after(graph, "on the input graph");
+  if (verify_) verify_after(graph, 0, "on the input graph");
+  // Nodes untouched since the last verification keep their inferred types (verify_since).
+  uint64_t verified_epoch = graph.mutation_epoch();
   std::vector<PassStats> all;
   all.reserve(passes_.size());
   for (const auto& pass : passes_) {
@@ -64,7 +66,10 @@ std::vector<PassStats> PassManager::run(ir::Graph& graph) {
     stats.ran = true;
     stats.time_us = std::chrono::duration<double, std::micro>(t1 - t0).count();
     stats.nodes_after = static_cast<int64_t>(graph.num_nodes());
-    if (verify_) verify_after(graph, "after pass '" + stats.pass + "'");
+    if (verify_) {
+      verify_after(graph, verified_epoch, "after pass '" + stats.pass + "'");
+      verified_epoch = graph.mutation_epoch();
+    }
     if (dump_) dump_(stats.pass, "after", graph);
     all.push_back(std::move(stats));
   }

@@ -1,7 +1,6 @@
 #include "mlafuse/passes/pattern.h"
 
 #include <algorithm>
-#include <sstream>
 
 #include "mlafuse/core/error.h"
 
@@ -9,22 +8,20 @@ namespace mlafuse::passes {
 
 namespace {
 std::string attr_text(const AttrValue& v) {
-  std::ostringstream os;
-  std::visit(
-      [&os](const auto& x) {
-        using X = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<X, std::vector<int64_t>>) {
-          os << '[';
-          for (size_t i = 0; i < x.size(); ++i) os << (i ? ", " : "") << x[i];
-          os << ']';
-        } else if constexpr (std::is_same_v<X, bool>) {
-          os << (x ? "true" : "false");
-        } else {
-          os << x;
-        }
-      },
-      v);
-  return os.str();
+  switch (v.index()) {
+    case 0: return std::to_string(std::get<int64_t>(v));
+    case 1: return std::to_string(std::get<double>(v));
+    case 2: return std::get<bool>(v) ? "true" : "false";
+    case 3: return "\"" + std::get<std::string>(v) + "\"";
+    default: {
+      std::string s = "[";
+      for (int64_t x : std::get<std::vector<int64_t>>(v)) {
+        if (s.size() > 1) s += ", ";
+        s += std::to_string(x);
+      }
+      return s + "]";
+    }
+  }
 }
 }  // namespace
 

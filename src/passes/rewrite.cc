@@ -79,7 +79,7 @@ std::string check_replacement(const ir::Graph& g, const Match& m, Replacement& r
     if (in_match(v->producer())) {
       return "internal: the replacement reads %" + v->name() + ", produced inside the match";
     }
-    if (g.find_value(v->name()) != v) return "internal: the replacement reads a foreign value";
+    if (!g.owns(v)) return "internal: the replacement reads a foreign value";
     in_types[i] = &v->type();
   }
   // ggml's fusion legality: what disappears must have no other user and not be a graph output.
@@ -185,7 +185,7 @@ bool apply_rules(ir::Graph& graph, const RuleSet& rules, PassStats& stats, int m
         if (res.is_reject()) {
           reason = res.reason();
         } else if (res.is_replace()) {
-          repl = res.replacement();
+          repl = std::move(res).take_replacement();
           reason = check_replacement(graph, match, repl, types);
         } else {
           continue;

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -112,6 +113,10 @@ class Node {
 
   // "%layers.0.attn_out, %layers.0.kv_cache_out = mla_attention" : for messages.
   std::string label() const;
+  // The graph's mutation counter when this node was created or last had an operand slot changed
+  // (see Graph::mutation_epoch). Types and attributes never change after creation, so a node not
+  // touched since a verification still infers the same outputs.
+  uint64_t modified_epoch() const { return modified_; }
 
  private:
   friend class Graph;
@@ -123,6 +128,7 @@ class Node {
   AttrMap attrs_;
   std::vector<Value*> inputs_;
   std::vector<Value*> outputs_;
+  uint64_t modified_ = 0;
 };
 
 // An output slot of a node being created: a name and, for `add_node_typed`, its type.
@@ -169,6 +175,12 @@ class Graph {
   const std::vector<Node*>& nodes() const { return order_; }
   size_t num_nodes() const { return order_.size(); }
   size_t num_values() const { return values_.size(); }
+  // Every Value and Node id is below this bound (for id-indexed side tables).
+  int64_t id_bound() const { return next_id_; }
+  // Whether `v` is a value of this graph.
+  bool owns(const Value* v) const { return v != nullptr && values_.count(v) != 0; }
+  // Increases with every change to the graph's nodes (creation, operand slots).
+  uint64_t mutation_epoch() const { return epoch_; }
 
   Value* find_value(std::string_view name) const;  // nullptr when no value has this name
   // Throws naming `name` when absent.
@@ -208,14 +220,22 @@ class Graph {
   void check_name(const std::string& name) const;
   void unlink_use(Value* v, Node* node, int index);
 
+  void touch(Node* n) { n->modified_ = ++epoch_; }
+
   int64_t next_id_ = 0;
+  uint64_t epoch_ = 0;
   std::unordered_map<const Value*, std::unique_ptr<Value>> values_;  // owning
   std::unordered_map<const Node*, std::unique_ptr<Node>> nodes_;     // owning
   std::vector<Node*> order_;                    // topological order
   std::vector<Value*> inputs_;
   std::vector<Value*> weights_;
   std::vector<Value*> outputs_;
-  std::unordered_map<std::string, Value*> by_name_;
+  // Transparent hashing: lookups by string_view build no std::string.
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, Value*, NameHash, std::equal_to<>> by_name_;
 };
 
 }  // namespace mlafuse::ir

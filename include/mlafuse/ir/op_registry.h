@@ -37,7 +37,7 @@ struct OpSchema {
   std::string name;
   std::vector<OperandSpec> inputs;
   std::vector<OperandSpec> outputs;
-  std::vector<AttrSpec> attrs;  // attributes not listed here are errors
+  std::vector<AttrSpec> attrs;  // attributes not listed here are errors; add() sorts them by name
   InferFn infer;
 
   int input_index(std::string_view operand) const;   // -1 when absent

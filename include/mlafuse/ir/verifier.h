@@ -13,4 +13,10 @@ namespace mlafuse::ir {
 // - a graph output is absent, or a value name is duplicated or malformed.
 void verify(const Graph& graph);
 
+// The same checks, except that output types are re-inferred only for nodes modified after
+// `epoch` (Graph::mutation_epoch() when the graph last verified): an untouched node has the same
+// input Values (whose types never change) and attributes, so it infers the same outputs. Order,
+// use lists, names and graph outputs are checked everywhere.
+void verify_since(const Graph& graph, uint64_t epoch);
+
 }  // namespace mlafuse::ir

@@ -16,6 +16,7 @@
 // or the quant op's eps differs from the fused kernels' 1e-10.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,13 +43,16 @@ const std::vector<FusionVariant>& mla_fusion_variants();
 
 class MlaAttnQuantFusion : public Pass {
  public:
-  explicit MlaAttnQuantFusion(const Backend& backend) : backend_(backend) {}
+  explicit MlaAttnQuantFusion(const Backend& backend);
+  ~MlaAttnQuantFusion() override;
   std::string_view name() const override { return "mla-attn-quant-fusion"; }
   bool run(ir::Graph& graph, PassStats& stats) override;
   using Pass::run;
 
  private:
+  struct State;
   const Backend& backend_;
+  std::unique_ptr<State> state_;  // the 18 rules (built once) and the backend's answers
 };
 
 }  // namespace mlafuse::passes

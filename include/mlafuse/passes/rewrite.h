@@ -49,6 +49,7 @@ class RewriteResult {
   bool is_replace() const { return kind_ == Kind::kReplace; }
   bool is_reject() const { return kind_ == Kind::kReject; }
   const Replacement& replacement() const { return replacement_; }
+  Replacement take_replacement() && { return std::move(replacement_); }
   const std::string& reason() const { return reason_; }
 
  private:
