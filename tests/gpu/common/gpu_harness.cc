@@ -82,6 +82,7 @@ GuardedBuffer::GuardedBuffer(const TensorSpec& spec) : spec_(spec) {
   MLAFUSE_CUDA_CHECK(cudaMemcpy(base_, guard.data(), kGuardBytes, cudaMemcpyHostToDevice));
   MLAFUSE_CUDA_CHECK(cudaMemcpy(base_ + kGuardBytes + payload, guard.data(), kGuardBytes,
                                 cudaMemcpyHostToDevice));
+  MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
   // The tensor's storage is the payload alone; the guards belong to this object.
   auto st = std::make_shared<Storage>();
   st->data = base_ + kGuardBytes;
@@ -94,6 +95,9 @@ GuardedBuffer::~GuardedBuffer() { cudaFree(base_); }
 
 void GuardedBuffer::poison(uint8_t fill) {
   MLAFUSE_CUDA_CHECK(cudaMemset(base_ + kGuardBytes, fill, static_cast<size_t>(spec_.storage_bytes())));
+  // cudaMemset and pageable cudaMemcpy may still be in flight when they return, and backends run
+  // on their own non-blocking streams: finish before anything else touches the buffer.
+  MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 void GuardedBuffer::upload(const Tensor& host) {
@@ -102,9 +106,11 @@ void GuardedBuffer::upload(const Tensor& host) {
                 " bytes, the device buffer ", spec_.storage_bytes());
   MLAFUSE_CUDA_CHECK(cudaMemcpy(base_ + kGuardBytes, host.storage()->data, host.storage()->bytes,
                                 cudaMemcpyHostToDevice));
+  MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 Tensor GuardedBuffer::download() const {
+  MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
   Tensor t = host_filled(spec_, 0);
   MLAFUSE_CUDA_CHECK(cudaMemcpy(t.storage()->data, base_ + kGuardBytes, t.storage()->bytes,
                                 cudaMemcpyDeviceToHost));
@@ -112,6 +118,7 @@ Tensor GuardedBuffer::download() const {
 }
 
 std::string GuardedBuffer::guard_damage() const {
+  MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
   const int64_t payload = spec_.storage_bytes();
   std::vector<uint8_t> lo(kGuardBytes), hi(kGuardBytes);
   MLAFUSE_CUDA_CHECK(cudaMemcpy(lo.data(), base_, kGuardBytes, cudaMemcpyDeviceToHost));

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The one-run GPU script: configure and build (Release, sm_90a), run the GPU tests, run
+# compute-sanitizer over the GPU test binaries (memcheck; racecheck for the shared-memory
+# kernels) with small shapes, and run every benchmark, printing a short summary last.
+#
+#   bench/device.sh [build] [test] [sanitize] [bench]     (default: all four, in that order)
+#
+# Logs and JSON go to $OUT when set, else bench-out/. Benchmarks pair by name: for every
+# bench/torch_<name>.py, `python3 bench/torch_<name>.py $OUT/torch_<name>.txt` runs first, then
+# the binary bench_<name> with `--torch $OUT/torch_<name>.txt --json $OUT/bench_<name>.json`;
+# binaries with no torch script get `--json` alone. Adding a benchmark is adding those files.
+# Each phase has a time limit (seconds, env): MLAFUSE_TEST_TIMEOUT, MLAFUSE_SANITIZE_TIMEOUT,
+# MLAFUSE_BENCH_TIMEOUT; MLAFUSE_BENCH_ARGS passes extra flags (e.g. --quick) to every binary.
+# To run a subset: MLAFUSE_CTEST_REGEX (ctest -R), MLAFUSE_SANITIZE_BINS and MLAFUSE_BENCHES
+# (space-separated binary names, e.g. "gpu_quant_test" / "bench_quant").
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/cuda/bin"
+# With $OUT (the device tool's folder, which returns at most 8 files) everything is written to a
+# scratch folder first; the summary, the JSON files and a tarball of all logs are copied at the end.
+if [ -n "${OUT:-}" ]; then OUT_DIR=/tmp/mlafuse-device-out; rm -rf "$OUT_DIR"; else OUT_DIR=bench-out; fi
+BUILD="${MLAFUSE_BUILD_DIR:-build-device}"
+mkdir -p "$OUT_DIR"
+PHASES=("$@")
+[ ${#PHASES[@]} -eq 0 ] && PHASES=(build test sanitize bench)
+want() { local p; for p in "${PHASES[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
+SUMMARY="$OUT_DIR/summary.txt"
+: > "$SUMMARY"
+note() { echo "$*" | tee -a "$SUMMARY"; }
+start=$(date +%s)
+elapsed() { echo $(( $(date +%s) - start ))s; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /' | tee -a "$SUMMARY"
+
+if want build; then
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+    > "$OUT_DIR/build.log" 2>&1
+  targets=$(ninja -C "$BUILD" -t targets all 2>/dev/null | grep -oE '^(gpu_[A-Za-z0-9_]+|bench_[A-Za-z0-9_]+):' | tr -d ':' | sort -u)
+  if cmake --build "$BUILD" -j16 --target $targets -- -k 0 >> "$OUT_DIR/build.log" 2>&1; then
+    note "build: ok ($(echo $targets | wc -w) targets, $(elapsed))"
+  else
+    note "build: FAILED ($(elapsed)); tail of build.log:"
+    grep -E "error|FAILED" "$OUT_DIR/build.log" | head -20 | tee -a "$SUMMARY"
+  fi
+fi
+
+if want test; then
+  timeout "${MLAFUSE_TEST_TIMEOUT:-300}" ctest --test-dir "$BUILD" -L gpu --output-on-failure -j4 \
+    ${MLAFUSE_CTEST_REGEX:+-R "$MLAFUSE_CTEST_REGEX"} > "$OUT_DIR/ctest_gpu.log" 2>&1
+  rc=$?
+  note "gpu tests: rc=$rc, $(grep -E 'tests passed|tests failed' "$OUT_DIR/ctest_gpu.log" | tail -1) ($(elapsed))"
+  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess aborted|Not Run)' "$OUT_DIR/ctest_gpu.log" | head -20 | tee -a "$SUMMARY"
+fi
+
+if want sanitize; then
+  : > "$OUT_DIR/sanitizer.log"
+  budget="${MLAFUSE_SANITIZE_TIMEOUT:-200}"
+  for bin in "$BUILD"/tests/gpu_*_test; do
+    [ -x "$bin" ] || continue
+    name=$(basename "$bin")
+    [ -n "${MLAFUSE_SANITIZE_BINS:-}" ] && [[ " $MLAFUSE_SANITIZE_BINS " != *" $name "* ]] && continue
+    MLAFUSE_GPU_TEST_SMALL=1 timeout "$budget" compute-sanitizer --tool memcheck --error-exitcode 9 \
+      "$bin" >> "$OUT_DIR/sanitizer.log" 2>&1
+    note "memcheck $name: rc=$? ($(elapsed))"
+  done
+  # Shared-memory kernels: the SIMT GEMM fallback and the MLA decode kernels.
+  for spec in "gpu_linear_test:Linear.Fp8BlockFallbackLayouts:Linear.Nvfp4" "gpu_mla_decode_test:*"; do
+    bin="$BUILD/tests/${spec%%:*}"
+    filter="${spec#*:}"
+    [ -x "$bin" ] || continue
+    [ -n "${MLAFUSE_SANITIZE_BINS:-}" ] && [[ " $MLAFUSE_SANITIZE_BINS " != *" ${spec%%:*} "* ]] && continue
+    MLAFUSE_GPU_TEST_SMALL=1 timeout "$budget" compute-sanitizer --tool racecheck --error-exitcode 9 \
+      "$bin" --gtest_filter="$filter" >> "$OUT_DIR/sanitizer.log" 2>&1
+    note "racecheck $(basename "$bin") ($filter): rc=$? ($(elapsed))"
+  done
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT_DIR/sanitizer.log" | sort | uniq -c | tee -a "$SUMMARY"
+fi
+
+if want bench; then
+  for bin in "$BUILD"/bench/bench_*; do
+    [ -x "$bin" ] || continue
+    name=$(basename "$bin")
+    [ -n "${MLAFUSE_BENCHES:-}" ] && [[ " $MLAFUSE_BENCHES " != *" $name "* ]] && continue
+    short="${name#bench_}"
+    args=(--json "$OUT_DIR/$name.json")
+    if [ -f "bench/torch_$short.py" ]; then
+      PYTHONUNBUFFERED=1 timeout "${MLAFUSE_BENCH_TIMEOUT:-240}" python3 "bench/torch_$short.py" \
+        "$OUT_DIR/torch_$short.txt" > "$OUT_DIR/torch_$short.log" 2>&1
+      note "torch_$short.py: rc=$? ($(elapsed))"
+      args+=(--torch "$OUT_DIR/torch_$short.txt")
+    fi
+    timeout "${MLAFUSE_BENCH_TIMEOUT:-240}" "$bin" "${args[@]}" ${MLAFUSE_BENCH_ARGS:-} \
+      > "$OUT_DIR/$name.txt" 2>&1
+    note "$name: rc=$? ($(elapsed))"
+  done
+fi
+
+echo
+echo "==== summary ($(elapsed)) ===="
+cat "$SUMMARY"
+if want bench; then
+  # Each benchmark prints its table last: show it from its header on.
+  for f in "$OUT_DIR"/bench_*.txt; do
+    [ -f "$f" ] || continue
+    echo
+    awk 'BEGIN{p=0} /^$/{p=1} p' "$f" | tail -n 40
+  done
+fi
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  cp "$SUMMARY" "$OUT/" 2>/dev/null
+  ls "$OUT_DIR"/*.json 2>/dev/null | head -5 | xargs -r cp -t "$OUT/"
+  tar czf "$OUT/logs.tgz" -C "$OUT_DIR" . 2>/dev/null
+fi
