@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <numeric>
@@ -36,7 +37,7 @@ using cuda::MlaEpilogue;
 using cuda::MlaOutputParams;
 using cuda::MlaWorkspace;
 
-constexpr int kL = 512, kR = 64, kRow = 576, kV = 128, kPage = 64;
+constexpr int kL = 512, kRow = 576, kV = 128, kPage = 64;
 constexpr uint16_t kBf16NaN = 0x7fc0;
 constexpr double kFloatTol = 1e-2;
 
@@ -67,6 +68,9 @@ struct DevBuf {
 
 uint16_t bf16(float f) { return f32_to_bf16_bits(f); }
 
+// MLAFUSE_GPU_TEST_SMALL (set by bench/device.sh under compute-sanitizer): short sequences only.
+bool small_mode() { return std::getenv("MLAFUSE_GPU_TEST_SMALL") != nullptr; }
+
 // A batch: sequences (seq_len, query tokens), decodes first; `pad` extra padded token rows.
 struct Batch {
   int heads = 16;
@@ -74,10 +78,12 @@ struct Batch {
   std::vector<int> q_tokens;
   int pad = 0;
   uint32_t seed = 1;
+  cuda::MlaAttnKernel kernel = cuda::MlaAttnKernel::kAuto;
 };
 
 // Host data of one batch and the per-query view the reference needs.
 struct HostProblem {
+  cuda::MlaAttnKernel kernel = cuda::MlaAttnKernel::kAuto;
   int heads = 0, n = 0, t_pad = 0, num_seqs = 0, num_pages = 0, bt_stride = 0;
   float scale = 0.0f;
   std::vector<int32_t> seq_lens, qsl, block_table;
@@ -90,6 +96,7 @@ HostProblem make_problem(const Batch& b) {
   std::mt19937 rng(b.seed);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   h.heads = b.heads;
+  h.kernel = b.kernel;
   h.num_seqs = static_cast<int>(b.seq_lens.size());
   h.scale = 1.0f / std::sqrt(192.0f);
   h.qsl.push_back(0);
@@ -207,6 +214,7 @@ struct DeviceProblem {
     p.q_cat = q_cat.as<__nv_bfloat16>();
     p.kv_cache = cache.as<__nv_bfloat16>();
     p.w_uv = w_uv.as<__nv_bfloat16>();
+    p.kernel = h.kernel;
   }
   void attention() {
     cuda::launch_mla_plan(p, ws, nullptr);
@@ -424,7 +432,7 @@ void run_batch(const Batch& b, bool quant_variants) {
 }
 
 std::vector<int> mixed_lengths(int batch, uint32_t seed, int max_random) {
-  const int specials[] = {0, 1, 63, 64, 65, 4097};
+  const int specials[] = {0, 1, 63, 64, 65, small_mode() ? 129 : 4097};
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> len(1, max_random);
   std::vector<int> lens;
@@ -438,7 +446,8 @@ Batch decode_batch(int heads, int batch, int pad, uint32_t seed) {
   b.heads = heads;
   b.seed = seed;
   b.pad = pad;
-  b.seq_lens = batch == 1 ? std::vector<int>{4097} : mixed_lengths(batch, seed, 400);
+  b.seq_lens = batch == 1 ? std::vector<int>{small_mode() ? 200 : 4097}
+                          : mixed_lengths(batch, seed, small_mode() ? 70 : 400);
   b.q_tokens.assign(b.seq_lens.size(), 1);
   return b;
 }
@@ -448,12 +457,28 @@ class MlaDecodeSweep : public ::testing::TestWithParam<std::tuple<int, int>> {};
 TEST_P(MlaDecodeSweep, MatchesReference) {
   SKIP_WITHOUT_GPU();
   const auto [heads, batch] = GetParam();
+  if (small_mode() && batch > 7) GTEST_SKIP() << "large batch (MLAFUSE_GPU_TEST_SMALL)";
   run_batch(decode_batch(heads, batch, 3, 1000u + heads * 7 + batch), false);
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadsAndBatches, MlaDecodeSweep,
                          ::testing::Combine(::testing::Values(16, 32, 64, 128),
                                             ::testing::Values(1, 7, 64, 128)));
+
+// H = 64 and 128 default to the wgmma kernel; the mma.sync kernel runs them too.
+class MlaDecodeMmaPath : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(MlaDecodeMmaPath, MatchesReference) {
+  SKIP_WITHOUT_GPU();
+  const auto [heads, batch] = GetParam();
+  if (small_mode() && batch > 7) GTEST_SKIP() << "large batch (MLAFUSE_GPU_TEST_SMALL)";
+  Batch b = decode_batch(heads, batch, 2, 2000u + heads * 7 + batch);
+  b.kernel = cuda::MlaAttnKernel::kMma;
+  run_batch(b, false);
+}
+
+INSTANTIATE_TEST_SUITE_P(Heads64And128, MlaDecodeMmaPath,
+                         ::testing::Combine(::testing::Values(64, 128), ::testing::Values(1, 64)));
 
 // Every quantization key and layout flag, on small and full head counts (small shapes: these also
 // run under compute-sanitizer).
@@ -481,14 +506,26 @@ TEST(MlaDecodeSmall, PrefillTokensAndEmptyBatch) {
   run_batch(empty, true);
 }
 
+TEST(MlaDecodeSmall, WgmmaH64) {
+  SKIP_WITHOUT_GPU();
+  Batch b;
+  b.heads = 64;
+  b.seq_lens = {129, 0, 1, 64, 65};
+  b.q_tokens.assign(b.seq_lens.size(), 1);
+  b.pad = 1;
+  run_batch(b, false);
+}
+
 TEST(MlaDecodeQuant, AllVariantsH128) {
   SKIP_WITHOUT_GPU();
+  if (small_mode()) GTEST_SKIP() << "large shape (MLAFUSE_GPU_TEST_SMALL)";
   Batch b = decode_batch(128, 64, 7, 77);
   run_batch(b, true);
 }
 
 TEST(MlaDecodeQuant, AllVariantsH64LongSplit) {
   SKIP_WITHOUT_GPU();
+  if (small_mode()) GTEST_SKIP() << "large shape (MLAFUSE_GPU_TEST_SMALL)";
   Batch b;
   b.heads = 64;
   b.seq_lens = {8191, 1, 0, 300};

@@ -51,10 +51,9 @@ void launch_mla_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& 
 void launch_mla_combine_latent(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                cudaStream_t stream) {
   if (p.num_queries == 0) return;
-  constexpr int kHeadsPerBlock = mla::kCombineThreads / 32;
-  const dim3 grid(static_cast<unsigned>(p.num_queries),
-                  static_cast<unsigned>((p.num_heads + kHeadsPerBlock - 1) / kHeadsPerBlock));
-  mla::mla_combine_latent_kernel<kHeadsPerBlock><<<grid, kHeadsPerBlock * 32, 0, stream>>>(p, ws);
+  const dim3 grid(static_cast<unsigned>(p.num_queries), static_cast<unsigned>(p.num_heads));
+  mla::mla_combine_latent_kernel<mla::kCombineThreads>
+      <<<grid, mla::kCombineThreads, 0, stream>>>(p, ws);
   MLAFUSE_CUDA_CHECK_LAUNCH("mla_combine_latent_kernel");
 }
 

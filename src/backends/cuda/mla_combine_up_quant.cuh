@@ -21,18 +21,28 @@
 #include "backends/cuda/mla_mma.cuh"
 #include "backends/cuda/quant_epilogue.cuh"
 #include "mlafuse/backends/cuda/cuda_check.h"
+#include "mlafuse/core/error.h"
 #include "mlafuse/quant/scale_layout.h"
 
 namespace mlafuse::cuda::mla {
 
 inline constexpr int kCombineThreads = 256;
 inline constexpr int kOutStride = kMlaVDim + 8;  // padded bf16 row of the staged output tile
+// Split entries of one token tile: at most kTM + num_parts (each part boundary splits one token
+// once more); the launcher checks num_parts against this.
+inline constexpr int kMaxMergeEntries = 1024;
 
 template <int kTM>
 struct CombineUpSmem {
   __nv_bfloat16 w[kMlaLatent * kMlaVDim];  // W_UV[h] [512, 128], rows of 16 swizzled chunks
   __nv_bfloat16 a[kTM * kMlaLatent];       // merged o_lat [kTM, 512], rows of 64 swizzled chunks;
                                            // reused as the bf16 output tile [kTM, kOutStride]
+  // The tile's merge plan: row r's split entries are [row_off[r], row_off[r+1]); an entry is a
+  // partial slot and its weight (slot -1: the single-split bf16 latent output, weight 1).
+  int row_off[kTM + 1];
+  int row_first[kTM];
+  int ent_slot[kMaxMergeEntries];
+  float ent_w[kMaxMergeEntries];
 };
 
 // ---- epilogue functors: `row` gets one token's 128 bf16-rounded outputs of head h -------------
@@ -159,63 +169,62 @@ struct EpiNvfp4 {
   }
 };
 
-// Merged, bf16-rounded latent output of token t, head h into a swizzled [512] row of `dst`: lane l
-// covers dims 8l .. 8l+7 and 256 + 8l .. 256 + 8l+7 (16-byte chunks l and 32 + l).
-__device__ __forceinline__ void merge_latent_row(const MlaDecodeProblem& p, const MlaWorkspace& ws,
-                                                 int per_part, int t, int h, int lane,
-                                                 float (&acc)[16]) {
+// Merged latent output of token t, head h, at dims d0 and d0 + 1 of the calling lane, for a token
+// whose KV was split over several parts: log-sum-exp weights in f32. All 32 lanes of the warp call
+// it together (shuffles inside); the split count is uniform over the warp.
+__device__ __forceinline__ float2 merge_split_pair(const MlaDecodeProblem& p,
+                                                   const MlaWorkspace& ws, const QuerySplits& sp,
+                                                   int t, int h, int d0, int lane) {
+  const int count = sp.last - sp.first + 1;
+  float m = -INFINITY;
+  for (int base = 0; base < count; base += 32) {
+    const int k = base + lane;
+    if (k < count) {
+      const int slot = partial_slot(ws, sp.first + k, t);
+      m = fmaxf(m, ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + h]);
+    }
+  }
 #pragma unroll
-  for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
-  const QuerySplits sp = query_splits(ws, per_part, t);
-  if (sp.tiles == 0) return;  // no KV: the output is 0
-  if (sp.first == sp.last) {
-    const __nv_bfloat16* src = ws.o_lat + (static_cast<int64_t>(t) * p.num_heads + h) * kMlaLatent;
+  for (int o = 16; o >= 1; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  float2 acc = make_float2(0.0f, 0.0f);
+  float wsum = 0.0f;
+  for (int base = 0; base < count; base += 32) {
+    const int k = base + lane;
+    int slot = 0;
+    float w = 0.0f;
+    if (k < count) {
+      slot = partial_slot(ws, sp.first + k, t);
+      w = __expf(ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + h] - m);
+    }
+    wsum += w;
+    const int nk = min(32, count - base);
+    for (int j0 = 0; j0 < nk; j0 += 8) {  // eight independent loads in flight
+      float2 v[8];
+      float wj[8];
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const uint4 v = *reinterpret_cast<const uint4*>(src + 256 * half + 8 * lane);
-      const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+      for (int j = 0; j < 8; ++j) {
+        const int sj = __shfl_sync(0xffffffffu, slot, j0 + j);
+        wj[j] = __shfl_sync(0xffffffffu, w, j0 + j);
+        v[j] = j0 + j < nk ? *reinterpret_cast<const float2*>(
+                                 ws.o_part + (static_cast<int64_t>(sj) * p.num_heads + h) *
+                                                 kMlaLatent + d0)
+                           : make_float2(0.0f, 0.0f);
+      }
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        acc[8 * half + 2 * i] = bf16_lo(w[i]);
-        acc[8 * half + 2 * i + 1] = bf16_hi(w[i]);
+      for (int j = 0; j < 8; ++j) {
+        acc.x += wj[j] * v[j].x;
+        acc.y += wj[j] * v[j].y;
       }
     }
-    return;
   }
-  float m = -INFINITY;
-  for (int part = sp.first; part <= sp.last; ++part) {
-    const int slot = partial_slot(ws, part, t);
-    m = fmaxf(m, ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + h]);
-  }
-  float wsum = 0.0f;
-  for (int part = sp.first; part <= sp.last; ++part) {
-    const int slot = partial_slot(ws, part, t);
-    const int64_t row = static_cast<int64_t>(slot) * p.num_heads + h;
-    const float w = __expf(ws.lse_part[row] - m);
-    wsum += w;
-    const float* src = ws.o_part + row * kMlaLatent;
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const float4 a = *reinterpret_cast<const float4*>(src + 256 * half + 8 * lane);
-      const float4 b = *reinterpret_cast<const float4*>(src + 256 * half + 8 * lane + 4);
-      float* d = acc + 8 * half;
-      d[0] += w * a.x;
-      d[1] += w * a.y;
-      d[2] += w * a.z;
-      d[3] += w * a.w;
-      d[4] += w * b.x;
-      d[5] += w * b.y;
-      d[6] += w * b.z;
-      d[7] += w * b.w;
-    }
-  }
+  for (int o = 16; o >= 1; o >>= 1) wsum += __shfl_xor_sync(0xffffffffu, wsum, o);
   const float inv = 1.0f / wsum;
-#pragma unroll
-  for (int i = 0; i < 16; ++i) acc[i] *= inv;
+  return make_float2(acc.x * inv, acc.y * inv);
 }
 
 template <class Epi, int kTM>
-__global__ void __launch_bounds__(kCombineThreads)
+__global__ void __launch_bounds__(kCombineThreads, 1)
     mla_combine_up_quant_kernel(MlaDecodeProblem p, MlaWorkspace ws, MlaOutputParams op) {
   using Smem = CombineUpSmem<kTM>;
   constexpr int kMT = kTM / 16;
@@ -242,27 +251,117 @@ __global__ void __launch_bounds__(kCombineThreads)
   }
   cp_async_commit();
 
-  // 2. Merge the splits of each token, round to bf16.
+  // 2. Merge the splits of each token in f32 and round to bf16. The plan (split count, partial
+  //    slots, log-sum-exp weights) is built in shared memory by all threads, so the dependent
+  //    global loads are a few round trips per tile rather than per token.
   const int per_part = ws.sched[0];
-  for (int r = warp; r < kTM; r += kCombineThreads / 32) {
-    const int t = t0 + r;
-    float acc[16];
-    if (t < n) {
-      merge_latent_row(p, ws, per_part, t, h, lane, acc);
-    } else {
+  const int rows = min(kTM, n - t0);
+  if (threadIdx.x < kTM) {
+    const int r = threadIdx.x;
+    int cnt = 0;
+    int first = 0;
+    if (r < rows) {
+      const QuerySplits sp = query_splits(ws, per_part, t0 + r);
+      cnt = sp.tiles > 0 ? sp.last - sp.first + 1 : 0;
+      first = sp.first;
+    }
+    sm.row_first[r] = first;
+    sm.row_off[r + 1] = cnt;  // prefix-summed below
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    sm.row_off[0] = 0;
+    for (int r = 0; r < kTM; ++r) sm.row_off[r + 1] += sm.row_off[r];
+  }
+  __syncthreads();
+  const int entries = sm.row_off[kTM];
+  for (int e = threadIdx.x; e < entries; e += kCombineThreads) {
+    int lo = 0;
+    int hi = kTM;  // the row r with row_off[r] <= e < row_off[r + 1]
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) / 2;
+      if (sm.row_off[mid] <= e) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    const int cnt = sm.row_off[lo + 1] - sm.row_off[lo];
+    int slot = -1;
+    float lse = 0.0f;
+    if (cnt > 1) {
+      slot = partial_slot(ws, sm.row_first[lo] + (e - sm.row_off[lo]), t0 + lo);
+      lse = ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + h];
+    }
+    sm.ent_slot[e] = slot;
+    sm.ent_w[e] = lse;
+  }
+  __syncthreads();
+  if (threadIdx.x < kTM) {
+    const int b = sm.row_off[threadIdx.x];
+    const int e = sm.row_off[threadIdx.x + 1];
+    if (e - b > 1) {
+      float m = -INFINITY;
+      for (int i = b; i < e; ++i) m = fmaxf(m, sm.ent_w[i]);
+      float sum = 0.0f;
+      for (int i = b; i < e; ++i) {
+        const float w = __expf(sm.ent_w[i] - m);
+        sm.ent_w[i] = w;
+        sum += w;
+      }
+      const float inv = 1.0f / sum;
+      for (int i = b; i < e; ++i) sm.ent_w[i] *= inv;
+    }
+  }
+  __syncthreads();
+  // Warp w owns latent dims 64w .. 64w+63 of every row (lane l: 64w + 2l, +1), so even a single
+  // token keeps all eight warps loading; eight rows (or split entries) in flight at a time.
+  const int d0 = 64 * warp + 2 * lane;
+  for (int r0 = 0; r0 < kTM; r0 += 8) {
+    uint32_t raw[8];
+    int first[8];
+    int cnt[8];
 #pragma unroll
-      for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
+    for (int i = 0; i < 8; ++i) {
+      first[i] = sm.row_off[r0 + i];
+      cnt[i] = sm.row_off[r0 + i + 1] - first[i];
+      raw[i] = cnt[i] == 1 ? *reinterpret_cast<const uint32_t*>(
+                                 ws.o_lat +
+                                 (static_cast<int64_t>(t0 + r0 + i) * p.num_heads + h) * kMlaLatent +
+                                 d0)
+                           : 0u;
     }
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const float* v = acc + 8 * half;
-      uint4 packed;
-      packed.x = pack_bf16x2(v[0], v[1]);
-      packed.y = pack_bf16x2(v[2], v[3]);
-      packed.z = pack_bf16x2(v[4], v[5]);
-      packed.w = pack_bf16x2(v[6], v[7]);
-      const int c = 32 * half + lane;
-      *reinterpret_cast<uint4*>(sm.a + r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8) = packed;
+    for (int i = 0; i < 8; ++i) {
+      float2 v = make_float2(bf16_lo(raw[i]), bf16_hi(raw[i]));
+      if (cnt[i] > 1) {
+        v = make_float2(0.0f, 0.0f);
+        const int end = first[i] + cnt[i];
+        for (int e0 = first[i]; e0 < end; e0 += 8) {
+          float2 x[8];
+          float w[8];
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            const int e = e0 + j;
+            w[j] = e < end ? sm.ent_w[e] : 0.0f;
+            x[j] = e < end ? *reinterpret_cast<const float2*>(
+                                 ws.o_part +
+                                 (static_cast<int64_t>(sm.ent_slot[e]) * p.num_heads + h) *
+                                     kMlaLatent +
+                                 d0)
+                           : make_float2(0.0f, 0.0f);
+          }
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            v.x += w[j] * x[j].x;
+            v.y += w[j] * x[j].y;
+          }
+        }
+      }
+      const int r = r0 + i;
+      const int c = d0 / 8;
+      *reinterpret_cast<uint32_t*>(sm.a + r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8 +
+                                   d0 % 8) = pack_bf16x2(v.x, v.y);
     }
   }
   cp_async_wait<0>();
@@ -319,32 +418,23 @@ __global__ void __launch_bounds__(kCombineThreads)
   }
 }
 
-// Unfused baseline: the merged latent output of every real token as bf16 in ws.o_lat (queries done
-// by one part already wrote theirs). One warp per (token, head).
-template <int kWarps>
-__global__ void __launch_bounds__(kWarps * 32)
+// Unfused baseline: the merged latent output of every real token as bf16 in ws.o_lat (tokens done
+// by one part already wrote theirs). One CTA per (token, head); warp w owns dims 64w .. 64w+63.
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads)
     mla_combine_latent_kernel(MlaDecodeProblem p, MlaWorkspace ws) {
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int t = blockIdx.x;
-  const int h = blockIdx.y * kWarps + warp;
-  if (t >= real_tokens(p) || h >= p.num_heads) return;
-  const int per_part = ws.sched[0];
-  const QuerySplits sp = query_splits(ws, per_part, t);
+  const int h = blockIdx.y;
+  if (t >= real_tokens(p)) return;
+  const QuerySplits sp = query_splits(ws, ws.sched[0], t);
   if (sp.tiles > 0 && sp.first == sp.last) return;
-  float acc[16];
-  merge_latent_row(p, ws, per_part, t, h, lane, acc);
-  __nv_bfloat16* dst = ws.o_lat + (static_cast<int64_t>(t) * p.num_heads + h) * kMlaLatent;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const float* v = acc + 8 * half;
-    uint4 packed;
-    packed.x = pack_bf16x2(v[0], v[1]);
-    packed.y = pack_bf16x2(v[2], v[3]);
-    packed.z = pack_bf16x2(v[4], v[5]);
-    packed.w = pack_bf16x2(v[6], v[7]);
-    *reinterpret_cast<uint4*>(dst + 256 * half + 8 * lane) = packed;
-  }
+  const int d0 = 64 * warp + 2 * lane;
+  const float2 v = sp.tiles == 0 ? make_float2(0.0f, 0.0f)
+                                 : merge_split_pair(p, ws, sp, t, h, d0, lane);
+  *reinterpret_cast<uint32_t*>(ws.o_lat + (static_cast<int64_t>(t) * p.num_heads + h) * kMlaLatent +
+                               d0) = pack_bf16x2(v.x, v.y);
 }
 
 // Host side: picks the token tile (16, 32 or 64 rows) from T_pad and launches one CTA per
@@ -355,6 +445,8 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   const int64_t rows = Epi::kKind == MlaEpilogue::kNvfp4 ? round_up(p.num_queries, 128)
                                                           : p.num_queries;
   const dim3 grid(static_cast<unsigned>(ceil_div(rows, kTM)), static_cast<unsigned>(p.num_heads));
+  MLAFUSE_CHECK(kTM + ws.num_parts <= kMaxMergeEntries, "mla_combine_up_quant: ", ws.num_parts,
+                " split-KV parts exceed the merge plan's capacity");
   const size_t smem = sizeof(CombineUpSmem<kTM>);
   auto kernel = mla_combine_up_quant_kernel<Epi, kTM>;
   MLAFUSE_CUDA_CHECK(

@@ -1,0 +1,365 @@
+// Benchmark of the MLA decode step on the GPU: the fused chain (device plan, split-KV attention,
+// combine + W_UV + group-128 FP8 epilogue) against the unfused chain of our own parts (same
+// attention, latent combine, cuBLAS batched W_UV GEMM, standalone quant kernel), and the whole
+// fused op (cache write + absorbed q + the fused chain). Every variant is one CUDA graph replaying
+// R calls over R distinct input sets (KV pages, q, W_UV, W_UK_T), R chosen so the sets exceed L2;
+// the time is the median over replays divided by R. Random data.
+//
+// Floor (../shared/GPU.md): bytes = B*ctx*1152 + H*512*128*2, FLOP = B*ctx*2*H*1088 + B*2*H*512*128,
+// floor = max(bytes / 3.0 TB/s, FLOP / 790 TFLOP/s).
+//
+// Usage: bench_mla_decode [--torch FILE] [--json FILE] [--quick]
+//   FILE from bench/torch_mla_decode.py: lines "B ctx H microseconds".
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backends/cuda/cache_write.h"
+#include "backends/cuda/mla_decode.h"
+#include "backends/cuda/quant_kernels.h"
+#include "mlafuse/backends/cuda/cuda_check.h"
+#include "mlafuse/quant/scale_layout.h"
+
+namespace mlafuse::cuda {
+namespace {
+
+constexpr int kL = 512, kRow = 576, kV = 128, kPage = 64;
+
+__global__ void fill_random_bf16(__nv_bfloat16* p, size_t n, uint32_t seed, float amp) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    x ^= x >> 13;
+    x *= 0x5bd1e995u;
+    x ^= x >> 15;
+    p[i] = __float2bfloat16(amp * (static_cast<float>(x & 0xffffff) / 8388608.0f - 1.0f));
+  }
+}
+
+void random_bf16(void* p, size_t n, uint32_t seed, float amp) {
+  fill_random_bf16<<<1024, 256>>>(static_cast<__nv_bfloat16*>(p), n, seed, amp);
+  MLAFUSE_CUDA_CHECK(cudaGetLastError());
+}
+
+void* dalloc(size_t bytes) {
+  void* p = nullptr;
+  MLAFUSE_CUDA_CHECK(cudaMalloc(&p, bytes));
+  return p;
+}
+
+struct Case {
+  int b, ctx, h;
+};
+
+struct Result {
+  Case c;
+  double fused_us = 0, unfused_us = 0, op_us = 0, attn_us = 0, attn_mma_us = 0, combine_us = 0;
+  double torch_us = 0;
+  double bytes = 0, flop = 0, floor_us = 0;
+};
+
+// One input set: its own KV pages, block table, q, weights.
+struct InputSet {
+  MlaDecodeProblem p;
+  MlaWorkspace ws;
+  void *q = nullptr, *q_cat = nullptr, *w_uk_t = nullptr, *kv_c = nullptr, *k_pe = nullptr;
+  int32_t* slots = nullptr;
+};
+
+float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Median microseconds of one of the graph's R calls.
+template <class F>
+double time_graph(cudaStream_t stream, int reps, F&& body) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  MLAFUSE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  body();
+  MLAFUSE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  MLAFUSE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t e0, e1;
+  MLAFUSE_CUDA_CHECK(cudaEventCreate(&e0));
+  MLAFUSE_CUDA_CHECK(cudaEventCreate(&e1));
+  for (int i = 0; i < 3; ++i) MLAFUSE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  std::vector<float> ms;
+  for (int i = 0; i < 15; ++i) {
+    MLAFUSE_CUDA_CHECK(cudaEventRecord(e0, stream));
+    MLAFUSE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    MLAFUSE_CUDA_CHECK(cudaEventRecord(e1, stream));
+    MLAFUSE_CUDA_CHECK(cudaEventSynchronize(e1));
+    float t = 0;
+    MLAFUSE_CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  MLAFUSE_CUDA_CHECK(cudaEventDestroy(e0));
+  MLAFUSE_CUDA_CHECK(cudaEventDestroy(e1));
+  MLAFUSE_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  MLAFUSE_CUDA_CHECK(cudaGraphDestroy(graph));
+  return 1000.0 * median(ms) / reps;
+}
+
+Result run_case(const Case& c, int num_sms, cublasHandle_t cublas, cudaStream_t stream) {
+  Result r;
+  r.c = c;
+  const double kv_bytes = static_cast<double>(c.b) * c.ctx * kRow * 2;
+  const double w_bytes = static_cast<double>(c.h) * kL * kV * 2;
+  r.bytes = kv_bytes + w_bytes;
+  r.flop = static_cast<double>(c.b) * c.ctx * 2.0 * c.h * (kRow + kL) +
+           static_cast<double>(c.b) * 2.0 * c.h * kL * kV;
+  r.floor_us = std::max(r.bytes / 3.0e12, r.flop / 790e12) * 1e6;
+
+  const int pages_per_seq = (c.ctx + kPage - 1) / kPage;
+  const size_t set_bytes = static_cast<size_t>(kv_bytes + 2 * w_bytes) +
+                           static_cast<size_t>(c.b) * c.h * kRow * 2;
+  const int reps = static_cast<int>(std::clamp<size_t>((150u << 20) / set_bytes + 1, 1, 16));
+  const int parts = mla_num_parts(num_sms, c.h);
+  const int64_t dim = static_cast<int64_t>(c.h) * kV;
+
+  // Shared by the sets: one cache with every set's pages (shuffled), outputs, scratch.
+  const int64_t num_pages = static_cast<int64_t>(reps) * c.b * pages_per_seq;
+  void* cache = dalloc(static_cast<size_t>(num_pages) * kPage * kRow * 2);
+  random_bf16(cache, static_cast<size_t>(num_pages) * kPage * kRow, 11, 1.0f);
+  std::vector<int32_t> perm(num_pages);
+  for (int64_t i = 0; i < num_pages; ++i) perm[i] = static_cast<int32_t>(i);
+  std::shuffle(perm.begin(), perm.end(), std::mt19937(3));
+  void* out_q = dalloc(static_cast<size_t>(c.b * dim));
+  GroupScaleLayout lay{c.b, dim / 128, true, true};
+  void* out_s = dalloc(static_cast<size_t>(lay.storage_numel()) * 4);
+  void* out_bf16 = dalloc(static_cast<size_t>(c.b * dim) * 2);
+  std::vector<int32_t> lens(c.b, c.ctx), qsl(c.b + 1);
+  for (int i = 0; i <= c.b; ++i) qsl[i] = i;
+  int32_t* d_lens = static_cast<int32_t*>(dalloc(c.b * 4));
+  int32_t* d_qsl = static_cast<int32_t*>(dalloc((c.b + 1) * 4));
+  MLAFUSE_CUDA_CHECK(cudaMemcpy(d_lens, lens.data(), c.b * 4, cudaMemcpyHostToDevice));
+  MLAFUSE_CUDA_CHECK(cudaMemcpy(d_qsl, qsl.data(), (c.b + 1) * 4, cudaMemcpyHostToDevice));
+
+  std::vector<InputSet> sets(reps);
+  std::vector<void*> owned;
+  for (int s = 0; s < reps; ++s) {
+    InputSet& in = sets[s];
+    std::vector<int32_t> bt(static_cast<size_t>(c.b) * pages_per_seq), slots(c.b);
+    for (int i = 0; i < c.b; ++i) {
+      for (int j = 0; j < pages_per_seq; ++j) {
+        bt[i * pages_per_seq + j] = perm[(static_cast<int64_t>(s) * c.b + i) * pages_per_seq + j];
+      }
+      const int last = c.ctx - 1;  // the step's new token
+      slots[i] = bt[i * pages_per_seq + last / kPage] * kPage + last % kPage;
+    }
+    int32_t* d_bt = static_cast<int32_t*>(dalloc(bt.size() * 4));
+    MLAFUSE_CUDA_CHECK(cudaMemcpy(d_bt, bt.data(), bt.size() * 4, cudaMemcpyHostToDevice));
+    in.slots = static_cast<int32_t*>(dalloc(c.b * 4));
+    MLAFUSE_CUDA_CHECK(cudaMemcpy(in.slots, slots.data(), c.b * 4, cudaMemcpyHostToDevice));
+    in.q = dalloc(static_cast<size_t>(c.b) * c.h * 192 * 2);
+    random_bf16(in.q, static_cast<size_t>(c.b) * c.h * 192, 100 + s, 1.0f);
+    in.q_cat = dalloc(static_cast<size_t>(c.b) * c.h * kRow * 2);
+    random_bf16(in.q_cat, static_cast<size_t>(c.b) * c.h * kRow, 200 + s, 1.0f);
+    in.w_uk_t = dalloc(static_cast<size_t>(w_bytes));
+    random_bf16(in.w_uk_t, static_cast<size_t>(w_bytes / 2), 300 + s, 0.1f);
+    void* w_uv = dalloc(static_cast<size_t>(w_bytes));
+    random_bf16(w_uv, static_cast<size_t>(w_bytes / 2), 400 + s, 0.08f);
+    in.kv_c = dalloc(static_cast<size_t>(c.b) * kL * 2);
+    random_bf16(in.kv_c, static_cast<size_t>(c.b) * kL, 500 + s, 1.0f);
+    in.k_pe = dalloc(static_cast<size_t>(c.b) * 64 * 2);
+    random_bf16(in.k_pe, static_cast<size_t>(c.b) * 64, 600 + s, 1.0f);
+    void* ws = dalloc(mla_workspace_bytes(c.b, c.h, parts));
+    owned.insert(owned.end(), {d_bt, in.slots, in.q, in.q_cat, in.w_uk_t, w_uv, in.kv_c, in.k_pe,
+                               ws});
+    in.ws = mla_workspace_carve(ws, c.b, c.h, parts);
+    MlaDecodeProblem& p = in.p;
+    p.num_heads = c.h;
+    p.num_queries = c.b;
+    p.num_tokens = c.b;
+    p.softmax_scale = 1.0f / std::sqrt(192.0f);
+    p.num_seqs = c.b;
+    p.seq_lens = d_lens;
+    p.query_start_loc = d_qsl;
+    p.block_table = d_bt;
+    p.block_table_stride = pages_per_seq;
+    p.num_pages = num_pages;
+    p.q_cat = static_cast<const __nv_bfloat16*>(in.q_cat);
+    p.kv_cache = static_cast<const __nv_bfloat16*>(cache);
+    p.w_uv = static_cast<const __nv_bfloat16*>(w_uv);
+  }
+  MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+
+  MlaOutputParams op;
+  op.kind = MlaEpilogue::kFp8Group128;
+  op.out = out_q;
+  op.group_scales = static_cast<float*>(out_s);
+  op.col_major = true;
+  op.tma_aligned = true;
+  QuantFp8GroupArgs qa;
+  qa.x = out_bf16;
+  qa.q = static_cast<uint8_t*>(out_q);
+  qa.s = static_cast<float*>(out_s);
+  qa.t_pad = c.b;
+  qa.d = dim;
+  qa.group = 128;
+  qa.col_major = true;
+  qa.tma_aligned = true;
+  qa.num_tokens = c.b;
+
+  r.fused_us = time_graph(stream, reps, [&] {
+    for (auto& in : sets) {
+      launch_mla_plan(in.p, in.ws, stream);
+      launch_mla_decode_splitkv(in.p, in.ws, stream);
+      launch_mla_combine_up_quant(in.p, in.ws, op, stream);
+    }
+  });
+  r.attn_us = time_graph(stream, reps, [&] {
+    for (auto& in : sets) {
+      launch_mla_plan(in.p, in.ws, stream);
+      launch_mla_decode_splitkv(in.p, in.ws, stream);
+    }
+  });
+  if (c.h >= 64) {  // the mma.sync kernel on the same shapes, for the record
+    for (auto& in : sets) in.p.kernel = MlaAttnKernel::kMma;
+    r.attn_mma_us = time_graph(stream, reps, [&] {
+      for (auto& in : sets) {
+        launch_mla_plan(in.p, in.ws, stream);
+        launch_mla_decode_splitkv(in.p, in.ws, stream);
+      }
+    });
+    for (auto& in : sets) in.p.kernel = MlaAttnKernel::kAuto;
+  }
+  r.combine_us = time_graph(stream, reps, [&] {
+    for (auto& in : sets) launch_mla_combine_up_quant(in.p, in.ws, op, stream);
+  });
+  r.unfused_us = time_graph(stream, reps, [&] {
+    for (auto& in : sets) {
+      launch_mla_plan(in.p, in.ws, stream);
+      launch_mla_decode_splitkv(in.p, in.ws, stream);
+      launch_mla_combine_latent(in.p, in.ws, stream);
+      launch_mla_up_proj_cublas(cublas, in.ws.o_lat, in.p.w_uv,
+                                static_cast<__nv_bfloat16*>(out_bf16), c.b, c.h, stream);
+      launch_quant_fp8_group(qa, num_sms, stream);
+    }
+  });
+  r.op_us = time_graph(stream, reps, [&] {
+    for (auto& in : sets) {
+      CacheWriteArgs cw;
+      cw.kv_c = static_cast<const uint16_t*>(in.kv_c);
+      cw.kv_c_stride = kL;
+      cw.k_pe = static_cast<const uint16_t*>(in.k_pe);
+      cw.k_pe_stride = 64;
+      cw.slot_mapping = in.slots;
+      cw.kv_cache = static_cast<uint16_t*>(cache);
+      cw.num_slots = num_pages * kPage;
+      cw.t_pad = c.b;
+      cw.num_tokens = c.b;
+      launch_cache_write(cw, stream);
+      launch_mla_absorb_q(cublas, static_cast<const __nv_bfloat16*>(in.q),
+                          static_cast<const __nv_bfloat16*>(in.w_uk_t),
+                          static_cast<__nv_bfloat16*>(in.q_cat), c.b, c.h, stream);
+      launch_mla_plan(in.p, in.ws, stream);
+      launch_mla_decode_splitkv(in.p, in.ws, stream);
+      launch_mla_combine_up_quant(in.p, in.ws, op, stream);
+    }
+  });
+  MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+  for (void* p : owned) MLAFUSE_CUDA_CHECK(cudaFree(p));
+  for (void* p : {cache, out_q, out_s, out_bf16, static_cast<void*>(d_lens),
+                  static_cast<void*>(d_qsl)}) {
+    MLAFUSE_CUDA_CHECK(cudaFree(p));
+  }
+  return r;
+}
+
+}  // namespace
+}  // namespace mlafuse::cuda
+
+int main(int argc, char** argv) {
+  using namespace mlafuse::cuda;
+  std::string torch_file, json_file;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--torch" && i + 1 < argc) torch_file = argv[++i];
+    if (a == "--json" && i + 1 < argc) json_file = argv[++i];
+    if (a == "--quick") quick = true;
+  }
+  std::map<std::tuple<int, int, int>, double> torch_us;
+  if (!torch_file.empty()) {
+    std::ifstream f(torch_file);
+    int b, ctx, h;
+    double us;
+    while (f >> b >> ctx >> h >> us) torch_us[{b, ctx, h}] = us;
+  }
+  cudaDeviceProp prop{};
+  MLAFUSE_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s (%d SMs, L2 %d MB)\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20);
+  cublasHandle_t cublas;
+  MLAFUSE_CUBLAS_CHECK(cublasCreate(&cublas));
+  cudaStream_t stream;
+  MLAFUSE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  void* cublas_ws = nullptr;
+  MLAFUSE_CUDA_CHECK(cudaMalloc(&cublas_ws, 32u << 20));
+  MLAFUSE_CUBLAS_CHECK(cublasSetWorkspace(cublas, cublas_ws, 32u << 20));
+
+  std::vector<Case> cases;
+  for (int h : {16, 128})
+    for (int b : {1, 16, 64, 128})
+      for (int ctx : {1024, 4096, 8192, 16384}) {
+        if (quick && !(ctx == 4096 || (b == 128 && ctx == 1024))) continue;
+        cases.push_back({b, ctx, h});
+      }
+  std::vector<Result> results;
+  for (const Case& c : cases) {
+    Result r = run_case(c, prop.multiProcessorCount, cublas, stream);
+    auto it = torch_us.find({c.b, c.ctx, c.h});
+    if (it != torch_us.end()) r.torch_us = it->second;
+    results.push_back(r);
+  }
+
+  if (!json_file.empty()) {
+    FILE* f = std::fopen(json_file.c_str(), "w");
+    std::fprintf(f, "{\"device\": \"%s\", \"cases\": [\n", prop.name);
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      std::fprintf(f,
+                   "  {\"B\": %d, \"ctx\": %d, \"H\": %d, \"fused_us\": %.2f, \"unfused_us\": %.2f, "
+                   "\"op_us\": %.2f, \"attn_us\": %.2f, \"attn_mma_us\": %.2f, \"combine_us\": %.2f, "
+                   "\"torch_us\": %.2f, "
+                   "\"floor_us\": %.2f, \"bytes\": %.0f, \"flop\": %.0f}%s\n",
+                   r.c.b, r.c.ctx, r.c.h, r.fused_us, r.unfused_us, r.op_us, r.attn_us,
+                   r.attn_mma_us, r.combine_us, r.torch_us, r.floor_us, r.bytes, r.flop,
+                   i + 1 < results.size() ? "," : "");
+    }
+    std::fprintf(f, "]}\n");
+    std::fclose(f);
+  }
+  std::printf(
+      "\nMLA decode, group-128 FP8 out (col-major TMA-aligned scales); times in us (median of "
+      "graph replays)\n");
+  std::printf("%4s %6s %4s | %8s %7s %7s %6s %6s | %8s %6s | %8s %6s | %7s %7s %7s %7s\n", "B",
+              "ctx", "H", "fused", "GB/s", "TFLOP/s", "floor", "f/flr", "unfused", "f/unf", "torch",
+              "t/f", "attn", "mma", "combine", "op");
+  for (const Result& r : results) {
+    std::printf("%4d %6d %4d | %8.1f %7.0f %7.1f %6.1f %6.2f | %8.1f %6.2f | %8.1f %6.2f | %7.1f %7.1f %7.1f %7.1f\n",
+                r.c.b, r.c.ctx, r.c.h, r.fused_us, r.bytes / r.fused_us / 1e3,
+                r.flop / r.fused_us / 1e6, r.floor_us, r.floor_us / r.fused_us, r.unfused_us,
+                r.fused_us / r.unfused_us, r.torch_us, r.torch_us > 0 ? r.torch_us / r.fused_us : 0.0,
+                r.attn_us, r.attn_mma_us, r.combine_us, r.op_us);
+  }
+  std::printf("f/flr = floor / fused (fraction of the floor); f/unf = fused / unfused; t/f = torch "
+              "/ fused; attn = plan + split-KV alone (mma = the mma.sync kernel); combine = combine + W_UV + "
+              "quant alone; op = cache write + absorb + fused chain\n");
+  cublasDestroy(cublas);
+  return 0;
+}
