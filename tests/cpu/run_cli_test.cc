@@ -1,6 +1,7 @@
 // `mlafuse run`, the built binary: the default job, --json, --dump, and bad flags.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -37,8 +38,9 @@ std::string slurp(const fs::path& p) {
 
 Result run_cli(const std::string& args) {
   const fs::path dir = fs::temp_directory_path();
-  const std::string tag = std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
-                          std::to_string(reinterpret_cast<uintptr_t>(&dir));
+  // Unique per process and call: ctest runs the tests of this file as parallel processes.
+  static int calls = 0;
+  const std::string tag = std::to_string(::getpid()) + "_" + std::to_string(calls++);
   const fs::path out = dir / ("mlafuse_run_out_" + tag), err = dir / ("mlafuse_run_err_" + tag);
   const std::string cmd =
       std::string(MLAFUSE_CLI_PATH) + " " + args + " >" + out.string() + " 2>" + err.string();
