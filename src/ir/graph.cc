@@ -105,8 +105,8 @@ Value* Graph::add_weight(std::string name, ValueType type) {
 
 Node* Graph::new_node(std::string_view op, std::vector<Value*> inputs, AttrMap attrs) {
   const OpSchema& schema = OpRegistry::global().get(op);
-  MLAFUSE_CHECK(inputs.size() <= schema.inputs.size(), "op ", op, " takes ",
-                schema.inputs.size(), " inputs, got ", inputs.size());
+  MLAFUSE_CHECK(inputs.size() <= schema.inputs.size(), "op ", op, " takes ", schema.inputs.size(),
+                " inputs, got ", inputs.size());
   inputs.resize(schema.inputs.size(), nullptr);
   for (size_t i = 0; i < inputs.size(); ++i) {
     MLAFUSE_CHECK(inputs[i] == nullptr || owns(inputs[i]), "op ", op, " input ",
@@ -128,8 +128,8 @@ Node* Graph::new_node(std::string_view op, std::vector<Value*> inputs, AttrMap a
 Node* Graph::add_node(std::string_view op, std::vector<Value*> inputs, AttrMap attrs,
                       std::vector<std::string> output_names) {
   const OpSchema& schema = OpRegistry::global().get(op);
-  MLAFUSE_CHECK(inputs.size() <= schema.inputs.size(), "op ", op, " takes ",
-                schema.inputs.size(), " inputs, got ", inputs.size());
+  MLAFUSE_CHECK(inputs.size() <= schema.inputs.size(), "op ", op, " takes ", schema.inputs.size(),
+                " inputs, got ", inputs.size());
   MLAFUSE_CHECK(output_names.size() <= schema.outputs.size(), "op ", op, " has ",
                 schema.outputs.size(), " outputs, got ", output_names.size(), " names");
   inputs.resize(schema.inputs.size(), nullptr);
@@ -145,8 +145,8 @@ Node* Graph::add_node(std::string_view op, std::vector<Value*> inputs, AttrMap a
                     ") needs a name");
     } else {
       MLAFUSE_CHECK(output_names[i].empty(), "op ", op, ": output ", out,
-                    " is absent with these inputs and attributes, but was named '",
-                    output_names[i], "'");
+                    " is absent with these inputs and attributes, but was named '", output_names[i],
+                    "'");
     }
     decls[i] = OutputDecl{output_names[i], types[i]};
   }
@@ -156,16 +156,16 @@ Node* Graph::add_node(std::string_view op, std::vector<Value*> inputs, AttrMap a
 Node* Graph::add_node_typed(std::string_view op, std::vector<Value*> inputs, AttrMap attrs,
                             std::vector<OutputDecl> outputs) {
   const OpSchema& schema = OpRegistry::global().get(op);
-  MLAFUSE_CHECK(outputs.size() <= schema.outputs.size(), "op ", op, " has ",
-                schema.outputs.size(), " outputs, got ", outputs.size());
+  MLAFUSE_CHECK(outputs.size() <= schema.outputs.size(), "op ", op, " has ", schema.outputs.size(),
+                " outputs, got ", outputs.size());
   outputs.resize(schema.outputs.size());
   // Check every name before creating anything, so a failure leaves the graph untouched.
   for (size_t i = 0; i < outputs.size(); ++i) {
     const OutputDecl& d = outputs[i];
     if (d.name.empty()) continue;
     check_name(d.name);
-    MLAFUSE_CHECK(d.type.has_value(), "op ", op, ": output ", schema.outputs[i].name,
-                  " (%", d.name, ") has no type");
+    MLAFUSE_CHECK(d.type.has_value(), "op ", op, ": output ", schema.outputs[i].name, " (%", d.name,
+                  ") has no type");
     for (size_t j = 0; j < i; ++j) {
       MLAFUSE_CHECK(outputs[j].name != d.name, "op ", op, ": output name '", d.name,
                     "' is used twice");
@@ -174,8 +174,8 @@ Node* Graph::add_node_typed(std::string_view op, std::vector<Value*> inputs, Att
   Node* n = new_node(op, std::move(inputs), std::move(attrs));
   for (size_t i = 0; i < outputs.size(); ++i) {
     if (outputs[i].name.empty()) continue;
-    Value* v = new_value(std::move(outputs[i].name), ValueKind::kNodeOutput,
-                         std::move(*outputs[i].type));
+    Value* v =
+        new_value(std::move(outputs[i].name), ValueKind::kNodeOutput, std::move(*outputs[i].type));
     v->producer_ = n;
     v->output_index_ = static_cast<int>(i);
     n->outputs_[i] = v;
@@ -252,8 +252,7 @@ void Graph::replace_all_uses(Value* from, Value* to) {
   std::vector<Use> uses = from->uses_;
   for (const Use& u : uses) set_input(u.node, static_cast<size_t>(u.input_index), to);
   if (from->is_output_) {
-    MLAFUSE_CHECK(!to->is_output_, "replace_all_uses: %", to->name(),
-                  " is already a graph output");
+    MLAFUSE_CHECK(!to->is_output_, "replace_all_uses: %", to->name(), " is already a graph output");
     from->is_output_ = false;
     to->is_output_ = true;
     std::replace(outputs_.begin(), outputs_.end(), from, to);
@@ -299,8 +298,7 @@ void Graph::remove_node(Node* node) {
 void Graph::remove_value(Value* v) {
   MLAFUSE_CHECK(v->kind_ != ValueKind::kNodeOutput, "remove_value: %", v->name(),
                 " is a node output; remove its node");
-  MLAFUSE_CHECK(!v->has_uses() && !v->is_output_, "remove_value: %", v->name(),
-                " is still used");
+  MLAFUSE_CHECK(!v->has_uses() && !v->is_output_, "remove_value: %", v->name(), " is still used");
   auto& list = v->kind_ == ValueKind::kInput ? inputs_ : weights_;
   list.erase(std::find(list.begin(), list.end(), v));
   by_name_.erase(v->name());
@@ -309,9 +307,9 @@ void Graph::remove_value(Value* v) {
 
 void Graph::place_before(Node* node, Node* anchor) {
   auto from = std::find(order_.begin(), order_.end(), node);
-  MLAFUSE_CHECK(from != order_.end() && std::find(order_.begin(), order_.end(), anchor) !=
-                                            order_.end(),
-                "place_before: node not in this graph");
+  MLAFUSE_CHECK(
+      from != order_.end() && std::find(order_.begin(), order_.end(), anchor) != order_.end(),
+      "place_before: node not in this graph");
   order_.erase(from);
   order_.insert(std::find(order_.begin(), order_.end(), anchor), node);
 }

@@ -11,11 +11,16 @@ namespace mlafuse::ir {
 
 std::string_view attr_kind_name(AttrKind k) {
   switch (k) {
-    case AttrKind::kInt: return "i64";
-    case AttrKind::kFloat: return "f64";
-    case AttrKind::kBool: return "bool";
-    case AttrKind::kString: return "string";
-    case AttrKind::kInts: return "i64[]";
+    case AttrKind::kInt:
+      return "i64";
+    case AttrKind::kFloat:
+      return "f64";
+    case AttrKind::kBool:
+      return "bool";
+    case AttrKind::kString:
+      return "string";
+    case AttrKind::kInts:
+      return "i64[]";
   }
   return "?";
 }
@@ -24,11 +29,16 @@ namespace {
 
 AttrKind kind_of(const AttrValue& v) {
   switch (v.index()) {
-    case 0: return AttrKind::kInt;
-    case 1: return AttrKind::kFloat;
-    case 2: return AttrKind::kBool;
-    case 3: return AttrKind::kString;
-    default: return AttrKind::kInts;
+    case 0:
+      return AttrKind::kInt;
+    case 1:
+      return AttrKind::kFloat;
+    case 2:
+      return AttrKind::kBool;
+    case 3:
+      return AttrKind::kString;
+    default:
+      return AttrKind::kInts;
   }
 }
 
@@ -68,8 +78,8 @@ void OpSchema::check_attrs(const AttrMap& values) const {
     if (spec == nullptr) {
       std::string known;
       for (const AttrSpec& a : attrs) known += (known.empty() ? "" : ", ") + a.name;
-      MLAFUSE_FAIL("op ", name, " has no attribute '", key, "' (it takes: ",
-                   known.empty() ? "none" : known, ")");
+      MLAFUSE_FAIL("op ", name, " has no attribute '", key,
+                   "' (it takes: ", known.empty() ? "none" : known, ")");
     }
     MLAFUSE_CHECK(kind_of(v) == spec->kind, "op ", name, " attribute '", key, "' must be ",
                   attr_kind_name(spec->kind), ", got ", attr_kind_name(kind_of(v)));
@@ -79,16 +89,16 @@ void OpSchema::check_attrs(const AttrMap& values) const {
   for (const AttrSpec& a : attrs) required += a.required;
   if (required_seen == required) return;
   for (const AttrSpec& a : attrs) {
-    MLAFUSE_CHECK(!a.required || values.has(a.name), "op ", name, " needs the attribute '",
-                  a.name, "' (", attr_kind_name(a.kind), ")");
+    MLAFUSE_CHECK(!a.required || values.has(a.name), "op ", name, " needs the attribute '", a.name,
+                  "' (", attr_kind_name(a.kind), ")");
   }
 }
 
-std::vector<std::optional<ValueType>> OpSchema::infer_outputs(
-    std::span<const ValueType* const> in, const AttrMap& values) const {
+std::vector<std::optional<ValueType>> OpSchema::infer_outputs(std::span<const ValueType* const> in,
+                                                              const AttrMap& values) const {
   check_attrs(values);
-  MLAFUSE_CHECK(in.size() == inputs.size(), "op ", name, " takes ", inputs.size(),
-                " inputs, got ", in.size());
+  MLAFUSE_CHECK(in.size() == inputs.size(), "op ", name, " takes ", inputs.size(), " inputs, got ",
+                in.size());
   for (size_t i = 0; i < in.size(); ++i) {
     MLAFUSE_CHECK(in[i] != nullptr || inputs[i].optional, "op ", name, ": required input ",
                   inputs[i].name, " is absent");
@@ -233,15 +243,18 @@ std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueT
   if (!has_group) {  // static per-tensor FP8
     out[0] = make_type(DType::kFp8E4M3, {tokens, Dim::fixed(hv)});
   } else if (g == ops::kNvfp4BlockSize) {
-    MLAFUSE_CHECK(has_scale, op, " with quant_group_size 16 (NVFP4) needs output_scale, the "
+    MLAFUSE_CHECK(has_scale, op,
+                  " with quant_group_size 16 (NVFP4) needs output_scale, the "
                   "global scale");
     MLAFUSE_CHECK(hv % g == 0, op, ": NVFP4 needs H*V = ", hv, " to be a multiple of 16");
     out[0] = make_type(DType::kFp4E2M1x2, {tokens, Dim::fixed(hv / 2)});
     out[2] = make_type(DType::kFp8E4M3, {tokens, Dim::fixed(hv / g)}, Layout::kNvfp4Swizzled);
     block_groups = hv / g;
   } else {
-    MLAFUSE_CHECK(is_group_fp8, op, " attribute quant_group_size must be 128 or 64 (group FP8) "
-                  "or 16 (NVFP4), got ", g);
+    MLAFUSE_CHECK(is_group_fp8, op,
+                  " attribute quant_group_size must be 128 or 64 (group FP8) "
+                  "or 16 (NVFP4), got ",
+                  g);
     MLAFUSE_CHECK(!has_scale, op, " with quant_group_size ", g,
                   " (dynamic group FP8) takes no output_scale");
     MLAFUSE_CHECK(hv % g == 0, op, ": quant_group_size ", g, " does not divide H*V = ", hv);
@@ -282,8 +295,8 @@ std::vector<std::optional<ValueType>> infer_quant_fp8_group(std::span<const Valu
   const int64_t d = check_activation(op, in[0]);
   const int64_t g = positive_attr(op, a, "group_size");
   MLAFUSE_CHECK(g % 16 == 0, op, " group_size must be a multiple of 16, got ", g);
-  MLAFUSE_CHECK(d % g == 0, op, " group_size ", g, " does not divide x's last dim ", d,
-                " (x is ", in[0]->str(), ")");
+  MLAFUSE_CHECK(d % g == 0, op, " group_size ", g, " does not divide x's last dim ", d, " (x is ",
+                in[0]->str(), ")");
   const double eps = a.get_or<double>("eps", ops::kDefaultQuantEps);
   MLAFUSE_CHECK(std::isfinite(eps) && eps > 0, op, " eps must be positive and finite, got ", eps);
   const Dim tokens = in[0]->shape[0];
@@ -343,9 +356,9 @@ std::vector<std::optional<ValueType>> infer_linear_fp8_block(std::span<const Val
     xs.same_dim(0, tokens, "xq dim 0");
     xs.not_tokens(1);
     const int64_t groups = xs.dim(1).value;
-    xs.expect(groups > 0 && (k == groups * 128 || k == groups * 64),
-              "[", Operand::dim_str(tokens), ", ", k / 128, "] or [", Operand::dim_str(tokens),
-              ", ", k / 64, "] (group 128 or 64 over K = ", k, ")");
+    xs.expect(groups > 0 && (k == groups * 128 || k == groups * 64), "[", Operand::dim_str(tokens),
+              ", ", k / 128, "] or [", Operand::dim_str(tokens), ", ", k / 64,
+              "] (group 128 or 64 over K = ", k, ")");
     xs.expect(xs.type().layout != Layout::kNvfp4Swizzled, "a group-FP8 scale layout");
   }
   return {make_type(DType::kBF16, {tokens, Dim::fixed(n)})};
@@ -395,27 +408,23 @@ std::vector<std::optional<ValueType>> infer_cache_write(std::span<const ValueTyp
 std::vector<OpSchema> builtin_schemas() {
   using K = AttrKind;
   std::vector<OpSchema> s;
+  s.push_back(OpSchema{std::string(ops::kMlaAttention),
+                       {{"q"}, {"kv_c_normed"}, {"k_pe"}, {"kv_cache"}, {"output_scale", true}},
+                       {{"out"}, {"kv_cache_out"}, {"output_block_scale", true}},
+                       {{"layer", K::kInt},
+                        {"num_heads", K::kInt},
+                        {"qk_nope_dim", K::kInt},
+                        {"qk_rope_dim", K::kInt},
+                        {"v_head_dim", K::kInt},
+                        {"kv_lora_rank", K::kInt},
+                        {"softmax_scale", K::kFloat, false},
+                        {"quant_group_size", K::kInt, false},
+                        {"quant_scale_ue8m0", K::kBool, false},
+                        {"quant_col_major", K::kBool, false},
+                        {"quant_tma_aligned", K::kBool, false}},
+                       infer_mla_attention});
   s.push_back(OpSchema{
-      std::string(ops::kMlaAttention),
-      {{"q"}, {"kv_c_normed"}, {"k_pe"}, {"kv_cache"}, {"output_scale", true}},
-      {{"out"}, {"kv_cache_out"}, {"output_block_scale", true}},
-      {{"layer", K::kInt},
-       {"num_heads", K::kInt},
-       {"qk_nope_dim", K::kInt},
-       {"qk_rope_dim", K::kInt},
-       {"v_head_dim", K::kInt},
-       {"kv_lora_rank", K::kInt},
-       {"softmax_scale", K::kFloat, false},
-       {"quant_group_size", K::kInt, false},
-       {"quant_scale_ue8m0", K::kBool, false},
-       {"quant_col_major", K::kBool, false},
-       {"quant_tma_aligned", K::kBool, false}},
-      infer_mla_attention});
-  s.push_back(OpSchema{std::string(ops::kQuantFp8Static),
-                       {{"x"}, {"scale"}},
-                       {{"q"}},
-                       {},
-                       infer_quant_fp8_static});
+      std::string(ops::kQuantFp8Static), {{"x"}, {"scale"}}, {{"q"}}, {}, infer_quant_fp8_static});
   s.push_back(OpSchema{std::string(ops::kQuantFp8Group),
                        {{"x"}},
                        {{"q"}, {"s"}},

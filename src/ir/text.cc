@@ -45,10 +45,14 @@ std::string quote(const std::string& s) {
 
 std::string attr_str(const AttrValue& v) {
   switch (v.index()) {
-    case 0: return std::to_string(std::get<int64_t>(v));
-    case 1: return format_double(std::get<double>(v));
-    case 2: return std::get<bool>(v) ? "true" : "false";
-    case 3: return quote(std::get<std::string>(v));
+    case 0:
+      return std::to_string(std::get<int64_t>(v));
+    case 1:
+      return format_double(std::get<double>(v));
+    case 2:
+      return std::get<bool>(v) ? "true" : "false";
+    case 3:
+      return quote(std::get<std::string>(v));
     default: {
       std::string s = "[";
       const auto& list = std::get<std::vector<int64_t>>(v);
@@ -149,12 +153,18 @@ struct Token {
 
 std::string describe(const Token& t) {
   switch (t.kind) {
-    case Tok::kEnd: return "end of input";
-    case Tok::kIdent: return "'" + t.text + "'";
-    case Tok::kName: return "'%" + t.text + "'";
-    case Tok::kNumber: return "number " + t.text;
-    case Tok::kString: return "a string";
-    case Tok::kPunct: return "'" + t.text + "'";
+    case Tok::kEnd:
+      return "end of input";
+    case Tok::kIdent:
+      return "'" + t.text + "'";
+    case Tok::kName:
+      return "'%" + t.text + "'";
+    case Tok::kNumber:
+      return "number " + t.text;
+    case Tok::kString:
+      return "a string";
+    case Tok::kPunct:
+      return "'" + t.text + "'";
   }
   return "?";
 }
@@ -404,8 +414,8 @@ class Parser {
       node();
       return;
     }
-    fail(tok_, "expected 'input', 'weight', 'output' or a node (%name = op(...)), got " +
-                   describe(tok_));
+    fail(tok_,
+         "expected 'input', 'weight', 'output' or a node (%name = op(...)), got " + describe(tok_));
   }
 
   // %a, %b, _ = op(%x, _) {k = v} : type, type, _
@@ -506,7 +516,8 @@ class Parser {
   void check_node(const Token& op, const OpSchema& schema, const std::vector<Value*>& inputs,
                   const AttrMap& attrs, std::vector<OutputDecl>& outs) {
     std::vector<const ValueType*> in_types(inputs.size());
-    for (size_t i = 0; i < inputs.size(); ++i) in_types[i] = inputs[i] ? &inputs[i]->type() : nullptr;
+    for (size_t i = 0; i < inputs.size(); ++i)
+      in_types[i] = inputs[i] ? &inputs[i]->type() : nullptr;
     std::vector<std::optional<ValueType>> expected;
     try {
       expected = schema.infer_outputs(in_types, attrs);
@@ -566,8 +577,10 @@ class Parser {
       expect_punct("]");
       return list;
     }
-    fail(tok_, "expected an attribute value (integer, float, true/false, string or [list]), "
-               "got " + describe(tok_));
+    fail(tok_,
+         "expected an attribute value (integer, float, true/false, string or [list]), "
+         "got " +
+             describe(tok_));
   }
 
   int64_t to_int(const Token& t) const {
@@ -689,8 +702,9 @@ std::string value_node_id(const Value* v) { return dot_id('v', v->id()); }
 }  // namespace
 
 std::string to_dot(const Graph& g) {
-  std::string s = "digraph mlafuse {\n  rankdir=TB;\n  node [fontname=\"monospace\", fontsize=10];\n"
-                  "  edge [fontname=\"monospace\", fontsize=9];\n";
+  std::string s =
+      "digraph mlafuse {\n  rankdir=TB;\n  node [fontname=\"monospace\", fontsize=10];\n"
+      "  edge [fontname=\"monospace\", fontsize=9];\n";
   for (const auto* list : {&g.inputs(), &g.weights()}) {
     for (const Value* v : *list) {
       s += "  " + value_node_id(v) + " [shape=ellipse, label=\"" +
@@ -702,8 +716,8 @@ std::string to_dot(const Graph& g) {
   for (const Node* n : g.nodes()) {
     std::string label = n->op();
     for (const auto& [key, v] : n->attrs().items()) label += "\n" + key + " = " + attr_str(v);
-    s += "  " + dot_id('n', n->id()) + " [shape=box, style=rounded, label=\"" +
-         dot_escape(label) + "\"];\n";
+    s += "  " + dot_id('n', n->id()) + " [shape=box, style=rounded, label=\"" + dot_escape(label) +
+         "\"];\n";
   }
   auto source = [](const Value* v) {
     return v->producer() ? dot_id('n', v->producer()->id()) : value_node_id(v);

@@ -46,8 +46,8 @@ void verify_node(const Node& n, const DefinedSet& defined, bool infer) {
     MLAFUSE_CHECK(defined.count(v) != 0, "node ", n.label(), ": input ", schema.inputs[i].name,
                   " %", v->name(), " is used before it is defined");
     const auto& uses = v->uses();
-    MLAFUSE_CHECK(std::find(uses.begin(), uses.end(), Use{const_cast<Node*>(&n),
-                                                          static_cast<int>(i)}) != uses.end(),
+    MLAFUSE_CHECK(std::find(uses.begin(), uses.end(),
+                            Use{const_cast<Node*>(&n), static_cast<int>(i)}) != uses.end(),
                   "internal: node ", n.label(), " reads %", v->name(), " without a use record");
     in_types[i] = &v->type();
   }
@@ -64,13 +64,13 @@ void verify_node(const Node& n, const DefinedSet& defined, bool infer) {
     if (infer) {
       const std::optional<ValueType> actual =
           v ? std::optional<ValueType>(v->type()) : std::nullopt;
-      MLAFUSE_CHECK(actual == expected[i], "node ", n.label(), ": output ",
-                    schema.outputs[i].name, (v ? " %" + v->name() : std::string()), " is ",
-                    opt_type_str(actual), ", the op infers ", opt_type_str(expected[i]));
+      MLAFUSE_CHECK(actual == expected[i], "node ", n.label(), ": output ", schema.outputs[i].name,
+                    (v ? " %" + v->name() : std::string()), " is ", opt_type_str(actual),
+                    ", the op infers ", opt_type_str(expected[i]));
     }
     if (v) {
-      MLAFUSE_CHECK(v->producer() == &n && v->output_index() == static_cast<int>(i),
-                    "internal: %", v->name(), " does not link back to ", n.label());
+      MLAFUSE_CHECK(v->producer() == &n && v->output_index() == static_cast<int>(i), "internal: %",
+                    v->name(), " does not link back to ", n.label());
       for (const Use& u : v->uses()) {
         MLAFUSE_CHECK(u.node->input(static_cast<size_t>(u.input_index)) == v,
                       "internal: stale use of %", v->name());
@@ -108,8 +108,8 @@ void verify_since(const Graph& g, uint64_t epoch) {
   MLAFUSE_CHECK(defined.size() == g.num_values(), "internal: the graph holds ", g.num_values(),
                 " values but only ", defined.size(), " are inputs, weights or node outputs");
   for (const Value* v : g.outputs()) {
-    MLAFUSE_CHECK(v != nullptr && defined.count(v) != 0 && v->is_graph_output(),
-                  "graph output %", v ? v->name() : std::string("?"), " is not defined");
+    MLAFUSE_CHECK(v != nullptr && defined.count(v) != 0 && v->is_graph_output(), "graph output %",
+                  v ? v->name() : std::string("?"), " is not defined");
   }
 }
 

@@ -8,10 +8,14 @@ namespace mlafuse::models {
 
 std::string OutputQuant::name() const {
   switch (kind) {
-    case QuantKind::kNone: return "none";
-    case QuantKind::kFp8Static: return "fp8-static";
-    case QuantKind::kFp8Group: return "fp8-group" + std::to_string(group_size);
-    case QuantKind::kNvfp4: return "nvfp4";
+    case QuantKind::kNone:
+      return "none";
+    case QuantKind::kFp8Static:
+      return "fp8-static";
+    case QuantKind::kFp8Group:
+      return "fp8-group" + std::to_string(group_size);
+    case QuantKind::kNvfp4:
+      return "nvfp4";
   }
   return "?";
 }
@@ -73,12 +77,12 @@ ir::Graph build_mla_graph(const MlaGraphOptions& o) {
   ir::Graph g;
   for (int64_t i = 0; i < o.num_layers; ++i) {
     auto name = [i](std::string_view suffix) { return layer_value_name(i, suffix); };
-    ir::Value* q = g.add_input(name("q"), type(DType::kBF16, {t, fixed(c.num_heads),
-                                                              fixed(c.qk_head_dim())}));
-    ir::Value* kvc = g.add_input(name("kv_c_normed"),
-                                 type(DType::kBF16, {t, fixed(c.kv_lora_rank)}));
-    ir::Value* kpe = g.add_input(name("k_pe"),
-                                 type(DType::kBF16, {t, fixed(1), fixed(c.qk_rope_dim)}));
+    ir::Value* q =
+        g.add_input(name("q"), type(DType::kBF16, {t, fixed(c.num_heads), fixed(c.qk_head_dim())}));
+    ir::Value* kvc =
+        g.add_input(name("kv_c_normed"), type(DType::kBF16, {t, fixed(c.kv_lora_rank)}));
+    ir::Value* kpe =
+        g.add_input(name("k_pe"), type(DType::kBF16, {t, fixed(1), fixed(c.qk_rope_dim)}));
     ir::Value* cache = g.add_input(
         name("kv_cache"),
         type(DType::kBF16, {fixed(o.num_pages), fixed(c.page_size), fixed(c.cache_row())}));
@@ -91,8 +95,8 @@ ir::Graph build_mla_graph(const MlaGraphOptions& o) {
     attn_attrs.set("v_head_dim", c.v_head_dim);
     attn_attrs.set("kv_lora_rank", c.kv_lora_rank);
     attn_attrs.set("softmax_scale", c.softmax_scale);
-    ir::Node* attn = g.add_node(ir::ops::kMlaAttention, {q, kvc, kpe, cache},
-                                std::move(attn_attrs), {name("attn_out"), name("kv_cache_out")});
+    ir::Node* attn = g.add_node(ir::ops::kMlaAttention, {q, kvc, kpe, cache}, std::move(attn_attrs),
+                                {name("attn_out"), name("kv_cache_out")});
     ir::Value* attn_out = attn->output(0);
 
     if (o.quant.kind == QuantKind::kNone) {
@@ -101,17 +105,16 @@ ir::Graph build_mla_graph(const MlaGraphOptions& o) {
       continue;
     }
     // o_proj in DeepSeek-V3's block-FP8 checkpoint layout.
-    ir::Value* wq = g.add_weight(name("o_proj.weight"),
-                                 type(DType::kFp8E4M3, {fixed(c.hidden), fixed(hv)}));
-    ir::Value* ws = g.add_weight(
-        name("o_proj.weight_scale_inv"),
-        type(DType::kF32, {fixed(ceil_div(c.hidden, 128)), fixed(ceil_div(hv, 128))}));
+    ir::Value* wq =
+        g.add_weight(name("o_proj.weight"), type(DType::kFp8E4M3, {fixed(c.hidden), fixed(hv)}));
+    ir::Value* ws =
+        g.add_weight(name("o_proj.weight_scale_inv"),
+                     type(DType::kF32, {fixed(ceil_div(c.hidden, 128)), fixed(ceil_div(hv, 128))}));
     ir::Node* linear = nullptr;
     switch (o.quant.kind) {
       case QuantKind::kFp8Static: {
         ir::Value* scale = g.add_input(name("o_proj.input_scale"), type(DType::kF32, {fixed(1)}));
-        ir::Node* quant =
-            g.add_node(ir::ops::kQuantFp8Static, {attn_out, scale}, {}, {name("xq")});
+        ir::Node* quant = g.add_node(ir::ops::kQuantFp8Static, {attn_out, scale}, {}, {name("xq")});
         linear = g.add_node(ir::ops::kLinearFp8Block, {quant->output(0), scale, wq, ws}, {},
                             {name("y")});
         break;
@@ -124,8 +127,8 @@ ir::Graph build_mla_graph(const MlaGraphOptions& o) {
         qa.set("tma_aligned", o.quant.tma_aligned);
         ir::Node* quant = g.add_node(ir::ops::kQuantFp8Group, {attn_out}, std::move(qa),
                                      {name("xq"), name("xs")});
-        linear = g.add_node(ir::ops::kLinearFp8Block,
-                            {quant->output(0), quant->output(1), wq, ws}, {}, {name("y")});
+        linear = g.add_node(ir::ops::kLinearFp8Block, {quant->output(0), quant->output(1), wq, ws},
+                            {}, {name("y")});
         break;
       }
       case QuantKind::kNvfp4: {
@@ -133,8 +136,8 @@ ir::Graph build_mla_graph(const MlaGraphOptions& o) {
             g.add_input(name("o_proj.input_global_scale"), type(DType::kF32, {fixed(1)}));
         ir::Node* quant =
             g.add_node(ir::ops::kQuantNvfp4, {attn_out, gs}, {}, {name("xq"), name("xs")});
-        linear = g.add_node(ir::ops::kLinearNvfp4,
-                            {quant->output(0), quant->output(1), gs, wq, ws}, {}, {name("y")});
+        linear = g.add_node(ir::ops::kLinearNvfp4, {quant->output(0), quant->output(1), gs, wq, ws},
+                            {}, {name("y")});
         break;
       }
       case QuantKind::kNone:

@@ -25,8 +25,8 @@ const std::vector<FusionVariant>& mla_fusion_variants() {
             if (tma_aligned) name += "-tma-aligned";
             if (ue8m0) name += "-ue8m0";
             v.push_back(FusionVariant{std::move(name), ops::kQuantFp8Group,
-                                      g == 128 ? kFp8Dynamic128Sym : kFp8Dynamic64Sym, g,
-                                      col_major, ue8m0, tma_aligned});
+                                      g == 128 ? kFp8Dynamic128Sym : kFp8Dynamic64Sym, g, col_major,
+                                      ue8m0, tma_aligned});
           }
         }
       }
@@ -101,23 +101,22 @@ RewriteResult fuse(const Match& m, const FusionVariant& v, size_t variant_index,
   const int64_t hv = h * vd;
 
   if (!support.supported(layer, h, vd, variant_index)) {
-    return RewriteResult::reject("backend '" + backend_name + "' does not support " +
-                                 v.key.str() + flags_str(v) + " for layer " +
-                                 std::to_string(layer) + " (H = " + std::to_string(h) +
-                                 ", V = " + std::to_string(vd) + ")");
+    return RewriteResult::reject("backend '" + backend_name + "' does not support " + v.key.str() +
+                                 flags_str(v) + " for layer " + std::to_string(layer) + " (H = " +
+                                 std::to_string(h) + ", V = " + std::to_string(vd) + ")");
   }
   const ir::Value* attn_out = m.value("attn_out");
   if (attn_out->dtype() != DType::kBF16) {
-    return RewriteResult::reject("wrong dtype: the attention output %" + attn_out->name() +
-                                 " is " + attn_out->type().str() +
+    return RewriteResult::reject("wrong dtype: the attention output %" + attn_out->name() + " is " +
+                                 attn_out->type().str() +
                                  "; the fused op quantizes the bf16 output");
   }
   const DType q_dtype = v.quant_op == ops::kQuantNvfp4 ? DType::kFp4E2M1x2 : DType::kFp8E4M3;
   const ir::Value* q = m.value("q");
   if (q == nullptr || q->dtype() != q_dtype) {
     return RewriteResult::reject(
-        "wrong dtype: the quantized output " + (q ? "%" + q->name() + " is " + q->type().str()
-                                                  : std::string("is absent")) +
+        "wrong dtype: the quantized output " +
+        (q ? "%" + q->name() + " is " + q->type().str() : std::string("is absent")) +
         ", expected " + std::string(dtype_name(q_dtype)));
   }
   if (v.group_size > 0 && hv % v.group_size != 0) {

@@ -15,7 +15,8 @@ PassManager& PassManager::operator=(PassManager&&) noexcept = default;
 Pass& PassManager::add(std::unique_ptr<Pass> pass) {
   MLAFUSE_CHECK(pass != nullptr, "PassManager::add: no pass");
   for (const auto& p : passes_) {
-    MLAFUSE_CHECK(p->name() != pass->name(), "pass '", pass->name(), "' is already in the pipeline");
+    MLAFUSE_CHECK(p->name() != pass->name(), "pass '", pass->name(),
+                  "' is already in the pipeline");
   }
   passes_.push_back(std::move(pass));
   return *passes_.back();

@@ -9,10 +9,14 @@ namespace mlafuse::passes {
 namespace {
 std::string attr_text(const AttrValue& v) {
   switch (v.index()) {
-    case 0: return std::to_string(std::get<int64_t>(v));
-    case 1: return std::to_string(std::get<double>(v));
-    case 2: return std::get<bool>(v) ? "true" : "false";
-    case 3: return "\"" + std::get<std::string>(v) + "\"";
+    case 0:
+      return std::to_string(std::get<int64_t>(v));
+    case 1:
+      return std::to_string(std::get<double>(v));
+    case 2:
+      return std::get<bool>(v) ? "true" : "false";
+    case 3:
+      return "\"" + std::get<std::string>(v) + "\"";
     default: {
       std::string s = "[";
       for (int64_t x : std::get<std::vector<int64_t>>(v)) {
@@ -35,8 +39,7 @@ AttrPred AttrPred::eq(std::string name, AttrValue v) {
 
 AttrPred AttrPred::eq_or(std::string name, AttrValue v, AttrValue if_absent) {
   std::string desc = name + " == " + attr_text(v) + " (absent: " + attr_text(if_absent) + ")";
-  return {std::move(name),
-          [v, if_absent](const AttrValue* a) { return (a ? *a : if_absent) == v; },
+  return {std::move(name), [v, if_absent](const AttrValue* a) { return (a ? *a : if_absent) == v; },
           std::move(desc)};
 }
 

@@ -58,8 +58,7 @@ TEST(CompileCli, DeepSeekV3With61LayersFusesEveryLayer) {
   EXPECT_TRUE(r.err.empty()) << r.err;
   const std::string& j = r.out;
   EXPECT_EQ(json_int(j, "\"name\": \"mla-attn-quant-fusion\"", "matches"), 61) << j;
-  EXPECT_NE(j.find("\"patterns\": {\"fp8-group128-col-major-tma-aligned\": 61}"),
-            std::string::npos)
+  EXPECT_NE(j.find("\"patterns\": {\"fp8-group128-col-major-tma-aligned\": 61}"), std::string::npos)
       << j;
   EXPECT_NE(j.find("\"rejections\": []"), std::string::npos);
   EXPECT_NE(j.find("\"ops_before\": {\"linear_fp8_block\": 61, \"mla_attention\": 61, "
@@ -110,8 +109,8 @@ TEST(CompileCli, TextReportShowsBeforePassesAndAfter) {
 
 TEST(CompileCli, WritesTextAndDotThatReadBack) {
   const std::string out = tmp_path("fused.ir"), dot = tmp_path("fused.dot");
-  CliResult r = run_cli("--layers 3 --quant fp8-group64 --col-major --json --out " + out +
-                        " --dot " + dot);
+  CliResult r =
+      run_cli("--layers 3 --quant fp8-group64 --col-major --json --out " + out + " --dot " + dot);
   ASSERT_EQ(r.rc, 0) << r.err;
   const std::string text = slurp(out);
   ir::Graph g = ir::parse_graph(text);
@@ -141,17 +140,16 @@ TEST(CompileCli, DisabledFusionLeavesTheQuantNodes) {
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.out.find("\"name\": \"mla-attn-quant-fusion\", \"ran\": false"), std::string::npos)
       << r.out;
-  EXPECT_NE(r.out.find("\"quant_fp8_static\": 1}", r.out.find("\"ops_after\"")),
-            std::string::npos)
+  EXPECT_NE(r.out.find("\"quant_fp8_static\": 1}", r.out.find("\"ops_after\"")), std::string::npos)
       << r.out;
 }
 
 TEST(CompileCli, HelpListsTheOptions) {
   CliResult r = run_cli("--help");
   EXPECT_EQ(r.rc, 0);
-  for (const char* opt : {"--layers N", "--heads H", "--quant none|fp8-static", "--col-major",
-                          "--ue8m0", "--tma-aligned", "--backend NAME", "--in FILE", "--out FILE",
-                          "--dot FILE", "--json"}) {
+  for (const char* opt :
+       {"--layers N", "--heads H", "--quant none|fp8-static", "--col-major", "--ue8m0",
+        "--tma-aligned", "--backend NAME", "--in FILE", "--out FILE", "--dot FILE", "--json"}) {
     EXPECT_NE(r.out.find(opt), std::string::npos) << opt << "\n" << r.out;
   }
 }
@@ -169,8 +167,9 @@ TEST(CompileCli, BadInputGivesOneClearError) {
       {"--layers x", "option --layers expects an integer N, got 'x'"},
       {"--layers 0", "option --layers must be in [1, 4096], got 0"},
       {"--layers 2 --layers 3", "option --layers is given twice"},
-      {"--quant int8", "option --quant must be one of none|fp8-static|fp8-group128|fp8-group64|"
-                       "nvfp4, got 'int8'"},
+      {"--quant int8",
+       "option --quant must be one of none|fp8-static|fp8-group128|fp8-group64|"
+       "nvfp4, got 'int8'"},
       {"--col-major", "--col-major applies to --quant fp8-group128 or fp8-group64, not none"},
       {"--quant nvfp4 --ue8m0", "--ue8m0 applies to --quant fp8-group128 or fp8-group64"},
       {"--in x.ir --layers 2", "--layers builds a graph, --in reads one"},

@@ -120,8 +120,8 @@ TEST_P(FuseEveryVariant, FusesEveryLayerAndKeepsTheCallersBuffers) {
       EXPECT_EQ(s->name(), models::layer_value_name(i, "xs"));
       EXPECT_EQ(s->type(), xs_types[static_cast<size_t>(i)]);
       ASSERT_EQ(s->num_uses(), 1u);
-      EXPECT_EQ(s->uses()[0].node->op(), v.quant_op == ir::ops::kQuantNvfp4 ? "linear_nvfp4"
-                                                                            : "linear_fp8_block");
+      EXPECT_EQ(s->uses()[0].node->op(),
+                v.quant_op == ir::ops::kQuantNvfp4 ? "linear_nvfp4" : "linear_fp8_block");
     }
     if (static_scale) {
       const char* scale_name =
@@ -131,10 +131,9 @@ TEST_P(FuseEveryVariant, FusesEveryLayerAndKeepsTheCallersBuffers) {
     // The fused node carries the key: the backend reads it back as SPEC 3.4 says.
     const int64_t hv = o.config.output_dim();
     const ir::Value* bs = attn->output("output_block_scale");
-    auto key = detect_output_quant_key(attn->output(0)->dtype(), static_scale,
-                                       bs ? std::optional<int64_t>(bs->shape()[1].value)
-                                          : std::nullopt,
-                                       hv);
+    auto key = detect_output_quant_key(
+        attn->output(0)->dtype(), static_scale,
+        bs ? std::optional<int64_t>(bs->shape()[1].value) : std::nullopt, hv);
     ASSERT_TRUE(key.has_value());
     EXPECT_EQ(*key, v.key);
     if (v.quant_op == ir::ops::kQuantFp8Group) {
@@ -428,8 +427,7 @@ TEST(MlaFusionText, StaticFp8SecondUserUnchanged) {
   EXPECT_EQ(r.text, canonical(body));
   ASSERT_EQ(r.stats.rejections.size(), 1u);
   EXPECT_EQ(r.stats.rejections[0].pattern, "fp8-static");
-  EXPECT_EQ(r.stats.rejections[0].reason,
-            "%out has another user (%xg, %xgs = quant_fp8_group)");
+  EXPECT_EQ(r.stats.rejections[0].reason, "%out has another user (%xg, %xgs = quant_fp8_group)");
 }
 
 TEST(MlaFusionText, StaticFp8GraphOutputUnchanged) {
@@ -447,8 +445,8 @@ TEST(MlaFusionText, StaticFp8GraphOutputUnchanged) {
 }
 
 TEST(MlaFusionText, StaticFp8BackendSaysNoUnchanged) {
-  FakeBackend no_static(
-      [](const FusedQuantRequest& r) { return r.key != kFp8StaticTensorSym; }, "no-static");
+  FakeBackend no_static([](const FusedQuantRequest& r) { return r.key != kFp8StaticTensorSym; },
+                        "no-static");
   TextResult r = fuse_text(kStaticBody, no_static);
   EXPECT_EQ(r.text, canonical(kStaticBody));
   ASSERT_EQ(r.stats.rejections.size(), 1u);
@@ -457,9 +455,10 @@ TEST(MlaFusionText, StaticFp8BackendSaysNoUnchanged) {
 }
 
 TEST(MlaFusionText, StaticFp8WrongScaleDtypeUnchanged) {
-  const std::string text = std::string(kHeader).replace(std::string(kHeader).find("%scale : f32[1]"),
-                                                        15, "%scale : bf16[1]") +
-                           R"(
+  const std::string text =
+      std::string(kHeader).replace(std::string(kHeader).find("%scale : f32[1]"), 15,
+                                   "%scale : bf16[1]") +
+      R"(
   %xq = quant_fp8_static(%out, %scale) : fp8e4m3[T, 128]
   output %xq, %cache_out
 }
@@ -516,8 +515,7 @@ TEST(MlaFusionText, Nvfp4SecondUserUnchanged) {
 }
 
 TEST(MlaFusionText, Nvfp4BackendSaysNoUnchanged) {
-  FakeBackend no_fp4([](const FusedQuantRequest& r) { return r.key != kNvfp4Dynamic; },
-                     "no-fp4");
+  FakeBackend no_fp4([](const FusedQuantRequest& r) { return r.key != kNvfp4Dynamic; }, "no-fp4");
   TextResult r = fuse_text(kNvfp4Body, no_fp4);
   EXPECT_EQ(r.text, canonical(kNvfp4Body));
   ASSERT_EQ(r.stats.rejections.size(), 1u);

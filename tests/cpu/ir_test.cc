@@ -69,7 +69,8 @@ TEST(OpRegistry, HoldsTheOpsOfTheContract) {
   EXPECT_TRUE(attn.inputs[4].optional);
   EXPECT_EQ(attn.output_index("output_block_scale"), 2);
   EXPECT_TRUE(attn.outputs[2].optional);
-  expect_error([] { OpRegistry::global().get("softmax"); }, {"unknown op 'softmax'", "mla_attention"});
+  expect_error([] { OpRegistry::global().get("softmax"); },
+               {"unknown op 'softmax'", "mla_attention"});
 }
 
 TEST(Inference, UnfusedAttentionIsBf16) {
@@ -90,8 +91,8 @@ TEST(Inference, FusedAttentionOutputsFollowTheQuantAttributes) {
   auto in = add_attn_inputs(g);
   Value* s = g.add_input("s", vt(DType::kF32, {F(1)}));
   // static FP8
-  Node* st = g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache, s}, attn_attrs(0),
-                        {"o1", "c1"});
+  Node* st =
+      g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache, s}, attn_attrs(0), {"o1", "c1"});
   EXPECT_EQ(st->output(0)->type(), vt(DType::kFp8E4M3, {T, F(512)}));
   // group FP8, col-major TMA-aligned scales
   AttrMap a = attn_attrs(1);
@@ -105,8 +106,8 @@ TEST(Inference, FusedAttentionOutputsFollowTheQuantAttributes) {
   // NVFP4
   AttrMap n = attn_attrs(2);
   n.set("quant_group_size", int64_t{16});
-  Node* fp4 = g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache, s}, n,
-                         {"o3", "c3", "s3"});
+  Node* fp4 =
+      g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache, s}, n, {"o3", "c3", "s3"});
   EXPECT_EQ(fp4->output(0)->type(), vt(DType::kFp4E2M1x2, {T, F(256)}));
   EXPECT_EQ(fp4->output(2)->type(), vt(DType::kFp8E4M3, {T, F(32)}, Layout::kNvfp4Swizzled));
   verify(g);
@@ -117,36 +118,50 @@ TEST(Inference, ErrorsNameTheOperandAndTheExpectation) {
   auto in = add_attn_inputs(g);
   Value* s = g.add_input("s", vt(DType::kF32, {F(1)}));
   Value* bad_q = g.add_input("bad_q", vt(DType::kBF16, {T, F(8), F(192)}));
-  expect_error([&] { g.add_node("mla_attention", {bad_q, in.kvc, in.kpe, in.cache}, attn_attrs(0),
-                                {"x", "y"}); },
-               {"mla_attention input q", "dim 1 == 4", "bf16[T, 8, 192]"});
+  expect_error(
+      [&] {
+        g.add_node("mla_attention", {bad_q, in.kvc, in.kpe, in.cache}, attn_attrs(0), {"x", "y"});
+      },
+      {"mla_attention input q", "dim 1 == 4", "bf16[T, 8, 192]"});
   AttrMap a = attn_attrs(0);
   a.set("quant_group_size", int64_t{128});
-  expect_error([&] { g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache, s}, a,
-                                {"x", "y", "z"}); },
-               {"takes no output_scale"});
+  expect_error(
+      [&] {
+        g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache, s}, a, {"x", "y", "z"});
+      },
+      {"takes no output_scale"});
   a.set("quant_group_size", int64_t{96});
-  expect_error([&] { g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache}, a,
-                                {"x", "y", "z"}); },
-               {"quant_group_size must be 128 or 64", "96"});
+  expect_error(
+      [&] {
+        g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache}, a, {"x", "y", "z"});
+      },
+      {"quant_group_size must be 128 or 64", "96"});
   AttrMap b = attn_attrs(0);
   b.set("quant_col_major", true);
-  expect_error([&] { g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache}, b,
-                                {"x", "y"}); },
-               {"quant_col_major", "only meaningful"});
+  expect_error(
+      [&] {
+        g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache}, b, {"x", "y"});
+      },
+      {"quant_col_major", "only meaningful"});
   AttrMap c = attn_attrs(0);
   c.set("layer", std::string("zero"));
-  expect_error([&] { g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache}, c,
-                                {"x", "y"}); },
-               {"attribute 'layer' must be i64, got string"});
+  expect_error(
+      [&] {
+        g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache}, c, {"x", "y"});
+      },
+      {"attribute 'layer' must be i64, got string"});
   AttrMap d = attn_attrs(0);
   d.set("heads", int64_t{4});
-  expect_error([&] { g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache}, d,
-                                {"x", "y"}); },
-               {"no attribute 'heads'"});
-  expect_error([&] { g.add_node("mla_attention", {in.q, in.kvc, in.kpe}, attn_attrs(0),
-                                {"x", "y"}); },
-               {"required input kv_cache is absent"});
+  expect_error(
+      [&] {
+        g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache}, d, {"x", "y"});
+      },
+      {"no attribute 'heads'"});
+  expect_error(
+      [&] {
+        g.add_node("mla_attention", {in.q, in.kvc, in.kpe}, attn_attrs(0), {"x", "y"});
+      },
+      {"required input kv_cache is absent"});
   // A failed add leaves the graph as it was.
   EXPECT_EQ(g.num_nodes(), 0u);
   EXPECT_EQ(g.find_value("x"), nullptr);
@@ -164,15 +179,24 @@ TEST(Inference, QuantOps) {
   Node* n = g.add_node("quant_fp8_group", {x}, a, {"q", "qs"});
   EXPECT_EQ(n->output(1)->type(), vt(DType::kF32, {T, F(2)}, Layout::kColMajor));
   a.set("group_size", int64_t{40});
-  expect_error([&] { g.add_node("quant_fp8_group", {x}, a, {"q2", "qs2"}); },
-               {"multiple of 16", "40"});
+  expect_error(
+      [&] {
+        g.add_node("quant_fp8_group", {x}, a, {"q2", "qs2"});
+      },
+      {"multiple of 16", "40"});
   a.set("group_size", int64_t{48});
-  expect_error([&] { g.add_node("quant_fp8_group", {x}, a, {"q2", "qs2"}); },
-               {"does not divide", "256"});
+  expect_error(
+      [&] {
+        g.add_node("quant_fp8_group", {x}, a, {"q2", "qs2"});
+      },
+      {"does not divide", "256"});
   Node* fp4 = g.add_node("quant_nvfp4", {x, s}, {}, {"q4", "sf4"});
   EXPECT_EQ(fp4->output(0)->type(), vt(DType::kFp4E2M1x2, {T, F(128)}));
-  expect_error([&] { g.add_node("quant_fp8_static", {x, x}, {}, {"q5"}); },
-               {"quant_fp8_static input scale", "f32[1]", "bf16[T, 256]"});
+  expect_error(
+      [&] {
+        g.add_node("quant_fp8_static", {x, x}, {}, {"q5"});
+      },
+      {"quant_fp8_static input scale", "f32[1]", "bf16[T, 256]"});
   verify(g);
 }
 
@@ -234,8 +258,9 @@ TEST(Graph, SortRestoresTopologicalOrderStably) {
   verify(g);
   std::vector<std::string> order;
   for (const Node* n : g.nodes()) order.push_back(n->label());
-  EXPECT_EQ(order, (std::vector<std::string>{"%a1 = quant_fp8_static", "%b1, %b1s = quant_fp8_group",
-                                             "%y = linear_fp8_block"}));
+  EXPECT_EQ(order,
+            (std::vector<std::string>{"%a1 = quant_fp8_static", "%b1, %b1s = quant_fp8_group",
+                                      "%y = linear_fp8_block"}));
 }
 
 TEST(MlaGraph, BuildsEveryQuantization) {
@@ -259,8 +284,7 @@ TEST(MlaGraph, BuildsEveryQuantization) {
       continue;
     }
     EXPECT_EQ(g.output("layers.0.y")->type(), vt(DType::kBF16, {T, F(7168)}));
-    EXPECT_EQ(g.weight("layers.0.o_proj.weight")->type(),
-              vt(DType::kFp8E4M3, {F(7168), F(16384)}));
+    EXPECT_EQ(g.weight("layers.0.o_proj.weight")->type(), vt(DType::kFp8E4M3, {F(7168), F(16384)}));
     EXPECT_EQ(g.weight("layers.0.o_proj.weight_scale_inv")->type(),
               vt(DType::kF32, {F(56), F(128)}));
   }

@@ -35,10 +35,18 @@ class RandomGraph {
     const int blocks = pick(1, 6);
     for (int b = 0; b < blocks; ++b) {
       switch (pick(0, 3)) {
-        case 0: mla_block(); break;
-        case 1: quant_chain(); break;
-        case 2: cache_write(); break;
-        default: mla_block(); break;
+        case 0:
+          mla_block();
+          break;
+        case 1:
+          quant_chain();
+          break;
+        case 2:
+          cache_write();
+          break;
+        default:
+          mla_block();
+          break;
       }
     }
     // A random subset of the unused node outputs becomes graph outputs.
@@ -66,12 +74,18 @@ class RandomGraph {
 
   double random_double() {
     switch (pick(0, 5)) {
-      case 0: return 0.0;
-      case 1: return std::uniform_real_distribution<double>(0, 1)(rng_);
-      case 2: return std::ldexp(std::uniform_real_distribution<double>(1, 2)(rng_), pick(-1070, 1000));
-      case 3: return 5e-324;  // the smallest denormal
-      case 4: return 1.7976931348623157e308;
-      default: return 1.0 / 3.0;
+      case 0:
+        return 0.0;
+      case 1:
+        return std::uniform_real_distribution<double>(0, 1)(rng_);
+      case 2:
+        return std::ldexp(std::uniform_real_distribution<double>(1, 2)(rng_), pick(-1070, 1000));
+      case 3:
+        return 5e-324;  // the smallest denormal
+      case 4:
+        return 1.7976931348623157e308;
+      default:
+        return 1.0 / 3.0;
     }
   }
 
@@ -87,8 +101,8 @@ class RandomGraph {
     Value* q = g_.add_input(name("q"), bf16({t, Dim::fixed(h), Dim::fixed(p + r)}));
     Value* kvc = g_.add_input(name("kvc"), bf16({t, Dim::fixed(l)}));
     Value* kpe = g_.add_input(name("kpe"), bf16({t, Dim::fixed(1), Dim::fixed(r)}));
-    Value* cache = g_.add_input(name("cache"), bf16({Dim::fixed(pick(1, 9)), Dim::fixed(pick(1, 64)),
-                                                     Dim::fixed(l + r)}));
+    Value* cache = g_.add_input(
+        name("cache"), bf16({Dim::fixed(pick(1, 9)), Dim::fixed(pick(1, 64)), Dim::fixed(l + r)}));
     AttrMap a;
     a.set("layer", int64_t{pick(0, 60)});
     a.set("num_heads", h);
@@ -133,15 +147,16 @@ class RandomGraph {
     const int64_t d = x->shape()[1].value;
     Value* scale = g_.add_input(name("s"), ValueType{DType::kF32, Shape{Dim::fixed(1)}});
     const int64_t n = 16 * pick(1, 20);
-    Value* wq = g_.add_weight(name("w"), ValueType{DType::kFp8E4M3, Shape{Dim::fixed(n),
-                                                                           Dim::fixed(d)}});
+    Value* wq =
+        g_.add_weight(name("w"), ValueType{DType::kFp8E4M3, Shape{Dim::fixed(n), Dim::fixed(d)}});
     Value* ws = g_.add_weight(
-        name("ws"), ValueType{DType::kF32, Shape{Dim::fixed((n + 127) / 128),
-                                                 Dim::fixed((d + 127) / 128)}});
+        name("ws"),
+        ValueType{DType::kF32, Shape{Dim::fixed((n + 127) / 128), Dim::fixed((d + 127) / 128)}});
     switch (pick(0, 2)) {
       case 0: {
         Node* q = g_.add_node(ops::kQuantFp8Static, {x, scale}, {}, {name("xq")});
-        if (coin()) g_.add_node(ops::kLinearFp8Block, {q->output(0), scale, wq, ws}, {}, {name("y")});
+        if (coin())
+          g_.add_node(ops::kLinearFp8Block, {q->output(0), scale, wq, ws}, {}, {name("y")});
         break;
       }
       case 1: {
@@ -175,11 +190,11 @@ class RandomGraph {
     const Dim t = coin() ? Dim::tokens() : Dim::fixed(pick(1, 9));
     const int64_t l = 16 * pick(1, 4), r = 16 * pick(1, 2);
     Value* kvc = g_.add_input(name("kvc"), ValueType{DType::kBF16, Shape{t, Dim::fixed(l)}});
-    Value* kpe = g_.add_input(name("kpe"), ValueType{DType::kBF16, Shape{t, Dim::fixed(1),
-                                                                         Dim::fixed(r)}});
-    Value* cache = g_.add_input(name("cache"), ValueType{DType::kBF16, Shape{Dim::fixed(3),
-                                                                             Dim::fixed(4),
-                                                                             Dim::fixed(l + r)}});
+    Value* kpe =
+        g_.add_input(name("kpe"), ValueType{DType::kBF16, Shape{t, Dim::fixed(1), Dim::fixed(r)}});
+    Value* cache = g_.add_input(
+        name("cache"),
+        ValueType{DType::kBF16, Shape{Dim::fixed(3), Dim::fixed(4), Dim::fixed(l + r)}});
     Node* w = g_.add_node(ops::kCacheWrite, {kvc, kpe, cache}, {}, {name("cache_out")});
     if (coin()) g_.add_node(ops::kCacheWrite, {kvc, kpe, w->output(0)}, {}, {name("cache_out")});
   }

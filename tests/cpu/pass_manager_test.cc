@@ -1,10 +1,11 @@
 // PassManager (ordering, verification around passes, dumps, disabling, statistics) and DCE.
+#include "mlafuse/passes/pass_manager.h"
+
 #include <gtest/gtest.h>
 
 #include "mlafuse/ir/op_registry.h"
 #include "mlafuse/ir/text.h"
 #include "mlafuse/passes/dce.h"
-#include "mlafuse/passes/pass_manager.h"
 
 namespace mlafuse::passes {
 namespace {
@@ -56,9 +57,9 @@ TEST(PassManager, RunsInOrderDumpsAndRecordsStats) {
                   std::to_string(graph.num_nodes()));
   });
   auto stats = pm.run(g);
-  EXPECT_EQ(log, (std::vector<std::string>{"before first 3", "run first", "after first 3",
-                                           "before dce 3", "after dce 1", "before last 1",
-                                           "run last", "after last 1"}));
+  EXPECT_EQ(
+      log, (std::vector<std::string>{"before first 3", "run first", "after first 3", "before dce 3",
+                                     "after dce 1", "before last 1", "run last", "after last 1"}));
   ASSERT_EQ(stats.size(), 3u);
   EXPECT_EQ(stats[1].pass, "dce");
   EXPECT_TRUE(stats[1].ran);

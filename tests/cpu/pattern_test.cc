@@ -1,10 +1,11 @@
 // The generic matcher and rewrite driver, on toy ops registered by the test (no MLA anywhere).
+#include "mlafuse/passes/pattern.h"
+
 #include <gtest/gtest.h>
 
 #include "mlafuse/ir/op_registry.h"
 #include "mlafuse/ir/text.h"
 #include "mlafuse/ir/verifier.h"
-#include "mlafuse/passes/pattern.h"
 #include "mlafuse/passes/rewrite.h"
 
 namespace mlafuse::passes {
@@ -71,7 +72,9 @@ TEST_F(PatternTest, CapturesNodesAndValuesThroughMultiOutputOps) {
   output %y, %lo
 )");
   NodePat split = NodePat("t_split").as("split").attr(AttrPred::eq("both", true)).output(0, "lo");
-  NodePat add = NodePat("t_add").as("add").input(0, ValuePat::output_of(split, 1).as("hi"))
+  NodePat add = NodePat("t_add")
+                    .as("add")
+                    .input(0, ValuePat::output_of(split, 1).as("hi"))
                     .input(1, ValuePat::any().as("rhs"));
   Match m;
   ir::Node* add_node = g.value("y")->producer();
@@ -135,7 +138,8 @@ TEST_F(PatternTest, OptionalOperandsAndDtypes) {
   EXPECT_TRUE(m.has_value("s"));
   EXPECT_EQ(m.value("s"), nullptr);
   EXPECT_TRUE(match_pattern(NodePat("t_scale").input(0, ValuePat::any().dtype(DType::kF32)), z, m));
-  EXPECT_FALSE(match_pattern(NodePat("t_scale").input(0, ValuePat::any().dtype(DType::kBF16)), z, m));
+  EXPECT_FALSE(
+      match_pattern(NodePat("t_scale").input(0, ValuePat::any().dtype(DType::kBF16)), z, m));
   EXPECT_FALSE(match_pattern(NodePat("t_scale").input(7, ValuePat::any()), z, m));
 }
 
@@ -145,7 +149,8 @@ TEST_F(PatternTest, OneCaptureNameBindsOneValue) {
   %t = t_add(%a, %b) : f32[T, 8]
   output %s, %t
 )");
-  NodePat same = NodePat("t_add").input(0, ValuePat::any().as("x")).input(1, ValuePat::any().as("x"));
+  NodePat same =
+      NodePat("t_add").input(0, ValuePat::any().as("x")).input(1, ValuePat::any().as("x"));
   Match m;
   EXPECT_TRUE(match_pattern(same, g.value("s")->producer(), m));
   EXPECT_FALSE(match_pattern(same, g.value("t")->producer(), m));
@@ -156,7 +161,9 @@ TEST_F(PatternTest, OneCaptureNameBindsOneValue) {
 // t_add(t_neg(x), y) -> t_sub(y, x): a fresh output that takes over the add's users.
 Rule add_neg_rule() {
   NodePat neg = NodePat("t_neg").as("neg");
-  NodePat add = NodePat("t_add").as("add").input(0, ValuePat::output_of(neg, 0))
+  NodePat add = NodePat("t_add")
+                    .as("add")
+                    .input(0, ValuePat::output_of(neg, 0))
                     .input(1, ValuePat::any().as("y"));
   return Rule{"add-neg-to-sub", add, [](const Match& m) {
                 Replacement r;
@@ -234,11 +241,11 @@ TEST_F(PatternTest, RejectionsAndNoMatchLeaveTheGraphAlone) {
   RuleSet rules;
   // First rule: silently not applicable; second: rejects %b's negation only.
   rules.add(Rule{"skip", NodePat("t_neg"), [](const Match&) { return RewriteResult::no_match(); }});
-  rules.add(Rule{"refuse-b", NodePat("t_neg").input(0, ValuePat::any().as("x")),
-                 [](const Match& m) {
-                   if (m.value("x")->name() != "b") return RewriteResult::no_match();
-                   return RewriteResult::reject("b is special");
-                 }});
+  rules.add(
+      Rule{"refuse-b", NodePat("t_neg").input(0, ValuePat::any().as("x")), [](const Match& m) {
+             if (m.value("x")->name() != "b") return RewriteResult::no_match();
+             return RewriteResult::reject("b is special");
+           }});
   EXPECT_EQ(rules.size(), 2u);
   ASSERT_NE(rules.rules_for("t_neg"), nullptr);
   EXPECT_EQ(rules.rules_for("t_add"), nullptr);
@@ -258,15 +265,15 @@ TEST_F(PatternTest, ReplacementsThatDoNotTypeCheckAreRefused) {
   Graph g = parse(body);
   RuleSet rules;
   // Re-parents %y onto a node that would infer f32[T, 4]: the caller's buffer would change.
-  rules.add(Rule{"halve", NodePat("t_scale").attr(AttrPred::absent("k")).as("s"),
-                 [](const Match& m) {
-                   Replacement r;
-                   r.op = "t_scale";
-                   r.inputs = {m.node("s")->input(0)};
-                   r.attrs.set("k", int64_t{2});
-                   r.outputs = {NewOutput{m.node("s")->output(0), ""}};
-                   return RewriteResult::replace(std::move(r));
-                 }});
+  rules.add(
+      Rule{"halve", NodePat("t_scale").attr(AttrPred::absent("k")).as("s"), [](const Match& m) {
+             Replacement r;
+             r.op = "t_scale";
+             r.inputs = {m.node("s")->input(0)};
+             r.attrs.set("k", int64_t{2});
+             r.outputs = {NewOutput{m.node("s")->output(0), ""}};
+             return RewriteResult::replace(std::move(r));
+           }});
   // Names an op that does not exist.
   rules.add(Rule{"ghost", NodePat("t_scale"), [](const Match& m) {
                    Replacement r;
@@ -306,7 +313,7 @@ TEST_F(PatternTest, ReparentingKeepsTheValueAndSortsWhenUsersComeEarly) {
                  }});
   PassStats stats;
   EXPECT_TRUE(apply_rules(g, rules, stats));
-  ir::verify(g);  // topological again
+  ir::verify(g);                 // topological again
   EXPECT_EQ(g.value("lo"), lo);  // the same Value object, re-parented
   EXPECT_EQ(lo->producer()->op(), "t_split");
   EXPECT_EQ(g.nodes()[0], lo->producer());

@@ -1,10 +1,11 @@
 // Quantization keys (SPEC 2) and detect_output_quant_key (SPEC 3.4): every branch, every error.
+#include "mlafuse/quant/quant_key.h"
+
 #include <gtest/gtest.h>
 
 #include <unordered_set>
 
 #include "mlafuse/core/error.h"
-#include "mlafuse/quant/quant_key.h"
 
 namespace mlafuse {
 namespace {
@@ -95,10 +96,14 @@ TEST(QuantKey, HashAgreesWithEqualityAndSeparatesTheNamedKeys) {
 }
 
 TEST(QuantKey, PrintedFormsAreStable) {
-  EXPECT_EQ(kFp8Dynamic128Sym.str(), "QuantKey(fp8e4m3, scale(f32, dynamic, group 1x128), symmetric)");
-  EXPECT_EQ(kFp8Dynamic64Sym.str(), "QuantKey(fp8e4m3, scale(f32, dynamic, group 1x64), symmetric)");
-  EXPECT_EQ(kFp8StaticTensorSym.str(), "QuantKey(fp8e4m3, scale(f32, static, per-tensor), symmetric)");
-  EXPECT_EQ(kFp8DynamicTokenSym.str(), "QuantKey(fp8e4m3, scale(f32, dynamic, per-token), symmetric)");
+  EXPECT_EQ(kFp8Dynamic128Sym.str(),
+            "QuantKey(fp8e4m3, scale(f32, dynamic, group 1x128), symmetric)");
+  EXPECT_EQ(kFp8Dynamic64Sym.str(),
+            "QuantKey(fp8e4m3, scale(f32, dynamic, group 1x64), symmetric)");
+  EXPECT_EQ(kFp8StaticTensorSym.str(),
+            "QuantKey(fp8e4m3, scale(f32, static, per-tensor), symmetric)");
+  EXPECT_EQ(kFp8DynamicTokenSym.str(),
+            "QuantKey(fp8e4m3, scale(f32, dynamic, per-token), symmetric)");
   EXPECT_EQ(kNvfp4Dynamic.str(),
             "QuantKey(fp4e2m1x2, scale(fp8e4m3, dynamic, group 1x16), "
             "scale2=scale(f32, static, per-tensor), symmetric)");
@@ -132,11 +137,13 @@ TEST(DetectOutputQuantKey, GroupFp8WithAStaticScaleIsAnError) {
 
 TEST(DetectOutputQuantKey, UnsupportedGroupSizeNamesGroupOutputDimAndCount) {
   // 16384 / 512 = 32: a whole group size, but not one the fused op has.
-  const std::string e = error_of([] { detect_output_quant_key(DType::kFp8E4M3, false, 512, 16384); });
+  const std::string e =
+      error_of([] { detect_output_quant_key(DType::kFp8E4M3, false, 512, 16384); });
   EXPECT_CONTAINS(e, "group size 32");
   EXPECT_CONTAINS(e, "output_dim 16384");
   EXPECT_CONTAINS(e, "512 groups");
-  const std::string big = error_of([] { detect_output_quant_key(DType::kFp8E4M3, false, 64, 16384); });
+  const std::string big =
+      error_of([] { detect_output_quant_key(DType::kFp8E4M3, false, 64, 16384); });
   EXPECT_CONTAINS(big, "group size 256");
 }
 

@@ -13,24 +13,23 @@ ArgParser::ArgParser(std::string command, std::string summary)
     : command_(std::move(command)), summary_(std::move(summary)) {}
 
 void ArgParser::add(Option o) {
-  MLAFUSE_CHECK(o.name.rfind("--", 0) == 0 && o.name.size() > 2, "option names start with --: ",
-                o.name);
+  MLAFUSE_CHECK(o.name.rfind("--", 0) == 0 && o.name.size() > 2,
+                "option names start with --: ", o.name);
   MLAFUSE_CHECK(find(o.name) == nullptr, "option ", o.name, " is declared twice");
   options_.push_back(std::move(o));
 }
 
 void ArgParser::add_flag(std::string name, bool* out, std::string help) {
-  add(Option{std::move(name), Kind::kFlag, out, "", std::move(help)});
+  add(Option{std::move(name), Kind::kFlag, out, "", std::move(help), 0, 0, {}});
 }
 
-void ArgParser::add_string(std::string name, std::string* out, std::string meta,
-                           std::string help) {
-  add(Option{std::move(name), Kind::kString, out, std::move(meta), std::move(help)});
+void ArgParser::add_string(std::string name, std::string* out, std::string meta, std::string help) {
+  add(Option{std::move(name), Kind::kString, out, std::move(meta), std::move(help), 0, 0, {}});
 }
 
 void ArgParser::add_int(std::string name, int64_t* out, std::string meta, std::string help,
                         int64_t min, int64_t max) {
-  add(Option{std::move(name), Kind::kInt, out, std::move(meta), std::move(help), min, max});
+  add(Option{std::move(name), Kind::kInt, out, std::move(meta), std::move(help), min, max, {}});
 }
 
 void ArgParser::add_choice(std::string name, std::string* out, std::vector<std::string> choices,
@@ -90,8 +89,7 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
     const size_t eq = arg.find('=');
     const std::string name = arg.substr(0, eq);
     const Option* o = find(name);
-    MLAFUSE_CHECK(o != nullptr, "unknown option '", name, "' (see mlafuse ", command_,
-                  " --help)");
+    MLAFUSE_CHECK(o != nullptr, "unknown option '", name, "' (see mlafuse ", command_, " --help)");
     MLAFUSE_CHECK(given_.insert(name).second, "option ", name, " is given twice");
     if (o->kind == Kind::kFlag) {
       MLAFUSE_CHECK(eq == std::string::npos, "option ", name, " takes no value");

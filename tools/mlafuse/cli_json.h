@@ -40,8 +40,8 @@ class JsonWriter {
  private:
   void before_value();
   std::string out_;
-  std::vector<char> stack_;         // '{' or '['
-  std::vector<bool> has_items_;     // per open container
+  std::vector<char> stack_;      // '{' or '['
+  std::vector<bool> has_items_;  // per open container
   bool after_key_ = false;
 };
 

@@ -116,8 +116,8 @@ int run_compile(const std::vector<std::string>& args) {
   if (!p.parse(args)) return 0;
 
   if (!o.in.empty()) {
-    for (const char* f : {"--layers", "--heads", "--pages", "--quant", "--col-major", "--ue8m0",
-                          "--tma-aligned"}) {
+    for (const char* f :
+         {"--layers", "--heads", "--pages", "--quant", "--col-major", "--ue8m0", "--tma-aligned"}) {
       MLAFUSE_CHECK(!p.given(f), f, " builds a graph, --in reads one: give one or the other");
     }
   }
@@ -157,8 +157,8 @@ int run_compile(const std::vector<std::string>& args) {
   if (!o.json) {
     const auto p0 = std::chrono::steady_clock::now();
     before_text = ir::print_graph(graph);
-    print_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - p0)
-                   .count();
+    print_us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - p0).count();
   }
   std::unique_ptr<Backend> backend = make_backend(o.backend);
 
@@ -174,8 +174,7 @@ int run_compile(const std::vector<std::string>& args) {
   }
   const std::vector<passes::PassStats> stats = pm.run(graph);
   const auto t1 = std::chrono::steady_clock::now();
-  const double compile_us =
-      std::chrono::duration<double, std::micro>(t1 - t0).count() - print_us;
+  const double compile_us = std::chrono::duration<double, std::micro>(t1 - t0).count() - print_us;
 
   std::string after_text;
   if (!o.out.empty() || !o.json) after_text = ir::print_graph(graph);

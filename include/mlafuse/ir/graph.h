@@ -226,7 +226,7 @@ class Graph {
   uint64_t epoch_ = 0;
   std::unordered_map<const Value*, std::unique_ptr<Value>> values_;  // owning
   std::unordered_map<const Node*, std::unique_ptr<Node>> nodes_;     // owning
-  std::vector<Node*> order_;                    // topological order
+  std::vector<Node*> order_;                                         // topological order
   std::vector<Value*> inputs_;
   std::vector<Value*> weights_;
   std::vector<Value*> outputs_;

@@ -29,7 +29,7 @@ namespace mlafuse::passes {
 
 // One quantization the pass can fold into mla_attention.
 struct FusionVariant {
-  std::string name;          // the pattern's name: "fp8-static", "fp8-group64-col-major-ue8m0"
+  std::string name;           // the pattern's name: "fp8-static", "fp8-group64-col-major-ue8m0"
   std::string_view quant_op;  // quant_fp8_static, quant_fp8_group or quant_nvfp4
   QuantKey key;
   int64_t group_size = 0;  // quant_group_size of the fused node; 0 for static FP8

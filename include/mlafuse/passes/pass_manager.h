@@ -28,7 +28,7 @@ struct PassStats {
   std::string pass;
   bool ran = false;  // false when disabled
   bool changed = false;
-  int64_t matches = 0;                           // rewrites applied, all patterns
+  int64_t matches = 0;                             // rewrites applied, all patterns
   std::map<std::string, int64_t> pattern_matches;  // rewrites applied per pattern
   std::vector<Rejection> rejections;
   int64_t nodes_before = 0;
@@ -51,8 +51,8 @@ class Pass {
 };
 
 // Called with the pass name, "before" or "after", and the graph.
-using DumpFn = std::function<void(std::string_view pass, std::string_view when,
-                                  const ir::Graph& graph)>;
+using DumpFn =
+    std::function<void(std::string_view pass, std::string_view when, const ir::Graph& graph)>;
 
 class PassManager {
  public:

@@ -28,7 +28,7 @@ struct AttrPred {
   std::function<bool(const AttrValue* value)> test;
   std::string description;  // "group_size == 128", for messages and debugging
 
-  static AttrPred eq(std::string name, AttrValue v);                 // present and equal
+  static AttrPred eq(std::string name, AttrValue v);  // present and equal
   static AttrPred eq_or(std::string name, AttrValue v, AttrValue if_absent);
   static AttrPred absent(std::string name);
   static AttrPred present(std::string name);
@@ -64,9 +64,9 @@ class NodePat {
  public:
   explicit NodePat(std::string op);
 
-  NodePat& as(std::string capture);          // names the node in the Match
-  NodePat& attr(AttrPred pred);              // all predicates must hold
-  NodePat& input(size_t slot, ValuePat v);   // unconstrained slots match anything
+  NodePat& as(std::string capture);                   // names the node in the Match
+  NodePat& attr(AttrPred pred);                       // all predicates must hold
+  NodePat& input(size_t slot, ValuePat v);            // unconstrained slots match anything
   NodePat& output(size_t slot, std::string capture);  // names an output value (may be absent)
 
   const std::string& op() const { return op_; }
