@@ -7,6 +7,7 @@
 #include <regex>
 #include <sstream>
 
+#include "mlafuse/backends/backend.h"
 #include "mlafuse/ir/text.h"
 
 namespace mlafuse {
@@ -194,6 +195,24 @@ TEST(CompileCli, BadInputGivesOneClearError) {
     EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
+}
+
+// The CUDA backend answers the fusion question without a GPU (CUDA builds only).
+TEST(CompileCli, CudaBackendAnswersWithoutAGpu) {
+  const auto names = available_backends();
+  if (std::find(names.begin(), names.end(), "cuda") == names.end()) {
+    GTEST_SKIP() << "this build has no CUDA backend";
+  }
+  CliResult r = run_cli(
+      "--backend cuda --layers 61 --quant fp8-group128 --col-major "
+      "--tma-aligned --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(json_int(r.out, "mla-attn-quant-fusion", "matches"), 61) << r.out;
+  // Its kernels take 16, 32, 64 or 128 heads: 8 heads stay unfused, with the reason.
+  CliResult n = run_cli("--backend cuda --heads 8 --quant fp8-static --json");
+  ASSERT_EQ(n.rc, 0) << n.err;
+  EXPECT_EQ(json_int(n.out, "mla-attn-quant-fusion", "matches"), 0) << n.out;
+  EXPECT_NE(n.out.find("backend 'cuda' does not support"), std::string::npos) << n.out;
 }
 
 TEST(CompileCli, UnwritableOutputIsAnError) {
