@@ -179,6 +179,7 @@ TEST(CompileCli, BadInputGivesOneClearError) {
       {"--backend tpu", "unknown backend 'tpu'"},
       {"--disable nope", "cannot disable pass 'nope'"},
       {"--in /nonexistent/graph.ir", "cannot read '/nonexistent/graph.ir'"},
+      {"--in " + std::string(MLAFUSE_TEST_DATA_DIR), "it is a directory"},
       {"--in " + data("bad_unknown_dtype.ir"), "bad_unknown_dtype.ir:3:14: unknown dtype 'bf17'"},
       {"--in " + data("bad_attention_heads.ir"),
        "bad_attention_heads.ir:7:25: mla_attention input q: expected dim 1 == 128, got "

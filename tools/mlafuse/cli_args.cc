@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -122,6 +123,9 @@ std::string ArgParser::help() const {
 }
 
 std::string read_text_file(const std::string& path) {
+  std::error_code ec;
+  MLAFUSE_CHECK(!std::filesystem::is_directory(path, ec), "cannot read '", path,
+                "': it is a directory");
   std::ifstream f(path, std::ios::binary);
   MLAFUSE_CHECK(f.good(), "cannot read '", path, "'");
   std::ostringstream ss;
