@@ -26,7 +26,7 @@ void launch_cache_write(const CacheWriteArgs& a, cudaStream_t stream) {
   p.row_vecs = static_cast<int32_t>((a.latent + a.rope) / 8);
   p.num_tokens = static_cast<int32_t>(a.num_tokens);
   p.num_tokens_device = a.num_tokens_device;
-  constexpr int kVecsPerThread = 2;
+  constexpr int kVecsPerThread = 4;
   const int64_t vecs = a.t_pad * p.row_vecs;
   const int grid = static_cast<int>(std::max<int64_t>(1, (vecs + 256 * kVecsPerThread - 1) /
                                                              (256 * kVecsPerThread)));

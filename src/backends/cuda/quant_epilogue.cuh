@@ -12,8 +12,11 @@
 //   encodes as a NaN code (0x7f | sign); see `fp8_nan_code` for the sign rule.
 // - Division: SPEC 3.2 asks for a true division x / s. `Fp8GroupScale` precomputes 1/s once per
 //   group and `quotient` recovers the correctly rounded x / s with two FMAs (Markstein), or one
-//   exact multiply when s is a power of two (always in ue8m0 mode). The GPU tests prove it equal to
-//   __fdiv_rn, and the quant tests compare every code with the CPU reference.
+//   exact multiply when s is a power of two (always in ue8m0 mode). The GPU tests check it equals
+//   __fdiv_rn for |x| >= 2^-100 and that the e4m3 code equals the code of __fdiv_rn for every x
+//   (below 2^-100 the FMA residual underflows and the quotient may be off by an ulp, but it is
+//   then under 2^-33, far below e4m3's smallest subnormal: the code is +-0 either way). The quant
+//   tests compare every code with the CPU reference.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -23,32 +23,55 @@ int grid_for(int64_t work_threads, const StreamLaunch& cfg, int num_sms) {
   return static_cast<int>(std::max<int64_t>(1, std::min(want, cap)));
 }
 
-template <class In, int G, int kUnroll>
+template <class In, int G, int kUnroll, GroupMap kMap>
 void launch_vec(const Fp8GroupParams& p, int num_sms, cudaStream_t stream,
                 const StreamLaunch& cfg) {
   constexpr int kVecsPerGroup = G / In::kPer16B;
   constexpr int kLanes = kVecsPerGroup < 32 ? kVecsPerGroup : 32;
-  const int64_t units = static_cast<int64_t>(p.t_pad) * p.groups;
-  const int grid = grid_for((units * kLanes + kUnroll - 1) / kUnroll, cfg, num_sms);
-  quant_fp8_group_vec_kernel<In, G, kUnroll><<<grid, cfg.block, 0, stream>>>(p);
+  int64_t threads;
+  if constexpr (kMap == GroupMap::kTiled) {
+    const int64_t tokens_per_tile = cfg.block / kLanes;
+    const int64_t tiles = (p.t_pad + tokens_per_tile - 1) / tokens_per_tile *
+                          ((p.groups + kUnroll - 1) / kUnroll);
+    threads = tiles * cfg.block;
+  } else {
+    threads = (static_cast<int64_t>(p.t_pad) * p.groups * kLanes + kUnroll - 1) / kUnroll;
+  }
+  const int grid = grid_for(threads, cfg, num_sms);
+  quant_fp8_group_vec_kernel<In, G, kUnroll, kMap><<<grid, cfg.block, 0, stream>>>(p);
   MLAFUSE_CUDA_CHECK_LAUNCH("quant_fp8_group_vec_kernel");
 }
 
-// The unroll choice is tuned (and swept by the benchmark) for bf16, the activations of the model;
-// f16 and f32 inputs use 4.
+template <class In, int G, int kUnroll>
+void launch_map(const Fp8GroupParams& p, int num_sms, cudaStream_t stream,
+                const StreamLaunch& cfg) {
+  switch (cfg.map) {
+    case 0: return launch_vec<In, G, kUnroll, GroupMap::kStrided>(p, num_sms, stream, cfg);
+    case 1: return launch_vec<In, G, kUnroll, GroupMap::kContiguous>(p, num_sms, stream, cfg);
+    case 2: return launch_vec<In, G, kUnroll, GroupMap::kTiled>(p, num_sms, stream, cfg);
+    default: MLAFUSE_FAIL("quant_fp8_group: map ", cfg.map, " is not one of 0, 1, 2");
+  }
+}
+
+// Every launch shape for bf16 with G = 64 / 128 (tuned and swept by the benchmark); the three
+// shapes the defaults use for the other inputs and groups.
 template <class In, int G>
 void launch_unroll(const Fp8GroupParams& p, int num_sms, cudaStream_t stream,
                    const StreamLaunch& cfg) {
-  if constexpr (!std::is_same_v<In, Bf16In>) {
-    launch_vec<In, G, 4>(p, num_sms, stream, cfg);
-  } else {
+  if constexpr (std::is_same_v<In, Bf16In> && (G == 64 || G == 128)) {
     switch (cfg.unroll) {
-      case 1: return launch_vec<In, G, 1>(p, num_sms, stream, cfg);
-      case 2: return launch_vec<In, G, 2>(p, num_sms, stream, cfg);
-      case 4: return launch_vec<In, G, 4>(p, num_sms, stream, cfg);
-      case 8: return launch_vec<In, G, 8>(p, num_sms, stream, cfg);
+      case 1: return launch_map<In, G, 1>(p, num_sms, stream, cfg);
+      case 2: return launch_map<In, G, 2>(p, num_sms, stream, cfg);
+      case 4: return launch_map<In, G, 4>(p, num_sms, stream, cfg);
+      case 8: return launch_map<In, G, 8>(p, num_sms, stream, cfg);
       default: MLAFUSE_FAIL("quant_fp8_group: unroll ", cfg.unroll, " is not one of 1, 2, 4, 8");
     }
+  } else {
+    if (cfg.unroll == 1) {
+      return launch_vec<In, G, 1, GroupMap::kContiguous>(p, num_sms, stream, cfg);
+    }
+    if (cfg.map == 2) return launch_vec<In, G, 4, GroupMap::kTiled>(p, num_sms, stream, cfg);
+    return launch_vec<In, G, 4, GroupMap::kContiguous>(p, num_sms, stream, cfg);
   }
 }
 
@@ -71,6 +94,23 @@ void launch_for_dtype(const Fp8GroupParams& p, int64_t group, int num_sms, cudaS
   }
 }
 
+// Fills in the automatic choices. Problems that fit in one resident wave with one group per
+// thread (T <= ~128 at D = 16384) get exactly that: latency, not bandwidth, decides there. Larger
+// ones keep kDefaultUnroll groups in flight per thread; column-major scales use the tiled walk so
+// each group's scales go out as one run of consecutive tokens.
+constexpr int kDefaultUnroll = 4;
+StreamLaunch resolve_group_launch(const QuantFp8GroupArgs& a, int num_sms,
+                                  const StreamLaunch& cfg) {
+  StreamLaunch r = cfg;
+  const int64_t vec = a.x_dtype == DType::kF32 ? 4 : 8;
+  const int64_t lanes = std::min<int64_t>(32, std::max<int64_t>(1, a.group / vec));
+  const int64_t threads_one_each = a.t_pad * (a.d / a.group) * lanes;
+  const bool small = threads_one_each <= static_cast<int64_t>(std::max(num_sms, 1)) * 2048;
+  if (r.unroll == 0) r.unroll = small ? 1 : kDefaultUnroll;
+  if (r.map < 0) r.map = (r.unroll == 1 || !a.col_major) ? 1 : 2;
+  return r;
+}
+
 }  // namespace
 
 void launch_quant_fp8_group(const QuantFp8GroupArgs& a, int num_sms, cudaStream_t stream,
@@ -78,6 +118,7 @@ void launch_quant_fp8_group(const QuantFp8GroupArgs& a, int num_sms, cudaStream_
   MLAFUSE_CHECK(cfg.block > 0 && cfg.block % 32 == 0 && cfg.block <= 256,
                 "quant_fp8_group: block size ", cfg.block, " must be a multiple of 32, at most 256");
   if (a.t_pad == 0) return;
+  const StreamLaunch shape = resolve_group_launch(a, num_sms, cfg);
   Fp8GroupParams p{};
   p.x = a.x;
   p.q = a.q;
@@ -93,9 +134,9 @@ void launch_quant_fp8_group(const QuantFp8GroupArgs& a, int num_sms, cudaStream_
   p.eps = a.eps;
   p.ue8m0 = a.ue8m0;
   switch (a.x_dtype) {
-    case DType::kBF16: return launch_for_dtype<Bf16In>(p, a.group, num_sms, stream, cfg);
-    case DType::kF16: return launch_for_dtype<F16In>(p, a.group, num_sms, stream, cfg);
-    case DType::kF32: return launch_for_dtype<F32In>(p, a.group, num_sms, stream, cfg);
+    case DType::kBF16: return launch_for_dtype<Bf16In>(p, a.group, num_sms, stream, shape);
+    case DType::kF16: return launch_for_dtype<F16In>(p, a.group, num_sms, stream, shape);
+    case DType::kF32: return launch_for_dtype<F32In>(p, a.group, num_sms, stream, shape);
     default: MLAFUSE_FAIL("quant_fp8_group: x dtype ", dtype_name(a.x_dtype), " is not bf16/f16/f32");
   }
 }

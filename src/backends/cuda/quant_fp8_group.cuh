@@ -5,8 +5,8 @@
 // registers. A group of G values is held by kLanes consecutive lanes, one 16-byte vector each
 // (G = 128 bf16: 16 lanes x 8 values), so the amax is a 4-step butterfly within a half warp and
 // every load and store is a full, coalesced vector. Each thread keeps kUnroll groups' loads in
-// flight before it computes; the grid is sized for the padded count and groups past the real
-// count n (read on the device) are skipped. Roofline: at D = 16384, T = 8192, 402 MB move; at the
+// flight before it computes (GroupMap says which groups); the grid is sized for the padded count
+// and groups past the real count n (read on the device) are skipped. Roofline: at D = 16384, T = 8192, 402 MB move; at the
 // H100's ~3.0 TB/s copy rate that is ~134 us.
 #pragma once
 
@@ -41,8 +41,16 @@ __device__ __forceinline__ int64_t group_scale_offset(const Fp8GroupParams& p, u
   return static_cast<int64_t>(g) * p.group_stride + t;
 }
 
-// Fast path: G / (16-byte vector) is a power of two. Units are groups in token-major order.
-template <class In, int G, int kUnroll>
+// How the fast kernel walks the (token, group) units; each thread holds kUnroll units at a time.
+enum class GroupMap : int {
+  kStrided = 0,     // unit u of a thread is kUnroll grid-strides apart (token-major order)
+  kContiguous = 1,  // a warp owns kUnroll * (units per warp) consecutive units (token-major)
+  kTiled = 2,       // a block owns a tile of (threads / lanes) tokens x kUnroll groups, so the
+                    // column-major scales of one group are written as one run of tokens
+};
+
+// Fast path: G / (16-byte vector) is a power of two.
+template <class In, int G, int kUnroll, GroupMap kMap>
 __global__ void __launch_bounds__(256) quant_fp8_group_vec_kernel(const Fp8GroupParams p) {
   constexpr int kVec = In::kPer16B;  // values per 16-byte vector
   constexpr int kVecsPerGroup = G / kVec;
@@ -52,33 +60,72 @@ __global__ void __launch_bounds__(256) quant_fp8_group_vec_kernel(const Fp8Group
   constexpr int kVecsPerLane = kVecsPerGroup / kLanes;
   constexpr int kUnitsPerWarp = 32 / kLanes;
 
+  // n may live in device memory: its load is issued here and first used after the first round of
+  // data loads (bounded by the padded count, which is always readable), so the two latencies
+  // overlap instead of adding up.
   const int32_t n = real_tokens(p.num_tokens_device, p.num_tokens, p.t_pad);
-  const uint32_t units = static_cast<uint32_t>(n) * static_cast<uint32_t>(p.groups);
+  const uint32_t groups = static_cast<uint32_t>(p.groups);
   const int lane = threadIdx.x & 31;
   const int sub = lane & (kLanes - 1);
   const uint32_t warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-  const uint32_t unit_stride = ((gridDim.x * blockDim.x) >> 5) * kUnitsPerWarp;
+  const uint32_t num_warps = (gridDim.x * blockDim.x) >> 5;
+  const uint32_t block_units = blockDim.x / kLanes;  // tokens per tile in kTiled
+  const uint32_t tiles_g = (groups + kUnroll - 1) / kUnroll;
   const char* x = static_cast<const char*>(p.x);
 
-  // `base` is warp-uniform, so every lane runs the same iterations and shuffles.
-  for (uint32_t base = warp * kUnitsPerWarp; base < units; base += unit_stride * kUnroll) {
-    const uint32_t mine = base + lane / kLanes;
+  for (uint32_t k = 0;; ++k) {
+    // This round's units; `first` (warp-uniform) is the lowest token index of the round in
+    // kTiled and the lowest unit index otherwise, for the termination checks.
+    uint32_t unit[kUnroll];
+    bool in_pad[kUnroll];  // inside the padded buffer (safe to load)
+    uint32_t first;
+    if constexpr (kMap == GroupMap::kTiled) {
+      const uint32_t tile = blockIdx.x + k * gridDim.x;
+      const uint32_t tt = tile / tiles_g, tg = tile - tt * tiles_g;
+      first = tt * block_units;
+      if (first >= static_cast<uint32_t>(p.t_pad)) break;
+      const uint32_t tok = first + threadIdx.x / kLanes;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const uint32_t grp = tg * kUnroll + u;
+        in_pad[u] = tok < static_cast<uint32_t>(p.t_pad) && grp < groups;
+        unit[u] = tok * groups + grp;
+      }
+    } else {
+      const uint32_t units_pad = static_cast<uint32_t>(p.t_pad) * groups;
+      if constexpr (kMap == GroupMap::kStrided) {
+        first = (warp + k * num_warps * kUnroll) * kUnitsPerWarp;
+      } else {
+        first = (warp + k * num_warps) * kUnitsPerWarp * kUnroll;
+      }
+      if (first >= units_pad) break;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        unit[u] = kMap == GroupMap::kStrided
+                      ? first + lane / kLanes + u * num_warps * kUnitsPerWarp
+                      : first + u * kUnitsPerWarp + lane / kLanes;
+        in_pad[u] = unit[u] < units_pad;
+      }
+    }
     uint4 raw[kUnroll][kVecsPerLane];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const uint32_t unit = mine + u * unit_stride;
 #pragma unroll
       for (int v = 0; v < kVecsPerLane; ++v) {
-        raw[u][v] = unit < units ? ldg_stream(x + (static_cast<int64_t>(unit) * G +
-                                                   (v * kLanes + sub) * kVec) *
-                                                      In::kBytes)
-                                 : make_uint4(0, 0, 0, 0);
+        raw[u][v] = in_pad[u] ? ldg_stream(x + (static_cast<int64_t>(unit[u]) * G +
+                                                (v * kLanes + sub) * kVec) *
+                                                   In::kBytes)
+                              : make_uint4(0, 0, 0, 0);
       }
     }
+    // From here on only real tokens count: tokens < n are units < n * groups (token-major).
+    const uint32_t limit = kMap == GroupMap::kTiled ? static_cast<uint32_t>(n)
+                                                    : static_cast<uint32_t>(n) * groups;
+    if (first >= limit) break;
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      if (base + u * unit_stride >= units) break;  // warp-uniform
-      const uint32_t unit = mine + u * unit_stride;
+      const uint32_t key = kMap == GroupMap::kTiled ? first + threadIdx.x / kLanes : unit[u];
+      const bool valid = in_pad[u] && key < limit;
       float vals[kVecsPerLane][kVec];  // [vector][value] of this lane's share of the group
       float amax = 0.0f;
 #pragma unroll
@@ -87,9 +134,9 @@ __global__ void __launch_bounds__(256) quant_fp8_group_vec_kernel(const Fp8Group
 #pragma unroll
         for (int i = 0; i < kVec; ++i) amax = qe::abs_max(amax, vals[v][i]);
       }
-      amax = qe::group_amax<kLanes - 1>(amax);
+      amax = qe::group_amax<kLanes - 1>(amax);  // every lane takes part, valid or not
       const qe::Fp8GroupScale sc = qe::fp8_group_scale(amax, p.eps, p.ue8m0);
-      if (unit >= units) continue;
+      if (!valid) continue;
 #pragma unroll
       for (int v = 0; v < kVecsPerLane; ++v) {
         uint32_t codes[kVec / 4];
@@ -98,14 +145,14 @@ __global__ void __launch_bounds__(256) quant_fp8_group_vec_kernel(const Fp8Group
           codes[c] = qe::quant_fp8x4(vals[v][4 * c], vals[v][4 * c + 1], vals[v][4 * c + 2],
                                      vals[v][4 * c + 3], sc);
         }
-        uint8_t* dst = p.q + static_cast<int64_t>(unit) * G + (v * kLanes + sub) * kVec;
+        uint8_t* dst = p.q + static_cast<int64_t>(unit[u]) * G + (v * kLanes + sub) * kVec;
         if constexpr (kVec == 8) {
           *reinterpret_cast<uint2*>(dst) = make_uint2(codes[0], codes[1]);
         } else {
           *reinterpret_cast<uint32_t*>(dst) = codes[0];
         }
       }
-      if (sub == 0) p.s[group_scale_offset(p, unit)] = sc.s;
+      if (sub == 0) p.s[group_scale_offset(p, unit[u])] = sc.s;
     }
   }
 }

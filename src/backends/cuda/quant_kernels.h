@@ -16,14 +16,17 @@
 
 namespace mlafuse::cuda {
 
-// Launch shape of the streaming kernels: threads per block, units each thread keeps in flight
-// (1, 2, 4 or 8; bf16 input only, others use 4), and the most resident blocks per SM the grid asks
-// for. The defaults are tuned on the H100
-// (docs/PERF.md); the benchmark sweeps alternatives.
+// Launch shape of the streaming kernels: threads per block, groups each thread keeps in flight
+// (0: auto; else 1, 2, 4 or 8), the most resident blocks per SM the grid asks for, and how the
+// group kernel walks its groups (-1: auto; 0 strided, 1 contiguous per warp, 2 tiles of tokens x
+// groups; see GroupMap in quant_fp8_group.cuh). Every combination is available for bf16 input
+// with G = 64 or 128 (the benchmark sweeps them); other inputs and groups take unroll 1 or 4 and
+// the contiguous or tiled walk. The defaults are tuned on the H100 (docs/PERF.md).
 struct StreamLaunch {
   int block = 256;
-  int unroll = 4;
+  int unroll = 0;
   int blocks_per_sm = 8;
+  int map = -1;
 };
 
 struct QuantFp8GroupArgs {
