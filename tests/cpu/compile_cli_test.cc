@@ -1,10 +1,11 @@
 // `mlafuse compile` end to end: the pipeline on built and read graphs with the CPU backend, its
 // JSON and text reports, the files it writes, and one clear error (never a crash) on bad input.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
-#include <regex>
 #include <sstream>
 
 #include "mlafuse/backends/backend.h"
@@ -26,7 +27,10 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
-std::string tmp_path(const std::string& name) { return ::testing::TempDir() + "mlafuse_" + name; }
+// Per process: ctest runs the tests of this file in parallel processes.
+std::string tmp_path(const std::string& name) {
+  return ::testing::TempDir() + "mlafuse_compile_" + std::to_string(getpid()) + "_" + name;
+}
 
 CliResult run_cli(const std::string& args) {
   const std::string out = tmp_path("cli_stdout.txt"), err = tmp_path("cli_stderr.txt");
