@@ -100,8 +100,8 @@ double graph_time_us(cudaStream_t stream, int reps, const std::function<void(int
 }
 
 // A streaming copy kernel: four 16-byte vectors per thread in flight, contiguous per block.
-__global__ void __launch_bounds__(256) copy_kernel(const uint4* __restrict__ src,
-                                                   uint4* __restrict__ dst, size_t vecs) {
+__global__ void __launch_bounds__(256)
+    copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ dst, size_t vecs) {
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x * 4;
   for (size_t base = static_cast<size_t>(blockIdx.x) * blockDim.x * 4 + threadIdx.x; base < vecs;
        base += stride) {
@@ -122,7 +122,7 @@ void launch_copy(const void* src, void* dst, size_t bytes, int sms, cudaStream_t
   const size_t want = (vecs + 1023) / 1024;
   const int grid = static_cast<int>(std::min<size_t>(want, static_cast<size_t>(sms) * 8));
   copy_kernel<<<std::max(grid, 1), 256, 0, stream>>>(static_cast<const uint4*>(src),
-                                                    static_cast<uint4*>(dst), vecs);
+                                                     static_cast<uint4*>(dst), vecs);
   MLAFUSE_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -140,13 +140,12 @@ CopyRates copy_gbps(cudaStream_t stream, int sms) {
   random_bf16(b, bytes / 2, 2);
   CopyRates r;
   double us = graph_time_us(stream, 4, [&](int i) {
-    MLAFUSE_CUDA_CHECK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes,
-                                       cudaMemcpyDeviceToDevice, stream));
+    MLAFUSE_CUDA_CHECK(
+        cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream));
   });
   r.memcpy_gbps = 2.0 * bytes / (us * 1e3);
-  us = graph_time_us(stream, 4, [&](int i) {
-    launch_copy(i % 2 ? b : a, i % 2 ? a : b, bytes, sms, stream);
-  });
+  us = graph_time_us(stream, 4,
+                     [&](int i) { launch_copy(i % 2 ? b : a, i % 2 ? a : b, bytes, sms, stream); });
   r.kernel_gbps = 2.0 * bytes / (us * 1e3);
   cudaFree(a);
   cudaFree(b);
@@ -159,7 +158,8 @@ struct QuantSets {
   std::vector<void*> x, q, s;
   explicit QuantSets(int64_t tokens) : t(tokens) {
     const int64_t in_bytes = t * kD * 2;
-    const int64_t sets = std::clamp<int64_t>((256ll << 20) / std::max<int64_t>(in_bytes, 1) + 1, 2, 64);
+    const int64_t sets =
+        std::clamp<int64_t>((256ll << 20) / std::max<int64_t>(in_bytes, 1) + 1, 2, 64);
     const GroupScaleLayout layout{t, kD / kG, true, true};
     for (int64_t i = 0; i < sets; ++i) {
       x.push_back(dalloc(static_cast<size_t>(in_bytes)));
@@ -205,7 +205,7 @@ struct Row {
 std::string variant_name(const StreamLaunch& v) {
   if (v.unroll == 0 && v.map < 0) return "auto";
   return "b" + std::to_string(v.block) + "u" + std::to_string(v.unroll) + "o" +
-         std::to_string(v.blocks_per_sm) + "m" + std::to_string(v.map);
+         std::to_string(v.blocks_per_sm) + "m" + std::to_string(v.map) + (v.prefetch ? "p" : "");
 }
 
 }  // namespace
@@ -244,12 +244,12 @@ int main(int argc, char** argv) {
 
   // The first entry is the default (automatic) launch shape.
   const std::vector<StreamLaunch> variants = {
-      {256, 0, 8, -1}, {256, 1, 8, 1},  {256, 2, 8, 1},  {256, 4, 8, 1},
-      {256, 8, 8, 1},  {256, 2, 8, 2},  {256, 4, 8, 2},  {256, 8, 8, 2},
-      {256, 1, 8, 0},  {256, 2, 4, 0},  {128, 4, 16, 2}, {128, 2, 16, 1}};
+      {256, 0, 8, -1, false}, {256, 1, 8, 1, false}, {256, 2, 8, 2, false}, {256, 8, 8, 2, false},
+      {256, 8, 8, 1, false},  {256, 1, 8, 1, true},  {256, 1, 8, 2, true},  {256, 2, 8, 1, true},
+      {256, 2, 8, 2, true},   {256, 4, 8, 1, true},  {256, 4, 8, 2, true},  {128, 2, 16, 2, true}};
   const std::vector<StreamLaunch> row_variants = {
-      {256, 0, 8, -1}, {256, 1, 8, 1}, {256, 2, 8, 1}, {256, 4, 8, 1}, {256, 8, 8, 1},
-      {256, 1, 8, 0}, {256, 4, 8, 2}};
+      {256, 0, 8, -1, false}, {256, 1, 8, 1, false}, {256, 1, 8, 0, false}, {256, 8, 8, 1, false},
+      {256, 1, 8, 1, true},   {256, 2, 8, 1, true},  {256, 4, 8, 1, true}};
   std::vector<Row> rows;
   const std::vector<int64_t> tokens = quick ? std::vector<int64_t>{1, 1024, 8192}
                                             : std::vector<int64_t>{1, 16, 128, 1024, 8192, 32768};
@@ -314,8 +314,12 @@ int main(int argc, char** argv) {
       }
       for (int k = 0; k < 2; ++k) {
         const double us = k == 0 ? row_def : row_best;
-        Row o{k == 0 ? "quant_fp8_group row_major" : "quant_fp8_group row_major(best)", t, us,
-              group_bytes(t) / (us * 1e3), 0, 0,
+        Row o{k == 0 ? "quant_fp8_group row_major" : "quant_fp8_group row_major(best)",
+              t,
+              us,
+              group_bytes(t) / (us * 1e3),
+              0,
+              0,
               k == 0 ? "auto" : variant_name(row_best_v)};
         o.copy_frac = o.gbps / copy;
         rows.push_back(o);
@@ -380,7 +384,8 @@ int main(int argc, char** argv) {
       std::iota(order.begin(), order.end(), 0);
       std::shuffle(order.begin(), order.end(), rng);
       std::vector<int32_t> host(t);
-      for (int64_t k = 0; k < t; ++k) host[k] = order[k / page] * page + static_cast<int32_t>(k % page);
+      for (int64_t k = 0; k < t; ++k)
+        host[k] = order[k / page] * page + static_cast<int32_t>(k % page);
       MLAFUSE_CUDA_CHECK(cudaMemcpy(slots[i], host.data(), t * 4, cudaMemcpyHostToDevice));
     }
     MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
@@ -434,10 +439,11 @@ int main(int argc, char** argv) {
     std::fprintf(f, "]}\n");
     std::fclose(f);
   }
-  std::printf("\n%s: quantization (D = %lld, G = %lld, bf16 in) and cache write; copy %.0f GB/s "
-              "(cudaMemcpy %.0f, kernel %.0f); median of CUDA-graph replays\n",
-              prop.name, static_cast<long long>(kD), static_cast<long long>(kG), copy,
-              rates.memcpy_gbps, rates.kernel_gbps);
+  std::printf(
+      "\n%s: quantization (D = %lld, G = %lld, bf16 in) and cache write; copy %.0f GB/s "
+      "(cudaMemcpy %.0f, kernel %.0f); median of CUDA-graph replays\n",
+      prop.name, static_cast<long long>(kD), static_cast<long long>(kG), copy, rates.memcpy_gbps,
+      rates.kernel_gbps);
   std::printf("%-30s %6s %10s %8s %7s %10s %8s %s\n", "op", "T", "us", "GB/s", "copy", "torch us",
               "torch/us", "variant");
   for (const Row& r : rows) {

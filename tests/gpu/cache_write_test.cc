@@ -99,8 +99,10 @@ TEST_F(CacheWrite, StridedRows) {
   Tensor wide_c = random_bf16({t_pad, kL + kR}, 5);
   Tensor wide_pe = random_bf16({t_pad, 1, 2 * kR}, 6);
   for (int64_t t = 0; t < t_pad; ++t) {  // the same values as the contiguous inputs
-    std::copy_n(cc.op.inputs[0].data<uint16_t>() + t * kL, kL, wide_c.data<uint16_t>() + t * (kL + kR));
-    std::copy_n(cc.op.inputs[1].data<uint16_t>() + t * kR, kR, wide_pe.data<uint16_t>() + t * 2 * kR);
+    std::copy_n(cc.op.inputs[0].data<uint16_t>() + t * kL, kL,
+                wide_c.data<uint16_t>() + t * (kL + kR));
+    std::copy_n(cc.op.inputs[1].data<uint16_t>() + t * kR, kR,
+                wide_pe.data<uint16_t>() + t * 2 * kR);
   }
   gpu_test::GuardedBuffer c_buf(TensorSpec::contiguous(DType::kBF16, {t_pad, kL + kR}));
   gpu_test::GuardedBuffer pe_buf(TensorSpec::contiguous(DType::kBF16, {t_pad, 1, 2 * kR}));

@@ -1,6 +1,8 @@
 // Tests of the CUDA Backend class itself: construction and capability queries without a GPU (these
 // run on machines with no GPU, CI included), device memory, copies in every direction, CUDA-graph
 // capture and replay, event timing, and the errors for unknown ops and misuse.
+#include "mlafuse/backends/cuda/cuda_backend.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -9,7 +11,6 @@
 
 #include "backends/cuda/device_context.h"
 #include "gpu/common/gpu_harness.h"
-#include "mlafuse/backends/cuda/cuda_backend.h"
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/quant/codecs.h"
 
@@ -61,10 +62,10 @@ TEST_F(CudaBackend, AllocateAndCopyEveryDirection) {
   Tensor d2 = b_->allocate(DType::kF32, {33, 65}, {65, 1}, 33 * 65);
   EXPECT_EQ(d1.device(), Device::kCuda);
   EXPECT_EQ(d1.storage()->bytes, size_t{33 * 65 * 4});
-  b_->copy(host, d1);   // h2d
-  b_->copy(d1, d2);     // d2d
+  b_->copy(host, d1);  // h2d
+  b_->copy(d1, d2);    // d2d
   Tensor back = Tensor::empty(DType::kF32, {33, 65});
-  b_->copy(d2, back);   // d2h
+  b_->copy(d2, back);  // d2h
   EXPECT_EQ(std::memcmp(host.raw(), back.raw(), host.storage()->bytes), 0);
   // Padded layouts: the storage, not the view, is what moves.
   Tensor padded = b_->allocate(DType::kF32, {5, 2}, {1, 8}, 16);
@@ -125,7 +126,9 @@ TEST_F(CudaBackend, CaptureReplayAndTiming) {
   EXPECT_LT(us, 1e5);
   // A failure inside the captured body leaves the backend usable.
   std::vector<Tensor> bad = {q};
-  EXPECT_THROW(b_->capture([&] { b_->run(OpCall{"quant_fp8_static", attrs, bad, outs}, ctx); }),
+  EXPECT_THROW(b_->capture([&] {
+    b_->run(OpCall{"quant_fp8_static", attrs, bad, outs}, ctx);
+  }),
                Error);
   body();
   b_->synchronize();

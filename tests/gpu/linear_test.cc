@@ -43,9 +43,9 @@ OpCase fp8_case(const Fp8Problem& p, uint64_t seed) {
   if (p.kind == ScaleKind::kPerTensor) {
     xs = gpu_test::scalar_f32(0.0123f);
   } else {
-    const Layout layout = p.kind == ScaleKind::kRowMajor  ? Layout::kRowMajor
+    const Layout layout = p.kind == ScaleKind::kRowMajor   ? Layout::kRowMajor
                           : p.kind == ScaleKind::kColMajor ? Layout::kColMajor
-                                                          : Layout::kColMajorTma;
+                                                           : Layout::kColMajorTma;
     const TensorSpec spec = TensorSpec::layout(DType::kF32, layout, {p.t_pad, p.k / p.group});
     xs = gpu_test::host_filled(spec, 0);
     Tensor vals = gpu_test::random_positive({spec.storage_numel}, 1e-3f, 2e-2f, seed + 1);
@@ -81,9 +81,11 @@ Tensor fp8_reference(const OpCase& c) {
   std::vector<double> x(static_cast<size_t>(k));
   for (int64_t t = 0; t < c.n; ++t) {
     for (int64_t i = 0; i < k; ++i) {
-      const float s = per_tensor ? xs.data<float>()[0]
-                                 : xs.data<float>()[t * xs.strides()[0] + (i / group) * xs.strides()[1]];
-      x[static_cast<size_t>(i)] = static_cast<double>(e4m3_to_f32(xq.data<uint8_t>()[t * k + i])) * s;
+      const float s = per_tensor
+                          ? xs.data<float>()[0]
+                          : xs.data<float>()[t * xs.strides()[0] + (i / group) * xs.strides()[1]];
+      x[static_cast<size_t>(i)] =
+          static_cast<double>(e4m3_to_f32(xq.data<uint8_t>()[t * k + i])) * s;
     }
     for (int64_t o = 0; o < n_out; ++o) {
       double acc = 0.0;
@@ -109,8 +111,8 @@ double rms(const Tensor& y, int64_t rows) {
   for (size_t i = static_cast<size_t>(n) * row_bytes; i < static_cast<size_t>(y.dim(0)) * row_bytes;
        ++i) {
     if (p[i] != poison) {
-      return ::testing::AssertionFailure() << "byte " << i << " of padded row "
-                                           << i / row_bytes << " was written";
+      return ::testing::AssertionFailure()
+             << "byte " << i << " of padded row " << i / row_bytes << " was written";
     }
   }
   return ::testing::AssertionSuccess();
@@ -217,9 +219,9 @@ OpCase nvfp4_case(int64_t t_pad, int64_t n, int64_t n_out, int64_t k, uint64_t s
   for (int64_t i = 0; i < sf.numel(); ++i) {
     sf.data<uint8_t>()[i] = static_cast<uint8_t>(0x28 + rng() % 0x30);  // 2^-2 .. 2^4, positive
   }
-  c.inputs = {xq, sf, gpu_test::scalar_f32(2.625f), gpu_test::random_fp8({n_out, k}, seed + 2),
-              gpu_test::random_positive({ceil_div(n_out, 128), ceil_div(k, 128)}, 1e-3f, 1e-2f,
-                                        seed + 3)};
+  c.inputs = {
+      xq, sf, gpu_test::scalar_f32(2.625f), gpu_test::random_fp8({n_out, k}, seed + 2),
+      gpu_test::random_positive({ceil_div(n_out, 128), ceil_div(k, 128)}, 1e-3f, 1e-2f, seed + 3)};
   c.outputs = {TensorSpec::contiguous(DType::kBF16, {t_pad, n_out})};
   c.n = n;
   c.t_pad = t_pad;

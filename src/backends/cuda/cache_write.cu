@@ -28,8 +28,8 @@ void launch_cache_write(const CacheWriteArgs& a, cudaStream_t stream) {
   p.num_tokens_device = a.num_tokens_device;
   constexpr int kVecsPerThread = 4;
   const int64_t vecs = a.t_pad * p.row_vecs;
-  const int grid = static_cast<int>(std::max<int64_t>(1, (vecs + 256 * kVecsPerThread - 1) /
-                                                             (256 * kVecsPerThread)));
+  const int grid = static_cast<int>(
+      std::max<int64_t>(1, (vecs + 256 * kVecsPerThread - 1) / (256 * kVecsPerThread)));
   cache_write_kernel<kVecsPerThread><<<grid, 256, 0, stream>>>(p);
   MLAFUSE_CUDA_CHECK_LAUNCH("cache_write_kernel");
 }
@@ -67,8 +67,7 @@ void run_cache_write(const OpCall& call, const RunContext& ctx, DeviceContext& d
   // 16-byte vectors: L and R multiples of 8, rows starting 16-byte aligned.
   MLAFUSE_CHECK(latent % 8 == 0 && rope % 8 == 0, "cache_write: L = ", latent, " and R = ", rope,
                 " must be multiples of 8 (the kernel moves 16-byte vectors)");
-  MLAFUSE_CHECK(kv_c.strides()[1] == 1 && kv_c.strides()[0] % 8 == 0 &&
-                    kv_c.strides()[0] >= latent,
+  MLAFUSE_CHECK(kv_c.strides()[1] == 1 && kv_c.strides()[0] % 8 == 0 && kv_c.strides()[0] >= latent,
                 "tensor kv_c_normed ", kv_c.str(), " with strides ", shape_str(kv_c.strides()),
                 ": rows must be contiguous with a row stride that is a multiple of 8 elements");
   MLAFUSE_CHECK(k_pe.strides()[2] == 1 && k_pe.strides()[0] % 8 == 0 && k_pe.strides()[0] >= rope,

@@ -1,8 +1,9 @@
 // Paged latent-cache write (SPEC 4), device code: token t's row [kv_c_normed[t] | k_pe[t]] goes to
 // cache slot slot_mapping[t]. A pure copy of 16-byte vectors (L/8 + R/8 = 72 per DeepSeek-V3
 // token), four per thread, all loaded before any is stored, with a grid that fits in one resident
-// wave for 8192 tokens: the whole batch's loads are in flight at once. Slots of -1 (padding) and tokens >= n are skipped; a slot outside
-// the cache is skipped too (the runner rejects it first when it can see the host metadata).
+// wave for 8192 tokens: the whole batch's loads are in flight at once. Slots of -1 (padding) and
+// tokens >= n are skipped; a slot outside the cache is skipped too (the runner rejects it first
+// when it can see the host metadata).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -14,16 +15,16 @@
 namespace mlafuse::cuda {
 
 struct CacheWriteParams {
-  const uint16_t* kv_c;   // [t_pad, latent] bf16, row stride kv_c_stride
+  const uint16_t* kv_c;  // [t_pad, latent] bf16, row stride kv_c_stride
   int64_t kv_c_stride;
-  const uint16_t* k_pe;   // [t_pad, rope] bf16, row stride k_pe_stride
+  const uint16_t* k_pe;  // [t_pad, rope] bf16, row stride k_pe_stride
   int64_t k_pe_stride;
   const int32_t* slot_mapping;  // [t_pad] i32
-  uint16_t* kv_cache;     // [num_slots, latent + rope] bf16
+  uint16_t* kv_cache;           // [num_slots, latent + rope] bf16
   int64_t num_slots;
   int32_t t_pad;
-  int32_t latent_vecs;    // latent / 8
-  int32_t row_vecs;       // (latent + rope) / 8
+  int32_t latent_vecs;  // latent / 8
+  int32_t row_vecs;     // (latent + rope) / 8
   int32_t num_tokens;
   const int32_t* num_tokens_device;
 };
@@ -34,7 +35,8 @@ template <int kVecsPerThread>
 __global__ void __launch_bounds__(256) cache_write_kernel(const CacheWriteParams p) {
   const int32_t n = real_tokens(p.num_tokens_device, p.num_tokens, p.t_pad);
   const int64_t total_pad = static_cast<int64_t>(p.t_pad) * p.row_vecs;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x * kVecsPerThread + threadIdx.x;
+  const int64_t first =
+      static_cast<int64_t>(blockIdx.x) * blockDim.x * kVecsPerThread + threadIdx.x;
   uint4 v[kVecsPerThread];
   int32_t tok[kVecsPerThread];
   int32_t slot[kVecsPerThread];
@@ -46,9 +48,8 @@ __global__ void __launch_bounds__(256) cache_write_kernel(const CacheWriteParams
     if (e >= total_pad) continue;
     const int32_t t = static_cast<int32_t>(e / p.row_vecs);
     const int32_t c = static_cast<int32_t>(e - static_cast<int64_t>(t) * p.row_vecs);
-    const uint16_t* src = c < p.latent_vecs
-                              ? p.kv_c + t * p.kv_c_stride + c * 8
-                              : p.k_pe + t * p.k_pe_stride + (c - p.latent_vecs) * 8;
+    const uint16_t* src = c < p.latent_vecs ? p.kv_c + t * p.kv_c_stride + c * 8
+                                            : p.k_pe + t * p.k_pe_stride + (c - p.latent_vecs) * 8;
     v[i] = ldg_stream(src);
     slot[i] = __ldg(p.slot_mapping + t);
     tok[i] = t;
@@ -57,7 +58,8 @@ __global__ void __launch_bounds__(256) cache_write_kernel(const CacheWriteParams
 #pragma unroll
   for (int i = 0; i < kVecsPerThread; ++i) {
     if (tok[i] >= n || slot[i] < 0 || slot[i] >= p.num_slots) continue;
-    reinterpret_cast<uint4*>(p.kv_cache)[static_cast<int64_t>(slot[i]) * p.row_vecs + col[i]] = v[i];
+    reinterpret_cast<uint4*>(p.kv_cache)[static_cast<int64_t>(slot[i]) * p.row_vecs + col[i]] =
+        v[i];
   }
 }
 

@@ -16,8 +16,8 @@ struct CacheWriteArgs {
   uint16_t* kv_cache = nullptr;           // [num_pages, page_size, latent + rope] bf16, contiguous
   int64_t num_slots = 0;                  // num_pages * page_size: larger slots are skipped
   int64_t t_pad = 0;
-  int64_t latent = 512;                   // L, a multiple of 8
-  int64_t rope = 64;                      // R, a multiple of 8
+  int64_t latent = 512;  // L, a multiple of 8
+  int64_t rope = 64;     // R, a multiple of 8
   int64_t num_tokens = 0;
   const int32_t* num_tokens_device = nullptr;
 };

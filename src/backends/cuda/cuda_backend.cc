@@ -89,7 +89,8 @@ class CudaBackend : public Backend {
     auto it = runners().find(call.op);
     if (it == runners().end()) {
       std::string ops;
-      for (const auto& [name, runner] : runners()) ops += (ops.empty() ? "" : ", ") + std::string(name);
+      for (const auto& [name, runner] : runners())
+        ops += (ops.empty() ? "" : ", ") + std::string(name);
       MLAFUSE_FAIL("the CUDA backend has no op '", call.op, "' (it runs: ", ops, ")");
     }
     it->second(call, ctx, dc_);

@@ -62,20 +62,20 @@ void make_lt_objects(LtObjects& lt, int64_t t, int64_t n, int64_t k, const void*
                      const void* xs) {
   MLAFUSE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&lt.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
-  MLAFUSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t,
-                                                      sizeof(op_t)));
-  MLAFUSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n,
-                                                      sizeof(op_n)));
+  MLAFUSE_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)));
+  MLAFUSE_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)));
   const cublasLtMatmulMatrixScale_t a_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
   const cublasLtMatmulMatrixScale_t b_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
   MLAFUSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE,
                                                       &a_mode, sizeof(a_mode)));
   MLAFUSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE,
                                                       &b_mode, sizeof(b_mode)));
-  MLAFUSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-      lt.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ws, sizeof(ws)));
-  MLAFUSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-      lt.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &xs, sizeof(xs)));
+  MLAFUSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                                      &ws, sizeof(ws)));
+  MLAFUSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                                      &xs, sizeof(xs)));
   // A: wq stored [N, K] row-major == K x N column-major, used transposed.
   MLAFUSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lt.a, CUDA_R_8F_E4M3, k, n, k));
   // B: xq stored [T, K] row-major == K x T column-major.
@@ -87,8 +87,8 @@ void make_lt_objects(LtObjects& lt, int64_t t, int64_t n, int64_t k, const void*
 }  // namespace
 
 bool linear_fp8_block_cublaslt(DeviceContext& dc, cudaStream_t stream, const void* xq,
-                               const float* xs, const void* wq, const float* ws, void* y,
-                               int64_t t, int64_t n, int64_t k) {
+                               const float* xs, const void* wq, const float* ws, void* y, int64_t t,
+                               int64_t n, int64_t k) {
   LtObjects lt;
   make_lt_objects(lt, t, n, k, ws, xs);
   const AlgoKey key{dc.cublaslt, t, n, k};
@@ -138,8 +138,8 @@ void run_linear_fp8_block(const OpCall& call, const RunContext& ctx, DeviceConte
   check_cuda_tensor(wq, "wq");
   check_rank(wq, "wq", 2);
   const int64_t n_out = wq.dim(0);
-  MLAFUSE_CHECK(wq.dim(1) == k, "tensor wq ", wq.str(), ": expected [N, ", k,
-                "] (K from xq ", xq.str(), ")");
+  MLAFUSE_CHECK(wq.dim(1) == k, "tensor wq ", wq.str(), ": expected [N, ", k, "] (K from xq ",
+                xq.str(), ")");
   check_codes(wq, "wq", DType::kFp8E4M3, {n_out, k});
   check_cuda_tensor(ws, "ws");
   check_dtype(ws, "ws", DType::kF32);
@@ -151,16 +151,16 @@ void run_linear_fp8_block(const OpCall& call, const RunContext& ctx, DeviceConte
   MLAFUSE_CHECK(y.is_contiguous(), "tensor y ", y.str(), " must be contiguous");
   check_cuda_tensor(xs, "xs");
   check_dtype(xs, "xs", DType::kF32);
-  Fp8ActLoader loader{static_cast<const uint8_t*>(xq.raw()), static_cast<const float*>(xs.raw()),
-                      0, 0, 128};
+  Fp8ActLoader loader{static_cast<const uint8_t*>(xq.raw()), static_cast<const float*>(xs.raw()), 0,
+                      0, 128};
   const bool per_tensor = xs.numel() == 1 && xs.rank() == 1;
   int64_t group = 0;
   if (!per_tensor) {
     check_rank(xs, "xs", 2);
     MLAFUSE_CHECK(xs.dim(0) == t_pad && xs.dim(1) > 0 && k % xs.dim(1) == 0 &&
                       (k / xs.dim(1) == 128 || k / xs.dim(1) == 64),
-                  "tensor xs ", xs.str(), ": expected [", t_pad, ", K/G] with G = 128 or 64 (K = ",
-                  k, "), or [1] for a per-tensor scale");
+                  "tensor xs ", xs.str(), ": expected [", t_pad,
+                  ", K/G] with G = 128 or 64 (K = ", k, "), or [1] for a per-tensor scale");
     group = k / xs.dim(1);
     loader.token_stride = xs.strides()[0];
     loader.group_stride = xs.strides()[1];
@@ -175,19 +175,22 @@ void run_linear_fp8_block(const OpCall& call, const RunContext& ctx, DeviceConte
   const cudaStream_t stream = dc.stream_for(ctx);
 
   const bool lt_layout = group == 128 && xs.strides()[0] == 1 && xs.strides()[1] == t_pad &&
-                         t_pad % 4 == 0 && k % 128 == 0 && (k / 128) % 4 == 0 &&
-                         n_out % 16 == 0;
-  if (lt_layout && linear_fp8_block_cublaslt(dc, stream, xq.raw(),
-                                             static_cast<const float*>(xs.raw()), wq.raw(),
-                                             static_cast<const float*>(ws.raw()), y.raw(), t_pad,
-                                             n_out, k)) {
+                         t_pad % 4 == 0 && k % 128 == 0 && (k / 128) % 4 == 0 && n_out % 16 == 0;
+  if (lt_layout &&
+      linear_fp8_block_cublaslt(dc, stream, xq.raw(), static_cast<const float*>(xs.raw()), wq.raw(),
+                                static_cast<const float*>(ws.raw()), y.raw(), t_pad, n_out, k)) {
     return;
   }
-  LinearSimtParams p{static_cast<const uint8_t*>(wq.raw()), static_cast<const float*>(ws.raw()),
-                     static_cast<__nv_bfloat16*>(y.raw()), static_cast<int32_t>(t_pad),
-                     static_cast<int32_t>(n_out), static_cast<int32_t>(k),
-                     static_cast<int32_t>(n), ctx.num_tokens_device};
-  const dim3 grid(static_cast<unsigned>(ceil_div(n_out, 64)), static_cast<unsigned>(ceil_div(t_pad, 64)));
+  LinearSimtParams p{static_cast<const uint8_t*>(wq.raw()),
+                     static_cast<const float*>(ws.raw()),
+                     static_cast<__nv_bfloat16*>(y.raw()),
+                     static_cast<int32_t>(t_pad),
+                     static_cast<int32_t>(n_out),
+                     static_cast<int32_t>(k),
+                     static_cast<int32_t>(n),
+                     ctx.num_tokens_device};
+  const dim3 grid(static_cast<unsigned>(ceil_div(n_out, 64)),
+                  static_cast<unsigned>(ceil_div(t_pad, 64)));
   linear_simt_kernel<Fp8ActLoader><<<grid, 256, 0, stream>>>(p, loader);
   MLAFUSE_CUDA_CHECK_LAUNCH("linear_simt_kernel<Fp8ActLoader>");
 }

@@ -31,8 +31,8 @@ void run_linear_nvfp4(const OpCall& call, const RunContext& ctx, DeviceContext& 
   check_cuda_tensor(wq, "wq");
   check_rank(wq, "wq", 2);
   const int64_t n_out = wq.dim(0);
-  MLAFUSE_CHECK(wq.dim(1) == k, "tensor wq ", wq.str(), ": expected [N, ", k,
-                "] (K from xq ", xq.str(), ")");
+  MLAFUSE_CHECK(wq.dim(1) == k, "tensor wq ", wq.str(), ": expected [N, ", k, "] (K from xq ",
+                xq.str(), ")");
   check_codes(wq, "wq", DType::kFp8E4M3, {n_out, k});
   check_cuda_tensor(ws, "ws");
   check_dtype(ws, "ws", DType::kF32);
@@ -53,9 +53,12 @@ void run_linear_nvfp4(const OpCall& call, const RunContext& ctx, DeviceContext& 
                               static_cast<const float*>(gs.raw())};
   const LinearSimtParams p{static_cast<const uint8_t*>(wq.raw()),
                            static_cast<const float*>(ws.raw()),
-                           static_cast<__nv_bfloat16*>(y.raw()), static_cast<int32_t>(t_pad),
-                           static_cast<int32_t>(n_out), static_cast<int32_t>(k),
-                           static_cast<int32_t>(n), ctx.num_tokens_device};
+                           static_cast<__nv_bfloat16*>(y.raw()),
+                           static_cast<int32_t>(t_pad),
+                           static_cast<int32_t>(n_out),
+                           static_cast<int32_t>(k),
+                           static_cast<int32_t>(n),
+                           ctx.num_tokens_device};
   const dim3 grid(static_cast<unsigned>(ceil_div(n_out, 64)),
                   static_cast<unsigned>(ceil_div(t_pad, 64)));
   linear_simt_kernel<Nvfp4ActLoader><<<grid, 256, 0, dc.stream_for(ctx)>>>(p, loader);

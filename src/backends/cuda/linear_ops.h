@@ -14,7 +14,7 @@ namespace mlafuse::cuda {
 // cuBLASLt's Hopper block-scaled FP8 GEMM. Returns false (launching nothing) when cuBLASLt offers
 // no algorithm for this problem; throws on CUDA/cuBLAS errors.
 bool linear_fp8_block_cublaslt(DeviceContext& dc, cudaStream_t stream, const void* xq,
-                               const float* xs, const void* wq, const float* ws, void* y,
-                               int64_t t, int64_t n, int64_t k);
+                               const float* xs, const void* wq, const float* ws, void* y, int64_t t,
+                               int64_t n, int64_t k);
 
 }  // namespace mlafuse::cuda

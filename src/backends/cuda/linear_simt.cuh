@@ -56,8 +56,8 @@ struct Nvfp4ActLoader {
 };
 
 template <class ALoader>
-__global__ void __launch_bounds__(256) linear_simt_kernel(const LinearSimtParams p,
-                                                          const ALoader load_a) {
+__global__ void __launch_bounds__(256)
+    linear_simt_kernel(const LinearSimtParams p, const ALoader load_a) {
   constexpr int kTile = 64;
   constexpr int kStep = 32;
   __shared__ float s_a[kStep][kTile + 1];  // [k][token row], padded against bank conflicts
@@ -81,10 +81,9 @@ __global__ void __launch_bounds__(256) linear_simt_kernel(const LinearSimtParams
       const int32_t t = row0 + r;
       const int32_t o = col0 + r;
       s_a[kk][r] = (t < n && k < p.k) ? load_a(t, k, p.k) : 0.0f;
-      s_w[kk][r] = (o < p.n_out && k < p.k)
-                       ? e4m3_to_f32(p.wq[static_cast<int64_t>(o) * p.k + k]) *
-                             p.ws[(o / 128) * ws_cols + k / 128]
-                       : 0.0f;
+      s_w[kk][r] = (o < p.n_out && k < p.k) ? e4m3_to_f32(p.wq[static_cast<int64_t>(o) * p.k + k]) *
+                                                  p.ws[(o / 128) * ws_cols + k / 128]
+                                            : 0.0f;
     }
     __syncthreads();
 #pragma unroll 8

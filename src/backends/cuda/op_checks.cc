@@ -11,7 +11,8 @@ namespace mlafuse::cuda {
 void check_cuda_tensor(const Tensor& t, const char* name) {
   MLAFUSE_CHECK(t.defined(), "tensor ", name, " is missing");
   MLAFUSE_CHECK(t.device() == Device::kCuda, "tensor ", name, " ", t.str(), " is in ",
-                device_name(t.device()), " memory; the CUDA backend needs device tensors (allocate "
+                device_name(t.device()),
+                " memory; the CUDA backend needs device tensors (allocate "
                 "them with the backend and copy host data in)");
 }
 
@@ -50,9 +51,9 @@ void check_scalar(const Tensor& t, const char* name) {
 }
 
 int64_t checked_num_tokens(const RunContext& ctx, int64_t t_pad, const char* buffer) {
-  MLAFUSE_CHECK(ctx.num_tokens >= 0 && ctx.num_tokens <= t_pad, "real token count n = ",
-                ctx.num_tokens, " is outside [0, ", t_pad, "] (the ", buffer, " buffer holds ",
-                t_pad, " token rows)");
+  MLAFUSE_CHECK(ctx.num_tokens >= 0 && ctx.num_tokens <= t_pad,
+                "real token count n = ", ctx.num_tokens, " is outside [0, ", t_pad, "] (the ",
+                buffer, " buffer holds ", t_pad, " token rows)");
   return ctx.num_tokens;
 }
 

@@ -13,10 +13,10 @@
 // - Division: SPEC 3.2 asks for a true division x / s. `Fp8GroupScale` precomputes 1/s once per
 //   group and `quotient` recovers the correctly rounded x / s with two FMAs (Markstein), or one
 //   exact multiply when s is a power of two (always in ue8m0 mode). The GPU tests check it equals
-//   __fdiv_rn for |x| >= 2^-100 and that the e4m3 code equals the code of __fdiv_rn for every x
-//   (below 2^-100 the FMA residual underflows and the quotient may be off by an ulp, but it is
-//   then under 2^-33, far below e4m3's smallest subnormal: the code is +-0 either way). The quant
-//   tests compare every code with the CPU reference.
+//   __fdiv_rn whenever |x / s| >= 2^-30, and that its e4m3 code equals the code of __fdiv_rn for
+//   every x: below 2^-30 a subnormal quotient or an underflowing residual may cost an ulp, but the
+//   code is +-0 either way (e4m3's smallest step is 2^-9). The quant tests compare every code
+//   with the CPU reference.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -90,9 +90,9 @@ __device__ __forceinline__ uint8_t encode_e4m3(float q, float x) {
 
 // ---- dynamic per-group FP8 (SPEC 3.2) -----------------------------------------------------
 struct Fp8GroupScale {
-  float s;     // the stored scale: max(eps, amax) / 448, rounded up to a power of two in ue8m0
-  float rcp;   // 1 / s, correctly rounded
-  bool pow2;   // s is a power of two (or 0 / inf): x * rcp is then exactly x / s
+  float s;    // the stored scale: max(eps, amax) / 448, rounded up to a power of two in ue8m0
+  float rcp;  // 1 / s, correctly rounded
+  bool pow2;  // s is a power of two (or 0 / inf): x * rcp is then exactly x / s
 };
 
 // amax: the group's max |x| (NaN ignored). eps > 0 keeps s a normal number: the runner requires

@@ -23,7 +23,7 @@ int grid_for(int64_t work_threads, const StreamLaunch& cfg, int num_sms) {
   return static_cast<int>(std::max<int64_t>(1, std::min(want, cap)));
 }
 
-template <class In, int G, int kUnroll, GroupMap kMap>
+template <class In, int G, int kUnroll, GroupMap kMap, bool kPrefetch = false>
 void launch_vec(const Fp8GroupParams& p, int num_sms, cudaStream_t stream,
                 const StreamLaunch& cfg) {
   constexpr int kVecsPerGroup = G / In::kPer16B;
@@ -31,25 +31,43 @@ void launch_vec(const Fp8GroupParams& p, int num_sms, cudaStream_t stream,
   int64_t threads;
   if constexpr (kMap == GroupMap::kTiled) {
     const int64_t tokens_per_tile = cfg.block / kLanes;
-    const int64_t tiles = (p.t_pad + tokens_per_tile - 1) / tokens_per_tile *
-                          ((p.groups + kUnroll - 1) / kUnroll);
+    const int64_t tiles =
+        (p.t_pad + tokens_per_tile - 1) / tokens_per_tile * ((p.groups + kUnroll - 1) / kUnroll);
     threads = tiles * cfg.block;
   } else {
     threads = (static_cast<int64_t>(p.t_pad) * p.groups * kLanes + kUnroll - 1) / kUnroll;
   }
   const int grid = grid_for(threads, cfg, num_sms);
-  quant_fp8_group_vec_kernel<In, G, kUnroll, kMap><<<grid, cfg.block, 0, stream>>>(p);
+  quant_fp8_group_vec_kernel<In, G, kUnroll, kMap, kPrefetch><<<grid, cfg.block, 0, stream>>>(p);
   MLAFUSE_CUDA_CHECK_LAUNCH("quant_fp8_group_vec_kernel");
 }
 
 template <class In, int G, int kUnroll>
 void launch_map(const Fp8GroupParams& p, int num_sms, cudaStream_t stream,
                 const StreamLaunch& cfg) {
+  if (cfg.prefetch) {
+    if constexpr (kUnroll <= 4) {
+      switch (cfg.map) {
+        case 1:
+          return launch_vec<In, G, kUnroll, GroupMap::kContiguous, true>(p, num_sms, stream, cfg);
+        case 2:
+          return launch_vec<In, G, kUnroll, GroupMap::kTiled, true>(p, num_sms, stream, cfg);
+        default:
+          break;
+      }
+    }
+    MLAFUSE_FAIL("quant_fp8_group: prefetch takes map 1 or 2 with unroll <= 4 (got map ", cfg.map,
+                 ", unroll ", kUnroll, ")");
+  }
   switch (cfg.map) {
-    case 0: return launch_vec<In, G, kUnroll, GroupMap::kStrided>(p, num_sms, stream, cfg);
-    case 1: return launch_vec<In, G, kUnroll, GroupMap::kContiguous>(p, num_sms, stream, cfg);
-    case 2: return launch_vec<In, G, kUnroll, GroupMap::kTiled>(p, num_sms, stream, cfg);
-    default: MLAFUSE_FAIL("quant_fp8_group: map ", cfg.map, " is not one of 0, 1, 2");
+    case 0:
+      return launch_vec<In, G, kUnroll, GroupMap::kStrided>(p, num_sms, stream, cfg);
+    case 1:
+      return launch_vec<In, G, kUnroll, GroupMap::kContiguous>(p, num_sms, stream, cfg);
+    case 2:
+      return launch_vec<In, G, kUnroll, GroupMap::kTiled>(p, num_sms, stream, cfg);
+    default:
+      MLAFUSE_FAIL("quant_fp8_group: map ", cfg.map, " is not one of 0, 1, 2");
   }
 }
 
@@ -60,18 +78,23 @@ void launch_unroll(const Fp8GroupParams& p, int num_sms, cudaStream_t stream,
                    const StreamLaunch& cfg) {
   if constexpr (std::is_same_v<In, Bf16In> && (G == 64 || G == 128)) {
     switch (cfg.unroll) {
-      case 1: return launch_map<In, G, 1>(p, num_sms, stream, cfg);
-      case 2: return launch_map<In, G, 2>(p, num_sms, stream, cfg);
-      case 4: return launch_map<In, G, 4>(p, num_sms, stream, cfg);
-      case 8: return launch_map<In, G, 8>(p, num_sms, stream, cfg);
-      default: MLAFUSE_FAIL("quant_fp8_group: unroll ", cfg.unroll, " is not one of 1, 2, 4, 8");
+      case 1:
+        return launch_map<In, G, 1>(p, num_sms, stream, cfg);
+      case 2:
+        return launch_map<In, G, 2>(p, num_sms, stream, cfg);
+      case 4:
+        return launch_map<In, G, 4>(p, num_sms, stream, cfg);
+      case 8:
+        return launch_map<In, G, 8>(p, num_sms, stream, cfg);
+      default:
+        MLAFUSE_FAIL("quant_fp8_group: unroll ", cfg.unroll, " is not one of 1, 2, 4, 8");
     }
   } else {
     if (cfg.unroll == 1) {
       return launch_vec<In, G, 1, GroupMap::kContiguous>(p, num_sms, stream, cfg);
     }
-    if (cfg.map == 2) return launch_vec<In, G, 4, GroupMap::kTiled>(p, num_sms, stream, cfg);
-    return launch_vec<In, G, 4, GroupMap::kContiguous>(p, num_sms, stream, cfg);
+    if (cfg.map == 2) return launch_vec<In, G, 2, GroupMap::kTiled, true>(p, num_sms, stream, cfg);
+    return launch_vec<In, G, 2, GroupMap::kContiguous, true>(p, num_sms, stream, cfg);
   }
 }
 
@@ -79,16 +102,21 @@ template <class In>
 void launch_for_dtype(const Fp8GroupParams& p, int64_t group, int num_sms, cudaStream_t stream,
                       const StreamLaunch& cfg) {
   switch (group) {
-    case 16: return launch_unroll<In, 16>(p, num_sms, stream, cfg);
-    case 32: return launch_unroll<In, 32>(p, num_sms, stream, cfg);
-    case 64: return launch_unroll<In, 64>(p, num_sms, stream, cfg);
-    case 128: return launch_unroll<In, 128>(p, num_sms, stream, cfg);
-    case 256: return launch_unroll<In, 256>(p, num_sms, stream, cfg);
+    case 16:
+      return launch_unroll<In, 16>(p, num_sms, stream, cfg);
+    case 32:
+      return launch_unroll<In, 32>(p, num_sms, stream, cfg);
+    case 64:
+      return launch_unroll<In, 64>(p, num_sms, stream, cfg);
+    case 128:
+      return launch_unroll<In, 128>(p, num_sms, stream, cfg);
+    case 256:
+      return launch_unroll<In, 256>(p, num_sms, stream, cfg);
     default: {
       const int64_t units = static_cast<int64_t>(p.t_pad) * p.groups;
       const int grid = grid_for(units * 32, cfg, num_sms);
-      quant_fp8_group_any_kernel<In><<<grid, cfg.block, 0, stream>>>(p,
-                                                                     static_cast<int32_t>(group));
+      quant_fp8_group_any_kernel<In>
+          <<<grid, cfg.block, 0, stream>>>(p, static_cast<int32_t>(group));
       MLAFUSE_CUDA_CHECK_LAUNCH("quant_fp8_group_any_kernel");
     }
   }
@@ -96,9 +124,10 @@ void launch_for_dtype(const Fp8GroupParams& p, int64_t group, int num_sms, cudaS
 
 // Fills in the automatic choices. Problems that fit in one resident wave with one group per
 // thread (T <= ~128 at D = 16384) get exactly that: latency, not bandwidth, decides there. Larger
-// ones keep kDefaultUnroll groups in flight per thread; column-major scales use the tiled walk so
-// each group's scales go out as one run of consecutive tokens.
-constexpr int kDefaultUnroll = 4;
+// ones keep kDefaultUnroll groups per thread in flight and prefetch the next round while they
+// compute; column-major scales use the tiled walk so each group's scales go out as one run of
+// consecutive tokens. (H100 measurements behind these choices: docs/PERF.md.)
+constexpr int kDefaultUnroll = 2;
 StreamLaunch resolve_group_launch(const QuantFp8GroupArgs& a, int num_sms,
                                   const StreamLaunch& cfg) {
   StreamLaunch r = cfg;
@@ -106,8 +135,10 @@ StreamLaunch resolve_group_launch(const QuantFp8GroupArgs& a, int num_sms,
   const int64_t lanes = std::min<int64_t>(32, std::max<int64_t>(1, a.group / vec));
   const int64_t threads_one_each = a.t_pad * (a.d / a.group) * lanes;
   const bool small = threads_one_each <= static_cast<int64_t>(std::max(num_sms, 1)) * 2048;
-  if (r.unroll == 0) r.unroll = small ? 1 : kDefaultUnroll;
+  const bool automatic = r.unroll == 0;
+  if (automatic) r.unroll = small ? 1 : kDefaultUnroll;
   if (r.map < 0) r.map = (r.unroll == 1 || !a.col_major) ? 1 : 2;
+  if (automatic) r.prefetch = !small;
   return r;
 }
 
@@ -116,7 +147,8 @@ StreamLaunch resolve_group_launch(const QuantFp8GroupArgs& a, int num_sms,
 void launch_quant_fp8_group(const QuantFp8GroupArgs& a, int num_sms, cudaStream_t stream,
                             const StreamLaunch& cfg) {
   MLAFUSE_CHECK(cfg.block > 0 && cfg.block % 32 == 0 && cfg.block <= 256,
-                "quant_fp8_group: block size ", cfg.block, " must be a multiple of 32, at most 256");
+                "quant_fp8_group: block size ", cfg.block,
+                " must be a multiple of 32, at most 256");
   if (a.t_pad == 0) return;
   const StreamLaunch shape = resolve_group_launch(a, num_sms, cfg);
   Fp8GroupParams p{};
@@ -134,10 +166,14 @@ void launch_quant_fp8_group(const QuantFp8GroupArgs& a, int num_sms, cudaStream_
   p.eps = a.eps;
   p.ue8m0 = a.ue8m0;
   switch (a.x_dtype) {
-    case DType::kBF16: return launch_for_dtype<Bf16In>(p, a.group, num_sms, stream, shape);
-    case DType::kF16: return launch_for_dtype<F16In>(p, a.group, num_sms, stream, shape);
-    case DType::kF32: return launch_for_dtype<F32In>(p, a.group, num_sms, stream, shape);
-    default: MLAFUSE_FAIL("quant_fp8_group: x dtype ", dtype_name(a.x_dtype), " is not bf16/f16/f32");
+    case DType::kBF16:
+      return launch_for_dtype<Bf16In>(p, a.group, num_sms, stream, shape);
+    case DType::kF16:
+      return launch_for_dtype<F16In>(p, a.group, num_sms, stream, shape);
+    case DType::kF32:
+      return launch_for_dtype<F32In>(p, a.group, num_sms, stream, shape);
+    default:
+      MLAFUSE_FAIL("quant_fp8_group: x dtype ", dtype_name(a.x_dtype), " is not bf16/f16/f32");
   }
 }
 
@@ -167,8 +203,8 @@ void run_quant_fp8_group(const OpCall& call, const RunContext& ctx, DeviceContex
   const GroupScaleLayout layout{t_pad, groups, col_major, tma_aligned};
   const int64_t want[2] = {layout.token_stride(), layout.group_stride()};
   for (size_t i = 0; i < 2; ++i) {
-    MLAFUSE_CHECK(s.dim(i) <= 1 || s.strides()[i] == want[i], "tensor s ", s.str(),
-                  " has strides ", shape_str(s.strides()), "; the ",
+    MLAFUSE_CHECK(s.dim(i) <= 1 || s.strides()[i] == want[i], "tensor s ", s.str(), " has strides ",
+                  shape_str(s.strides()), "; the ",
                   col_major ? (tma_aligned ? "col_major tma_aligned" : "col_major") : "row_major",
                   " scale layout for ", t_pad, " tokens needs strides ",
                   shape_str({want[0], want[1]}));

@@ -44,9 +44,12 @@ void launch_quant_fp8_static(const QuantFp8StaticArgs& a, int num_sms, cudaStrea
   p.num_tokens = static_cast<int32_t>(a.num_tokens);
   p.num_tokens_device = a.num_tokens_device;
   switch (a.x_dtype) {
-    case DType::kBF16: return launch_for_dtype<Bf16In>(p, num_sms, stream, cfg);
-    case DType::kF16: return launch_for_dtype<F16In>(p, num_sms, stream, cfg);
-    case DType::kF32: return launch_for_dtype<F32In>(p, num_sms, stream, cfg);
+    case DType::kBF16:
+      return launch_for_dtype<Bf16In>(p, num_sms, stream, cfg);
+    case DType::kF16:
+      return launch_for_dtype<F16In>(p, num_sms, stream, cfg);
+    case DType::kF32:
+      return launch_for_dtype<F32In>(p, num_sms, stream, cfg);
     default:
       MLAFUSE_FAIL("quant_fp8_static: x dtype ", dtype_name(a.x_dtype), " is not bf16/f16/f32");
   }

@@ -17,31 +17,34 @@
 namespace mlafuse::cuda {
 
 // Launch shape of the streaming kernels: threads per block, groups each thread keeps in flight
-// (0: auto; else 1, 2, 4 or 8), the most resident blocks per SM the grid asks for, and how the
-// group kernel walks its groups (-1: auto; 0 strided, 1 contiguous per warp, 2 tiles of tokens x
-// groups; see GroupMap in quant_fp8_group.cuh). Every combination is available for bf16 input
-// with G = 64 or 128 (the benchmark sweeps them); other inputs and groups take unroll 1 or 4 and
-// the contiguous or tiled walk. The defaults are tuned on the H100 (docs/PERF.md).
+// (0: auto; else 1, 2, 4 or 8), the most resident blocks per SM the grid asks for, how the group
+// kernel walks its groups (-1: auto; 0 strided, 1 contiguous per warp, 2 tiles of tokens x
+// groups; see GroupMap in quant_fp8_group.cuh), and whether a thread loads its next round before
+// computing the current one (walks 1 and 2 with unroll <= 4; set by auto). Every combination is
+// available for bf16 input with G = 64 or 128 (the benchmark sweeps them); other inputs and
+// groups take unroll 1, or unroll 2 with prefetch, on the contiguous or tiled walk. The defaults
+// are tuned on the H100 (docs/PERF.md).
 struct StreamLaunch {
   int block = 256;
   int unroll = 0;
   int blocks_per_sm = 8;
   int map = -1;
+  bool prefetch = false;
 };
 
 struct QuantFp8GroupArgs {
   const void* x = nullptr;  // [t_pad, d] bf16|f16|f32, row-major, 16-byte aligned
   DType x_dtype = DType::kBF16;
-  uint8_t* q = nullptr;     // [t_pad, d] e4m3 codes
-  float* s = nullptr;       // scales at GroupScaleLayout{t_pad, d/group, col_major, tma_aligned}
+  uint8_t* q = nullptr;  // [t_pad, d] e4m3 codes
+  float* s = nullptr;    // scales at GroupScaleLayout{t_pad, d/group, col_major, tma_aligned}
   int64_t t_pad = 0;
   int64_t d = 0;
-  int64_t group = 128;      // any multiple of 16 dividing d; 16..256 powers of two are fastest
+  int64_t group = 128;  // any multiple of 16 dividing d; 16..256 powers of two are fastest
   bool ue8m0 = false;
   bool col_major = false;
   bool tma_aligned = false;
-  float eps = 1e-10f;       // >= 1e-18 (the runner checks)
-  int64_t num_tokens = 0;   // n, when num_tokens_device is null
+  float eps = 1e-10f;      // >= 1e-18 (the runner checks)
+  int64_t num_tokens = 0;  // n, when num_tokens_device is null
   const int32_t* num_tokens_device = nullptr;
 };
 void launch_quant_fp8_group(const QuantFp8GroupArgs& a, int num_sms, cudaStream_t stream,

@@ -27,10 +27,17 @@ void launch_quant_nvfp4(const QuantNvfp4Args& a, cudaStream_t stream) {
   const int64_t entries = p.layout.padded_rows() * p.padded_cols;
   const int grid = static_cast<int>(std::max<int64_t>(1, (entries + 255) / 256));
   switch (a.x_dtype) {
-    case DType::kBF16: quant_nvfp4_kernel<Bf16In><<<grid, 256, 0, stream>>>(p); break;
-    case DType::kF16: quant_nvfp4_kernel<F16In><<<grid, 256, 0, stream>>>(p); break;
-    case DType::kF32: quant_nvfp4_kernel<F32In><<<grid, 256, 0, stream>>>(p); break;
-    default: MLAFUSE_FAIL("quant_nvfp4: x dtype ", dtype_name(a.x_dtype), " is not bf16/f16/f32");
+    case DType::kBF16:
+      quant_nvfp4_kernel<Bf16In><<<grid, 256, 0, stream>>>(p);
+      break;
+    case DType::kF16:
+      quant_nvfp4_kernel<F16In><<<grid, 256, 0, stream>>>(p);
+      break;
+    case DType::kF32:
+      quant_nvfp4_kernel<F32In><<<grid, 256, 0, stream>>>(p);
+      break;
+    default:
+      MLAFUSE_FAIL("quant_nvfp4: x dtype ", dtype_name(a.x_dtype), " is not bf16/f16/f32");
   }
   MLAFUSE_CUDA_CHECK_LAUNCH("quant_nvfp4_kernel");
 }

@@ -22,7 +22,7 @@ struct Nvfp4Params {
   Nvfp4ScaleLayout layout;
   int32_t t_pad;
   int32_t d;
-  int32_t padded_cols;        // round_up(d/16, 4)
+  int32_t padded_cols;  // round_up(d/16, 4)
   int32_t num_tokens;
   const int32_t* num_tokens_device;
 };

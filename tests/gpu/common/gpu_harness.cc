@@ -80,8 +80,8 @@ GuardedBuffer::GuardedBuffer(const TensorSpec& spec) : spec_(spec) {
   std::vector<uint8_t> guard(kGuardBytes);
   for (int64_t i = 0; i < kGuardBytes; ++i) guard[static_cast<size_t>(i)] = guard_byte(i);
   MLAFUSE_CUDA_CHECK(cudaMemcpy(base_, guard.data(), kGuardBytes, cudaMemcpyHostToDevice));
-  MLAFUSE_CUDA_CHECK(cudaMemcpy(base_ + kGuardBytes + payload, guard.data(), kGuardBytes,
-                                cudaMemcpyHostToDevice));
+  MLAFUSE_CUDA_CHECK(
+      cudaMemcpy(base_ + kGuardBytes + payload, guard.data(), kGuardBytes, cudaMemcpyHostToDevice));
   MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
   // The tensor's storage is the payload alone; the guards belong to this object.
   auto st = std::make_shared<Storage>();
@@ -94,7 +94,8 @@ GuardedBuffer::GuardedBuffer(const TensorSpec& spec) : spec_(spec) {
 GuardedBuffer::~GuardedBuffer() { cudaFree(base_); }
 
 void GuardedBuffer::poison(uint8_t fill) {
-  MLAFUSE_CUDA_CHECK(cudaMemset(base_ + kGuardBytes, fill, static_cast<size_t>(spec_.storage_bytes())));
+  MLAFUSE_CUDA_CHECK(
+      cudaMemset(base_ + kGuardBytes, fill, static_cast<size_t>(spec_.storage_bytes())));
   // cudaMemset and pageable cudaMemcpy may still be in flight when they return, and backends run
   // on their own non-blocking streams: finish before anything else touches the buffer.
   MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
@@ -122,8 +123,8 @@ std::string GuardedBuffer::guard_damage() const {
   const int64_t payload = spec_.storage_bytes();
   std::vector<uint8_t> lo(kGuardBytes), hi(kGuardBytes);
   MLAFUSE_CUDA_CHECK(cudaMemcpy(lo.data(), base_, kGuardBytes, cudaMemcpyDeviceToHost));
-  MLAFUSE_CUDA_CHECK(cudaMemcpy(hi.data(), base_ + kGuardBytes + payload, kGuardBytes,
-                                cudaMemcpyDeviceToHost));
+  MLAFUSE_CUDA_CHECK(
+      cudaMemcpy(hi.data(), base_ + kGuardBytes + payload, kGuardBytes, cudaMemcpyDeviceToHost));
   for (int64_t i = 0; i < kGuardBytes; ++i) {
     if (lo[static_cast<size_t>(i)] != guard_byte(i)) {
       return detail::concat("write ", kGuardBytes - i, " bytes before the storage");
@@ -230,7 +231,8 @@ Outputs run_cuda(Backend& cuda, const OpCase& c, uint8_t poison) {
   Outputs result;
   for (size_t i = 0; i < c.outputs.size(); ++i) {
     const int a = i < c.alias.size() ? c.alias[i] : -1;
-    result.push_back(a >= 0 ? in_bufs[static_cast<size_t>(a)]->download() : out_bufs[i]->download());
+    result.push_back(a >= 0 ? in_bufs[static_cast<size_t>(a)]->download()
+                            : out_bufs[i]->download());
   }
   return result;
 }
@@ -264,8 +266,8 @@ Outputs run_cuda(Backend& cuda, const OpCase& c, uint8_t poison) {
       os << std::dec;
     }
   }
-  return ::testing::AssertionFailure() << what << " " << ref.str() << ": " << count
-                                       << " elements differ" << os.str();
+  return ::testing::AssertionFailure()
+         << what << " " << ref.str() << ": " << count << " elements differ" << os.str();
 }
 
 void expect_backends_bitwise_equal(Backend& cpu, Backend& cuda, const OpCase& c,
@@ -286,17 +288,20 @@ void expect_backends_bitwise_equal(Backend& cpu, Backend& cuda, const OpCase& c,
 namespace {
 double element_f64(const Tensor& t, int64_t i) {
   switch (t.dtype()) {
-    case DType::kBF16: return bf16_bits_to_f32(t.data<uint16_t>()[i]);
-    case DType::kF16: return f16_bits_to_f32(t.data<uint16_t>()[i]);
-    case DType::kF32: return t.data<float>()[i];
-    default: MLAFUSE_FAIL("close(): tensor ", t.str(), " is not a float tensor");
+    case DType::kBF16:
+      return bf16_bits_to_f32(t.data<uint16_t>()[i]);
+    case DType::kF16:
+      return f16_bits_to_f32(t.data<uint16_t>()[i]);
+    case DType::kF32:
+      return t.data<float>()[i];
+    default:
+      MLAFUSE_FAIL("close(): tensor ", t.str(), " is not a float tensor");
   }
 }
 }  // namespace
 
-::testing::AssertionResult close(const Tensor& ref, const Tensor& dut, int64_t rows,
-                                 double abs_tol, double rel_tol, double norm_tol,
-                                 const std::string& what) {
+::testing::AssertionResult close(const Tensor& ref, const Tensor& dut, int64_t rows, double abs_tol,
+                                 double rel_tol, double norm_tol, const std::string& what) {
   if (ref.shape() != dut.shape() || ref.rank() != 2) {
     return ::testing::AssertionFailure() << what << ": shapes " << ref.str() << " vs " << dut.str();
   }
@@ -321,9 +326,9 @@ double element_f64(const Tensor& t, int64_t i) {
   }
   const double norm = ref2 > 0 ? std::sqrt(err2 / ref2) : std::sqrt(err2);
   if (bad == 0 && norm <= norm_tol) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << what << ": " << bad << " elements out of tolerance (abs "
-                                       << abs_tol << " + rel " << rel_tol << "), normalized error "
-                                       << norm << " (limit " << norm_tol << ")" << os.str();
+  return ::testing::AssertionFailure()
+         << what << ": " << bad << " elements out of tolerance (abs " << abs_tol << " + rel "
+         << rel_tol << "), normalized error " << norm << " (limit " << norm_tol << ")" << os.str();
 }
 
 // ---- random inputs ------------------------------------------------------------------------
@@ -346,14 +351,30 @@ Tensor random_activations(DType dtype, int64_t rows, int64_t cols, uint64_t seed
     float v = normal(rng) * scale;
     if (specials.rate > 0.0 && unit(rng) < specials.rate) {
       switch (which(rng)) {
-        case 0: v = nan; break;
-        case 1: v = -nan; break;
-        case 2: v = inf; break;
-        case 3: v = -inf; break;
-        case 4: v = 0.0f; break;
-        case 5: v = -0.0f; break;
-        case 6: v = (unit(rng) < 0.5 ? -tiny : tiny); break;
-        default: v = (unit(rng) < 0.5 ? -huge : huge); break;
+        case 0:
+          v = nan;
+          break;
+        case 1:
+          v = -nan;
+          break;
+        case 2:
+          v = inf;
+          break;
+        case 3:
+          v = -inf;
+          break;
+        case 4:
+          v = 0.0f;
+          break;
+        case 5:
+          v = -0.0f;
+          break;
+        case 6:
+          v = (unit(rng) < 0.5 ? -tiny : tiny);
+          break;
+        default:
+          v = (unit(rng) < 0.5 ? -huge : huge);
+          break;
       }
     }
     switch (dtype) {
@@ -370,8 +391,8 @@ Tensor random_activations(DType dtype, int64_t rows, int64_t cols, uint64_t seed
         break;
       }
       default:
-        t.data<float>()[i] = std::isnan(v) ? bits_f32(std::signbit(v) ? 0xffc00000u : 0x7fc00000u)
-                                           : v;
+        t.data<float>()[i] =
+            std::isnan(v) ? bits_f32(std::signbit(v) ? 0xffc00000u : 0x7fc00000u) : v;
     }
   }
   return t;

@@ -24,11 +24,11 @@
 namespace mlafuse::gpu_test {
 
 // Skips the current test (with the reason) where no usable sm_90 GPU is present.
-#define MLAFUSE_SKIP_WITHOUT_GPU()                                                    \
-  do {                                                                                \
-    std::string mlafuse_reason_;                                                      \
-    if (!::mlafuse::gpu_test::gpu_present(&mlafuse_reason_))                          \
-      GTEST_SKIP() << "no usable GPU: " << mlafuse_reason_;                           \
+#define MLAFUSE_SKIP_WITHOUT_GPU()                           \
+  do {                                                       \
+    std::string mlafuse_reason_;                             \
+    if (!::mlafuse::gpu_test::gpu_present(&mlafuse_reason_)) \
+      GTEST_SKIP() << "no usable GPU: " << mlafuse_reason_;  \
   } while (0)
 
 bool gpu_present(std::string* reason);
@@ -87,15 +87,15 @@ class GuardedBuffer {
 struct OpCase {
   std::string op;
   AttrMap attrs;
-  std::vector<Tensor> inputs;        // host tensors; absent optional inputs default-constructed
+  std::vector<Tensor> inputs;  // host tensors; absent optional inputs default-constructed
   std::vector<TensorSpec> outputs;
-  std::vector<int> alias;            // alias[i] >= 0: output i is input alias[i] (in place)
-  int64_t n = 0;                     // real tokens
+  std::vector<int> alias;                   // alias[i] >= 0: output i is input alias[i] (in place)
+  int64_t n = 0;                            // real tokens
   const AttentionMetadata* meta = nullptr;  // host metadata (host tensors), when the op needs it
   // CUDA side: pass n through RunContext::num_tokens_device, with num_tokens set to the padded
   // count, so a kernel that ignores the device value computes the wrong rows and fails.
   bool n_on_device = false;
-  int64_t t_pad = 0;                 // the padded count used with n_on_device
+  int64_t t_pad = 0;  // the padded count used with n_on_device
 };
 
 // Output storages, read back to the host.
@@ -118,9 +118,8 @@ void expect_backends_bitwise_equal(Backend& cpu, Backend& cuda, const OpCase& c,
 // Float outputs (bf16 or f32), rows [0, rows) of a row-major [T, N] tensor: every element within
 // abs_tol + rel_tol * |ref|, NaN/Inf only where the reference has them, and the normalized error
 // ||dut - ref|| / ||ref|| <= norm_tol.
-::testing::AssertionResult close(const Tensor& ref, const Tensor& dut, int64_t rows,
-                                 double abs_tol, double rel_tol, double norm_tol,
-                                 const std::string& what);
+::testing::AssertionResult close(const Tensor& ref, const Tensor& dut, int64_t rows, double abs_tol,
+                                 double rel_tol, double norm_tol, const std::string& what);
 
 // Random inputs (host tensors). Activations: normal values whose magnitude changes every 16
 // elements over 2^-8..2^8 (so group scales differ), rounded to `dtype`.
