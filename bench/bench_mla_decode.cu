@@ -5,8 +5,8 @@
 // R calls over R distinct input sets (KV pages, q, W_UV, W_UK_T), R chosen so the sets exceed L2;
 // the time is the median over replays divided by R. Random data.
 //
-// Floor (../shared/GPU.md): bytes = B*ctx*1152 + H*512*128*2, FLOP = B*ctx*2*H*1088 + B*2*H*512*128,
-// floor = max(bytes / 3.0 TB/s, FLOP / 790 TFLOP/s).
+// Floor (../shared/GPU.md): bytes = B*ctx*1152 + H*512*128*2, FLOP = B*ctx*2*H*1088 +
+// B*2*H*512*128, floor = max(bytes / 3.0 TB/s, FLOP / 790 TFLOP/s).
 //
 // Usage: bench_mla_decode [--torch FILE] [--json FILE] [--quick]
 //   FILE from bench/torch_mla_decode.py: lines "B ctx H microseconds".
@@ -124,8 +124,8 @@ Result run_case(const Case& c, int num_sms, cublasHandle_t cublas, cudaStream_t 
   r.floor_us = std::max(r.bytes / 3.0e12, r.flop / 790e12) * 1e6;
 
   const int pages_per_seq = (c.ctx + kPage - 1) / kPage;
-  const size_t set_bytes = static_cast<size_t>(kv_bytes + 2 * w_bytes) +
-                           static_cast<size_t>(c.b) * c.h * kRow * 2;
+  const size_t set_bytes =
+      static_cast<size_t>(kv_bytes + 2 * w_bytes) + static_cast<size_t>(c.b) * c.h * kRow * 2;
   const int reps = static_cast<int>(std::clamp<size_t>((150u << 20) / set_bytes + 1, 1, 16));
   const int parts = mla_num_parts(num_sms, c.h);
   const int64_t dim = static_cast<int64_t>(c.h) * kV;
@@ -177,8 +177,8 @@ Result run_case(const Case& c, int num_sms, cublasHandle_t cublas, cudaStream_t 
     in.k_pe = dalloc(static_cast<size_t>(c.b) * 64 * 2);
     random_bf16(in.k_pe, static_cast<size_t>(c.b) * 64, 600 + s, 1.0f);
     void* ws = dalloc(mla_workspace_bytes(c.b, c.h, parts));
-    owned.insert(owned.end(), {d_bt, in.slots, in.q, in.q_cat, in.w_uk_t, w_uv, in.kv_c, in.k_pe,
-                               ws});
+    owned.insert(owned.end(),
+                 {d_bt, in.slots, in.q, in.q_cat, in.w_uk_t, w_uv, in.kv_c, in.k_pe, ws});
     in.ws = mla_workspace_carve(ws, c.b, c.h, parts);
     MlaDecodeProblem& p = in.p;
     p.num_heads = c.h;
@@ -273,8 +273,8 @@ Result run_case(const Case& c, int num_sms, cublasHandle_t cublas, cudaStream_t 
   });
   MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
   for (void* p : owned) MLAFUSE_CUDA_CHECK(cudaFree(p));
-  for (void* p : {cache, out_q, out_s, out_bf16, static_cast<void*>(d_lens),
-                  static_cast<void*>(d_qsl)}) {
+  for (void* p :
+       {cache, out_q, out_s, out_bf16, static_cast<void*>(d_lens), static_cast<void*>(d_qsl)}) {
     MLAFUSE_CUDA_CHECK(cudaFree(p));
   }
   return r;
@@ -332,14 +332,14 @@ int main(int argc, char** argv) {
     std::fprintf(f, "{\"device\": \"%s\", \"cases\": [\n", prop.name);
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
-      std::fprintf(f,
-                   "  {\"B\": %d, \"ctx\": %d, \"H\": %d, \"fused_us\": %.2f, \"unfused_us\": %.2f, "
-                   "\"op_us\": %.2f, \"attn_us\": %.2f, \"attn_mma_us\": %.2f, \"combine_us\": %.2f, "
-                   "\"torch_us\": %.2f, "
-                   "\"floor_us\": %.2f, \"bytes\": %.0f, \"flop\": %.0f}%s\n",
-                   r.c.b, r.c.ctx, r.c.h, r.fused_us, r.unfused_us, r.op_us, r.attn_us,
-                   r.attn_mma_us, r.combine_us, r.torch_us, r.floor_us, r.bytes, r.flop,
-                   i + 1 < results.size() ? "," : "");
+      std::fprintf(
+          f,
+          "  {\"B\": %d, \"ctx\": %d, \"H\": %d, \"fused_us\": %.2f, \"unfused_us\": %.2f, "
+          "\"op_us\": %.2f, \"attn_us\": %.2f, \"attn_mma_us\": %.2f, \"combine_us\": %.2f, "
+          "\"torch_us\": %.2f, "
+          "\"floor_us\": %.2f, \"bytes\": %.0f, \"flop\": %.0f}%s\n",
+          r.c.b, r.c.ctx, r.c.h, r.fused_us, r.unfused_us, r.op_us, r.attn_us, r.attn_mma_us,
+          r.combine_us, r.torch_us, r.floor_us, r.bytes, r.flop, i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "]}\n");
     std::fclose(f);
@@ -351,15 +351,19 @@ int main(int argc, char** argv) {
               "ctx", "H", "fused", "GB/s", "TFLOP/s", "floor", "f/flr", "unfused", "f/unf", "torch",
               "t/f", "attn", "mma", "combine", "op");
   for (const Result& r : results) {
-    std::printf("%4d %6d %4d | %8.1f %7.0f %7.1f %6.1f %6.2f | %8.1f %6.2f | %8.1f %6.2f | %7.1f %7.1f %7.1f %7.1f\n",
-                r.c.b, r.c.ctx, r.c.h, r.fused_us, r.bytes / r.fused_us / 1e3,
-                r.flop / r.fused_us / 1e6, r.floor_us, r.floor_us / r.fused_us, r.unfused_us,
-                r.fused_us / r.unfused_us, r.torch_us, r.torch_us > 0 ? r.torch_us / r.fused_us : 0.0,
-                r.attn_us, r.attn_mma_us, r.combine_us, r.op_us);
+    std::printf(
+        "%4d %6d %4d | %8.1f %7.0f %7.1f %6.1f %6.2f | %8.1f %6.2f | %8.1f %6.2f | %7.1f %7.1f "
+        "%7.1f %7.1f\n",
+        r.c.b, r.c.ctx, r.c.h, r.fused_us, r.bytes / r.fused_us / 1e3, r.flop / r.fused_us / 1e6,
+        r.floor_us, r.floor_us / r.fused_us, r.unfused_us, r.fused_us / r.unfused_us, r.torch_us,
+        r.torch_us > 0 ? r.torch_us / r.fused_us : 0.0, r.attn_us, r.attn_mma_us, r.combine_us,
+        r.op_us);
   }
-  std::printf("f/flr = floor / fused (fraction of the floor); f/unf = fused / unfused; t/f = torch "
-              "/ fused; attn = plan + split-KV alone (mma = the mma.sync kernel); combine = combine + W_UV + "
-              "quant alone; op = cache write + absorb + fused chain\n");
+  std::printf(
+      "f/flr = floor / fused (fraction of the floor); f/unf = fused / unfused; t/f = torch "
+      "/ fused; attn = plan + split-KV alone (mma = the mma.sync kernel); combine = combine + W_UV "
+      "+ "
+      "quant alone; op = cache write + absorb + fused chain\n");
   cublasDestroy(cublas);
   return 0;
 }

@@ -41,10 +41,10 @@ constexpr int kL = 512, kRow = 576, kV = 128, kPage = 64;
 constexpr uint16_t kBf16NaN = 0x7fc0;
 constexpr double kFloatTol = 1e-2;
 
-#define SKIP_WITHOUT_GPU()                                         \
-  do {                                                             \
-    std::string reason;                                            \
-    if (!cuda::device_available(&reason)) GTEST_SKIP() << reason;  \
+#define SKIP_WITHOUT_GPU()                                        \
+  do {                                                            \
+    std::string reason;                                           \
+    if (!cuda::device_available(&reason)) GTEST_SKIP() << reason; \
   } while (0)
 
 // A device buffer that frees itself.
@@ -59,7 +59,9 @@ struct DevBuf {
   T* as() const {
     return static_cast<T*>(p);
   }
-  void upload(const void* src) { MLAFUSE_CUDA_CHECK(cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice)); }
+  void upload(const void* src) {
+    MLAFUSE_CUDA_CHECK(cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice));
+  }
   void download(void* dst) const {
     MLAFUSE_CUDA_CHECK(cudaMemcpy(dst, p, bytes, cudaMemcpyDeviceToHost));
   }
@@ -187,8 +189,8 @@ struct DeviceProblem {
         n_dev(4),
         ws_buf(cuda::mla_workspace_bytes(h.t_pad, h.heads, cuda::mla_num_parts(num_sms, h.heads))) {
     if (!h.seq_lens.empty()) {
-      MLAFUSE_CUDA_CHECK(cudaMemcpy(seq_lens.p, h.seq_lens.data(), h.seq_lens.size() * 4,
-                                    cudaMemcpyHostToDevice));
+      MLAFUSE_CUDA_CHECK(
+          cudaMemcpy(seq_lens.p, h.seq_lens.data(), h.seq_lens.size() * 4, cudaMemcpyHostToDevice));
     }
     qsl.upload(h.qsl.data());
     if (!h.block_table.empty()) bt.upload(h.block_table.data());
@@ -243,11 +245,11 @@ void expect_rows_close(const std::vector<float>& got, const float* want, int row
       num += (g - w) * (g - w);
       den += w * w;
     }
-    const bool ok = q_len[t] == 0 ? (num == 0.0 && !nan) : (!nan && std::sqrt(num / den) <= kFloatTol);
+    const bool ok =
+        q_len[t] == 0 ? (num == 0.0 && !nan) : (!nan && std::sqrt(num / den) <= kFloatTol);
     if (!ok && bad++ < 5) {
-      ADD_FAILURE() << what << ": token " << t << " (kv len " << q_len[t]
-                    << ") normalized error " << std::sqrt(num / std::max(den, 1e-30))
-                    << (nan ? " with NaN" : "");
+      ADD_FAILURE() << what << ": token " << t << " (kv len " << q_len[t] << ") normalized error "
+                    << std::sqrt(num / std::max(den, 1e-30)) << (nan ? " with NaN" : "");
     }
   }
   EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << rows << " rows out of tolerance";
@@ -300,7 +302,8 @@ void check_quant_variant(DeviceProblem& d, const HostProblem& h,
   op.tma_aligned = v.tma_aligned;
   DevBuf scale(4);
   float amax = 0.0f;
-  for (int64_t i = 0; i < h.n * dim; ++i) amax = std::max(amax, std::fabs(bf16_bits_to_f32(out_bf16[i])));
+  for (int64_t i = 0; i < h.n * dim; ++i)
+    amax = std::max(amax, std::fabs(bf16_bits_to_f32(out_bf16[i])));
   const float scale_v = v.kind == MlaEpilogue::kNvfp4 ? 448.0f * 6.0f / std::max(amax, 1e-6f)
                                                       : std::max(amax, 1e-6f) / 300.0f;
   scale.upload(&scale_v);
@@ -358,9 +361,8 @@ void check_quant_variant(DeviceProblem& d, const HostProblem& h,
   q.download(got_q.data());
   s.download(got_s.data());
   Tensor want_q = Tensor::empty(DType::kFp8E4M3, {t_pad, dim});
-  Tensor want_s = Tensor::empty_strided(DType::kF32, {t_pad, dim / g},
-                                        {lay.token_stride(), lay.group_stride()},
-                                        lay.storage_numel());
+  Tensor want_s = Tensor::empty_strided(
+      DType::kF32, {t_pad, dim / g}, {lay.token_stride(), lay.group_stride()}, lay.storage_numel());
   std::memset(want_q.raw(), 0xff, q.bytes);
   std::memset(want_s.raw(), 0xff, s.bytes);
   ref::Fp8GroupParams gp;
@@ -405,14 +407,15 @@ void run_batch(const Batch& b, bool quant_variants) {
   MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<uint16_t> lat(static_cast<size_t>(h.n) * h.heads * kL);
   MLAFUSE_CUDA_CHECK(cudaMemcpy(lat.data(), d.ws.o_lat, lat.size() * 2, cudaMemcpyDeviceToHost));
-  expect_rows_close(bf16_to_f32(lat), r.o_lat.data<float>(), h.n * h.heads, kL,
-                    [&] {
-                      std::vector<int32_t> l;
-                      for (int t = 0; t < h.n; ++t)
-                        for (int hh = 0; hh < h.heads; ++hh) l.push_back(h.q_len[t]);
-                      return l;
-                    }(),
-                    "latent output (split-KV + combine)");
+  expect_rows_close(
+      bf16_to_f32(lat), r.o_lat.data<float>(), h.n * h.heads, kL,
+      [&] {
+        std::vector<int32_t> l;
+        for (int t = 0; t < h.n; ++t)
+          for (int hh = 0; hh < h.heads; ++hh) l.push_back(h.q_len[t]);
+        return l;
+      }(),
+      "latent output (split-KV + combine)");
   if (h.n > 0) {
     cublasHandle_t handle;
     MLAFUSE_CUBLAS_CHECK(cublasCreate(&handle));

@@ -20,10 +20,10 @@ namespace mlafuse::cuda {
 namespace {
 
 // The decode kernels are specialised for DeepSeek's MLA dimensions (SPEC 4).
-constexpr int64_t kNope = 128;   // P
-constexpr int64_t kRope = 64;    // R
-constexpr int64_t kLatent = 512; // L
-constexpr int64_t kVDim = 128;   // V
+constexpr int64_t kNope = 128;    // P
+constexpr int64_t kRope = 64;     // R
+constexpr int64_t kLatent = 512;  // L
+constexpr int64_t kVDim = 128;    // V
 constexpr int64_t kPage = 64;
 
 bool supported_heads(int64_t h) { return h == 16 || h == 32 || h == 64 || h == 128; }
@@ -55,8 +55,7 @@ void check_i32_meta(const Tensor& t, const char* name, const std::vector<int64_t
   check_dtype(t, name, DType::kI32);
   check_device(t, name, device);
   check_shape(t, name, shape);
-  MLAFUSE_CHECK(t.is_contiguous(), "metadata tensor ", name, " ", t.str(),
-                ": expected contiguous");
+  MLAFUSE_CHECK(t.is_contiguous(), "metadata tensor ", name, " ", t.str(), ": expected contiguous");
 }
 
 // Checks the host copy of the metadata values, so the kernels never read a page outside the cache
@@ -80,8 +79,8 @@ void check_host_metadata(const AttentionMetadata& m, int64_t t_pad, int64_t num_
                   decode ? "decode" : "prefill", ") has ", q_len,
                   " query tokens in query_start_loc; expected ", decode ? "1" : ">= 1");
     // A padded decode sequence may have length 0; a prefill's tokens are part of its length.
-    MLAFUSE_CHECK(lens[s] >= 0 && lens[s] >= (decode ? 0 : q_len), "seq_lens[", s, "] is ",
-                  lens[s], ", expected >= ", decode ? 0 : q_len, " (its query tokens)");
+    MLAFUSE_CHECK(lens[s] >= 0 && lens[s] >= (decode ? 0 : q_len), "seq_lens[", s, "] is ", lens[s],
+                  ", expected >= ", decode ? 0 : q_len, " (its query tokens)");
     const int64_t pages = ceil_div(lens[s], kPage);
     MLAFUSE_CHECK(pages <= max_pages, "seq_lens[", s, "] = ", lens[s], " needs ", pages,
                   " pages but block_table has ", max_pages, " columns");
@@ -141,8 +140,9 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   check_rank(cache, "kv_cache", 3);
   plan.num_pages = cache.dim(0);
   check_cuda_tensor(cache, "kv_cache", DType::kBF16, {plan.num_pages, kPage, l_dim + r_dim});
-  MLAFUSE_CHECK(plan.num_pages >= 1 && plan.num_pages * kPage * (l_dim + r_dim) < (int64_t{1} << 40),
-                "kv_cache ", cache.str(), ": expected 1 or more pages");
+  MLAFUSE_CHECK(
+      plan.num_pages >= 1 && plan.num_pages * kPage * (l_dim + r_dim) < (int64_t{1} << 40),
+      "kv_cache ", cache.str(), ": expected 1 or more pages");
   MLAFUSE_CHECK(cache_out.defined() && cache_out.raw() == cache.raw() &&
                     cache_out.shape() == cache.shape() && cache_out.dtype() == cache.dtype(),
                 "kv_cache_out must be the kv_cache buffer itself (updated in place)");
@@ -163,15 +163,13 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
     MLAFUSE_CHECK(g_attr == 0, "quant_group_size ", g_attr,
                   " is set but the call has no output scales (an unquantized bf16 output)");
   } else {
-    FusedQuantRequest req{*plan.key, layer, h, v_dim, plan.col_major, plan.ue8m0,
-                          plan.tma_aligned};
+    FusedQuantRequest req{*plan.key, layer, h, v_dim, plan.col_major, plan.ue8m0, plan.tma_aligned};
     MLAFUSE_CHECK(mla_fused_quant_supported(req), "mla_attention (cuda): fused quantization ",
                   plan.key->str(), " with col_major=", plan.col_major, " ue8m0=", plan.ue8m0,
                   " tma_aligned=", plan.tma_aligned, " is not supported by the decode kernels");
     const int64_t g_key = plan.key->group_size();
-    MLAFUSE_CHECK(plan.key->scale.is_static && plan.key->dtype == DType::kFp8E4M3
-                      ? g_attr <= 0
-                      : g_attr == g_key,
+    MLAFUSE_CHECK(plan.key->scale.is_static && plan.key->dtype == DType::kFp8E4M3 ? g_attr <= 0
+                                                                                  : g_attr == g_key,
                   "quant_group_size attribute ", g_attr, " disagrees with the output buffers, ",
                   "which ask for ", plan.key->str());
   }
@@ -289,8 +287,8 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   // 2. Workspace: the absorbed query, then the decode kernels' scratch.
   const int num_parts = mla_num_parts(dc.num_sms, h);
   const size_t q_cat_bytes = (static_cast<size_t>(t) * h * kMlaRow * 2 + 255) / 256 * 256;
-  char* base = static_cast<char*>(
-      dc.ensure_workspace(q_cat_bytes + mla_workspace_bytes(t, h, num_parts)));
+  char* base =
+      static_cast<char*>(dc.ensure_workspace(q_cat_bytes + mla_workspace_bytes(t, h, num_parts)));
   auto* q_cat = reinterpret_cast<__nv_bfloat16*>(base);  // [T_pad, H, 576]
   const MlaWorkspace ws = mla_workspace_carve(base + q_cat_bytes, t, h, num_parts);
 
@@ -330,8 +328,7 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
     out.kind = MlaEpilogue::kNvfp4;
     out.nvfp4_scales = static_cast<uint8_t*>(call.outputs[2].raw());
   } else {
-    out.kind = plan.key->group_size() == 128 ? MlaEpilogue::kFp8Group128
-                                             : MlaEpilogue::kFp8Group64;
+    out.kind = plan.key->group_size() == 128 ? MlaEpilogue::kFp8Group128 : MlaEpilogue::kFp8Group64;
     out.group_scales = call.outputs[2].data<float>();
   }
   launch_mla_plan(p, ws, stream);

@@ -7,9 +7,8 @@
 
 namespace mlafuse::cuda {
 namespace mla {
-extern template void launch_combine_up_quant<EpiBf16>(const MlaDecodeProblem&,
-                                                      const MlaWorkspace&, const MlaOutputParams&,
-                                                      cudaStream_t);
+extern template void launch_combine_up_quant<EpiBf16>(const MlaDecodeProblem&, const MlaWorkspace&,
+                                                      const MlaOutputParams&, cudaStream_t);
 extern template void launch_combine_up_quant<EpiFp8Static>(const MlaDecodeProblem&,
                                                            const MlaWorkspace&,
                                                            const MlaOutputParams&, cudaStream_t);
@@ -19,11 +18,9 @@ extern template void launch_combine_up_quant<EpiFp8Group<128>>(const MlaDecodePr
                                                                cudaStream_t);
 extern template void launch_combine_up_quant<EpiFp8Group<64>>(const MlaDecodeProblem&,
                                                               const MlaWorkspace&,
-                                                              const MlaOutputParams&,
-                                                              cudaStream_t);
-extern template void launch_combine_up_quant<EpiNvfp4>(const MlaDecodeProblem&,
-                                                       const MlaWorkspace&, const MlaOutputParams&,
-                                                       cudaStream_t);
+                                                              const MlaOutputParams&, cudaStream_t);
+extern template void launch_combine_up_quant<EpiNvfp4>(const MlaDecodeProblem&, const MlaWorkspace&,
+                                                       const MlaOutputParams&, cudaStream_t);
 }  // namespace mla
 
 void launch_mla_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& ws,

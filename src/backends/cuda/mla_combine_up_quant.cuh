@@ -57,7 +57,8 @@ struct EpiBf16 {
     dim = static_cast<int64_t>(num_heads) * kMlaVDim;
   }
   __device__ __forceinline__ void pad(int, int, int, int) const {}
-  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane, bool valid) const {
+  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane,
+                                      bool valid) const {
     if (!valid) return;
     uint2 v;
     v.x = pack_bf16x2(x[0], x[1]);
@@ -77,7 +78,8 @@ struct EpiFp8Static {
     inv = qe::fp8_static_inv(*o.scale);
   }
   __device__ __forceinline__ void pad(int, int, int, int) const {}
-  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane, bool valid) const {
+  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane,
+                                      bool valid) const {
     if (!valid) return;
     *reinterpret_cast<uint32_t*>(out + t * dim + h * kMlaVDim + 4 * lane) =
         qe::quant_fp8_static_x4(x[0], x[1], x[2], x[3], inv);
@@ -105,7 +107,8 @@ struct EpiFp8Group {
     ue8m0 = o.ue8m0;
   }
   __device__ __forceinline__ void pad(int, int, int, int) const {}
-  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane, bool valid) const {
+  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane,
+                                      bool valid) const {
     float amax = 0.0f;
 #pragma unroll
     for (int i = 0; i < 4; ++i) amax = qe::abs_max(amax, x[i]);
@@ -144,7 +147,8 @@ struct EpiNvfp4 {
   __device__ __forceinline__ void layout_store_zero(int64_t t, int64_t k) const {
     qe::store_nvfp4_scale(sf, layout, t, k, 0);
   }
-  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane, bool valid) const {
+  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane,
+                                      bool valid) const {
     // Lane l holds elements 4l..4l+3, so 16-element block b spans lanes 4b..4b+3. Lane 4b
     // gathers elements 16b..16b+7 (lanes 4b, 4b+1) and lane 4b+1 elements 16b+8..16b+15 (lanes
     // 4b+2, 4b+3); lanes 4b+2 and 4b+3 compute duplicates and store nothing.
@@ -205,10 +209,10 @@ __device__ __forceinline__ float2 merge_split_pair(const MlaDecodeProblem& p,
       for (int j = 0; j < 8; ++j) {
         const int sj = __shfl_sync(0xffffffffu, slot, j0 + j);
         wj[j] = __shfl_sync(0xffffffffu, w, j0 + j);
-        v[j] = j0 + j < nk ? *reinterpret_cast<const float2*>(
-                                 ws.o_part + (static_cast<int64_t>(sj) * p.num_heads + h) *
-                                                 kMlaLatent + d0)
-                           : make_float2(0.0f, 0.0f);
+        v[j] = j0 + j < nk
+                   ? *reinterpret_cast<const float2*>(
+                         ws.o_part + (static_cast<int64_t>(sj) * p.num_heads + h) * kMlaLatent + d0)
+                   : make_float2(0.0f, 0.0f);
       }
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
@@ -325,11 +329,11 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
     for (int i = 0; i < 8; ++i) {
       first[i] = sm.row_off[r0 + i];
       cnt[i] = sm.row_off[r0 + i + 1] - first[i];
-      raw[i] = cnt[i] == 1 ? *reinterpret_cast<const uint32_t*>(
-                                 ws.o_lat +
-                                 (static_cast<int64_t>(t0 + r0 + i) * p.num_heads + h) * kMlaLatent +
-                                 d0)
-                           : 0u;
+      raw[i] = cnt[i] == 1
+                   ? *reinterpret_cast<const uint32_t*>(
+                         ws.o_lat +
+                         (static_cast<int64_t>(t0 + r0 + i) * p.num_heads + h) * kMlaLatent + d0)
+                   : 0u;
     }
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
@@ -344,12 +348,12 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
           for (int j = 0; j < 8; ++j) {
             const int e = e0 + j;
             w[j] = e < end ? sm.ent_w[e] : 0.0f;
-            x[j] = e < end ? *reinterpret_cast<const float2*>(
-                                 ws.o_part +
-                                 (static_cast<int64_t>(sm.ent_slot[e]) * p.num_heads + h) *
-                                     kMlaLatent +
-                                 d0)
-                           : make_float2(0.0f, 0.0f);
+            x[j] = e < end
+                       ? *reinterpret_cast<const float2*>(
+                             ws.o_part +
+                             (static_cast<int64_t>(sm.ent_slot[e]) * p.num_heads + h) * kMlaLatent +
+                             d0)
+                       : make_float2(0.0f, 0.0f);
           }
 #pragma unroll
           for (int j = 0; j < 8; ++j) {
@@ -431,8 +435,8 @@ __global__ void __launch_bounds__(kThreads)
   const QuerySplits sp = query_splits(ws, ws.sched[0], t);
   if (sp.tiles > 0 && sp.first == sp.last) return;
   const int d0 = 64 * warp + 2 * lane;
-  const float2 v = sp.tiles == 0 ? make_float2(0.0f, 0.0f)
-                                 : merge_split_pair(p, ws, sp, t, h, d0, lane);
+  const float2 v =
+      sp.tiles == 0 ? make_float2(0.0f, 0.0f) : merge_split_pair(p, ws, sp, t, h, d0, lane);
   *reinterpret_cast<uint32_t*>(ws.o_lat + (static_cast<int64_t>(t) * p.num_heads + h) * kMlaLatent +
                                d0) = pack_bf16x2(v.x, v.y);
 }
@@ -442,8 +446,8 @@ __global__ void __launch_bounds__(kThreads)
 template <class Epi, int kTM>
 void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                   const MlaOutputParams& op, cudaStream_t stream) {
-  const int64_t rows = Epi::kKind == MlaEpilogue::kNvfp4 ? round_up(p.num_queries, 128)
-                                                          : p.num_queries;
+  const int64_t rows =
+      Epi::kKind == MlaEpilogue::kNvfp4 ? round_up(p.num_queries, 128) : p.num_queries;
   const dim3 grid(static_cast<unsigned>(ceil_div(rows, kTM)), static_cast<unsigned>(p.num_heads));
   MLAFUSE_CHECK(kTM + ws.num_parts <= kMaxMergeEntries, "mla_combine_up_quant: ", ws.num_parts,
                 " split-KV parts exceed the merge plan's capacity");

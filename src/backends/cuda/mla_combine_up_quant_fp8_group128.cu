@@ -3,7 +3,8 @@
 
 namespace mlafuse::cuda::mla {
 
-template void launch_combine_up_quant<EpiFp8Group<128>>(const MlaDecodeProblem&, const MlaWorkspace&,
-                                              const MlaOutputParams&, cudaStream_t);
+template void launch_combine_up_quant<EpiFp8Group<128>>(const MlaDecodeProblem&,
+                                                        const MlaWorkspace&, const MlaOutputParams&,
+                                                        cudaStream_t);
 
 }  // namespace mlafuse::cuda::mla

@@ -4,6 +4,6 @@
 namespace mlafuse::cuda::mla {
 
 template void launch_combine_up_quant<EpiNvfp4>(const MlaDecodeProblem&, const MlaWorkspace&,
-                                              const MlaOutputParams&, cudaStream_t);
+                                                const MlaOutputParams&, cudaStream_t);
 
 }  // namespace mlafuse::cuda::mla

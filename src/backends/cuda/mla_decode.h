@@ -1,6 +1,7 @@
 // MLA decode on the GPU: the host API of the decode kernels (launchers in mla_*.cu, device code in
 // mla_*.cuh). Kernels see only these plain structs; the op runner (mla_attention_op.cc) fills them
-// from an OpCall. Dimensions are DeepSeek's (SPEC 4): latent L = 512, RoPE R = 64, V = 128, page 64.
+// from an OpCall. Dimensions are DeepSeek's (SPEC 4): latent L = 512, RoPE R = 64, V = 128,
+// page 64.
 //
 // The chain for one batch of queries (decode tokens, and prefill tokens run through the same
 // absorbed path with their own causal lengths):
@@ -38,9 +39,9 @@ inline constexpr int kMlaQueryOverheadTiles = 4;
 enum class MlaAttnKernel { kAuto, kMma, kWgmma };
 
 struct MlaDecodeProblem {
-  int num_heads = 0;    // H in {16, 32, 64, 128}
-  int num_queries = 0;  // T_pad: rows of q_cat and of the outputs
-  int num_tokens = 0;   // n, used when num_tokens_device is null
+  int num_heads = 0;                           // H in {16, 32, 64, 128}
+  int num_queries = 0;                         // T_pad: rows of q_cat and of the outputs
+  int num_tokens = 0;                          // n, used when num_tokens_device is null
   const int32_t* num_tokens_device = nullptr;  // [1] real token count n <= T_pad, or null
   float softmax_scale = 0.0f;
   // Attention metadata (device). Query t < n belongs to the sequence s with
@@ -60,15 +61,17 @@ struct MlaDecodeProblem {
 
 // Scratch of one call, carved from one device buffer by mla_workspace_carve.
 struct MlaWorkspace {
-  int num_parts = 0;             // split-KV parts per head block (grid.x of the attention)
-  int32_t* q_len = nullptr;      // [T_pad] KV length of each query (0 for t >= n)
-  int32_t* q_row = nullptr;      // [T_pad] block-table row of each query
-  int32_t* q_cum = nullptr;      // [T_pad + 1] exclusive prefix of the split-KV cost
-  int32_t* sched = nullptr;      // [2] tiles per part, total cost
-  int32_t* part_qbegin = nullptr;  // [num_parts] first query whose cost range holds the part's start
-  __nv_bfloat16* o_lat = nullptr;  // [T_pad, H, 512] normalized latent output (single-split queries)
-  float* o_part = nullptr;       // [2 * num_parts, H, 512] normalized partial outputs
-  float* lse_part = nullptr;     // [2 * num_parts, H] natural-log sum-exp of each partial
+  int num_parts = 0;         // split-KV parts per head block (grid.x of the attention)
+  int32_t* q_len = nullptr;  // [T_pad] KV length of each query (0 for t >= n)
+  int32_t* q_row = nullptr;  // [T_pad] block-table row of each query
+  int32_t* q_cum = nullptr;  // [T_pad + 1] exclusive prefix of the split-KV cost
+  int32_t* sched = nullptr;  // [2] tiles per part, total cost
+  int32_t* part_qbegin =
+      nullptr;  // [num_parts] first query whose cost range holds the part's start
+  __nv_bfloat16* o_lat =
+      nullptr;                // [T_pad, H, 512] normalized latent output (single-split queries)
+  float* o_part = nullptr;    // [2 * num_parts, H, 512] normalized partial outputs
+  float* lse_part = nullptr;  // [2 * num_parts, H] natural-log sum-exp of each partial
 };
 
 int mla_num_parts(int num_sms, int num_heads);
@@ -101,8 +104,8 @@ void launch_mla_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& 
 // Absorbed query: q_cat[t, h] = [bf16(q_nope[t, h] @ W_UK_T[h]) | q_pe[t, h]] for all T_pad rows
 // (a cuBLAS strided-batched GEMM, then a copy of the RoPE part).
 void launch_mla_absorb_q(cublasHandle_t handle, const __nv_bfloat16* q,  // [T_pad, H, 192]
-                         const __nv_bfloat16* w_uk_t,                   // [H, 128, 512]
-                         __nv_bfloat16* q_cat,                          // [T_pad, H, 576]
+                         const __nv_bfloat16* w_uk_t,                    // [H, 128, 512]
+                         __nv_bfloat16* q_cat,                           // [T_pad, H, 576]
                          int num_queries, int num_heads, cudaStream_t stream);
 
 // Unfused baseline, step 1: every query's normalized latent output in ws.o_lat (bf16), zeros for

@@ -68,9 +68,9 @@ void launch_mla_plan(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStre
   MLAFUSE_CUDA_CHECK_LAUNCH("mla_plan_kernel");
 }
 
-void launch_mla_absorb_q(cublasHandle_t handle, const __nv_bfloat16* q,
-                         const __nv_bfloat16* w_uk_t, __nv_bfloat16* q_cat, int num_queries,
-                         int num_heads, cudaStream_t stream) {
+void launch_mla_absorb_q(cublasHandle_t handle, const __nv_bfloat16* q, const __nv_bfloat16* w_uk_t,
+                         __nv_bfloat16* q_cat, int num_queries, int num_heads,
+                         cudaStream_t stream) {
   if (num_queries == 0) return;
   MLAFUSE_CUBLAS_CHECK(cublasSetStream(handle, stream));
   MLAFUSE_CUBLAS_CHECK(cublasSetPointerMode(handle, CUBLAS_POINTER_MODE_HOST));

@@ -26,8 +26,8 @@ inline constexpr int kRowChunks = kMlaRow / 8;  // 72 chunks of 16 bytes in a 57
 
 template <int kHpb>
 struct SplitKvMmaSmem {
-  static constexpr int kMT = kHpb / 16;  // 16-row m-tiles
-  static constexpr int kTG = 8 / kMT;    // token groups of the S phase
+  static constexpr int kMT = kHpb / 16;     // 16-row m-tiles
+  static constexpr int kTG = 8 / kMT;       // token groups of the S phase
   __nv_bfloat16 q[kHpb * kMlaRow];          // [kHpb, 576] swizzled
   __nv_bfloat16 kv[2][kMlaPage * kMlaRow];  // [2][64, 576] swizzled
   __nv_bfloat16 p[kHpb * kMlaPage];         // [kHpb, 64] swizzled: softmax numerators
@@ -36,7 +36,7 @@ struct SplitKvMmaSmem {
 };
 
 // Copies one 64-token page into a shared tile; rows at or past `valid` are zeroed instead.
-__device__ __forceinline__ void load_kv_tile(__nv_bfloat16* dst,  // [64, 576] swizzled
+__device__ __forceinline__ void load_kv_tile(__nv_bfloat16* dst,         // [64, 576] swizzled
                                              const __nv_bfloat16* page,  // [64, 576] global
                                              int valid) {
   for (int i = threadIdx.x; i < kMlaPage * kRowChunks; i += kSplitThreads) {
@@ -256,7 +256,8 @@ __global__ void __launch_bounds__(kSplitThreads, 1)
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           const int r = kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
-          ldmatrix_x4_trans(bv[j], skv + (r * kMlaRow + swz(r, 8 * warp + 2 * j + lane / 16) * 8) * 2);
+          ldmatrix_x4_trans(bv[j],
+                            skv + (r * kMlaRow + swz(r, 8 * warp + 2 * j + lane / 16) * 8) * 2);
         }
 #pragma unroll
         for (int mi = 0; mi < kMT; ++mi) {

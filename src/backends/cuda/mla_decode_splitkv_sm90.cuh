@@ -20,16 +20,16 @@
 
 namespace mlafuse::cuda::mla {
 
-inline constexpr int kWgThreads = 256;  // two warpgroups
-inline constexpr int kWgHeads = 64;     // heads per CTA (the wgmma M)
+inline constexpr int kWgThreads = 256;                     // two warpgroups
+inline constexpr int kWgHeads = 64;                        // heads per CTA (the wgmma M)
 inline constexpr int kTileBytes = kMlaPage * kMlaRow * 2;  // one [64, 576] bf16 tile
 
 struct SplitKvWgmmaSmem {
-  uint8_t q[kWgHeads * kMlaRow * 2];      // SW128 [64 heads, 576]
-  uint8_t kv[2][kTileBytes];              // SW128 [64 tokens, 576], two stages
-  uint8_t p[kWgHeads * kMlaPage * 2];     // SW128 [64 heads, 64 tokens] bf16
-  float red_max[2][kWgHeads];             // per warpgroup row max of the tile's scores
-  float l_part[2][kWgHeads];              // per warpgroup row sum at the segment's end
+  uint8_t q[kWgHeads * kMlaRow * 2];   // SW128 [64 heads, 576]
+  uint8_t kv[2][kTileBytes];           // SW128 [64 tokens, 576], two stages
+  uint8_t p[kWgHeads * kMlaPage * 2];  // SW128 [64 heads, 64 tokens] bf16
+  float red_max[2][kWgHeads];          // per warpgroup row max of the tile's scores
+  float l_part[2][kWgHeads];           // per warpgroup row sum at the segment's end
 };
 // The swizzle pattern repeats every 1024 bytes: tiles start on such a boundary.
 inline constexpr size_t kWgmmaSmemBytes = sizeof(SplitKvWgmmaSmem) + 1024;
@@ -95,7 +95,8 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       cp_async_commit();
     }
 
-    float o[128];  // O[rows, 256w + 8j + 2(lane%4) + {0,1}] at o[4j + {0,1}] (row0), + {2,3} (row0+8)
+    float
+        o[128];  // O[rows, 256w + 8j + 2(lane%4) + {0,1}] at o[4j + {0,1}] (row0), + {2,3} (row0+8)
 #pragma unroll
     for (int i = 0; i < 128; ++i) o[i] = 0.0f;
     float m_run[2] = {-INFINITY, -INFINITY};
@@ -174,7 +175,8 @@ __global__ void __launch_bounds__(kWgThreads, 1)
         for (int r = 0; r < 2; ++r) {
           const int row = row0 + 8 * r;
           const uint32_t addr = sp + sw128_offset(kWgHeads, row, chunk) + (lane % 4) * 4;
-          asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(pack_bf16x2(pv[2 * r], pv[2 * r + 1]))
+          asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr),
+                       "r"(pack_bf16x2(pv[2 * r], pv[2 * r + 1]))
                        : "memory");
         }
       }
@@ -193,10 +195,9 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kMlaPage / 16; ++kk) {
-        wgmma_m64n256k16_ss<1>(o, desc_kmajor(sp + kk * 32),
-                               desc_mnmajor(skv + 4 * wg * (kMlaPage * 128) + kk * 16 * 128,
-                                            kMlaPage * 128),
-                               1);
+        wgmma_m64n256k16_ss<1>(
+            o, desc_kmajor(sp + kk * 32),
+            desc_mnmajor(skv + 4 * wg * (kMlaPage * 128) + kk * 16 * 128, kMlaPage * 128), 1);
       }
       wgmma_commit();
       wgmma_wait<0>();
