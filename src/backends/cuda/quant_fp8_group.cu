@@ -122,12 +122,16 @@ void launch_for_dtype(const Fp8GroupParams& p, int64_t group, int num_sms, cudaS
   }
 }
 
-// Fills in the automatic choices. Problems that fit in one resident wave with one group per
-// thread (T <= ~128 at D = 16384) get exactly that: latency, not bandwidth, decides there. Larger
-// ones keep kDefaultUnroll groups per thread in flight and prefetch the next round while they
-// compute; column-major scales use the tiled walk so each group's scales go out as one run of
-// consecutive tokens. (H100 measurements behind these choices: docs/PERF.md.)
-constexpr int kDefaultUnroll = 2;
+// Fills in the automatic choices, from the H100 sweep of bench_quant (docs/PERF.md). What decides
+// the speed is resident threads: the kernel is latency-bound per thread (load, reduce, divide,
+// encode), so shapes that keep the kernel at <= 32 registers (full occupancy) win, and prefetching
+// the next round, which needs more registers, lost.
+// - Problems that fit in one resident wave with one group per thread (T <= ~128 at D = 16384):
+//   one group per thread, contiguous walk (latency decides there).
+// - Larger, column-major scales: 2 groups per thread on the tiled walk (each group's scales go out
+//   as a run of consecutive tokens): the fastest measured at T = 1024 and 8192.
+// - Larger, row-major scales: 8 groups per thread, contiguous walk (fastest measured at 8192).
+// Inputs other than bf16 G = 64 / 128 take the shapes they have (unroll 1, or 2 with prefetch).
 StreamLaunch resolve_group_launch(const QuantFp8GroupArgs& a, int num_sms,
                                   const StreamLaunch& cfg) {
   StreamLaunch r = cfg;
@@ -135,10 +139,11 @@ StreamLaunch resolve_group_launch(const QuantFp8GroupArgs& a, int num_sms,
   const int64_t lanes = std::min<int64_t>(32, std::max<int64_t>(1, a.group / vec));
   const int64_t threads_one_each = a.t_pad * (a.d / a.group) * lanes;
   const bool small = threads_one_each <= static_cast<int64_t>(std::max(num_sms, 1)) * 2048;
-  const bool automatic = r.unroll == 0;
-  if (automatic) r.unroll = small ? 1 : kDefaultUnroll;
+  if (r.unroll == 0) {
+    r.unroll = small ? 1 : (a.col_major ? 2 : 8);
+    r.prefetch = false;
+  }
   if (r.map < 0) r.map = (r.unroll == 1 || !a.col_major) ? 1 : 2;
-  if (automatic) r.prefetch = !small;
   return r;
 }
 

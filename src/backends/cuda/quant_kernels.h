@@ -20,7 +20,7 @@ namespace mlafuse::cuda {
 // (0: auto; else 1, 2, 4 or 8), the most resident blocks per SM the grid asks for, how the group
 // kernel walks its groups (-1: auto; 0 strided, 1 contiguous per warp, 2 tiles of tokens x
 // groups; see GroupMap in quant_fp8_group.cuh), and whether a thread loads its next round before
-// computing the current one (walks 1 and 2 with unroll <= 4; set by auto). Every combination is
+// computing the current one (walks 1 and 2 with unroll <= 4; off in auto). Every combination is
 // available for bf16 input with G = 64 or 128 (the benchmark sweeps them); other inputs and
 // groups take unroll 1, or unroll 2 with prefetch, on the contiguous or tiled walk. The defaults
 // are tuned on the H100 (docs/PERF.md).
