@@ -1,7 +1,9 @@
 // mla_decode_combine_up_quant: one CTA = kTM query tokens x one head h.
-//   1. W_UV[h] ([512, 128] bf16, 128 KB) streams into shared memory with cp.async while
-//   2. each warp merges the split-KV results of its tokens in f32 (log-sum-exp weights) and rounds
-//      the latent output to bf16 ([kTM, 512] tile in shared memory);
+//   1. W_UV[h] ([512, 128] bf16, 128 KB) streams into shared memory with cp.async, and so do the
+//      bf16 latent rows of tokens done by one split-KV part (already final: copied as they are),
+//      while
+//   2. the warps merge the split-KV results of the other tokens in f32 (log-sum-exp weights) and
+//      round the latent output to bf16 ([kTM, 512] tile in shared memory);
 //   3. out[kTM, 128] = o_lat @ W_UV[h] on tensor cores (mma.sync, f32 accumulate), warp w owns
 //      output columns 16*w .. + 16;
 //   4. the f32 result is rounded to bf16 (the value the unfused graph's quant op would read) and
@@ -41,6 +43,8 @@ struct CombineUpSmem {
   // partial slot and its weight (slot -1: the single-split bf16 latent output, weight 1).
   int row_off[kTM + 1];
   int row_first[kTM];
+  int merge_rows[kTM];  // rows with 0 or >= 2 split entries (merged or zeroed by the warps)
+  int num_merge_rows;
   int ent_slot[kMaxMergeEntries];
   float ent_w[kMaxMergeEntries];
 };
@@ -275,9 +279,28 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
   __syncthreads();
   if (threadIdx.x == 0) {
     sm.row_off[0] = 0;
-    for (int r = 0; r < kTM; ++r) sm.row_off[r + 1] += sm.row_off[r];
+    int m = 0;
+    for (int r = 0; r < kTM; ++r) {
+      if (sm.row_off[r + 1] != 1) sm.merge_rows[m++] = r;
+      sm.row_off[r + 1] += sm.row_off[r];
+    }
+    sm.num_merge_rows = m;
   }
   __syncthreads();
+  // Single-split rows: the attention already wrote their bf16 latent output; copy it into the
+  // swizzled A tile with cp.async (whole tile in flight at once, overlapping the W_UV load and
+  // the merge below). Row r, 16-byte chunk c of 64.
+  {
+    const uint32_t sa = smem_addr(sm.a);
+    for (int i = threadIdx.x; i < kTM * (kMlaLatent / 8); i += kCombineThreads) {
+      const int r = i / (kMlaLatent / 8);
+      const int c = i % (kMlaLatent / 8);
+      if (sm.row_off[r + 1] - sm.row_off[r] != 1) continue;
+      cp_async16(sa + (r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8) * 2,
+                 ws.o_lat + (static_cast<int64_t>(t0 + r) * p.num_heads + h) * kMlaLatent + c * 8);
+    }
+    cp_async_commit();
+  }
   const int entries = sm.row_off[kTM];
   for (int e = threadIdx.x; e < entries; e += kCombineThreads) {
     int lo = 0;
@@ -318,37 +341,52 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
     }
   }
   __syncthreads();
-  // Warp w owns latent dims 64w .. 64w+63 of every row (lane l: 64w + 2l, +1), so even a single
-  // token keeps all eight warps loading; eight rows (or split entries) in flight at a time.
+  // The other rows: warp w owns latent dims 64w .. 64w+63 of every row (lane l: 64w + 2l, +1), so
+  // even a single token keeps all eight warps loading. Eight rows at a time, with the first two
+  // split entries of each loaded before any is summed (16 loads in flight a lane); further entries
+  // follow in order. The sum order is entry order, from 0, as in the unfused merge.
   const int d0 = 64 * warp + 2 * lane;
-  for (int r0 = 0; r0 < kTM; r0 += 8) {
-    uint32_t raw[8];
-    int first[8];
-    int cnt[8];
+  const int num_merge = sm.num_merge_rows;
+  for (int q0 = 0; q0 < num_merge; q0 += 8) {
+    float2 x[8][2];
+    float w[8][2];
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      first[i] = sm.row_off[r0 + i];
-      cnt[i] = sm.row_off[r0 + i + 1] - first[i];
-      raw[i] = cnt[i] == 1
-                   ? *reinterpret_cast<const uint32_t*>(
-                         ws.o_lat +
-                         (static_cast<int64_t>(t0 + r0 + i) * p.num_heads + h) * kMlaLatent + d0)
-                   : 0u;
+      const int r = q0 + i < num_merge ? sm.merge_rows[q0 + i] : 0;
+      const int b = sm.row_off[r];
+      const int cnt = q0 + i < num_merge ? sm.row_off[r + 1] - b : 0;
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        w[i][j] = cnt > 1 ? sm.ent_w[b + j] : 0.0f;
+        x[i][j] =
+            cnt > 1
+                ? *reinterpret_cast<const float2*>(
+                      ws.o_part +
+                      (static_cast<int64_t>(sm.ent_slot[b + j]) * p.num_heads + h) * kMlaLatent +
+                      d0)
+                : make_float2(0.0f, 0.0f);
+      }
     }
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      float2 v = make_float2(bf16_lo(raw[i]), bf16_hi(raw[i]));
-      if (cnt[i] > 1) {
-        v = make_float2(0.0f, 0.0f);
-        const int end = first[i] + cnt[i];
-        for (int e0 = first[i]; e0 < end; e0 += 8) {
-          float2 x[8];
-          float w[8];
+      if (q0 + i >= num_merge) break;  // uniform over the CTA
+      const int r = sm.merge_rows[q0 + i];
+      const int b = sm.row_off[r];
+      const int end = sm.row_off[r + 1];
+      float2 v = make_float2(0.0f, 0.0f);
+      if (end - b > 1) {
+        v.x += w[i][0] * x[i][0].x;
+        v.y += w[i][0] * x[i][0].y;
+        v.x += w[i][1] * x[i][1].x;
+        v.y += w[i][1] * x[i][1].y;
+        for (int e0 = b + 2; e0 < end; e0 += 8) {
+          float2 y[8];
+          float wy[8];
 #pragma unroll
           for (int j = 0; j < 8; ++j) {
             const int e = e0 + j;
-            w[j] = e < end ? sm.ent_w[e] : 0.0f;
-            x[j] = e < end
+            wy[j] = e < end ? sm.ent_w[e] : 0.0f;
+            y[j] = e < end
                        ? *reinterpret_cast<const float2*>(
                              ws.o_part +
                              (static_cast<int64_t>(sm.ent_slot[e]) * p.num_heads + h) * kMlaLatent +
@@ -357,12 +395,11 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
           }
 #pragma unroll
           for (int j = 0; j < 8; ++j) {
-            v.x += w[j] * x[j].x;
-            v.y += w[j] * x[j].y;
+            v.x += wy[j] * y[j].x;
+            v.y += wy[j] * y[j].y;
           }
         }
       }
-      const int r = r0 + i;
       const int c = d0 / 8;
       *reinterpret_cast<uint32_t*>(sm.a + r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8 +
                                    d0 % 8) = pack_bf16x2(v.x, v.y);
@@ -441,8 +478,8 @@ __global__ void __launch_bounds__(kThreads)
                                d0) = pack_bf16x2(v.x, v.y);
 }
 
-// Host side: picks the token tile (16, 32 or 64 rows) from T_pad and launches one CTA per
-// (tile, head). NVFP4's grid reaches round_up(T_pad, 128) rows for its scale padding.
+// Host side: launches one CTA per (token tile, head). NVFP4's grid reaches round_up(T_pad, 128)
+// rows for its scale padding.
 template <class Epi, int kTM>
 void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                   const MlaOutputParams& op, cudaStream_t stream) {
@@ -459,15 +496,34 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   MLAFUSE_CUDA_CHECK_LAUNCH("mla_combine_up_quant_kernel");
 }
 
+// The token tile: the smallest of 16/32/64 rows whose grid (tiles x heads) still fits in one wave
+// of one CTA per SM (W_UV[h] fills most of shared memory), so a small grid (H = 16, or few
+// tokens) spreads over more SMs; when even 64-row tiles take more than one wave, 64 rows, which
+// read each W_UV[h] the fewest times.
+inline int combine_tile_rows(int64_t rows, int num_heads, int num_sms) {
+  for (const int tm : {16, 32, 64}) {
+    if (ceil_div(rows, tm) * num_heads <= num_sms) return tm;
+  }
+  return 64;
+}
+
 template <class Epi>
 void launch_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                              const MlaOutputParams& op, cudaStream_t stream) {
-  if (p.num_queries <= 16) {
-    launch_combine_up_quant_tile<Epi, 16>(p, ws, op, stream);
-  } else if (p.num_queries <= 32) {
-    launch_combine_up_quant_tile<Epi, 32>(p, ws, op, stream);
-  } else {
-    launch_combine_up_quant_tile<Epi, 64>(p, ws, op, stream);
+  int device = 0;
+  int num_sms = 0;
+  MLAFUSE_CUDA_CHECK(cudaGetDevice(&device));
+  MLAFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
+  switch (combine_tile_rows(p.num_queries, p.num_heads, num_sms)) {
+    case 16:
+      launch_combine_up_quant_tile<Epi, 16>(p, ws, op, stream);
+      break;
+    case 32:
+      launch_combine_up_quant_tile<Epi, 32>(p, ws, op, stream);
+      break;
+    default:
+      launch_combine_up_quant_tile<Epi, 64>(p, ws, op, stream);
+      break;
   }
 }
 
