@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -199,11 +200,21 @@ Tensor read_npy(const std::string& path) {
   MLAFUSE_CHECK(shape_text.size() >= 2 && shape_text.front() == '(', path, ": bad .npy shape ",
                 shape_text);
   const std::vector<int64_t> shape = parse_shape(shape_text, path);
-  Tensor t = Tensor::empty(dtype, shape);
-  const size_t want = static_cast<size_t>(t.numel()) * dtype_size(dtype);
+  // The size is checked against the file before allocating, so a corrupt shape is a clear error
+  // rather than bad_alloc or a wrapped product: want stays <= have at every step.
   const size_t have = data.size() - header_start - header_len;
-  MLAFUSE_CHECK(have >= want, path, ": truncated .npy data: ", shape_str(shape), " ",
-                dtype_name(dtype), " needs ", want, " bytes, the file holds ", have);
+  double need = static_cast<double>(dtype_size(dtype));  // exact below 2^53
+  for (int64_t d : shape) need *= static_cast<double>(d);
+  size_t want = need == 0 ? 0 : dtype_size(dtype);
+  for (int64_t d : shape) {
+    const size_t ud = static_cast<size_t>(d);
+    MLAFUSE_CHECK(ud == 0 || want <= have / ud, path, ": truncated .npy data: ", shape_str(shape),
+                  " ", dtype_name(dtype), " needs ",
+                  need < 0x1p53 ? std::to_string(static_cast<uint64_t>(need)) : "over 2^53",
+                  " bytes, the file holds ", have);
+    want *= ud;
+  }
+  Tensor t = Tensor::empty(dtype, shape);
   if (want > 0) std::memcpy(t.raw(), data.data() + header_start + header_len, want);
   return t;
 }

@@ -146,6 +146,12 @@ TEST_F(Npy, MalformedFilesNameTheFile) {
   put(path("short.npy"),
       make_file("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", f4));
   expect_error([&] { read_npy(path("short.npy")); }, {"short.npy", "truncated", "12 bytes"});
+  // A shape far past the payload (and past 2^64 bytes) is named before anything is allocated.
+  put(path("huge.npy"),
+      make_file("{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627775, "
+                "1099511627775), }",
+                f4));
+  expect_error([&] { read_npy(path("huge.npy")); }, {"huge.npy", "truncated", "over 2^53"});
   put(path("noshape.npy"), make_file("{'descr': '<f4', 'fortran_order': False, }", f4));
   expect_error([&] { read_npy(path("noshape.npy")); }, {"noshape.npy", "'shape'"});
   put(path("badshape.npy"),
