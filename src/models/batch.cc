@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <numeric>
 
@@ -53,11 +54,15 @@ Batch make_batch(const MlaConfig& cfg, int64_t num_layers, const BatchSpec& spec
   MLAFUSE_CHECK(num_layers >= 1, "make_batch: num_layers must be >= 1, got ", num_layers);
   MLAFUSE_CHECK(!spec.decode_lens.empty() || !spec.prefills.empty(),
                 "make_batch: the batch has no sequences (give decode lengths or prefills)");
+  // The metadata is int32 (seq_lens, query_start_loc, block_table, slot_mapping): lengths, token
+  // counts and slots past this would wrap silently.
+  constexpr int64_t kMaxI32 = std::numeric_limits<int32_t>::max();
   // Per sequence: length after the step and new tokens in it.
   std::vector<int64_t> seq_len, new_tokens;
   for (size_t i = 0; i < spec.decode_lens.size(); ++i) {
-    MLAFUSE_CHECK(spec.decode_lens[i] >= 1, "decode sequence ", i,
-                  ": length must be >= 1 (it counts the new token), got ", spec.decode_lens[i]);
+    MLAFUSE_CHECK(spec.decode_lens[i] >= 1 && spec.decode_lens[i] <= kMaxI32, "decode sequence ", i,
+                  ": length must be in [1, ", kMaxI32, "] (it counts the new token), got ",
+                  spec.decode_lens[i]);
     seq_len.push_back(spec.decode_lens[i]);
     new_tokens.push_back(1);
   }
@@ -67,6 +72,8 @@ Batch make_batch(const MlaConfig& cfg, int64_t num_layers, const BatchSpec& spec
     MLAFUSE_CHECK(p.query_len >= 1, "prefill ", i, ": query length must be >= 1, got ",
                   p.query_len);
     MLAFUSE_CHECK(p.context >= 0, "prefill ", i, ": context must be >= 0, got ", p.context);
+    MLAFUSE_CHECK(p.query_len <= kMaxI32 - p.context, "prefill ", i, ": context ", p.context,
+                  " + query length ", p.query_len, " exceeds ", kMaxI32);
     seq_len.push_back(p.context + p.query_len);
     new_tokens.push_back(p.query_len);
     prefill_tokens += p.query_len;
@@ -95,6 +102,9 @@ Batch make_batch(const MlaConfig& cfg, int64_t num_layers, const BatchSpec& spec
     b.num_pages += pages_of[s];
     max_pages = std::max(max_pages, pages_of[s]);
   }
+  // Every token has a slot, so this bounds the token count and query_start_loc too.
+  MLAFUSE_CHECK(b.num_pages * page <= kMaxI32, "make_batch: ", b.num_pages, " pages of ", page,
+                " tokens exceed the int32 range of slot_mapping");
   std::vector<int32_t> perm(static_cast<size_t>(b.num_pages));
   std::iota(perm.begin(), perm.end(), 0);
   detail::Rng page_rng(spec.seed, purpose(0, kPages));

@@ -178,6 +178,14 @@ TEST(Batch, BadSpecsAreNamed) {
   EXPECT_THROW(make_batch(cfg, 1, spec), Error);
   spec.prefills = {{2, -1}};
   EXPECT_THROW(make_batch(cfg, 1, spec), Error);
+  // Lengths past the int32 metadata are named, not wrapped.
+  spec.prefills = {{2, int64_t{1} << 31}};
+  EXPECT_THROW(make_batch(cfg, 1, spec), Error);
+  spec.prefills.clear();
+  spec.decode_lens = {int64_t{1} << 31};
+  EXPECT_THROW(make_batch(cfg, 1, spec), Error);
+  spec.decode_lens = {int64_t{1} << 30, int64_t{1} << 30, int64_t{1} << 30};  // 3 * 2^30 slots
+  EXPECT_THROW(make_batch(cfg, 1, spec), Error);
 }
 
 }  // namespace
