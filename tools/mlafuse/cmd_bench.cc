@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cli_args.h"
+#include "cli_job.h"
 #include "cli_json.h"
 #include "command.h"
 #include "mlafuse/backends/backend.h"
@@ -62,8 +63,9 @@ double node_us(const runtime::RunStats& s, const char* op) {
 
 int bench_main(const std::vector<std::string>& args) {
   int64_t heads = 128, layers = 1, context = 1024, iters = 0, seed = 0;
-  std::string batches = "1,8,32,128", quant = "fp8-group128", backend_name;
-  bool col_major = false, ue8m0 = false, tma_aligned = false, no_graphs = false, json = false;
+  std::string batches = "1,8,32,128", backend_name;
+  QuantFlags quant;
+  bool no_graphs = false, json = false;
   ArgParser p("bench", kSummary);
   p.add_choice("--backend", &backend_name, {"cpu", "cuda"},
                "default cuda when a GPU is present, else cpu");
@@ -71,52 +73,22 @@ int bench_main(const std::vector<std::string>& args) {
   p.add_int("--layers", &layers, "N", "independent MLA blocks (default 1)", 1, 1024);
   p.add_string("--batch", &batches, "B,..", "decode batch sizes (default 1,8,32,128)");
   p.add_int("--context", &context, "LEN", "each sequence's length (default 1024)", 1, 1 << 20);
-  p.add_choice("--quant", &quant, {"fp8-static", "fp8-group128", "fp8-group64", "nvfp4"},
-               "quantization fused into the attention (default fp8-group128 --col-major "
-               "--tma-aligned; given --quant or a flag, only the flags given are set)");
-  p.add_flag("--col-major", &col_major, "group FP8: column-major scales");
-  p.add_flag("--ue8m0", &ue8m0, "group FP8: power-of-two scales");
-  p.add_flag("--tma-aligned", &tma_aligned, "group FP8: scale column stride padded to 4 tokens");
+  quant.add_to(&p);
   p.add_flag("--no-graphs", &no_graphs, "cuda: time eager node launches only");
   p.add_int("--iters", &iters, "N", "timed runs, median (default 100 cuda, 1 cpu)", 1, 100000);
   p.add_int("--seed", &seed, "S", "seed of weights and batches (default 0)", 0, 1 << 30);
   p.add_flag("--json", &json, "print one JSON object instead of a table");
   if (!p.parse(args)) return 0;
 
-  models::OutputQuant q = runtime::default_job_quant();
-  const bool any_flag = col_major || ue8m0 || tma_aligned;
-  if (p.given("--quant") || any_flag) {
-    q = models::parse_output_quant(quant);
-    MLAFUSE_CHECK(q.kind == models::QuantKind::kFp8Group || !any_flag,
-                  "--col-major, --ue8m0 and --tma-aligned apply to fp8-group128/fp8-group64, "
-                  "not to ",
-                  quant);
-    q.col_major = col_major;
-    q.ue8m0 = ue8m0;
-    q.tma_aligned = tma_aligned;
-  }
+  const models::OutputQuant q = quant.resolve(p, runtime::default_job_quant());
   MLAFUSE_CHECK(q.kind != models::QuantKind::kFp8Static && q.kind != models::QuantKind::kNvfp4,
                 "bench times dynamic group FP8 (static scales need calibration: use mlafuse run "
                 "--quant ",
-                quant, ")");
+                quant.quant, ")");
   const std::vector<int64_t> sizes = parse_list("--batch", batches);
 
-  std::unique_ptr<Backend> backend;
-  if (backend_name.empty()) {
-    backend = make_backend("cpu");
-    for (const std::string& name : available_backends()) {
-      if (name != "cuda") continue;
-      auto cuda = make_backend("cuda");
-      try {
-        cuda->allocate(DType::kU8, {1}, {1}, 1);  // needs a GPU; capability queries do not
-        backend = std::move(cuda);
-      } catch (const Error&) {
-      }
-    }
-  } else {
-    backend = make_backend(backend_name);
-    if (backend_name == "cuda") backend->allocate(DType::kU8, {1}, {1}, 1);
-  }
+  std::string why;  // bench reports the backend by name only
+  const std::unique_ptr<Backend> backend = pick_backend(backend_name, &why);
   const bool gpu = backend->device() == Device::kCuda;
 
   MlaConfig cfg;

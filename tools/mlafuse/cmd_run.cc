@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli_args.h"
+#include "cli_job.h"
 #include "cli_json.h"
 #include "command.h"
 #include "mlafuse/backends/backend.h"
@@ -65,8 +66,8 @@ bool parse_args(const std::vector<std::string>& args, RunArgs* out) {
   a.job.batch = runtime::default_job_batch();
   a.job.quant = runtime::default_job_quant();
   int64_t layers = 1, heads = a.job.config.num_heads, seed = 0;
-  std::string decode_lens = "1,77,300,1000", prefill = "32:0", quant = "fp8-group128";
-  bool col_major = false, ue8m0 = false, tma_aligned = false;
+  std::string decode_lens = "1,77,300,1000", prefill = "32:0";
+  QuantFlags quant;
   ArgParser p("run", kSummary);
   p.add_int("--layers", &layers, "N", "independent MLA blocks (default 1)", 1, 1024);
   p.add_int("--heads", &heads, "H", "attention heads (default 128; DeepSeek-V3 sizes otherwise)", 1,
@@ -76,12 +77,7 @@ bool parse_args(const std::vector<std::string>& args, RunArgs* out) {
                "'none': no decodes)");
   p.add_string("--prefill", &prefill, "LEN[:CTX],..",
                "prefills of LEN new tokens after CTX cached ones (default 32:0; 'none')");
-  p.add_choice("--quant", &quant, {"fp8-static", "fp8-group128", "fp8-group64", "nvfp4"},
-               "quantization fused into the attention (default fp8-group128 --col-major "
-               "--tma-aligned; given --quant or a flag, only the flags given are set)");
-  p.add_flag("--col-major", &col_major, "group FP8: column-major scales");
-  p.add_flag("--ue8m0", &ue8m0, "group FP8: power-of-two scales");
-  p.add_flag("--tma-aligned", &tma_aligned, "group FP8: scale column stride padded to 4 tokens");
+  quant.add_to(&p);
   p.add_int("--seed", &seed, "S", "seed of weights and batch (default 0)", 0,
             std::numeric_limits<int64_t>::max());
   p.add_choice("--backend", &a.backend, {"cpu", "cuda"},
@@ -116,49 +112,8 @@ bool parse_args(const std::vector<std::string>& args, RunArgs* out) {
   }
   MLAFUSE_CHECK(!a.job.batch.decode_lens.empty() || !a.job.batch.prefills.empty(),
                 "the batch is empty: give --decode-lens or --prefill");
-  const bool any_flag = col_major || ue8m0 || tma_aligned;
-  if (p.given("--quant") || any_flag) {
-    models::OutputQuant q = models::parse_output_quant(quant);
-    MLAFUSE_CHECK(q.kind == models::QuantKind::kFp8Group || !any_flag,
-                  "--col-major, --ue8m0 and --tma-aligned apply to fp8-group128/fp8-group64, "
-                  "not to ",
-                  quant);
-    q.col_major = col_major;
-    q.ue8m0 = ue8m0;
-    q.tma_aligned = tma_aligned;
-    a.job.quant = q;
-  }
+  a.job.quant = quant.resolve(p, a.job.quant);
   return true;
-}
-
-// The backend to run on, and a sentence on how it was chosen.
-std::unique_ptr<Backend> pick_backend(const std::string& requested, std::string* why) {
-  if (!requested.empty()) {
-    auto b = make_backend(requested);
-    if (requested == "cuda") {
-      try {  // the CUDA backend answers capability queries without a GPU; running needs one
-        b->allocate(DType::kU8, {1}, {1}, 1);
-      } catch (const Error& e) {
-        MLAFUSE_FAIL("--backend cuda: ", e.what());
-      }
-    }
-    *why = "as requested";
-    return b;
-  }
-  for (const std::string& name : available_backends()) {
-    if (name != "cuda") continue;
-    auto b = make_backend("cuda");
-    try {
-      b->allocate(DType::kU8, {1}, {1}, 1);
-      *why = "default: a GPU is present";
-      return b;
-    } catch (const Error& e) {
-      *why = std::string("default: the CUDA backend cannot run here (") + e.what() + ")";
-      return make_backend("cpu");
-    }
-  }
-  *why = "default: this build has no CUDA backend";
-  return make_backend("cpu");
 }
 
 // ---- output ----------------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+#include "cli_job.h"
+
+#include "mlafuse/core/error.h"
+
+namespace mlafuse::cli {
+
+void QuantFlags::add_to(ArgParser* p) {
+  p->add_choice("--quant", &quant, {"fp8-static", "fp8-group128", "fp8-group64", "nvfp4"},
+                "quantization fused into the attention (default fp8-group128 --col-major "
+                "--tma-aligned; given --quant or a flag, only the flags given are set)");
+  p->add_flag("--col-major", &col_major, "group FP8: column-major scales");
+  p->add_flag("--ue8m0", &ue8m0, "group FP8: power-of-two scales");
+  p->add_flag("--tma-aligned", &tma_aligned, "group FP8: scale column stride padded to 4 tokens");
+}
+
+models::OutputQuant QuantFlags::resolve(const ArgParser& p,
+                                        const models::OutputQuant& fallback) const {
+  const bool any_flag = col_major || ue8m0 || tma_aligned;
+  if (!p.given("--quant") && !any_flag) return fallback;
+  models::OutputQuant q = models::parse_output_quant(quant);
+  MLAFUSE_CHECK(q.kind == models::QuantKind::kFp8Group || !any_flag,
+                "--col-major, --ue8m0 and --tma-aligned apply to fp8-group128/fp8-group64, not to ",
+                quant);
+  q.col_major = col_major;
+  q.ue8m0 = ue8m0;
+  q.tma_aligned = tma_aligned;
+  return q;
+}
+
+std::unique_ptr<Backend> pick_backend(const std::string& requested, std::string* why) {
+  if (!requested.empty()) {
+    auto b = make_backend(requested);
+    if (requested == "cuda") {
+      try {  // the CUDA backend answers capability queries without a GPU; running needs one
+        b->allocate(DType::kU8, {1}, {1}, 1);
+      } catch (const Error& e) {
+        MLAFUSE_FAIL("--backend cuda: ", e.what());
+      }
+    }
+    *why = "as requested";
+    return b;
+  }
+  for (const std::string& name : available_backends()) {
+    if (name != "cuda") continue;
+    auto b = make_backend("cuda");
+    try {
+      b->allocate(DType::kU8, {1}, {1}, 1);
+      *why = "default: a GPU is present";
+      return b;
+    } catch (const Error& e) {
+      *why = std::string("default: the CUDA backend cannot run here (") + e.what() + ")";
+      return make_backend("cpu");
+    }
+  }
+  *why = "default: this build has no CUDA backend";
+  return make_backend("cpu");
+}
+
+}  // namespace mlafuse::cli
