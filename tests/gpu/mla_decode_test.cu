@@ -519,6 +519,15 @@ TEST(MlaDecodeSmall, WgmmaH64) {
   run_batch(b, false);
 }
 
+// More than one wave of 64-token tiles (H = 128, 95 token rows: 256 CTAs on an H100's 132 SMs):
+// the combine streams W_UV through a ring of two chunks, two CTAs per SM. Small enough to run
+// under compute-sanitizer too (every quantization variant outside it).
+TEST(MlaDecodeSmall, StreamedWuvH128) {
+  SKIP_WITHOUT_GPU();
+  Batch b = decode_batch(128, 90, 5, 4242u);
+  run_batch(b, !small_mode());
+}
+
 TEST(MlaDecodeQuant, AllVariantsH128) {
   SKIP_WITHOUT_GPU();
   if (small_mode()) GTEST_SKIP() << "large shape (MLAFUSE_GPU_TEST_SMALL)";

@@ -34,11 +34,18 @@ inline constexpr int kOutStride = kMlaVDim + 8;  // padded bf16 row of the stage
 // once more); the launcher checks num_parts against this.
 inline constexpr int kMaxMergeEntries = 1024;
 
-template <int kTM>
+// W_UV[h] moves in chunks of 64 latent rows (16 KB); a ring of kStages chunk buffers. kStages =
+// kWChunks holds W_UV[h] whole (every chunk in flight from the start); kStages = 2 streams it so
+// that two CTAs fit on an SM, for grids of more than one wave.
+inline constexpr int kWChunkRows = 64;
+inline constexpr int kWChunks = kMlaLatent / kWChunkRows;
+
+template <int kTM, int kStages>
 struct CombineUpSmem {
-  __nv_bfloat16 w[kMlaLatent * kMlaVDim];  // W_UV[h] [512, 128], rows of 16 swizzled chunks
-  __nv_bfloat16 a[kTM * kMlaLatent];       // merged o_lat [kTM, 512], rows of 64 swizzled chunks;
-                                           // reused as the bf16 output tile [kTM, kOutStride]
+  __nv_bfloat16 w[kStages * kWChunkRows * kMlaVDim];  // W_UV[h] chunks [64, 128], rows of 16
+                                                      // swizzled 16-byte chunks
+  __nv_bfloat16 a[kTM * kMlaLatent];  // merged o_lat [kTM, 512], rows of 64 swizzled chunks;
+                                      // reused as the bf16 output tile [kTM, kOutStride]
   // The tile's merge plan: row r's split entries are [row_off[r], row_off[r+1]); an entry is a
   // partial slot and its weight (slot -1: the single-split bf16 latent output, weight 1).
   int row_off[kTM + 1];
@@ -231,10 +238,52 @@ __device__ __forceinline__ float2 merge_split_pair(const MlaDecodeProblem& p,
   return make_float2(acc.x * inv, acc.y * inv);
 }
 
-template <class Epi, int kTM>
-__global__ void __launch_bounds__(kCombineThreads, 1)
+// Waits until at most `pending` (warp-uniform, 0..7) cp.async groups of the thread are in flight.
+__device__ __forceinline__ void cp_async_wait_dyn(int pending) {
+  switch (pending) {
+    case 0:
+      cp_async_wait<0>();
+      break;
+    case 1:
+      cp_async_wait<1>();
+      break;
+    case 2:
+      cp_async_wait<2>();
+      break;
+    case 3:
+      cp_async_wait<3>();
+      break;
+    case 4:
+      cp_async_wait<4>();
+      break;
+    case 5:
+      cp_async_wait<5>();
+      break;
+    case 6:
+      cp_async_wait<6>();
+      break;
+    default:
+      cp_async_wait<7>();
+      break;
+  }
+}
+
+// Chunk k of W_UV[h] ([64, 128] bf16, rows 64k .. 64k+63) into the ring buffer at `dst`.
+__device__ __forceinline__ void load_w_chunk(uint32_t dst, const __nv_bfloat16* gw, int k) {
+  const __nv_bfloat16* src = gw + static_cast<int64_t>(k) * kWChunkRows * kMlaVDim;
+  for (int i = threadIdx.x; i < kWChunkRows * kMlaVDim / 8; i += kCombineThreads) {
+    const int r = i / 16;
+    const int c = i % 16;
+    cp_async16(dst + (r * kMlaVDim + ((c & 8) | swz(r, c & 7)) * 8) * 2,
+               src + r * kMlaVDim + c * 8);
+  }
+}
+
+template <class Epi, int kTM, int kStages>
+__global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     mla_combine_up_quant_kernel(MlaDecodeProblem p, MlaWorkspace ws, MlaOutputParams op) {
-  using Smem = CombineUpSmem<kTM>;
+  static_assert(kStages == kWChunks || kStages == 2, "W_UV: whole, or a ring of two chunks");
+  using Smem = CombineUpSmem<kTM, kStages>;
   constexpr int kMT = kTM / 16;
   extern __shared__ __align__(128) uint8_t smem_raw[];
   Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
@@ -249,14 +298,12 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
   epi.pad(t0, kTM, n, h);
   if (t0 >= n) return;  // uniform over the CTA: nothing real in this tile
 
-  // 1. W_UV[h] -> shared memory, four commit groups of 128 rows.
+  // 1. The first kStages chunks of W_UV[h] -> shared memory (all of it when kStages = 8).
   const __nv_bfloat16* gw = p.w_uv + static_cast<int64_t>(h) * kMlaLatent * kMlaVDim;
   const uint32_t sw = smem_addr(sm.w);
-  for (int i = threadIdx.x; i < kMlaLatent * kMlaVDim / 8; i += kCombineThreads) {
-    const int r = i / 16;
-    const int c = i % 16;
-    cp_async16(sw + (r * kMlaVDim + ((c & 8) | swz(r, c & 7)) * 8) * 2, gw + r * kMlaVDim + c * 8);
-  }
+  constexpr uint32_t kChunkBytes = kWChunkRows * kMlaVDim * 2;
+#pragma unroll
+  for (int k = 0; k < kStages; ++k) load_w_chunk(sw + k * kChunkBytes, gw, k);
   cp_async_commit();
 
   // 2. Merge the splits of each token in f32 and round to bf16. The plan (split count, partial
@@ -416,23 +463,40 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
     for (int j = 0; j < 2; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) c[mi][j][e] = 0.0f;
+  //    Chunk k (latent rows 64k ..) sits in ring buffer k % kStages. With a ring of two, chunk k is
+  //    waited for at the top of step k, and chunk k + 2 is issued into the buffer just read once
+  //    every warp is done with it; the prologue's chunks are complete already (waited above).
   const uint32_t sa = smem_addr(sm.a);
-#pragma unroll 4
-  for (int kk = 0; kk < kMlaLatent / 16; ++kk) {
-    uint32_t b[4];
-    {
-      const int r = kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
-      const int ch = 2 * warp + lane / 16;
-      ldmatrix_x4_trans(b, sw + (r * kMlaVDim + ((ch & 8) | swz(r, ch & 7)) * 8) * 2);
+#pragma unroll 1
+  for (int k = 0; k < kWChunks; ++k) {
+    if (k >= kStages) {
+      cp_async_wait_dyn(min(k - 1 + kStages, kWChunks - 1) - k);
+      __syncthreads();
     }
+    const uint32_t swk = sw + (k % kStages) * kChunkBytes;
 #pragma unroll
-    for (int mi = 0; mi < kMT; ++mi) {
-      uint32_t a[4];
-      const int r = mi * 16 + (lane % 16);
-      const int ch = 2 * kk + lane / 16;
-      ldmatrix_x4(a, sa + (r * kMlaLatent + ((ch & ~7) | swz(r, ch & 7)) * 8) * 2);
-      mma_bf16_16816(c[mi][0], a, b[0], b[1]);
-      mma_bf16_16816(c[mi][1], a, b[2], b[3]);
+    for (int kl = 0; kl < kWChunkRows / 16; ++kl) {
+      const int kk = k * (kWChunkRows / 16) + kl;  // 16-wide step of the latent dim
+      uint32_t b[4];
+      {
+        const int r = kl * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+        const int ch = 2 * warp + lane / 16;
+        ldmatrix_x4_trans(b, swk + (r * kMlaVDim + ((ch & 8) | swz(r, ch & 7)) * 8) * 2);
+      }
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi) {
+        uint32_t a[4];
+        const int r = mi * 16 + (lane % 16);
+        const int ch = 2 * kk + lane / 16;
+        ldmatrix_x4(a, sa + (r * kMlaLatent + ((ch & ~7) | swz(r, ch & 7)) * 8) * 2);
+        mma_bf16_16816(c[mi][0], a, b[0], b[1]);
+        mma_bf16_16816(c[mi][1], a, b[2], b[3]);
+      }
+    }
+    if (k + kStages < kWChunks) {
+      __syncthreads();  // every warp has read buffer k % kStages
+      load_w_chunk(swk, gw, k + kStages);
+      cp_async_commit();
     }
   }
   __syncthreads();  // sm.a becomes the output tile
@@ -480,7 +544,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // Host side: launches one CTA per (token tile, head). NVFP4's grid reaches round_up(T_pad, 128)
 // rows for its scale padding.
-template <class Epi, int kTM>
+template <class Epi, int kTM, int kStages>
 void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                   const MlaOutputParams& op, cudaStream_t stream) {
   const int64_t rows =
@@ -488,22 +552,26 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   const dim3 grid(static_cast<unsigned>(ceil_div(rows, kTM)), static_cast<unsigned>(p.num_heads));
   MLAFUSE_CHECK(kTM + ws.num_parts <= kMaxMergeEntries, "mla_combine_up_quant: ", ws.num_parts,
                 " split-KV parts exceed the merge plan's capacity");
-  const size_t smem = sizeof(CombineUpSmem<kTM>);
-  auto kernel = mla_combine_up_quant_kernel<Epi, kTM>;
+  const size_t smem = sizeof(CombineUpSmem<kTM, kStages>);
+  auto kernel = mla_combine_up_quant_kernel<Epi, kTM, kStages>;
   MLAFUSE_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   kernel<<<grid, kCombineThreads, smem, stream>>>(p, ws, op);
   MLAFUSE_CUDA_CHECK_LAUNCH("mla_combine_up_quant_kernel");
 }
 
-// The token tile: the smallest of 16/32/64 rows whose grid (tiles x heads) still fits in one wave
-// of one CTA per SM (W_UV[h] fills most of shared memory), so a small grid (H = 16, or few
-// tokens) spreads over more SMs; when even 64-row tiles take more than one wave, 64 rows, which
-// read each W_UV[h] the fewest times.
-inline int combine_tile_rows(int64_t rows, int num_heads, int num_sms) {
+// The launch shape: the smallest token tile of 16/32/64 rows whose grid (tiles x heads) fits in
+// one wave of one CTA per SM (W_UV[h] whole in shared memory), so a small grid (H = 16, or few
+// tokens) spreads over more SMs. When even 64-row tiles take more than one wave: 64 rows (each
+// W_UV[h] read the fewest times; the tiles of a head are adjacent in the grid, so they share it
+// through L2) with W_UV streamed through a ring of two chunks, two CTAs per SM, so one CTA's
+// merge overlaps another's loads and MMA. Returns kTM, and sets *stages.
+inline int combine_launch_shape(int64_t rows, int num_heads, int num_sms, int* stages) {
+  *stages = kWChunks;
   for (const int tm : {16, 32, 64}) {
     if (ceil_div(rows, tm) * num_heads <= num_sms) return tm;
   }
+  *stages = 2;
   return 64;
 }
 
@@ -514,15 +582,20 @@ void launch_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& ws,
   int num_sms = 0;
   MLAFUSE_CUDA_CHECK(cudaGetDevice(&device));
   MLAFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
-  switch (combine_tile_rows(p.num_queries, p.num_heads, num_sms)) {
+  int stages = kWChunks;
+  switch (combine_launch_shape(p.num_queries, p.num_heads, num_sms, &stages)) {
     case 16:
-      launch_combine_up_quant_tile<Epi, 16>(p, ws, op, stream);
+      launch_combine_up_quant_tile<Epi, 16, kWChunks>(p, ws, op, stream);
       break;
     case 32:
-      launch_combine_up_quant_tile<Epi, 32>(p, ws, op, stream);
+      launch_combine_up_quant_tile<Epi, 32, kWChunks>(p, ws, op, stream);
       break;
     default:
-      launch_combine_up_quant_tile<Epi, 64>(p, ws, op, stream);
+      if (stages == 2) {
+        launch_combine_up_quant_tile<Epi, 64, 2>(p, ws, op, stream);
+      } else {
+        launch_combine_up_quant_tile<Epi, 64, kWChunks>(p, ws, op, stream);
+      }
       break;
   }
 }
