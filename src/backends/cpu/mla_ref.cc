@@ -60,6 +60,13 @@ void check_cache(const Tensor& kv_cache) {
                 ": the page size (dim 1) must be positive");
 }
 
+// The cache of a config: rows of L + R.
+void check_cache(const Tensor& kv_cache, int64_t l, int64_t r) {
+  check_cache(kv_cache);
+  MLAFUSE_CHECK(kv_cache.dim(2) == l + r, "tensor kv_cache ", kv_cache.str(),
+                ": expected rows of L + R = ", l + r);
+}
+
 // Cached positions [0, len) of sequence `seq` as f32 rows: out [len, row]. Every page the sequence
 // uses must be inside the cache; block-table slots past its length are never read (they may hold
 // anything).
@@ -289,9 +296,7 @@ Tensor mla_prefill_expanded(const Tensor& q, const Tensor& kv_cache, const Tenso
   check_bf16_or_f32(q, "q", 3);
   const int64_t tq = q.dim(0);
   check_shape(q, "q", {tq, h, p + r});
-  check_cache(kv_cache);
-  MLAFUSE_CHECK(kv_cache.dim(2) == l + r, "tensor kv_cache ", kv_cache.str(),
-                ": expected rows of L + R = ", l + r);
+  check_cache(kv_cache, l, r);
   check_i32(block_table, "block_table", 2);
   MLAFUSE_CHECK(seq >= 0 && seq < block_table.dim(0), "sequence ", seq,
                 " has no row in block_table ", block_table.str());
@@ -355,9 +360,7 @@ Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tenso
   check_shape(q, "q", {t_pad, h, p + r});
   check_shape(kv_c_normed, "kv_c_normed", {t_pad, l});
   check_shape(k_pe, "k_pe", {t_pad, 1, r});
-  check_cache(kv_cache);
-  MLAFUSE_CHECK(kv_cache.dim(2) == l + r, "tensor kv_cache ", kv_cache.str(),
-                ": expected rows of L + R = ", l + r);
+  check_cache(kv_cache, l, r);
   MLAFUSE_CHECK(meta.page_size == kv_cache.dim(1), "metadata page_size ", meta.page_size,
                 " differs from kv_cache ", kv_cache.str(), " (page size is dim 1)");
   detail::check_token_count(n, t_pad, "q");
