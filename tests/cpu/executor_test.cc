@@ -12,6 +12,7 @@
 #include "mlafuse/models/mla_block.h"
 #include "mlafuse/models/weights.h"
 #include "mlafuse/quant/scale_layout.h"
+#include "wrapped_cpu_backend.h"
 
 namespace mlafuse::runtime {
 namespace {
@@ -265,19 +266,9 @@ TEST(Executor, RejectsMissingUnknownAndMisshapedInputs) {
 // A backend that "captures" like a CUDA graph: capture records the body without running it and
 // replay runs it again, with the real n read from RunContext::num_tokens_device and the
 // metadata read from the device copies, as a replayed kernel would.
-class CapturingCpuBackend : public Backend {
+class CapturingCpuBackend : public testing::WrappedCpuBackend {
  public:
-  CapturingCpuBackend() : inner_(make_cpu_backend()) {}
-  std::string name() const override { return "capturing-cpu"; }
-  Device device() const override { return Device::kCpu; }
-  bool supports_op(std::string_view op) const override { return inner_->supports_op(op); }
-  bool fused_output_quant_supported(const FusedQuantRequest& r) const override {
-    return inner_->fused_output_quant_supported(r);
-  }
-  Tensor allocate(DType d, std::vector<int64_t> s, std::vector<int64_t> st, int64_t n) override {
-    return inner_->allocate(d, std::move(s), std::move(st), n);
-  }
-  void copy(const Tensor& src, Tensor& dst) override { inner_->copy(src, dst); }
+  CapturingCpuBackend() : WrappedCpuBackend("capturing-cpu") {}
 
   void run(const OpCall& call, const RunContext& ctx) override {
     if (capturing_) {
@@ -285,7 +276,7 @@ class CapturingCpuBackend : public Backend {
       return;  // recorded, not executed
     }
     if (ctx.num_tokens_device == nullptr) {
-      inner_->run(call, ctx);
+      WrappedCpuBackend::run(call, ctx);
       return;
     }
     // A replay: launches cover ctx.num_tokens rows; the real n and metadata come from "device".
@@ -307,7 +298,7 @@ class CapturingCpuBackend : public Backend {
     c.num_tokens = n;
     c.num_tokens_device = nullptr;
     ++replayed_ops_;
-    inner_->run(call, c);
+    WrappedCpuBackend::run(call, c);
   }
 
   std::unique_ptr<CapturedWork> capture(const std::function<void()>& body) override {
@@ -329,7 +320,6 @@ class CapturingCpuBackend : public Backend {
   int replayed_ops_ = 0;
 
  private:
-  std::unique_ptr<Backend> inner_;
   bool capturing_ = false;
 };
 

@@ -8,6 +8,7 @@
 #include "mlafuse/backends/cpu/cpu_backend.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/runtime/mla_job.h"
+#include "wrapped_cpu_backend.h"
 
 namespace mlafuse::runtime {
 namespace {
@@ -133,28 +134,17 @@ TEST(FusionE2eMultiLayer, EveryLayerFusedAndEqual) {
 
 // The comparison's negative twin: a backend whose fused attention flips one bit of one code (or
 // one scale) must be reported as different, naming the tensor.
-class OneBitOffBackend : public Backend {
+class OneBitOffBackend : public testing::WrappedCpuBackend {
  public:
-  explicit OneBitOffBackend(int output) : inner_(make_cpu_backend()), output_(output) {}
-  std::string name() const override { return "cpu-one-bit-off"; }
-  Device device() const override { return Device::kCpu; }
-  bool supports_op(std::string_view op) const override { return inner_->supports_op(op); }
-  bool fused_output_quant_supported(const FusedQuantRequest& r) const override {
-    return inner_->fused_output_quant_supported(r);
-  }
-  Tensor allocate(DType d, std::vector<int64_t> s, std::vector<int64_t> st, int64_t n) override {
-    return inner_->allocate(d, std::move(s), std::move(st), n);
-  }
-  void copy(const Tensor& src, Tensor& dst) override { inner_->copy(src, dst); }
+  explicit OneBitOffBackend(int output) : WrappedCpuBackend("cpu-one-bit-off"), output_(output) {}
   void run(const OpCall& call, const RunContext& ctx) override {
-    inner_->run(call, ctx);
+    WrappedCpuBackend::run(call, ctx);
     if (call.op == "mla_attention" && call.attrs.has("quant_group_size")) {
       static_cast<uint8_t*>(call.outputs[static_cast<size_t>(output_)].raw())[0] ^= 1;
     }
   }
 
  private:
-  std::unique_ptr<Backend> inner_;
   int output_;
 };
 
