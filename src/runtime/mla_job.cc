@@ -143,6 +143,27 @@ std::string quant_description(const models::OutputQuant& q) {
   return s;
 }
 
+MlaGraphPair build_fused_pair(Backend& backend, const models::MlaGraphOptions& options) {
+  MlaGraphPair g;
+  g.unfused = models::build_mla_graph(options);
+  g.fused = models::build_mla_graph(options);
+  passes::PassManager pm;
+  pm.emplace<passes::MlaAttnQuantFusion>(backend);
+  pm.emplace<passes::DeadCodeElimination>();
+  g.fusion = pm.run(g.fused);
+  const std::map<std::string, int64_t> ops = g.fused.op_counts();
+  for (const char* q : {"quant_fp8_static", "quant_fp8_group", "quant_nvfp4"}) {
+    if (!ops.count(q)) continue;
+    std::string reasons;
+    for (const passes::PassStats& s : g.fusion) {
+      for (const passes::Rejection& j : s.rejections) reasons += "; " + j.node + ": " + j.reason;
+    }
+    MLAFUSE_FAIL("backend ", backend.name(), " did not fuse ", quant_description(options.quant),
+                 " into every layer (", ops.at(q), " ", q, " nodes left)", reasons);
+  }
+  return g;
+}
+
 MlaJobReport run_mla_job(Backend& backend, const MlaJobOptions& o) {
   const MlaConfig& cfg = o.config;
   cfg.validate();
@@ -213,24 +234,13 @@ MlaJobReport run_mla_job(Backend& backend, const MlaJobOptions& o) {
   go.num_layers = o.num_layers;
   go.num_pages = batch.num_pages;
   go.quant = o.quant;
-  const ir::Graph unfused = models::build_mla_graph(go);
-  ir::Graph fused = models::build_mla_graph(go);
-  passes::PassManager pm;
-  pm.emplace<passes::MlaAttnQuantFusion>(backend);
-  pm.emplace<passes::DeadCodeElimination>();
-  r.fusion = pm.run(fused);
+  const MlaGraphPair graphs = build_fused_pair(backend, go);
+  r.fusion = graphs.fusion;
   r.compile_ms = ms_since(t0);
+  const ir::Graph& unfused = graphs.unfused;
+  const ir::Graph& fused = graphs.fused;
   r.ops_unfused = unfused.op_counts();
   r.ops_fused = fused.op_counts();
-  for (const char* q : {"quant_fp8_static", "quant_fp8_group", "quant_nvfp4"}) {
-    if (!r.ops_fused.count(q)) continue;
-    std::string reasons;
-    for (const passes::PassStats& s : r.fusion) {
-      for (const passes::Rejection& j : s.rejections) reasons += "; " + j.node + ": " + j.reason;
-    }
-    MLAFUSE_FAIL("backend ", backend.name(), " did not fuse ", r.quant, " into every layer (",
-                 r.ops_fused.at(q), " ", q, " nodes left)", reasons);
-  }
 
   // Run both on the backend.
   ExecutorOptions eo;

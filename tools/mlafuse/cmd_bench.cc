@@ -15,8 +15,6 @@
 #include "mlafuse/models/batch.h"
 #include "mlafuse/models/mla_block.h"
 #include "mlafuse/models/weights.h"
-#include "mlafuse/passes/dce.h"
-#include "mlafuse/passes/mla_attn_quant_fusion.h"
 #include "mlafuse/runtime/executor.h"
 #include "mlafuse/runtime/mla_job.h"
 
@@ -110,15 +108,9 @@ int bench_main(const std::vector<std::string>& args) {
     go.num_layers = layers;
     go.num_pages = batch.num_pages;
     go.quant = q;
-    const ir::Graph unfused = models::build_mla_graph(go);
-    ir::Graph fused = models::build_mla_graph(go);
-    passes::PassManager pm;
-    pm.emplace<passes::MlaAttnQuantFusion>(*backend);
-    pm.emplace<passes::DeadCodeElimination>();
-    pm.run(fused);
-    MLAFUSE_CHECK(fused.op_counts().count("quant_fp8_group") == 0, "backend ", backend->name(),
-                  " did not fuse ", runtime::quant_description(q), " (see mlafuse compile)");
-    runtime::Executor eu(unfused, *backend, weights, eo), ef(fused, *backend, weights, eo);
+    const runtime::MlaGraphPair graphs = runtime::build_fused_pair(*backend, go);
+    runtime::Executor eu(graphs.unfused, *backend, weights, eo);
+    runtime::Executor ef(graphs.fused, *backend, weights, eo);
     Row r;
     r.batch = b;
     r.unfused = eu.run(batch.graph_inputs(), batch.meta);

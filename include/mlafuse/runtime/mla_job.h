@@ -90,4 +90,13 @@ MlaJobReport run_mla_job(Backend& backend, const MlaJobOptions& options);
 // "fp8-group128 col_major ue8m0 tma_aligned" (flags that are set).
 std::string quant_description(const models::OutputQuant& q);
 
+// The job's two graphs for `options`: as built, and after the fusion pipeline
+// (mla-attn-quant-fusion, dce) asked of `backend`.
+struct MlaGraphPair {
+  ir::Graph unfused, fused;
+  std::vector<passes::PassStats> fusion;
+};
+// Throws when a quantize node is left in the fused graph, with the pass's recorded reasons.
+MlaGraphPair build_fused_pair(Backend& backend, const models::MlaGraphOptions& options);
+
 }  // namespace mlafuse::runtime
