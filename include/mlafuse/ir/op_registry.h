@@ -10,6 +10,7 @@
 
 #include "mlafuse/core/attributes.h"
 #include "mlafuse/ir/graph.h"
+#include "mlafuse/quant/quant_key.h"
 
 namespace mlafuse::ir {
 
@@ -79,7 +80,7 @@ inline constexpr std::string_view kLinearNvfp4 = "linear_nvfp4";
 inline constexpr std::string_view kCacheWrite = "cache_write";
 
 inline constexpr int64_t kNvfp4BlockSize = 16;  // quant_group_size of a fused NVFP4 attention
-inline constexpr double kDefaultQuantEps = 1e-10;
+using mlafuse::kDefaultQuantEps;
 }  // namespace ops
 
 }  // namespace mlafuse::ir

@@ -51,6 +51,9 @@ struct QuantKeyHash {
 
 std::string scale_desc_str(const ScaleDesc& s);
 
+// quant_fp8_group's `eps` when the attribute is absent (SPEC 3.2: amax = max(eps, max |x|)).
+inline constexpr double kDefaultQuantEps = 1e-10;
+
 inline const QuantKey kFp8StaticTensorSym{
     DType::kFp8E4M3, ScaleDesc{DType::kF32, true, GroupShape::per_tensor()}, std::nullopt, true};
 inline const QuantKey kFp8DynamicTensorSym{

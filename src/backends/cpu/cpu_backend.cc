@@ -9,6 +9,7 @@
 
 #include "mlafuse/backends/cpu/reference.h"
 #include "mlafuse/quant/codecs.h"
+#include "mlafuse/quant/quant_key.h"
 #include "ref_util.h"
 
 namespace mlafuse {
@@ -186,7 +187,7 @@ class CpuBackend final : public Backend {
     } else if (c.op == "quant_fp8_group") {
       expect_arity(c, 1, 1, 2, 2);
       ref::Fp8GroupParams p = group_params(c.attrs, "", c.attrs.get<int64_t>("group_size"));
-      p.eps = static_cast<float>(c.attrs.get_or<double>("eps", 1e-10));
+      p.eps = static_cast<float>(c.attrs.get_or<double>("eps", kDefaultQuantEps));
       ref::quant_fp8_group(c.inputs[0], n, p, c.outputs[0], c.outputs[1]);
     } else if (c.op == "quant_nvfp4") {
       expect_arity(c, 2, 2, 2, 2);
