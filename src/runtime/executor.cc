@@ -129,8 +129,7 @@ void validate_meta_against_cache(const AttentionMetadata& m, int64_t n, int64_t 
 
 }  // namespace
 
-// ---- buckets
-// -------------------------------------------------------------------------------------
+// ---- buckets ------------------------------------------------------------------------------
 
 struct PreparedCall {
   const ir::Node* node = nullptr;
