@@ -264,6 +264,13 @@ TEST(CpuBackend, AttentionArgumentErrors) {
                     group_scales(t_pad, 2, false, false));
       },
       {"tensor s", "col_major"});
+  // A scale buffer of the wrong rank is named (its last dim gives the group count).
+  expect_error(
+      [&] {
+        f.attention(base, Tensor(), Tensor::empty(DType::kFp8E4M3, {t_pad, hv}),
+                    Tensor::empty(DType::kF32, {}));
+      },
+      {"tensor output_block_scale", "expected rank 2"});
   // Wrong out shape with no quantization.
   expect_error(
       [&] {

@@ -107,6 +107,8 @@ void run_mla_attention(const OpCall& c, const RunContext& ctx) {
   const int64_t hv = cfg.output_dim();
 
   ref::detail::check_host(out, "out");
+  // The group count is read from the last dim, so the rank is checked first.
+  if (block_scale.defined()) check_rank(block_scale, "output_block_scale", 2);
   const std::optional<int64_t> groups =
       block_scale.defined() ? std::optional<int64_t>(block_scale.dim(block_scale.rank() - 1))
                             : std::nullopt;
