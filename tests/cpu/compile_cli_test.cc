@@ -54,6 +54,7 @@ int64_t json_int(const std::string& json, const std::string& anchor, const std::
   EXPECT_NE(at, std::string::npos) << anchor << " in " << json;
   at = json.find("\"" + key + "\": ", at);
   EXPECT_NE(at, std::string::npos) << key << " in " << json;
+  if (at == std::string::npos) return -1;  // npos + offset would wrap to the file's start
   return std::stoll(json.substr(at + key.size() + 4));
 }
 
