@@ -193,7 +193,7 @@ int run_compile(const std::vector<std::string>& args) {
   return 0;
 }
 
-const bool registered = register_command(
+const bool kRegistered = register_command(
     {"compile", "build or read an MLA graph and run the fusion pipeline", run_compile});
 
 }  // namespace
