@@ -58,20 +58,6 @@ inline void check_token_count(int64_t n, int64_t t_pad, const char* name) {
                 "] (the ", name, " buffer holds ", t_pad, " token rows)");
 }
 
-// Element i of a contiguous bf16/f16/f32 tensor as f32.
-inline float load_f32(const Tensor& t, int64_t i) {
-  switch (t.dtype()) {
-    case DType::kBF16:
-      return bf16_bits_to_f32(t.data<uint16_t>()[i]);
-    case DType::kF16:
-      return f16_bits_to_f32(t.data<uint16_t>()[i]);
-    case DType::kF32:
-      return t.data<float>()[i];
-    default:
-      MLAFUSE_FAIL("tensor ", t.str(), ": expected dtype bf16, f16 or f32");
-  }
-}
-
 // Elements [begin, begin + count) of a contiguous bf16/f16/f32 tensor as f32.
 inline void load_span_f32(const Tensor& t, int64_t begin, int64_t count, float* out) {
   switch (t.dtype()) {
