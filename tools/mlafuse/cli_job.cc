@@ -48,7 +48,7 @@ std::unique_ptr<Backend> pick_backend(const std::string& requested, std::string*
       *why = "default: a GPU is present";
       return b;
     } catch (const Error& e) {
-      *why = std::string("default: the CUDA backend cannot run here (") + e.what() + ")";
+      *why = std::string("default: no usable GPU here (") + e.what() + ")";
       return make_backend("cpu");
     }
   }

@@ -19,7 +19,7 @@ bool device_available(std::string* reason) {
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count == 0) {
     if (reason) {
-      *reason = err != cudaSuccess ? std::string("no usable CUDA device: ") + cudaGetErrorString(err)
+      *reason = err != cudaSuccess ? std::string(cudaGetErrorString(err))
                                    : std::string("no CUDA device present");
     }
     cudaGetLastError();  // clear the sticky error from the failed query
