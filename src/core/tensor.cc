@@ -67,6 +67,12 @@ Tensor::Tensor(std::shared_ptr<Storage> storage, DType dtype, std::vector<int64_
   }
 }
 
+int64_t Tensor::dim(size_t i) const {
+  MLAFUSE_CHECK(i < shape_.size(), "tensor ", str(), ": dimension ", i, " does not exist (rank ",
+                shape_.size(), ")");
+  return shape_[i];
+}
+
 int64_t Tensor::numel() const {
   int64_t n = 1;
   for (int64_t e : shape_) n *= e;

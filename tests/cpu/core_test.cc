@@ -46,3 +46,20 @@ TEST(Layout, ColMajorTmaPadsTheTokenStride) {
 
 }  // namespace
 }  // namespace mlafuse
+
+namespace mlafuse {
+namespace {
+
+TEST(Tensor, DimPastTheRankIsANamedError) {
+  Tensor t = Tensor::empty(DType::kF32, {2, 3});
+  EXPECT_EQ(t.dim(1), 3);
+  try {
+    t.dim(2);
+    FAIL() << "no throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("f32[2, 3]"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace mlafuse

@@ -45,7 +45,7 @@ class Tensor {
   Device device() const { return storage_ ? storage_->device : Device::kCpu; }
   const std::vector<int64_t>& shape() const { return shape_; }
   const std::vector<int64_t>& strides() const { return strides_; }
-  int64_t dim(size_t i) const { return shape_.at(i); }
+  int64_t dim(size_t i) const;  // throws mlafuse::Error (with the shape) when i >= rank
   size_t rank() const { return shape_.size(); }
   int64_t offset() const { return offset_; }
   int64_t numel() const;

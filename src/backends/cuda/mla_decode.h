@@ -23,6 +23,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "mlafuse/quant/quant_key.h"
+
 namespace mlafuse::cuda {
 
 inline constexpr int kMlaLatent = 512;  // L
@@ -92,7 +94,7 @@ struct MlaOutputParams {
   bool ue8m0 = false;
   bool col_major = false;
   bool tma_aligned = false;
-  float eps = 1e-10f;
+  float eps = static_cast<float>(kDefaultQuantEps);
 };
 
 void launch_mla_plan(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t stream);

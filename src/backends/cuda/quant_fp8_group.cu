@@ -196,7 +196,7 @@ void run_quant_fp8_group(const OpCall& call, const RunContext& ctx, DeviceContex
   const bool ue8m0 = call.attrs.get_or<bool>("ue8m0", false);
   const bool col_major = call.attrs.get_or<bool>("col_major", false);
   const bool tma_aligned = call.attrs.get_or<bool>("tma_aligned", false);
-  const double eps = call.attrs.get_or<double>("eps", 1e-10);
+  const double eps = call.attrs.get_or<double>("eps", kDefaultQuantEps);
   // eps >= 1e-18 keeps every scale a normal f32, which the exact division in the epilogue needs.
   MLAFUSE_CHECK(std::isfinite(eps) && eps >= 1e-18 && eps <= 1e18, "quant_fp8_group: eps ", eps,
                 " must be in [1e-18, 1e18] on the CUDA backend");

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "mlafuse/core/dtype.h"
+#include "mlafuse/quant/quant_key.h"
 #include "mlafuse/quant/scale_layout.h"
 
 namespace mlafuse::cuda {
@@ -43,8 +44,8 @@ struct QuantFp8GroupArgs {
   bool ue8m0 = false;
   bool col_major = false;
   bool tma_aligned = false;
-  float eps = 1e-10f;      // >= 1e-18 (the runner checks)
-  int64_t num_tokens = 0;  // n, when num_tokens_device is null
+  float eps = static_cast<float>(kDefaultQuantEps);  // >= 1e-18 (the runner checks)
+  int64_t num_tokens = 0;                            // n, when num_tokens_device is null
   const int32_t* num_tokens_device = nullptr;
 };
 void launch_quant_fp8_group(const QuantFp8GroupArgs& a, int num_sms, cudaStream_t stream,

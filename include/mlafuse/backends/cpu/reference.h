@@ -30,6 +30,7 @@
 
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/core/tensor.h"
+#include "mlafuse/quant/quant_key.h"
 
 namespace mlafuse::ref {
 
@@ -43,7 +44,7 @@ struct Fp8GroupParams {
   bool ue8m0 = false;
   bool col_major = false;
   bool tma_aligned = false;
-  float eps = 1e-10f;  // must be finite and > 0
+  float eps = static_cast<float>(kDefaultQuantEps);  // must be finite and > 0
 };
 // q: [T_pad, D] fp8e4m3. s: f32 view of logical shape [T_pad, D/G] whose strides follow
 // GroupScaleLayout{T_pad, D/G, col_major, tma_aligned} (checked: a view with other strides is an
