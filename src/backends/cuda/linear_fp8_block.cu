@@ -135,20 +135,7 @@ void run_linear_fp8_block(const OpCall& call, const RunContext& ctx, DeviceConte
   const int64_t t_pad = xq.dim(0);
   const int64_t k = xq.dim(1);
   check_codes(xq, "xq", DType::kFp8E4M3, {t_pad, k});
-  check_cuda_tensor(wq, "wq");
-  check_rank(wq, "wq", 2);
-  const int64_t n_out = wq.dim(0);
-  MLAFUSE_CHECK(wq.dim(1) == k, "tensor wq ", wq.str(), ": expected [N, ", k, "] (K from xq ",
-                xq.str(), ")");
-  check_codes(wq, "wq", DType::kFp8E4M3, {n_out, k});
-  check_cuda_tensor(ws, "ws");
-  check_dtype(ws, "ws", DType::kF32);
-  check_shape(ws, "ws", {ceil_div(n_out, 128), ceil_div(k, 128)});
-  MLAFUSE_CHECK(ws.is_contiguous(), "tensor ws ", ws.str(), " must be contiguous (row-major)");
-  check_cuda_tensor(y, "y");
-  check_dtype(y, "y", DType::kBF16);
-  check_shape(y, "y", {t_pad, n_out});
-  MLAFUSE_CHECK(y.is_contiguous(), "tensor y ", y.str(), " must be contiguous");
+  const int64_t n_out = check_block_fp8_weight_and_output(xq, k, wq, ws, y);
   check_cuda_tensor(xs, "xs");
   check_dtype(xs, "xs", DType::kF32);
   Fp8ActLoader loader{static_cast<const uint8_t*>(xq.raw()), static_cast<const float*>(xs.raw()), 0,

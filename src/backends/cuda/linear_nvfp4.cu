@@ -28,20 +28,7 @@ void run_linear_nvfp4(const OpCall& call, const RunContext& ctx, DeviceContext& 
   const Nvfp4ScaleLayout layout{t_pad, k};
   check_codes(sf, "sf", DType::kFp8E4M3, {layout.padded_rows(), layout.padded_cols()});
   check_scalar(gs, "global_scale");
-  check_cuda_tensor(wq, "wq");
-  check_rank(wq, "wq", 2);
-  const int64_t n_out = wq.dim(0);
-  MLAFUSE_CHECK(wq.dim(1) == k, "tensor wq ", wq.str(), ": expected [N, ", k, "] (K from xq ",
-                xq.str(), ")");
-  check_codes(wq, "wq", DType::kFp8E4M3, {n_out, k});
-  check_cuda_tensor(ws, "ws");
-  check_dtype(ws, "ws", DType::kF32);
-  check_shape(ws, "ws", {ceil_div(n_out, 128), ceil_div(k, 128)});
-  MLAFUSE_CHECK(ws.is_contiguous(), "tensor ws ", ws.str(), " must be contiguous (row-major)");
-  check_cuda_tensor(y, "y");
-  check_dtype(y, "y", DType::kBF16);
-  check_shape(y, "y", {t_pad, n_out});
-  MLAFUSE_CHECK(y.is_contiguous(), "tensor y ", y.str(), " must be contiguous");
+  const int64_t n_out = check_block_fp8_weight_and_output(xq, k, wq, ws, y);
   check_int32_range(layout.padded_rows(), "linear_nvfp4: tokens");
   check_int32_range(n_out, "linear_nvfp4: N");
   check_int32_range(k, "linear_nvfp4: K");

@@ -5,6 +5,7 @@
 
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/shape.h"
+#include "mlafuse/quant/scale_layout.h"
 
 namespace mlafuse::cuda {
 
@@ -66,6 +67,26 @@ void check_arity(const OpCall& call, size_t inputs, size_t outputs) {
 void check_int32_range(int64_t value, const char* what) {
   MLAFUSE_CHECK(value >= 0 && value <= std::numeric_limits<int32_t>::max(), what, " = ", value,
                 " exceeds the kernels' 32-bit index range");
+}
+
+int64_t check_block_fp8_weight_and_output(const Tensor& xq, int64_t k, const Tensor& wq,
+                                          const Tensor& ws, const Tensor& y) {
+  const int64_t t_pad = xq.dim(0);
+  check_cuda_tensor(wq, "wq");
+  check_rank(wq, "wq", 2);
+  const int64_t n_out = wq.dim(0);
+  MLAFUSE_CHECK(wq.dim(1) == k, "tensor wq ", wq.str(), ": expected [N, ", k, "] (K from xq ",
+                xq.str(), ")");
+  check_codes(wq, "wq", DType::kFp8E4M3, {n_out, k});
+  check_cuda_tensor(ws, "ws");
+  check_dtype(ws, "ws", DType::kF32);
+  check_shape(ws, "ws", {ceil_div(n_out, 128), ceil_div(k, 128)});
+  MLAFUSE_CHECK(ws.is_contiguous(), "tensor ws ", ws.str(), " must be contiguous (row-major)");
+  check_cuda_tensor(y, "y");
+  check_dtype(y, "y", DType::kBF16);
+  check_shape(y, "y", {t_pad, n_out});
+  MLAFUSE_CHECK(y.is_contiguous(), "tensor y ", y.str(), " must be contiguous");
+  return n_out;
 }
 
 }  // namespace mlafuse::cuda

@@ -24,6 +24,11 @@ void check_scalar(const Tensor& t, const char* name);
 int64_t checked_num_tokens(const RunContext& ctx, int64_t t_pad, const char* buffer);
 // The op receives exactly these input / output counts.
 void check_arity(const OpCall& call, size_t inputs, size_t outputs);
+// The o_proj weight side shared by linear_fp8_block and linear_nvfp4: wq [N, K] fp8e4m3 codes,
+// ws [ceil(N/128), ceil(K/128)] f32 contiguous, y [T_pad, N] bf16 contiguous, T_pad = xq's rows.
+// Returns N.
+int64_t check_block_fp8_weight_and_output(const Tensor& xq, int64_t k, const Tensor& wq,
+                                          const Tensor& ws, const Tensor& y);
 // Kernels index tokens * extent with 32-bit counters.
 void check_int32_range(int64_t value, const char* what);
 
