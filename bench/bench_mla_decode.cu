@@ -29,6 +29,7 @@
 #include "backends/cuda/cache_write.h"
 #include "backends/cuda/mla_decode.h"
 #include "backends/cuda/quant_kernels.h"
+#include "bench_common.cuh"
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/quant/scale_layout.h"
 
@@ -78,39 +79,10 @@ struct InputSet {
   int32_t* slots = nullptr;
 };
 
-float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 // Median microseconds of one of the graph's R calls.
 template <class F>
 double time_graph(cudaStream_t stream, int reps, F&& body) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  MLAFUSE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  body();
-  MLAFUSE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  MLAFUSE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t e0, e1;
-  MLAFUSE_CUDA_CHECK(cudaEventCreate(&e0));
-  MLAFUSE_CUDA_CHECK(cudaEventCreate(&e1));
-  for (int i = 0; i < 3; ++i) MLAFUSE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-  std::vector<float> ms;
-  for (int i = 0; i < 15; ++i) {
-    MLAFUSE_CUDA_CHECK(cudaEventRecord(e0, stream));
-    MLAFUSE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    MLAFUSE_CUDA_CHECK(cudaEventRecord(e1, stream));
-    MLAFUSE_CUDA_CHECK(cudaEventSynchronize(e1));
-    float t = 0;
-    MLAFUSE_CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
-  MLAFUSE_CUDA_CHECK(cudaEventDestroy(e0));
-  MLAFUSE_CUDA_CHECK(cudaEventDestroy(e1));
-  MLAFUSE_CUDA_CHECK(cudaGraphExecDestroy(exec));
-  MLAFUSE_CUDA_CHECK(cudaGraphDestroy(graph));
-  return 1000.0 * median(ms) / reps;
+  return 1000.0 * bench::median_graph_replay_ms(stream, 3, 15, body) / reps;
 }
 
 Result run_case(const Case& c, int num_sms, cublasHandle_t cublas, cudaStream_t stream) {

@@ -32,6 +32,7 @@
 
 #include "backends/cuda/cache_write.h"
 #include "backends/cuda/quant_kernels.h"
+#include "bench_common.cuh"
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/quant/scale_layout.h"
 
@@ -72,31 +73,10 @@ void random_bf16(void* p, size_t n, uint32_t seed) {
 double graph_time_us(cudaStream_t stream, int reps, const std::function<void(int)>& launch) {
   for (int i = 0; i < reps; ++i) launch(i);  // eager warm-up (module load, first touches)
   MLAFUSE_CUDA_CHECK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  MLAFUSE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < reps; ++i) launch(i);
-  MLAFUSE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec;
-  MLAFUSE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t e0, e1;
-  MLAFUSE_CUDA_CHECK(cudaEventCreate(&e0));
-  MLAFUSE_CUDA_CHECK(cudaEventCreate(&e1));
-  std::vector<float> ms;
-  for (int r = 0; r < 28; ++r) {
-    MLAFUSE_CUDA_CHECK(cudaEventRecord(e0, stream));
-    MLAFUSE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    MLAFUSE_CUDA_CHECK(cudaEventRecord(e1, stream));
-    MLAFUSE_CUDA_CHECK(cudaEventSynchronize(e1));
-    float t = 0;
-    MLAFUSE_CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
-    if (r >= 3) ms.push_back(t);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-  return 1000.0 * ms[ms.size() / 2] / reps;
+  const float ms = bench::median_graph_replay_ms(stream, 3, 25, [&] {
+    for (int i = 0; i < reps; ++i) launch(i);
+  });
+  return 1000.0 * ms / reps;
 }
 
 // A streaming copy kernel: four 16-byte vectors per thread in flight, contiguous per block.

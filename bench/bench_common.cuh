@@ -1,0 +1,45 @@
+// Timing shared by the benchmarks: a captured CUDA graph replayed between two events.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "mlafuse/backends/cuda/cuda_check.h"
+
+namespace mlafuse::bench {
+
+// Captures what `record()` launches on `stream` into one graph, replays it `warmup` times
+// untimed, then `timed` times between events; returns the median replay in milliseconds.
+template <class F>
+float median_graph_replay_ms(cudaStream_t stream, int warmup, int timed, F&& record) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  MLAFUSE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  record();
+  MLAFUSE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  MLAFUSE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t e0, e1;
+  MLAFUSE_CUDA_CHECK(cudaEventCreate(&e0));
+  MLAFUSE_CUDA_CHECK(cudaEventCreate(&e1));
+  for (int i = 0; i < warmup; ++i) MLAFUSE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  std::vector<float> ms;
+  for (int i = 0; i < timed; ++i) {
+    MLAFUSE_CUDA_CHECK(cudaEventRecord(e0, stream));
+    MLAFUSE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    MLAFUSE_CUDA_CHECK(cudaEventRecord(e1, stream));
+    MLAFUSE_CUDA_CHECK(cudaEventSynchronize(e1));
+    float t = 0;
+    MLAFUSE_CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  MLAFUSE_CUDA_CHECK(cudaEventDestroy(e0));
+  MLAFUSE_CUDA_CHECK(cudaEventDestroy(e1));
+  MLAFUSE_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  MLAFUSE_CUDA_CHECK(cudaGraphDestroy(graph));
+  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace mlafuse::bench
