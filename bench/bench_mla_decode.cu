@@ -5,8 +5,9 @@
 // R calls over R distinct input sets (KV pages, q, W_UV, W_UK_T), R chosen so the sets exceed L2;
 // the time is the median over replays divided by R. Random data.
 //
-// Floor (../shared/GPU.md): bytes = B*ctx*1152 + H*512*128*2, FLOP = B*ctx*2*H*1088 +
-// B*2*H*512*128, floor = max(bytes / 3.0 TB/s, FLOP / 790 TFLOP/s).
+// Floor: bytes = B*ctx*1152 + H*512*128*2, FLOP = B*ctx*2*H*1088 + B*2*H*512*128,
+// floor = max(bytes / read ceiling, FLOP / GEMM ceiling), both ceilings measured at the start of
+// the same run (read-only stream over 2 GiB, device copy of 1 GiB, cuBLAS bf16 8192^3 GEMM).
 //
 // Usage: bench_mla_decode [--torch FILE] [--json FILE] [--quick]
 //   FILE from bench/torch_mla_decode.py: lines "B ctx H microseconds".
@@ -18,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -64,6 +66,80 @@ struct Case {
   int b, ctx, h;
 };
 
+// The hardware ceilings of this run.
+struct Ceilings {
+  double read_gbs = 0, copy_gbs = 0, gemm_tflops = 0;
+};
+
+__global__ void read_stream_kernel(const uint4* p, size_t n, uint32_t* sink) {
+  uint32_t acc = 0;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const uint4 v = p[i];
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9e3779b9u) *sink = acc;  // keeps the loads alive; practically never true
+}
+
+template <class F>
+double median_ms(cudaStream_t stream, int iters, F&& body) {
+  cudaEvent_t e0, e1;
+  MLAFUSE_CUDA_CHECK(cudaEventCreate(&e0));
+  MLAFUSE_CUDA_CHECK(cudaEventCreate(&e1));
+  body();  // warm-up
+  std::vector<float> ms;
+  for (int i = 0; i < iters; ++i) {
+    MLAFUSE_CUDA_CHECK(cudaEventRecord(e0, stream));
+    body();
+    MLAFUSE_CUDA_CHECK(cudaEventRecord(e1, stream));
+    MLAFUSE_CUDA_CHECK(cudaEventSynchronize(e1));
+    float t = 0;
+    MLAFUSE_CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  MLAFUSE_CUDA_CHECK(cudaEventDestroy(e0));
+  MLAFUSE_CUDA_CHECK(cudaEventDestroy(e1));
+  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+  return ms[ms.size() / 2];
+}
+
+Ceilings measure_ceilings(cublasHandle_t cublas, cudaStream_t stream, int num_sms) {
+  Ceilings c;
+  const size_t bytes = size_t{2} << 30;
+  void* a = nullptr;
+  void* b = nullptr;
+  MLAFUSE_CUDA_CHECK(cudaMalloc(&a, bytes));
+  MLAFUSE_CUDA_CHECK(cudaMalloc(&b, bytes / 2));
+  MLAFUSE_CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, stream));
+  uint32_t* sink = nullptr;
+  MLAFUSE_CUDA_CHECK(cudaMalloc(&sink, 4));
+  const double read_ms = median_ms(stream, 10, [&] {
+    read_stream_kernel<<<num_sms * 8, 512, 0, stream>>>(static_cast<const uint4*>(a), bytes / 16,
+                                                       sink);
+    MLAFUSE_CUDA_CHECK(cudaGetLastError());
+  });
+  c.read_gbs = bytes / read_ms / 1e6;
+  const double copy_ms = median_ms(stream, 10, [&] {
+    MLAFUSE_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes / 2, cudaMemcpyDeviceToDevice, stream));
+  });
+  c.copy_gbs = bytes / copy_ms / 1e6;  // read + write of bytes / 2
+  const int n = 8192;                   // bf16 [n, n] x [n, n], f32 accumulate
+  const float one = 1.0f, zero = 0.0f;
+  void* c_mat = nullptr;
+  MLAFUSE_CUDA_CHECK(cudaMalloc(&c_mat, size_t{2} * n * n));
+  random_bf16(a, size_t{n} * n * 2, 7, 1.0f);
+  MLAFUSE_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  const double gemm_ms = median_ms(stream, 10, [&] {
+    MLAFUSE_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a,
+                                      CUDA_R_16BF, n, static_cast<char*>(a) + size_t{2} * n * n,
+                                      CUDA_R_16BF, n, &zero, c_mat, CUDA_R_16BF, n,
+                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  });
+  c.gemm_tflops = 2.0 * n * n * n / gemm_ms / 1e9;
+  for (void* p : {a, b, c_mat, static_cast<void*>(sink)}) MLAFUSE_CUDA_CHECK(cudaFree(p));
+  return c;
+}
+
 struct Result {
   Case c;
   double fused_us = 0, unfused_us = 0, op_us = 0, attn_us = 0, attn_mma_us = 0, combine_us = 0;
@@ -85,7 +161,8 @@ double time_graph(cudaStream_t stream, int reps, F&& body) {
   return 1000.0 * bench::median_graph_replay_ms(stream, 3, 15, body) / reps;
 }
 
-Result run_case(const Case& c, int num_sms, cublasHandle_t cublas, cudaStream_t stream) {
+Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t cublas,
+               cudaStream_t stream) {
   Result r;
   r.c = c;
   const double kv_bytes = static_cast<double>(c.b) * c.ctx * kRow * 2;
@@ -93,7 +170,7 @@ Result run_case(const Case& c, int num_sms, cublasHandle_t cublas, cudaStream_t 
   r.bytes = kv_bytes + w_bytes;
   r.flop = static_cast<double>(c.b) * c.ctx * 2.0 * c.h * (kRow + kL) +
            static_cast<double>(c.b) * 2.0 * c.h * kL * kV;
-  r.floor_us = std::max(r.bytes / 3.0e12, r.flop / 790e12) * 1e6;
+  r.floor_us = std::max(r.bytes / (ceil.read_gbs * 1e9), r.flop / (ceil.gemm_tflops * 1e12)) * 1e6;
 
   const int pages_per_seq = (c.ctx + kPage - 1) / kPage;
   const size_t set_bytes =
@@ -284,6 +361,9 @@ int main(int argc, char** argv) {
   MLAFUSE_CUDA_CHECK(cudaMalloc(&cublas_ws, 32u << 20));
   MLAFUSE_CUBLAS_CHECK(cublasSetWorkspace(cublas, cublas_ws, 32u << 20));
 
+  const Ceilings ceil = measure_ceilings(cublas, stream, prop.multiProcessorCount);
+  std::printf("ceilings: read %.0f GB/s, copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s\n", ceil.read_gbs,
+              ceil.copy_gbs, ceil.gemm_tflops);
   std::vector<Case> cases;
   for (int h : {16, 128})
     for (int b : {1, 16, 64, 128})
@@ -293,7 +373,7 @@ int main(int argc, char** argv) {
       }
   std::vector<Result> results;
   for (const Case& c : cases) {
-    Result r = run_case(c, prop.multiProcessorCount, cublas, stream);
+    Result r = run_case(c, ceil, prop.multiProcessorCount, cublas, stream);
     auto it = torch_us.find({c.b, c.ctx, c.h});
     if (it != torch_us.end()) r.torch_us = it->second;
     results.push_back(r);
@@ -301,7 +381,14 @@ int main(int argc, char** argv) {
 
   if (!json_file.empty()) {
     FILE* f = std::fopen(json_file.c_str(), "w");
-    std::fprintf(f, "{\"device\": \"%s\", \"cases\": [\n", prop.name);
+    const char* commit = std::getenv("MLAFUSE_COMMIT");
+    const char* date = std::getenv("MLAFUSE_DATE");
+    std::fprintf(f,
+                 "{\"device\": \"%s\", \"commit\": \"%s\", \"date\": \"%s\", "
+                 "\"ceilings\": {\"read_gbs\": %.1f, \"copy_gbs\": %.1f, \"gemm_tflops\": %.1f}, "
+                 "\"cases\": [\n",
+                 prop.name, commit ? commit : "unknown", date ? date : "unknown", ceil.read_gbs,
+                 ceil.copy_gbs, ceil.gemm_tflops);
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
       std::fprintf(
@@ -319,23 +406,25 @@ int main(int argc, char** argv) {
   std::printf(
       "\nMLA decode, group-128 FP8 out (col-major TMA-aligned scales); times in us (median of "
       "graph replays)\n");
-  std::printf("%4s %6s %4s | %8s %7s %7s %6s %6s | %8s %6s | %8s %6s | %7s %7s %7s %7s\n", "B",
-              "ctx", "H", "fused", "GB/s", "TFLOP/s", "floor", "f/flr", "unfused", "f/unf", "torch",
-              "t/f", "attn", "mma", "combine", "op");
+  std::printf("%4s %6s %4s | %8s %7s %7s %6s %6s | %8s %6s %6s | %8s %6s | %7s %6s %7s %7s %7s\n",
+              "B", "ctx", "H", "fused", "GB/s", "TFLOP/s", "floor", "f/flr", "unfused", "u/flr",
+              "f/unf", "torch", "t/f", "attn", "a/gemm", "mma", "combine", "op");
   for (const Result& r : results) {
+    const double attn_flop = static_cast<double>(r.c.b) * r.c.ctx * 2.0 * r.c.h * (kRow + kL);
     std::printf(
-        "%4d %6d %4d | %8.1f %7.0f %7.1f %6.1f %6.2f | %8.1f %6.2f | %8.1f %6.2f | %7.1f %7.1f "
-        "%7.1f %7.1f\n",
+        "%4d %6d %4d | %8.1f %7.0f %7.1f %6.1f %6.2f | %8.1f %6.2f %6.2f | %8.1f %6.2f | %7.1f "
+        "%6.2f %7.1f %7.1f %7.1f\n",
         r.c.b, r.c.ctx, r.c.h, r.fused_us, r.bytes / r.fused_us / 1e3, r.flop / r.fused_us / 1e6,
-        r.floor_us, r.floor_us / r.fused_us, r.unfused_us, r.fused_us / r.unfused_us, r.torch_us,
-        r.torch_us > 0 ? r.torch_us / r.fused_us : 0.0, r.attn_us, r.attn_mma_us, r.combine_us,
+        r.floor_us, r.floor_us / r.fused_us, r.unfused_us, r.floor_us / r.unfused_us,
+        r.fused_us / r.unfused_us, r.torch_us, r.torch_us > 0 ? r.torch_us / r.fused_us : 0.0,
+        r.attn_us, attn_flop / r.attn_us / 1e6 / ceil.gemm_tflops, r.attn_mma_us, r.combine_us,
         r.op_us);
   }
   std::printf(
-      "f/flr = floor / fused (fraction of the floor); f/unf = fused / unfused; t/f = torch "
-      "/ fused; attn = plan + split-KV alone (mma = the mma.sync kernel); combine = combine + W_UV "
-      "+ "
-      "quant alone; op = cache write + absorb + fused chain\n");
+      "f/flr, u/flr = floor / time (fraction of the floor) of fused and unfused; f/unf = fused / "
+      "unfused; t/f = torch / fused; attn = plan + split-KV alone, a/gemm = its TFLOP/s over the "
+      "GEMM ceiling (mma = the mma.sync kernel); combine = combine + W_UV + quant alone; op = "
+      "cache write + absorb + fused chain\n");
   cublasDestroy(cublas);
   return 0;
 }

@@ -12,7 +12,8 @@
 # Each phase has a time limit (seconds, env): MLAFUSE_TEST_TIMEOUT, MLAFUSE_SANITIZE_TIMEOUT,
 # MLAFUSE_BENCH_TIMEOUT; MLAFUSE_BENCH_ARGS passes extra flags (e.g. --quick) to every binary.
 # To run a subset: MLAFUSE_CTEST_REGEX (ctest -R), MLAFUSE_SANITIZE_BINS and MLAFUSE_BENCHES
-# (space-separated binary names, e.g. "gpu_quant_test" / "bench_quant").
+# (space-separated binary names, e.g. "gpu_quant_test" / "bench_quant"); MLAFUSE_NO_TORCH=1 skips
+# the PyTorch baselines.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/cuda/bin"
@@ -29,6 +30,10 @@ SUMMARY="$OUT_DIR/summary.txt"
 note() { echo "$*" | tee -a "$SUMMARY"; }
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start ))s; }
+
+# Stamped into the benchmark JSON (the device copy has no .git: the caller may set MLAFUSE_COMMIT).
+export MLAFUSE_COMMIT="${MLAFUSE_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+export MLAFUSE_DATE="${MLAFUSE_DATE:-$(date -u +%Y-%m-%d)}"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /' | tee -a "$SUMMARY"
 
@@ -83,7 +88,7 @@ if want bench; then
     [ -n "${MLAFUSE_BENCHES:-}" ] && [[ " $MLAFUSE_BENCHES " != *" $name "* ]] && continue
     short="${name#bench_}"
     args=(--json "$OUT_DIR/$name.json")
-    if [ -f "bench/torch_$short.py" ]; then
+    if [ -f "bench/torch_$short.py" ] && [ -z "${MLAFUSE_NO_TORCH:-}" ]; then
       PYTHONUNBUFFERED=1 timeout "${MLAFUSE_BENCH_TIMEOUT:-240}" python3 "bench/torch_$short.py" \
         "$OUT_DIR/torch_$short.txt" > "$OUT_DIR/torch_$short.log" 2>&1
       note "torch_$short.py: rc=$? ($(elapsed))"

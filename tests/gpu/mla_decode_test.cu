@@ -468,7 +468,7 @@ INSTANTIATE_TEST_SUITE_P(HeadsAndBatches, MlaDecodeSweep,
                          ::testing::Combine(::testing::Values(16, 32, 64, 128),
                                             ::testing::Values(1, 7, 64, 128)));
 
-// H = 64 and 128 default to the wgmma kernel; the mma.sync kernel runs them too.
+// Every H defaults to the seesaw (TMA + wgmma) kernel; the mma.sync kernel runs H = 64 and 128 too.
 class MlaDecodeMmaPath : public ::testing::TestWithParam<std::tuple<int, int>> {};
 
 TEST_P(MlaDecodeMmaPath, MatchesReference) {
@@ -509,7 +509,7 @@ TEST(MlaDecodeSmall, PrefillTokensAndEmptyBatch) {
   run_batch(empty, true);
 }
 
-TEST(MlaDecodeSmall, WgmmaH64) {
+TEST(MlaDecodeSmall, SeesawH64) {
   SKIP_WITHOUT_GPU();
   Batch b;
   b.heads = 64;

@@ -38,7 +38,7 @@ inline constexpr int kMlaPage = 64;     // tokens per cache page == KV tile of t
 inline constexpr int kMlaQueryOverheadTiles = 4;
 
 // Which attention kernel runs; kAuto picks the fastest one built for the head count.
-enum class MlaAttnKernel { kAuto, kMma, kWgmma };
+enum class MlaAttnKernel { kAuto, kMma, kSeesaw };
 
 struct MlaDecodeProblem {
   int num_heads = 0;                           // H in {16, 32, 64, 128}

@@ -1,8 +1,12 @@
-// Launcher of mla_decode_splitkv: picks the attention kernel for the head count and sets up its
-// grid (split-KV parts x head blocks).
+// Launcher of mla_decode_splitkv: picks the attention kernel for the head count, encodes the TMA
+// maps of the seesaw kernel and sets up its grid (head blocks x split-KV parts: the head blocks of
+// one part are adjacent in launch order, so they run together and share each KV tile through L2).
+#include <cuda.h>
+
 #include "backends/cuda/mla_decode.h"
+#include "backends/cuda/mla_decode_seesaw_sm90.cuh"
 #include "backends/cuda/mla_decode_splitkv.cuh"
-#include "backends/cuda/mla_decode_splitkv_sm90.cuh"
+#include "backends/cuda/tma_map.h"
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/core/error.h"
 
@@ -20,14 +24,20 @@ void launch_mma(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t 
   MLAFUSE_CUDA_CHECK_LAUNCH("mla_decode_splitkv_mma_kernel");
 }
 
-void launch_wgmma(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t stream) {
-  auto kernel = mla::mla_decode_splitkv_wgmma_kernel;
+template <int kRows>
+void launch_seesaw(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t stream) {
+  mla::SeesawMaps maps;
+  maps.q = tma::make_map_2d_bf16_sw128(p.q_cat, static_cast<uint64_t>(p.num_queries) * p.num_heads,
+                                       kMlaRow, kMlaRow * 2, kRows, "q_cat");
+  maps.kv = tma::make_map_2d_bf16_sw128(p.kv_cache, static_cast<uint64_t>(p.num_pages) * kMlaPage,
+                                        kMlaRow, kMlaRow * 2, kMlaPage, "kv_cache");
+  auto kernel = mla::mla_decode_seesaw_kernel<kRows>;
   MLAFUSE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          mla::kWgmmaSmemBytes));
-  const dim3 grid(static_cast<unsigned>(ws.num_parts),
-                  static_cast<unsigned>(p.num_heads / mla::kWgHeads));
-  kernel<<<grid, mla::kWgThreads, mla::kWgmmaSmemBytes, stream>>>(p, ws);
-  MLAFUSE_CUDA_CHECK_LAUNCH("mla_decode_splitkv_wgmma_kernel");
+                                          mla::kSeesawSmemBytes));
+  const int head_blocks = p.num_heads > mla::kSeesawRows ? p.num_heads / mla::kSeesawRows : 1;
+  const dim3 grid(static_cast<unsigned>(head_blocks), static_cast<unsigned>(ws.num_parts));
+  kernel<<<grid, mla::kSeesawThreads, mla::kSeesawSmemBytes, stream>>>(p, ws, maps);
+  MLAFUSE_CUDA_CHECK_LAUNCH("mla_decode_seesaw_kernel");
 }
 
 }  // namespace
@@ -35,29 +45,39 @@ void launch_wgmma(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_
 void launch_mla_decode_splitkv(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                cudaStream_t stream) {
   if (p.num_queries == 0) return;
-  // wgmma needs 64 query rows: it runs H = 64 and 128 (sm_90a); smaller H use mma.sync.
-  const bool wgmma_ok = p.num_heads == 64 || p.num_heads == 128;
-  MLAFUSE_CHECK(p.kernel != MlaAttnKernel::kWgmma || wgmma_ok,
-                "mla_decode_splitkv: the wgmma kernel needs 64 or 128 heads, got ", p.num_heads);
-  if (wgmma_ok && p.kernel != MlaAttnKernel::kMma) {
-    launch_wgmma(p, ws, stream);
-    return;
+  if (p.kernel != MlaAttnKernel::kMma) {
+    switch (p.num_heads) {
+      case 16:
+        launch_seesaw<16>(p, ws, stream);
+        return;
+      case 32:
+        launch_seesaw<32>(p, ws, stream);
+        return;
+      case 64:
+      case 128:
+        launch_seesaw<64>(p, ws, stream);
+        return;
+      default:
+        break;
+    }
+  } else {
+    switch (p.num_heads) {
+      case 16:
+        launch_mma<16>(p, ws, stream);
+        return;
+      case 32:
+        launch_mma<32>(p, ws, stream);
+        return;
+      case 64:
+      case 128:
+        launch_mma<64>(p, ws, stream);
+        return;
+      default:
+        break;
+    }
   }
-  switch (p.num_heads) {
-    case 16:
-      launch_mma<16>(p, ws, stream);
-      break;
-    case 32:
-      launch_mma<32>(p, ws, stream);
-      break;
-    case 64:
-    case 128:
-      launch_mma<64>(p, ws, stream);
-      break;
-    default:
-      MLAFUSE_FAIL("mla_decode_splitkv: num_heads ", p.num_heads,
-                   " is not supported; expected 16, 32, 64 or 128");
-  }
+  MLAFUSE_FAIL("mla_decode_splitkv: num_heads ", p.num_heads,
+               " is not supported; expected 16, 32, 64 or 128");
 }
 
 }  // namespace mlafuse::cuda

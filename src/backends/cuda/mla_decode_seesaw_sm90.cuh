@@ -1,0 +1,573 @@
+// mla_decode_splitkv, Hopper version (sm_90a): TMA-fed, two math warpgroups in a "seesaw".
+//
+// One CTA = one split-KV part x one block of 64 query rows (heads; H = 16 / 32 use the first H
+// rows, the rest of Q is zero). It walks the query segments of its part (mla_decode_plan.cuh).
+// Shared memory: Q [64, 576], two KV tiles [64, 576] (one 64-token page each), P0 [64, 64], all in
+// 64-column SW128 chunks of 8 KB; each KV chunk has its own transaction mbarrier, so a warpgroup
+// starts Q K^T on chunk 0 while chunks 1..8 are still landing.
+//
+// The 64x512 f32 output O is split by columns: warpgroup 0 holds O_L = O[:, 0:256], warpgroup 1
+// O_R = O[:, 256:512] (128 registers a thread each). KV tiles go in pairs (K0 in buffer 0, K1 in
+// buffer 1); warpgroup w computes S_w = Q K_w^T for its own tile and shares P_w with the other:
+//   wg0: m' = max(m, rowmax S0), O_L *= e^(m-m'), P0 = e^(S0-m'), O_L += P0 V0_L   (P0 in regs)
+//   wg1: m'' = max(m', rowmax S1), O_R *= e^(m-m''), P1 = e^(S1-m''), O_R += P1 V1_R (P1 in regs)
+//   wg0: P0 *= e^(m'-m'') -> smem;  wg1: O_R += P0 V0_R                            (P0 from smem)
+//   wg0: O_L *= e^(m'-m''), O_L += P1 V1_L                                          (P1 from smem)
+// with one running max m per row in shared memory. The two warpgroups' softmax phases fall in
+// each other's MMA phases, so the tensor cores stay busy; each buffer's chunks are re-filled by
+// TMA as soon as their last reader is done (V_L halves by wg0, V_R halves and the RoPE chunk by
+// wg1), and each warpgroup starts its next Q K^T right after. P1 lives in buffer 1's RoPE chunk
+// (dead once S1 is computed), which is what lets Q, two tiles and P fit in 227 KB.
+//
+// KV rows past a sequence's end: scores are masked to -inf and the V rows are zeroed in shared
+// memory before P V reads them (the page's tail may hold anything, NaN included). Block-table
+// entries past a query's last page are never read.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "backends/cuda/mla_decode.h"
+#include "backends/cuda/mla_decode_plan.cuh"
+#include "backends/cuda/mla_mma.cuh"
+#include "backends/cuda/mla_wgmma.cuh"
+#include "backends/cuda/tma_sm90.cuh"
+
+namespace mlafuse::cuda::mla {
+
+inline constexpr int kSeesawThreads = 256;  // two math warpgroups
+inline constexpr int kSeesawRows = 64;      // query rows of a CTA (the wgmma M)
+inline constexpr int kChunkBytes = 64 * 128;  // one [64 rows, 64 cols] bf16 SW128 chunk
+inline constexpr int kChunks = kMlaRow / 64;  // 9 chunks in a 576-wide row (8 latent + RoPE)
+inline constexpr int kTileBytes = kChunks * kChunkBytes;
+
+struct SeesawSmem {
+  uint8_t q[kTileBytes];      // Q [64, 576]
+  uint8_t kv[2][kTileBytes];  // K0, K1 [64 tokens, 576]; V = the first 512 columns
+  uint8_t p0[kChunkBytes];    // P0 [64, 64] bf16 (P1 lives in kv[1]'s RoPE chunk)
+  float m[kSeesawRows];       // running row max (log2 domain, scaled)
+  float scale0[kSeesawRows];  // e^(m - m') of wg0's tile, for wg1
+  float scale1[kSeesawRows];  // e^(m' - m'') of wg1's tile, for wg0
+  float l[2][kSeesawRows];    // per warpgroup row sums at the segment's end
+  uint64_t bar_q;
+  uint64_t bar_kv[2][kChunks];
+};
+// SW128 tiles start on 1024-byte boundaries.
+inline constexpr size_t kSeesawSmemBytes = sizeof(SeesawSmem) + 1024;
+
+enum SeesawBarrier : int { kScale0Ready = 1, kScale1Ready = 2, kP0Ready = 3, kP1Issued = 4 };
+
+// Tensor maps of one call: Q as [T_pad * H, 576] in boxes of [min(H, 64), 64], the cache as
+// [num_pages * 64, 576] in boxes of [64, 64].
+struct SeesawMaps {
+  CUtensorMap q;
+  CUtensorMap kv;
+};
+
+// Initial running max: finite, so e^(m - m') never computes inf - inf, and below any real score.
+inline constexpr float kSeesawMaxInit = -1e30f;
+
+// ---------------------------------------------------------------------------------------------
+// MMA pieces (one warpgroup).
+
+// D[64, 64] (+)= A[64, 16] * B[16, 64], A and B K-major in shared memory.
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b,
+                                                   int accumulate) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// D[64, 256] += A[64, 16] (registers: the bf16 fragment) * B[16, 256] (shared, MN-major).
+__device__ __forceinline__ void wgmma_m64n256k16_rs(float (&d)[128], const uint32_t (&a)[4],
+                                                    uint64_t desc_b) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "
+      "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "
+      "%56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, "
+      "%74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, "
+      "%92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, "
+      "%108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, "
+      "%123, %124, %125, %126, %127}, "
+      "{%128, %129, %130, %131}, %132, 1, 1, 1, 1;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+        "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+        "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]),
+        "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]),
+        "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]),
+        "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]),
+        "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]),
+        "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]),
+        "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]),
+        "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]),
+        "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
+
+// S[64, 64] over chunks [c0, c1) of Q and a KV tile: each chunk waits for its own barrier (this
+// warpgroup's first thread adds the chunk's bytes to the barrier's expectation), then issues its
+// four k-steps as one commit group.
+__device__ __forceinline__ void qk_chunks(float (&s)[32], uint32_t sq, uint32_t skv,
+                                          uint32_t bars, uint32_t phase, int c0, int c1,
+                                          bool leader) {
+#pragma unroll
+  for (int c = c0; c < c1; ++c) {
+    const uint32_t bar = bars + c * 8;
+    if (leader) tma::mbar_arrive_expect_tx(bar, kChunkBytes);
+    tma::mbar_wait(bar, phase);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+      const uint32_t off = c * kChunkBytes + ks * 32;
+      wgmma_m64n64k16_ss(s, desc_kmajor(sq + off), desc_kmajor(skv + off), (c > 0 || ks > 0));
+    }
+    wgmma_commit();
+  }
+}
+
+// O_half += P (bf16 fragments in registers) * V[:, half] of a tile.
+__device__ __forceinline__ void pv_local(float (&o)[128], const uint32_t (&pa)[16], uint32_t sv) {
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint32_t a[4] = {pa[4 * kk], pa[4 * kk + 1], pa[4 * kk + 2], pa[4 * kk + 3]};
+    wgmma_m64n256k16_rs(o, a, desc_mnmajor(sv + kk * 16 * 128, kChunkBytes));
+  }
+  wgmma_commit();
+}
+
+// O_half += P (shared, [64, 64] SW128) * V[:, half] of a tile.
+__device__ __forceinline__ void pv_shared(float (&o)[128], uint32_t sp, uint32_t sv) {
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    wgmma_m64n256k16_ss<1>(o, desc_kmajor(sp + kk * 32),
+                           desc_mnmajor(sv + kk * 16 * 128, kChunkBytes), 1);
+  }
+  wgmma_commit();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Softmax pieces. A thread holds S[row0 + 8r][8j + 2(lane%4) + {0,1}] at s[4j + 2r + {0,1}].
+
+// Scales S to the log2 domain, masks tokens >= len (only the query's last tile has any) and
+// returns the row maxima of this thread's two rows (reduced over the quad).
+__device__ __forceinline__ void scale_mask_max(float (&s)[32], float scale_log2, int tok0, int len,
+                                               float (&mx)[2]) {
+  const int lane = threadIdx.x % 32;
+  const bool partial = tok0 + 64 > len;
+  mx[0] = mx[1] = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float v = s[4 * j + e] * scale_log2;
+      if (partial && tok0 + 8 * j + 2 * (lane % 4) + (e & 1) >= len) v = -INFINITY;
+      s[4 * j + e] = v;
+      mx[e / 2] = fmaxf(mx[e / 2], v);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+  }
+}
+
+// s <- 2^(s - m) in place; returns this thread's partial row sums.
+__device__ __forceinline__ void exp_rows(float (&s)[32], const float (&m)[2], float (&sum)[2]) {
+  sum[0] = sum[1] = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float v = exp2f(s[4 * j + e] - m[e / 2]);
+      s[4 * j + e] = v;
+      sum[e / 2] += v;
+    }
+  }
+}
+
+// The bf16 A fragments of P for the four 16-token k-steps (the accumulator layout of S is the
+// A-operand layout of the next MMA), optionally times a per-row factor.
+__device__ __forceinline__ void pack_p(const float (&s)[32], const float (&f)[2],
+                                       uint32_t (&pa)[16]) {
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const int r = i % 2;  // pa[2i'] -> row0 pairs, pa[2i'+1] -> row0 + 8
+    pa[i] = pack_bf16x2(s[2 * i] * f[r], s[2 * i + 1] * f[r]);
+  }
+}
+
+// P fragments -> [64, 64] SW128 tile in shared memory.
+__device__ __forceinline__ void store_p(const uint32_t (&pa)[16], uint32_t sp, int row0) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const uint32_t addr = sp + sw128_offset(kSeesawRows, row0 + 8 * r, j) + (lane % 4) * 4;
+      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(pa[2 * j + r]) : "memory");
+    }
+  }
+}
+
+template <int kN>
+__device__ __forceinline__ void scale_rows(float (&o)[kN], const float (&f)[2]) {
+#pragma unroll
+  for (int i = 0; i < kN; ++i) o[i] *= f[(i / 2) % 2];
+}
+
+// Zeroes rows [valid, 64) of four V chunks (one warpgroup's half) of a tile, then makes the
+// stores visible to the tensor cores.
+__device__ __forceinline__ void zero_v_tail(uint32_t sv, int valid) {
+  const int t = threadIdx.x % 128;
+  const int units = (64 - valid) * 8;  // 16-byte units per chunk past `valid`
+  for (int i = t; i < 4 * units; i += 128) {
+    const int c = i / units;
+    const int u = i - c * units;
+    st_shared_zero16(sv + c * kChunkBytes + valid * 128 + u * 16);
+  }
+  fence_proxy_async();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+// kRows: the valid query rows of a CTA (H for H < 64, else 64).
+template <int kRows>
+__global__ void __launch_bounds__(kSeesawThreads, 1)
+    mla_decode_seesaw_kernel(MlaDecodeProblem p, MlaWorkspace ws,
+                             const __grid_constant__ SeesawMaps maps) {
+  constexpr float kLn2 = 0.6931471805599453f;
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+  const uint32_t raw_addr = smem_addr(smem_raw);
+  SeesawSmem& sm =
+      *reinterpret_cast<SeesawSmem*>(smem_raw + (((raw_addr + 1023u) & ~1023u) - raw_addr));
+  const uint32_t sq = smem_addr(sm.q);
+  const uint32_t skv[2] = {smem_addr(sm.kv[0]), smem_addr(sm.kv[0]) + kTileBytes};
+  const uint32_t sp0 = smem_addr(sm.p0);
+  const uint32_t sp1 = skv[1] + 8 * kChunkBytes;
+  const uint32_t bar_q = smem_addr(&sm.bar_q);
+  const uint32_t bars[2] = {smem_addr(&sm.bar_kv[0][0]), smem_addr(&sm.bar_kv[0][0]) + 8 * kChunks};
+
+  const int head0 = blockIdx.x * kSeesawRows;
+  const int part = blockIdx.y;
+  const int wg = threadIdx.x / 128;
+  const int lane = threadIdx.x % 32;
+  const int row0 = 16 * ((threadIdx.x % 128) / 32) + lane / 4;  // rows row0, row0 + 8
+  const bool leader = threadIdx.x % 128 == 0;                 // issues TMA and expect_tx
+  const int per_part = ws.sched[0];
+  const int part_begin = part * per_part;
+  const int part_end = part_begin + per_part;
+  const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+
+  if (threadIdx.x == 0) {
+    tma::prefetch_map(&maps.q);
+    tma::prefetch_map(&maps.kv);
+    tma::mbar_init(bar_q, 1);
+    for (int b = 0; b < 2; ++b)
+      for (int c = 0; c < kChunks; ++c) tma::mbar_init(bars[b] + 8 * c, 1);
+    tma::mbar_fence_init();
+  }
+  if constexpr (kRows < kSeesawRows) {  // Q rows past H stay zero (finite scores, unused rows)
+    for (int i = threadIdx.x; i < kChunks * (kSeesawRows - kRows) * 8; i += kSeesawThreads) {
+      const int c = i / ((kSeesawRows - kRows) * 8);
+      const int u = i - c * (kSeesawRows - kRows) * 8;
+      st_shared_zero16(sq + c * kChunkBytes + kRows * 128 + u * 16);
+    }
+    fence_proxy_async();
+  }
+  __syncthreads();
+
+  uint32_t phase_q = 0;
+  uint32_t phase_kv = 0;  // warpgroup w waits only on buffer w's barriers: one phase bit
+
+  for (int t = ws.part_qbegin[part]; t < p.num_queries; ++t) {
+    const int cum = ws.q_cum[t];
+    if (cum >= part_end) break;
+    const int len = ws.q_len[t];
+    const int tiles = ceil_tiles(len);
+    const int tile0 = max(part_begin - cum, 0);
+    const int tile1 = min(part_end - cum, tiles);
+    if (tile0 >= tile1) continue;
+    const int32_t* bt_row =
+        p.block_table + static_cast<int64_t>(ws.q_row[t]) * p.block_table_stride;
+    // Row of the cache where tile `i` of this query starts; only tiles < tile1 are asked for.
+    auto kv_row = [&](int i) {
+      const int32_t page = bt_row[i];
+      // The runner validated the table on the host; a bad id here is corrupted metadata.
+      if (page < 0 || page >= p.num_pages) __trap();
+      return page * kMlaPage;
+    };
+    auto load_chunks = [&](int buf, int i, int c0, int c1) {
+      const int y = kv_row(i);
+      for (int c = c0; c < c1; ++c) {
+        tma::load_2d(skv[buf] + c * kChunkBytes, &maps.kv, bars[buf] + 8 * c, 64 * c, y);
+      }
+    };
+
+    if (threadIdx.x == 0) {
+      tma::mbar_arrive_expect_tx(bar_q, kChunks * kRows * 128);
+      const int qy = t * p.num_heads + head0;
+      for (int c = 0; c < kChunks; ++c) {
+        tma::load_2d(sq + c * kChunkBytes, &maps.q, bar_q, 64 * c, qy);
+      }
+      load_chunks(0, tile0, 0, kChunks);
+      if (tile0 + 1 < tile1) load_chunks(1, tile0 + 1, 0, kChunks);
+    }
+    if (wg == 0 && lane % 4 == 0) {
+      sm.m[row0] = kSeesawMaxInit;
+      sm.m[row0 + 8] = kSeesawMaxInit;
+    }
+    __syncwarp();
+
+    float o[128];  // O[rows, 256 wg + 8j + 2(lane%4) + {0,1}] at o[4j + {0,1}] (row0), {2,3} (+8)
+#pragma unroll
+    for (int i = 0; i < 128; ++i) o[i] = 0.0f;
+    float l_run[2] = {0.0f, 0.0f};
+    float s[32];
+
+    tma::mbar_wait(bar_q, phase_q);
+    phase_q ^= 1;
+    // The first S of each warpgroup.
+    if (wg == 0 || tile0 + 1 < tile1) {
+      qk_chunks(s, sq, skv[0] + wg * kTileBytes, bars[0] + wg * 8 * kChunks, phase_kv, 0, kChunks,
+                leader);
+      phase_kv ^= 1;
+      wgmma_wait<0>();
+      fence_regs(s);
+    }
+
+    // One pair of tiles (b, b + 1); has1..3: tiles b + 1 .. b + 3 exist in this segment. The flags
+    // are template arguments so every variant is straight-line code: ptxas then keeps the wgmma
+    // pipeline open across the softmax instead of serializing it at control-flow merges.
+    auto pair = [&]<bool has1, bool has2, bool has3>(int b) {
+      const int valid0 = len - b * kMlaPage;  // < 64: b is the query's last, partial tile
+      const int valid1 = valid0 - kMlaPage;
+      if (wg == 0) {
+        // ---- softmax of S0 ----
+        float mx[2];
+        scale_mask_max(s, scale_log2, b * kMlaPage, len, mx);
+        float m_new[2], f0[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float m_old = sm.m[row0 + 8 * r];
+          m_new[r] = fmaxf(m_old, mx[r]);
+          f0[r] = exp2f(m_old - m_new[r]);
+        }
+        __syncwarp();  // every lane of the quad read m before it changes
+        if (lane % 4 == 0) {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            sm.scale0[row0 + 8 * r] = f0[r];
+            sm.m[row0 + 8 * r] = m_new[r];
+          }
+        }
+        float sum[2];
+        exp_rows(s, m_new, sum);
+        l_run[0] = l_run[0] * f0[0] + sum[0];
+        l_run[1] = l_run[1] * f0[1] + sum[1];
+        scale_rows(o, f0);
+        uint32_t pa[16];
+        const float one[2] = {1.0f, 1.0f};
+        pack_p(s, one, pa);
+        tma::bar_arrive(kScale0Ready, kSeesawThreads);
+
+        // ---- O_L += P0 V0_L ----
+        if (valid0 < kMlaPage) zero_v_tail(skv[0], valid0);
+        fence_regs(o);
+        pv_local(o, pa, skv[0]);
+        wgmma_wait<0>();
+        fence_regs(o);
+
+        // ---- P0 rescaled by wg1's tile -> shared, for wg1 ----
+        tma::bar_sync(kScale1Ready, kSeesawThreads);
+        if constexpr (has2) {
+          if (leader) load_chunks(0, b + 2, 0, 4);  // V0_L's last reader is done
+        }
+        float f1[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) f1[r] = sm.scale1[row0 + 8 * r];
+        pack_p(s, f1, pa);
+        store_p(pa, sp0, row0);
+        fence_proxy_async();
+        tma::bar_arrive(kP0Ready, kSeesawThreads);
+
+        // ---- O_L += P1 V1_L ----
+        if constexpr (has1) {
+          if (valid1 < kMlaPage) zero_v_tail(skv[1], valid1);
+          tma::bar_sync(kP1Issued, kSeesawThreads);
+          scale_rows(o, f1);
+          l_run[0] *= f1[0];
+          l_run[1] *= f1[1];
+          fence_regs(o);
+          pv_shared(o, sp1, skv[1]);
+        } else {
+          scale_rows(o, f1);
+          l_run[0] *= f1[0];
+          l_run[1] *= f1[1];
+        }
+        // ---- next S0 (tile b + 2), overlapping the tail of P1 V1_L ----
+        if constexpr (has2) {
+          qk_chunks(s, sq, skv[0], bars[0], phase_kv, 0, 4, leader);
+          if constexpr (has3) {
+            wgmma_wait<4>();  // P1 V1_L is done: V1_L and P1 (buffer 1's RoPE chunk) are free
+            if (leader) {
+              load_chunks(1, b + 3, 0, 4);
+              load_chunks(1, b + 3, 8, 9);
+            }
+          }
+          qk_chunks(s, sq, skv[0], bars[0], phase_kv, 4, kChunks, leader);
+          phase_kv ^= 1;
+        }
+        wgmma_wait<0>();
+        fence_regs(o);
+        fence_regs(s);
+      } else {
+        // ---- softmax of S1 (after wg0's, whose max it extends) ----
+        tma::bar_sync(kScale0Ready, kSeesawThreads);
+        float mx[2] = {-INFINITY, -INFINITY};
+        if constexpr (has1) scale_mask_max(s, scale_log2, (b + 1) * kMlaPage, len, mx);
+        float m_new[2], f1[2], f01[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float m_old = sm.m[row0 + 8 * r];
+          m_new[r] = fmaxf(m_old, mx[r]);
+          f1[r] = exp2f(m_old - m_new[r]);
+          f01[r] = f1[r] * sm.scale0[row0 + 8 * r];
+        }
+        __syncwarp();
+        if (lane % 4 == 0) {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            sm.scale1[row0 + 8 * r] = f1[r];
+            sm.m[row0 + 8 * r] = m_new[r];
+          }
+        }
+        float sum[2] = {0.0f, 0.0f};
+        if constexpr (has1) exp_rows(s, m_new, sum);
+        l_run[0] = l_run[0] * f01[0] + sum[0];
+        l_run[1] = l_run[1] * f01[1] + sum[1];
+        scale_rows(o, f01);
+        tma::bar_arrive(kScale1Ready, kSeesawThreads);
+
+        // ---- O_R += P1 V1_R; P1 -> shared (buffer 1's RoPE chunk), for wg0 ----
+        if constexpr (has1) {
+          uint32_t pa[16];
+          const float one[2] = {1.0f, 1.0f};
+          pack_p(s, one, pa);
+          store_p(pa, sp1, row0);
+          if (valid1 < kMlaPage) zero_v_tail(skv[1] + 4 * kChunkBytes, valid1);
+          fence_proxy_async();
+          fence_regs(o);
+          pv_local(o, pa, skv[1] + 4 * kChunkBytes);
+        }
+        // ---- O_R += P0 V0_R ----
+        tma::bar_sync(kP0Ready, kSeesawThreads);
+        if (valid0 < kMlaPage) zero_v_tail(skv[0] + 4 * kChunkBytes, valid0);
+        // No register fence here: P1 V1_R may still be in flight on o.
+        pv_shared(o, sp0, skv[0] + 4 * kChunkBytes);
+        if constexpr (has1) tma::bar_arrive(kP1Issued, kSeesawThreads);
+        if constexpr (has3) {
+          wgmma_wait<1>();  // P1 V1_R is done: V1_R is free
+          if (leader) load_chunks(1, b + 3, 4, 8);
+        }
+        if constexpr (has2) {
+          wgmma_wait<0>();  // P0 V0_R is done: V0_R is free (the RoPE chunk was after S0)
+          if (leader) load_chunks(0, b + 2, 4, kChunks);
+        }
+        // ---- next S1 (tile b + 3) ----
+        if constexpr (has3) {
+          qk_chunks(s, sq, skv[1], bars[1], phase_kv, 0, kChunks, leader);
+          phase_kv ^= 1;
+        }
+        wgmma_wait<0>();
+        fence_regs(o);
+        fence_regs(s);
+      }
+    };
+    int b = tile0;
+    for (; b + 3 < tile1; b += 2) pair.template operator()<true, true, true>(b);
+    if (b + 2 < tile1) {
+      pair.template operator()<true, true, false>(b);
+      b += 2;
+    }
+    if (b + 1 < tile1) {
+      pair.template operator()<true, false, false>(b);
+    } else if (b < tile1) {
+      pair.template operator()<false, false, false>(b);
+    }
+
+    // ---- row sums over both warpgroups, normalize, write ----
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+      l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+    }
+    if (lane % 4 == 0) {
+      sm.l[wg][row0] = l_run[0];
+      sm.l[wg][row0 + 8] = l_run[1];
+    }
+    __syncthreads();
+    const bool whole = tile0 == 0 && tile1 == tiles;
+    const int slot = whole ? 0 : partial_slot(ws, part, t);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = row0 + 8 * r;
+      if (row >= kRows) continue;
+      const int head = head0 + row;
+      const float l = sm.l[0][row] + sm.l[1][row];
+      const float inv_l = 1.0f / l;
+      if (whole) {
+        __nv_bfloat16* dst =
+            ws.o_lat + (static_cast<int64_t>(t) * p.num_heads + head) * kMlaLatent + 256 * wg;
+#pragma unroll
+        for (int j = 0; j < 32; ++j) {
+          *reinterpret_cast<uint32_t*>(dst + 8 * j + 2 * (lane % 4)) =
+              pack_bf16x2(o[4 * j + 2 * r] * inv_l, o[4 * j + 2 * r + 1] * inv_l);
+        }
+      } else {
+        float* dst =
+            ws.o_part + (static_cast<int64_t>(slot) * p.num_heads + head) * kMlaLatent + 256 * wg;
+#pragma unroll
+        for (int j = 0; j < 32; ++j) {
+          *reinterpret_cast<float2*>(dst + 8 * j + 2 * (lane % 4)) =
+              make_float2(o[4 * j + 2 * r] * inv_l, o[4 * j + 2 * r + 1] * inv_l);
+        }
+        if (wg == 0 && lane % 4 == 0) {
+          ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + head] =
+              (sm.m[row] + log2f(l)) * kLn2;
+        }
+      }
+    }
+    __syncthreads();  // smem (Q, tiles, m, l) is reused by the next segment
+  }
+}
+
+}  // namespace mlafuse::cuda::mla
