@@ -9,7 +9,7 @@
 // floor = max(bytes / read ceiling, FLOP / GEMM ceiling), both ceilings measured at the start of
 // the same run (read-only stream over 2 GiB, device copy of 1 GiB, cuBLAS bf16 8192^3 GEMM).
 //
-// Usage: bench_mla_decode [--torch FILE] [--json FILE] [--quick]
+// Usage: bench_mla_decode [--torch FILE] [--json FILE] [--quick] [--case B,ctx,H ...]
 //   FILE from bench/torch_mla_decode.py: lines "B ctx H microseconds".
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -336,11 +336,16 @@ int main(int argc, char** argv) {
   using namespace mlafuse::cuda;
   std::string torch_file, json_file;
   bool quick = false;
+  std::vector<Case> only;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--torch" && i + 1 < argc) torch_file = argv[++i];
     if (a == "--json" && i + 1 < argc) json_file = argv[++i];
     if (a == "--quick") quick = true;
+    if (a == "--case" && i + 1 < argc) {  // one case, "B,ctx,H" (e.g. for a profiler run)
+      Case c{};
+      if (std::sscanf(argv[++i], "%d,%d,%d", &c.b, &c.ctx, &c.h) == 3) only.push_back(c);
+    }
   }
   std::map<std::tuple<int, int, int>, double> torch_us;
   if (!torch_file.empty()) {
@@ -364,11 +369,11 @@ int main(int argc, char** argv) {
   const Ceilings ceil = measure_ceilings(cublas, stream, prop.multiProcessorCount);
   std::printf("ceilings: read %.0f GB/s, copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s\n", ceil.read_gbs,
               ceil.copy_gbs, ceil.gemm_tflops);
-  std::vector<Case> cases;
+  std::vector<Case> cases = only;
   for (int h : {16, 128})
     for (int b : {1, 16, 64, 128})
       for (int ctx : {1024, 4096, 8192, 16384}) {
-        if (quick && !(ctx == 4096 || (b == 128 && ctx == 1024))) continue;
+        if (!only.empty() || (quick && !(ctx == 4096 || (b == 128 && ctx == 1024)))) continue;
         cases.push_back({b, ctx, h});
       }
   std::vector<Result> results;

@@ -133,6 +133,8 @@ __device__ __forceinline__ void wgmma_m64n256k16_rs(float (&d)[128], const uint3
 // S[64, 64] over chunks [c0, c1) of Q and a KV tile: each chunk waits for its own barrier (this
 // warpgroup's first thread adds the chunk's bytes to the barrier's expectation), then issues its
 // four k-steps as one commit group.
+// kFirst: chunk c0 starts the accumulation (S = ... rather than S += ...).
+template <bool kFirst>
 __device__ __forceinline__ void qk_chunks(float (&s)[32], uint32_t sq, uint32_t skv,
                                           uint32_t bars, uint32_t phase, int c0, int c1,
                                           bool leader) {
@@ -145,7 +147,8 @@ __device__ __forceinline__ void qk_chunks(float (&s)[32], uint32_t sq, uint32_t 
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) {
       const uint32_t off = c * kChunkBytes + ks * 32;
-      wgmma_m64n64k16_ss(s, desc_kmajor(sq + off), desc_kmajor(skv + off), (c > 0 || ks > 0));
+      wgmma_m64n64k16_ss(s, desc_kmajor(sq + off), desc_kmajor(skv + off),
+                         !kFirst || c > c0 || ks > 0);
     }
     wgmma_commit();
   }
@@ -308,39 +311,58 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
   uint32_t phase_q = 0;
   uint32_t phase_kv = 0;  // warpgroup w waits only on buffer w's barriers: one phase bit
 
-  for (int t = ws.part_qbegin[part]; t < p.num_queries; ++t) {
-    const int cum = ws.q_cum[t];
-    if (cum >= part_end) break;
-    const int len = ws.q_len[t];
-    const int tiles = ceil_tiles(len);
-    const int tile0 = max(part_begin - cum, 0);
-    const int tile1 = min(part_end - cum, tiles);
-    if (tile0 >= tile1) continue;
-    const int32_t* bt_row =
-        p.block_table + static_cast<int64_t>(ws.q_row[t]) * p.block_table_stride;
-    // Row of the cache where tile `i` of this query starts; only tiles < tile1 are asked for.
-    auto kv_row = [&](int i) {
-      const int32_t page = bt_row[i];
-      // The runner validated the table on the host; a bad id here is corrupted metadata.
-      if (page < 0 || page >= p.num_pages) __trap();
-      return page * kMlaPage;
-    };
-    auto load_chunks = [&](int buf, int i, int c0, int c1) {
-      const int y = kv_row(i);
-      for (int c = c0; c < c1; ++c) {
-        tma::load_2d(skv[buf] + c * kChunkBytes, &maps.kv, bars[buf] + 8 * c, 64 * c, y);
-      }
-    };
-
-    if (threadIdx.x == 0) {
-      tma::mbar_arrive_expect_tx(bar_q, kChunks * kRows * 128);
-      const int qy = t * p.num_heads + head0;
-      for (int c = 0; c < kChunks; ++c) {
-        tma::load_2d(sq + c * kChunkBytes, &maps.q, bar_q, 64 * c, qy);
-      }
-      load_chunks(0, tile0, 0, kChunks);
-      if (tile0 + 1 < tile1) load_chunks(1, tile0 + 1, 0, kChunks);
+  // A segment: the tiles [tile0, tile1) of query t that fall in this part.
+  struct Segment {
+    int t, len, tiles, tile0, tile1;
+    const int32_t* bt_row;
+  };
+  // The first segment at query t or later; false when the part has no more.
+  auto find_segment = [&](int t, Segment& sg) {
+    for (; t < p.num_queries; ++t) {
+      const int cum = ws.q_cum[t];
+      if (cum >= part_end) return false;
+      sg.t = t;
+      sg.len = ws.q_len[t];
+      sg.tiles = ceil_tiles(sg.len);
+      sg.tile0 = max(part_begin - cum, 0);
+      sg.tile1 = min(part_end - cum, sg.tiles);
+      sg.bt_row = p.block_table + static_cast<int64_t>(ws.q_row[t]) * p.block_table_stride;
+      if (sg.tile0 < sg.tile1) return true;
     }
+    return false;
+  };
+  // Row of the cache where a tile on `page` starts; only tiles < tile1 are asked for.
+  auto kv_row = [&](int32_t page) {
+    // The runner validated the table on the host; a bad id here is corrupted metadata.
+    if (page < 0 || page >= p.num_pages) __trap();
+    return page * kMlaPage;
+  };
+  auto load_chunks = [&](int buf, int32_t page, int c0, int c1) {
+    const int y = kv_row(page);
+    for (int c = c0; c < c1; ++c) {
+      tma::load_2d(skv[buf] + c * kChunkBytes, &maps.kv, bars[buf] + 8 * c, 64 * c, y);
+    }
+  };
+  // Q and the first two tiles of a segment (thread 0; the buffers must be free).
+  auto load_segment = [&](const Segment& sg) {
+    tma::mbar_arrive_expect_tx(bar_q, kChunks * kRows * 128);
+    const int qy = sg.t * p.num_heads + head0;
+    for (int c = 0; c < kChunks; ++c) {
+      tma::load_2d(sq + c * kChunkBytes, &maps.q, bar_q, 64 * c, qy);
+    }
+    load_chunks(0, sg.bt_row[sg.tile0], 0, kChunks);
+    if (sg.tile0 + 1 < sg.tile1) load_chunks(1, sg.bt_row[sg.tile0 + 1], 0, kChunks);
+  };
+
+  Segment seg;
+  bool have = find_segment(ws.part_qbegin[part], seg);
+  if (have && threadIdx.x == 0) load_segment(seg);
+  while (have) {
+    const int t = seg.t;
+    const int len = seg.len;
+    const int tiles = seg.tiles;
+    const int tile0 = seg.tile0;
+    const int tile1 = seg.tile1;
     if (wg == 0 && lane % 4 == 0) {
       sm.m[row0] = kSeesawMaxInit;
       sm.m[row0 + 8] = kSeesawMaxInit;
@@ -357,7 +379,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     phase_q ^= 1;
     // The first S of each warpgroup.
     if (wg == 0 || tile0 + 1 < tile1) {
-      qk_chunks(s, sq, skv[0] + wg * kTileBytes, bars[0] + wg * 8 * kChunks, phase_kv, 0, kChunks,
+      qk_chunks<true>(s, sq, skv[0] + wg * kTileBytes, bars[0] + wg * 8 * kChunks, phase_kv, 0, kChunks,
                 leader);
       phase_kv ^= 1;
       wgmma_wait<0>();
@@ -368,6 +390,13 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     // are template arguments so every variant is straight-line code: ptxas then keeps the wgmma
     // pipeline open across the softmax instead of serializing it at control-flow merges.
     auto pair = [&]<bool has1, bool has2, bool has3>(int b) {
+      // The next pair's pages, loaded now by the leaders only and first used when they issue the
+      // copies, so the block-table latency never stalls a warpgroup.
+      int32_t y2 = 0, y3 = 0;
+      if (leader) {
+        if constexpr (has2) y2 = seg.bt_row[b + 2];
+        if constexpr (has3) y3 = seg.bt_row[b + 3];
+      }
       const int valid0 = len - b * kMlaPage;  // < 64: b is the query's last, partial tile
       const int valid1 = valid0 - kMlaPage;
       if (wg == 0) {
@@ -409,7 +438,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         // ---- P0 rescaled by wg1's tile -> shared, for wg1 ----
         tma::bar_sync(kScale1Ready, kSeesawThreads);
         if constexpr (has2) {
-          if (leader) load_chunks(0, b + 2, 0, 4);  // V0_L's last reader is done
+          if (leader) load_chunks(0, y2, 0, 4);  // V0_L's last reader is done
         }
         float f1[2];
 #pragma unroll
@@ -435,15 +464,15 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         }
         // ---- next S0 (tile b + 2), overlapping the tail of P1 V1_L ----
         if constexpr (has2) {
-          qk_chunks(s, sq, skv[0], bars[0], phase_kv, 0, 4, leader);
+          qk_chunks<true>(s, sq, skv[0], bars[0], phase_kv, 0, 4, leader);
           if constexpr (has3) {
             wgmma_wait<4>();  // P1 V1_L is done: V1_L and P1 (buffer 1's RoPE chunk) are free
             if (leader) {
-              load_chunks(1, b + 3, 0, 4);
-              load_chunks(1, b + 3, 8, 9);
+              load_chunks(1, y3, 0, 4);
+              load_chunks(1, y3, 8, 9);
             }
           }
-          qk_chunks(s, sq, skv[0], bars[0], phase_kv, 4, kChunks, leader);
+          qk_chunks<false>(s, sq, skv[0], bars[0], phase_kv, 4, kChunks, leader);
           phase_kv ^= 1;
         }
         wgmma_wait<0>();
@@ -496,15 +525,17 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         if constexpr (has1) tma::bar_arrive(kP1Issued, kSeesawThreads);
         if constexpr (has3) {
           wgmma_wait<1>();  // P1 V1_R is done: V1_R is free
-          if (leader) load_chunks(1, b + 3, 4, 8);
+          if (leader) load_chunks(1, y3, 4, 8);
         }
         if constexpr (has2) {
           wgmma_wait<0>();  // P0 V0_R is done: V0_R is free (the RoPE chunk was after S0)
-          if (leader) load_chunks(0, b + 2, 4, kChunks);
+          if (leader) load_chunks(0, y2, 4, kChunks);
         }
         // ---- next S1 (tile b + 3) ----
-        if constexpr (has3) {
-          qk_chunks(s, sq, skv[1], bars[1], phase_kv, 0, kChunks, leader);
+        if constexpr (has3) {  // chunks 4..7 first: this warpgroup issued them before wg0 its own
+          qk_chunks<true>(s, sq, skv[1], bars[1], phase_kv, 4, 8, leader);
+          qk_chunks<false>(s, sq, skv[1], bars[1], phase_kv, 0, 4, leader);
+          qk_chunks<false>(s, sq, skv[1], bars[1], phase_kv, 8, 9, leader);
           phase_kv ^= 1;
         }
         wgmma_wait<0>();
@@ -534,7 +565,11 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       sm.l[wg][row0] = l_run[0];
       sm.l[wg][row0 + 8] = l_run[1];
     }
-    __syncthreads();
+    __syncthreads();  // both warpgroups' MMAs are done: Q and the tiles are free
+    // The next segment's copies fly while this one's output is written.
+    Segment next;
+    const bool have_next = find_segment(t + 1, next);
+    if (have_next && threadIdx.x == 0) load_segment(next);
     const bool whole = tile0 == 0 && tile1 == tiles;
     const int slot = whole ? 0 : partial_slot(ws, part, t);
 #pragma unroll
@@ -566,7 +601,9 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         }
       }
     }
-    __syncthreads();  // smem (Q, tiles, m, l) is reused by the next segment
+    __syncthreads();  // m and l are reset by the next segment
+    seg = next;
+    have = have_next;
   }
 }
 
