@@ -386,21 +386,29 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       fence_regs(s);
     }
 
+    int32_t pages_next[2] = {0, 0};  // the pages of tiles b + 2, b + 3 (leaders only)
+    if (leader) {
+      if (tile0 + 2 < tile1) pages_next[0] = seg.bt_row[tile0 + 2];
+      if (tile0 + 3 < tile1) pages_next[1] = seg.bt_row[tile0 + 3];
+    }
     // One pair of tiles (b, b + 1); has1..3: tiles b + 1 .. b + 3 exist in this segment. The flags
     // are template arguments so every variant is straight-line code: ptxas then keeps the wgmma
     // pipeline open across the softmax instead of serializing it at control-flow merges.
     auto pair = [&]<bool has1, bool has2, bool has3>(int b) {
-      // The next pair's pages, loaded now by the leaders only and first used when they issue the
-      // copies, so the block-table latency never stalls a warpgroup.
-      int32_t y2 = 0, y3 = 0;
+      // The next pair's pages were read a pair ago; read the one after's now. Only the leaders
+      // use them, a pair after the load, so the block-table latency never stalls a warpgroup.
+      const int32_t y2 = pages_next[0], y3 = pages_next[1];
       if (leader) {
-        if constexpr (has2) y2 = seg.bt_row[b + 2];
-        if constexpr (has3) y3 = seg.bt_row[b + 3];
+        if (b + 4 < tile1) pages_next[0] = seg.bt_row[b + 4];
+        if (b + 5 < tile1) pages_next[1] = seg.bt_row[b + 5];
       }
       const int valid0 = len - b * kMlaPage;  // < 64: b is the query's last, partial tile
       const int valid1 = valid0 - kMlaPage;
       if (wg == 0) {
         // ---- softmax of S0 ----
+        if constexpr (has2) {  // S0 was the RoPE chunk's only reader
+          if (leader) load_chunks(0, y2, 8, 9);
+        }
         float mx[2];
         scale_mask_max(s, scale_log2, b * kMlaPage, len, mx);
         float m_new[2], f0[2];
@@ -434,12 +442,12 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         pv_local(o, pa, skv[0]);
         wgmma_wait<0>();
         fence_regs(o);
-
-        // ---- P0 rescaled by wg1's tile -> shared, for wg1 ----
-        tma::bar_sync(kScale1Ready, kSeesawThreads);
         if constexpr (has2) {
           if (leader) load_chunks(0, y2, 0, 4);  // V0_L's last reader is done
         }
+
+        // ---- P0 rescaled by wg1's tile -> shared, for wg1 ----
+        tma::bar_sync(kScale1Ready, kSeesawThreads);
         float f1[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) f1[r] = sm.scale1[row0 + 8 * r];
@@ -528,8 +536,8 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
           if (leader) load_chunks(1, y3, 4, 8);
         }
         if constexpr (has2) {
-          wgmma_wait<0>();  // P0 V0_R is done: V0_R is free (the RoPE chunk was after S0)
-          if (leader) load_chunks(0, y2, 4, kChunks);
+          wgmma_wait<0>();  // P0 V0_R is done: V0_R is free
+          if (leader) load_chunks(0, y2, 4, 8);
         }
         // ---- next S1 (tile b + 3) ----
         if constexpr (has3) {  // chunks 4..7 first: this warpgroup issued them before wg0 its own
