@@ -80,13 +80,14 @@ struct Batch {
   std::vector<int> q_tokens;
   int pad = 0;
   uint32_t seed = 1;
+  int page_size = kPage;
   cuda::MlaAttnKernel kernel = cuda::MlaAttnKernel::kAuto;
 };
 
 // Host data of one batch and the per-query view the reference needs.
 struct HostProblem {
   cuda::MlaAttnKernel kernel = cuda::MlaAttnKernel::kAuto;
-  int heads = 0, n = 0, t_pad = 0, num_seqs = 0, num_pages = 0, bt_stride = 0;
+  int heads = 0, n = 0, t_pad = 0, num_seqs = 0, num_pages = 0, bt_stride = 0, page_size = 0;
   float scale = 0.0f;
   std::vector<int32_t> seq_lens, qsl, block_table;
   std::vector<uint16_t> cache, q_cat, w_uv;
@@ -99,6 +100,8 @@ HostProblem make_problem(const Batch& b) {
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   h.heads = b.heads;
   h.kernel = b.kernel;
+  h.page_size = b.page_size;
+  const int ps = b.page_size;
   h.num_seqs = static_cast<int>(b.seq_lens.size());
   h.scale = 1.0f / std::sqrt(192.0f);
   h.qsl.push_back(0);
@@ -106,7 +109,7 @@ HostProblem make_problem(const Batch& b) {
   int total_pages = 0;
   for (int s = 0; s < h.num_seqs; ++s) {
     h.qsl.push_back(h.qsl.back() + b.q_tokens[s]);
-    const int pages = (b.seq_lens[s] + kPage - 1) / kPage;
+    const int pages = (b.seq_lens[s] + ps - 1) / ps;
     max_pages = std::max(max_pages, pages);
     total_pages += pages;
   }
@@ -119,17 +122,17 @@ HostProblem make_problem(const Batch& b) {
   std::iota(pool.begin(), pool.end(), 0);
   std::shuffle(pool.begin(), pool.end(), rng);
   h.block_table.assign(static_cast<size_t>(h.num_seqs) * h.bt_stride, 0);
-  h.cache.assign(static_cast<size_t>(h.num_pages) * kPage * kRow, kBf16NaN);
+  h.cache.assign(static_cast<size_t>(h.num_pages) * ps * kRow, kBf16NaN);
   int next = 0;
   for (int s = 0; s < h.num_seqs; ++s) {
-    const int pages = (b.seq_lens[s] + kPage - 1) / kPage;
+    const int pages = (b.seq_lens[s] + ps - 1) / ps;
     for (int j = 0; j < h.bt_stride; ++j) {
       // Unused slots hold huge ids: a kernel that reads one faults under memcheck.
       h.block_table[s * h.bt_stride + j] = j < pages ? pool[next++] : 0x3fffff00 + j;
     }
     for (int pos = 0; pos < b.seq_lens[s]; ++pos) {
-      const int page = h.block_table[s * h.bt_stride + pos / kPage];
-      uint16_t* row = h.cache.data() + (static_cast<size_t>(page) * kPage + pos % kPage) * kRow;
+      const int page = h.block_table[s * h.bt_stride + pos / ps];
+      uint16_t* row = h.cache.data() + (static_cast<size_t>(page) * ps + pos % ps) * kRow;
       for (int c = 0; c < kRow; ++c) row[c] = bf16(u(rng));
     }
   }
@@ -159,7 +162,7 @@ struct Reference {
 Reference reference(const HostProblem& h) {
   const int n = h.n;
   Tensor q = host_tensor(DType::kBF16, {n, h.heads, kRow}, h.q_cat.data());
-  Tensor cache = host_tensor(DType::kBF16, {h.num_pages, kPage, kRow}, h.cache.data());
+  Tensor cache = host_tensor(DType::kBF16, {h.num_pages, h.page_size, kRow}, h.cache.data());
   std::vector<int32_t> bt(static_cast<size_t>(std::max(n, 1)) * h.bt_stride);
   for (int t = 0; t < n; ++t) {
     std::copy_n(h.block_table.data() + static_cast<size_t>(h.q_row[t]) * h.bt_stride, h.bt_stride,
@@ -213,6 +216,7 @@ struct DeviceProblem {
     p.block_table = bt.as<int32_t>();
     p.block_table_stride = h.bt_stride;
     p.num_pages = h.num_pages;
+    p.page_size = h.page_size;
     p.q_cat = q_cat.as<__nv_bfloat16>();
     p.kv_cache = cache.as<__nv_bfloat16>();
     p.w_uv = w_uv.as<__nv_bfloat16>();
@@ -479,6 +483,33 @@ TEST_P(MlaDecodeMmaPath, MatchesReference) {
   b.kernel = cuda::MlaAttnKernel::kMma;
   run_batch(b, false);
 }
+
+// Pages of 16, 32 and 128 tokens (64 is every other test's): lengths on and off page and tile
+// boundaries, NaN past every sequence's end, huge ids in the unused block-table columns.
+class MlaDecodePageSizes : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(MlaDecodePageSizes, MatchesReference) {
+  SKIP_WITHOUT_GPU();
+  const auto [page_size, heads] = GetParam();
+  Batch b;
+  b.heads = heads;
+  b.page_size = page_size;
+  b.seq_lens = {1, 15, 16, 17, 33, 0, 63, 64, 65, 127, 128, 129, 200};
+  if (!small_mode()) b.seq_lens.push_back(1000);
+  b.q_tokens.assign(b.seq_lens.size(), 1);
+  b.q_tokens.back() = 3;  // a prefill last: three causal lengths
+  b.pad = 2;
+  b.seed = 3000u + page_size + heads;
+  run_batch(b, heads == 16);
+}
+
+INSTANTIATE_TEST_SUITE_P(PagesAndHeads, MlaDecodePageSizes,
+                         ::testing::Combine(::testing::Values(16, 32, 128),
+                                            ::testing::Values(16, 128)),
+                         [](const auto& info) {
+                           return "page" + std::to_string(std::get<0>(info.param)) + "_h" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Heads64And128, MlaDecodeMmaPath,
                          ::testing::Combine(::testing::Values(64, 128), ::testing::Values(1, 64)));

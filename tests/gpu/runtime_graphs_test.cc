@@ -126,5 +126,40 @@ TEST(RuntimeGraphs, ReplaysMatchEagerRunsForEveryBatchOfTheBucket) {
   }
 }
 
+// Cache pages of 16, 32 and 128 tokens through the whole block on the CUDA backend (cache write,
+// absorbed q, the decode kernels, fused group quant, o_proj), against the CPU reference backend.
+TEST(RuntimeGraphs, PageSizesMatchTheCpuReference) {
+  std::string reason;
+  if (!cuda::device_available(&reason)) GTEST_SKIP() << "no usable GPU: " << reason;
+  for (int64_t page_size : {16, 32, 128}) {
+    SCOPED_TRACE("page_size " + std::to_string(page_size));
+    MlaConfig cfg = gpu_config();
+    cfg.page_size = page_size;
+    models::BatchSpec s;
+    s.decode_lens = {1, 15, 17, 100, 129};
+    s.prefills = {{3, 40}};
+    s.t_pad = 10;
+    s.seed = 7;
+    s.poison = true;
+    const models::Batch b = models::make_batch(cfg, 1, s);
+    models::MlaGraphOptions go;
+    go.config = cfg;
+    go.num_pages = b.num_pages;
+    go.quant.kind = models::QuantKind::kFp8Group;
+    const ir::Graph g = models::build_mla_graph(go);
+    const WeightStore w = models::make_mla_weights(cfg, 1, 7);
+    auto cuda_backend = make_backend("cuda");
+    auto cpu_backend = make_backend("cpu");
+    Executor gpu(g, *cuda_backend, w);
+    Executor cpu(g, *cpu_backend, w);
+    const auto in = b.graph_inputs();
+    gpu.run(in, b.meta);
+    cpu.run(in, b.meta);
+    EXPECT_LT(rel_err(gpu.read("layers.0.y"), cpu.read("layers.0.y"), b.num_tokens), 0.02);
+    EXPECT_EQ(rows_bytes(gpu.read("layers.0.kv_cache_out"), b.num_pages),
+              rows_bytes(cpu.read("layers.0.kv_cache_out"), b.num_pages));
+  }
+}
+
 }  // namespace
 }  // namespace mlafuse::runtime

@@ -24,9 +24,9 @@ constexpr int64_t kNope = 128;    // P
 constexpr int64_t kRope = 64;     // R
 constexpr int64_t kLatent = 512;  // L
 constexpr int64_t kVDim = 128;    // V
-constexpr int64_t kPage = 64;
 
 bool supported_heads(int64_t h) { return h == 16 || h == 32 || h == 64 || h == 128; }
+bool supported_page_size(int64_t ps) { return ps == 16 || ps == 32 || ps == 64 || ps == 128; }
 
 // What one validated call asks for.
 struct MlaCallPlan {
@@ -34,6 +34,7 @@ struct MlaCallPlan {
   int64_t n = 0;      // real tokens
   int64_t heads = 0;
   int64_t num_pages = 0;
+  int64_t page_size = 0;  // tokens a cache page
   float softmax_scale = 0.0f;
   std::optional<QuantKey> key;
   bool ue8m0 = false;
@@ -60,7 +61,8 @@ void check_i32_meta(const Tensor& t, const char* name, const std::vector<int64_t
 
 // Checks the host copy of the metadata values, so the kernels never read a page outside the cache
 // or a block-table entry outside its row.
-void check_host_metadata(const AttentionMetadata& m, int64_t t_pad, int64_t num_pages) {
+void check_host_metadata(const AttentionMetadata& m, int64_t t_pad, int64_t num_pages,
+                         int64_t page_size) {
   const int64_t num_seqs = m.num_seqs();
   const int64_t max_pages = m.block_table.dim(1);
   check_i32_meta(m.seq_lens, "seq_lens (host)", {num_seqs}, Device::kCpu);
@@ -81,7 +83,7 @@ void check_host_metadata(const AttentionMetadata& m, int64_t t_pad, int64_t num_
     // A padded decode sequence may have length 0; a prefill's tokens are part of its length.
     MLAFUSE_CHECK(lens[s] >= 0 && lens[s] >= (decode ? 0 : q_len), "seq_lens[", s, "] is ", lens[s],
                   ", expected >= ", decode ? 0 : q_len, " (its query tokens)");
-    const int64_t pages = ceil_div(lens[s], kPage);
+    const int64_t pages = ceil_div(lens[s], page_size);
     MLAFUSE_CHECK(pages <= max_pages, "seq_lens[", s, "] = ", lens[s], " needs ", pages,
                   " pages but block_table has ", max_pages, " columns");
     for (int64_t p = 0; p < pages; ++p) {
@@ -139,10 +141,13 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   check_cuda_tensor(k_pe, "k_pe", DType::kBF16, {t, 1, r_dim});
   check_rank(cache, "kv_cache", 3);
   plan.num_pages = cache.dim(0);
-  check_cuda_tensor(cache, "kv_cache", DType::kBF16, {plan.num_pages, kPage, l_dim + r_dim});
-  MLAFUSE_CHECK(
-      plan.num_pages >= 1 && plan.num_pages * kPage * (l_dim + r_dim) < (int64_t{1} << 40),
-      "kv_cache ", cache.str(), ": expected 1 or more pages");
+  plan.page_size = cache.dim(1);
+  MLAFUSE_CHECK(supported_page_size(plan.page_size), "kv_cache ", cache.str(),
+                ": pages of 16, 32, 64 or 128 tokens expected (dim 1)");
+  check_cuda_tensor(cache, "kv_cache", DType::kBF16, {plan.num_pages, plan.page_size, l_dim + r_dim});
+  MLAFUSE_CHECK(plan.num_pages >= 1 &&
+                    plan.num_pages * plan.page_size * (l_dim + r_dim) < (int64_t{1} << 40),
+                "kv_cache ", cache.str(), ": expected 1 or more pages");
   MLAFUSE_CHECK(cache_out.defined() && cache_out.raw() == cache.raw() &&
                     cache_out.shape() == cache.shape() && cache_out.dtype() == cache.dtype(),
                 "kv_cache_out must be the kv_cache buffer itself (updated in place)");
@@ -215,8 +220,9 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
                 " is outside [0, T_pad = ", t, "]");
   const AttentionMetadata& dm = *ctx.device_meta;
   const AttentionMetadata& hm = *ctx.host_meta;
-  MLAFUSE_CHECK(dm.page_size == kPage && hm.page_size == kPage, "AttentionMetadata page_size ",
-                dm.page_size, ": the decode kernels need ", kPage);
+  MLAFUSE_CHECK(dm.page_size == plan.page_size && hm.page_size == plan.page_size,
+                "AttentionMetadata page_size ", dm.page_size, " (host ", hm.page_size,
+                ") differs from kv_cache ", cache.str(), " (page size is dim 1)");
   MLAFUSE_CHECK(hm.num_tokens() <= t, "AttentionMetadata holds ", hm.num_tokens(),
                 " tokens but the buffers hold T_pad = ", t);
   MLAFUSE_CHECK(dm.num_decodes == hm.num_decodes && dm.num_prefills == hm.num_prefills &&
@@ -236,7 +242,7 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
     MLAFUSE_CHECK(hm.block_table.defined() && hm.block_table.shape() == dm.block_table.shape(),
                   "host block_table ", hm.block_table.str(), " differs in shape from the device's ",
                   dm.block_table.str());
-    check_host_metadata(hm, t, plan.num_pages);
+    check_host_metadata(hm, t, plan.num_pages, plan.page_size);
   }
 
   const MlaLayerWeights& w = ctx.weights->layer(layer);
@@ -275,7 +281,7 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   cw.k_pe_stride = kRope;
   cw.slot_mapping = meta.slot_mapping.data<int32_t>();
   cw.kv_cache = static_cast<uint16_t*>(cache.raw());
-  cw.num_slots = plan.num_pages * kPage;
+  cw.num_slots = plan.num_pages * plan.page_size;
   cw.t_pad = plan.t_pad;
   cw.latent = kLatent;
   cw.rope = kRope;
@@ -310,6 +316,7 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   p.block_table = meta.block_table.data<int32_t>();
   p.block_table_stride = static_cast<int>(meta.block_table.dim(1));
   p.num_pages = plan.num_pages;
+  p.page_size = static_cast<int>(plan.page_size);
   p.q_cat = q_cat;
   p.kv_cache = static_cast<const __nv_bfloat16*>(cache.raw());
   p.w_uv = static_cast<const __nv_bfloat16*>(w.w_uv.raw());

@@ -33,7 +33,7 @@ inline constexpr int kMlaRow = 576;     // L + R: one cached token, and one abso
 inline constexpr int kMlaNope = 128;    // P
 inline constexpr int kMlaQDim = 192;    // P + R
 inline constexpr int kMlaVDim = 128;    // V
-inline constexpr int kMlaPage = 64;     // tokens per cache page == KV tile of the kernels
+inline constexpr int kMlaPage = 64;     // tokens per KV tile of the kernels (the default page)
 // Split-KV cost of one query beyond its KV tiles (Q load, output write, combine), in tiles.
 inline constexpr int kMlaQueryOverheadTiles = 4;
 
@@ -55,8 +55,9 @@ struct MlaDecodeProblem {
   const int32_t* block_table = nullptr;      // [num_seqs, block_table_stride]
   int block_table_stride = 0;
   int64_t num_pages = 0;
+  int page_size = kMlaPage;                 // tokens a cache page: 16, 32, 64 or 128
   const __nv_bfloat16* q_cat = nullptr;     // [T_pad, H, 576]: absorbed q_nope | q_pe
-  const __nv_bfloat16* kv_cache = nullptr;  // [num_pages, 64, 576]
+  const __nv_bfloat16* kv_cache = nullptr;  // [num_pages, page_size, 576]
   const __nv_bfloat16* w_uv = nullptr;      // [H, 512, 128]
   MlaAttnKernel kernel = MlaAttnKernel::kAuto;
 };

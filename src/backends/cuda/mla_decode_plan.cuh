@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, 
   const int t_pad = p.num_queries;
   // Tokens past the batch's own count (query_start_loc's last entry) are padding as well.
   const int n = min(real_tokens(p), p.query_start_loc[p.num_seqs]);
-  const int max_len = p.block_table_stride * kMlaPage;
+  const int max_len = p.block_table_stride * p.page_size;
   if (threadIdx.x == 0) {
     carry = 0;
     cost_min = INT_MAX;

@@ -19,9 +19,11 @@
 // wg1), and each warpgroup starts its next Q K^T right after. P1 lives in buffer 1's RoPE chunk
 // (dead once S1 is computed), which is what lets Q, two tiles and P fit in 227 KB.
 //
-// KV rows past a sequence's end: scores are masked to -inf and the V rows are zeroed in shared
-// memory before P V reads them (the page's tail may hold anything, NaN included). Block-table
-// entries past a query's last page are never read.
+// Pages of 16, 32, 64 or 128 tokens: a tile is one box of 64 rows (pages of 64 or more), or one
+// box per page (16 or 32; pages past the sequence's end are not loaded). KV rows past a
+// sequence's end: scores are masked to -inf and the V rows are zeroed in shared memory before
+// P V reads them (a page's tail may hold anything, NaN included; rows of pages not loaded hold
+// the previous tile's). Block-table entries past a query's last page are never read.
 #pragma once
 
 #include <cuda.h>
@@ -131,17 +133,17 @@ __device__ __forceinline__ void wgmma_m64n256k16_rs(float (&d)[128], const uint3
 }
 
 // S[64, 64] over chunks [c0, c1) of Q and a KV tile: each chunk waits for its own barrier (this
-// warpgroup's first thread adds the chunk's bytes to the barrier's expectation), then issues its
-// four k-steps as one commit group.
+// warpgroup's first thread adds the chunk's `chunk_bytes` to the barrier's expectation), then
+// issues its four k-steps as one commit group.
 // kFirst: chunk c0 starts the accumulation (S = ... rather than S += ...).
 template <bool kFirst>
 __device__ __forceinline__ void qk_chunks(float (&s)[32], uint32_t sq, uint32_t skv,
                                           uint32_t bars, uint32_t phase, int c0, int c1,
-                                          bool leader) {
+                                          bool leader, uint32_t chunk_bytes) {
 #pragma unroll
   for (int c = c0; c < c1; ++c) {
     const uint32_t bar = bars + c * 8;
-    if (leader) tma::mbar_arrive_expect_tx(bar, kChunkBytes);
+    if (leader) tma::mbar_arrive_expect_tx(bar, chunk_bytes);
     tma::mbar_wait(bar, phase);
     wgmma_fence();
 #pragma unroll
@@ -262,8 +264,8 @@ __device__ __forceinline__ void zero_v_tail(uint32_t sv, int valid) {
 
 // ---------------------------------------------------------------------------------------------
 
-// kRows: the valid query rows of a CTA (H for H < 64, else 64).
-template <int kRows>
+// kSmallPages: pages of 16 or 32 tokens (one box per page); else 64 or 128 (one box per tile).
+template <bool kSmallPages>
 __global__ void __launch_bounds__(kSeesawThreads, 1)
     mla_decode_seesaw_kernel(MlaDecodeProblem p, MlaWorkspace ws,
                              const __grid_constant__ SeesawMaps maps) {
@@ -298,11 +300,12 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       for (int c = 0; c < kChunks; ++c) tma::mbar_init(bars[b] + 8 * c, 1);
     tma::mbar_fence_init();
   }
-  if constexpr (kRows < kSeesawRows) {  // Q rows past H stay zero (finite scores, unused rows)
-    for (int i = threadIdx.x; i < kChunks * (kSeesawRows - kRows) * 8; i += kSeesawThreads) {
-      const int c = i / ((kSeesawRows - kRows) * 8);
-      const int u = i - c * (kSeesawRows - kRows) * 8;
-      st_shared_zero16(sq + c * kChunkBytes + kRows * 128 + u * 16);
+  const int q_rows = min(p.num_heads, kSeesawRows);  // the valid query rows of the CTA
+  if (q_rows < kSeesawRows) {  // Q rows past H stay zero (finite scores, unused rows)
+    const int units = (kSeesawRows - q_rows) * 8;
+    for (int i = threadIdx.x; i < kChunks * units; i += kSeesawThreads) {
+      const int c = i / units;
+      st_shared_zero16(sq + c * kChunkBytes + q_rows * 128 + (i - c * units) * 16);
     }
     fence_proxy_async();
   }
@@ -331,27 +334,60 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     }
     return false;
   };
-  // Row of the cache where a tile on `page` starts; only tiles < tile1 are asked for.
-  auto kv_row = [&](int32_t page) {
+  const int page_size = p.page_size;  // 16, 32, 64 or 128 (the launcher checks)
+  // Pages of 64 or 128 tokens: tile i is on page i >> tile_shift, at row 64 * (i & tile_mask).
+  const int tile_shift = page_size == 2 * kMlaPage ? 1 : 0;
+  const int tile_mask = (1 << tile_shift) - 1;
+  auto check_page = [&](int32_t page) {
     // The runner validated the table on the host; a bad id here is corrupted metadata.
     if (page < 0 || page >= p.num_pages) __trap();
-    return page * kMlaPage;
   };
-  auto load_chunks = [&](int buf, int32_t page, int c0, int c1) {
-    const int y = kv_row(page);
-    for (int c = c0; c < c1; ++c) {
-      tma::load_2d(skv[buf] + c * kChunkBytes, &maps.kv, bars[buf] + 8 * c, 64 * c, y);
+  // The page holding tile i's first token (pages of 64 tokens or more).
+  auto tile_page = [&](const Segment& sg, int i) { return sg.bt_row[i >> tile_shift]; };
+  // Bytes each chunk barrier of tile i expects: pages of 16 or 32 tokens past the sequence's end
+  // are not loaded (their block-table entries may be anything).
+  auto chunk_bytes = [&](const Segment& sg, int i) {
+    if constexpr (!kSmallPages) {
+      return static_cast<uint32_t>(kChunkBytes);
+    } else {
+      const int rows =
+          min(kMlaPage, (sg.len - i * kMlaPage + page_size - 1) / page_size * page_size);
+      return static_cast<uint32_t>(rows * 128);
+    }
+  };
+  // Chunks [c0, c1) of tile i into buffer `buf`. `page` is tile_page(sg, i), read ahead by the
+  // caller, for pages of 64 tokens or more; smaller pages are read here, one box per page.
+  auto load_chunks = [&](const Segment& sg, int buf, int i, int32_t page, int c0, int c1) {
+    if constexpr (!kSmallPages) {
+      check_page(page);
+      const int y = page * page_size + (i & tile_mask) * kMlaPage;
+      for (int c = c0; c < c1; ++c) {
+        tma::load_2d(skv[buf] + c * kChunkBytes, &maps.kv, bars[buf] + 8 * c, 64 * c, y);
+      }
+      return;
+    }
+    const int per_tile = kMlaPage / page_size;
+    const int pages = min(per_tile, (sg.len - i * kMlaPage + page_size - 1) / page_size);
+    for (int j = 0; j < pages; ++j) {
+      const int32_t pg = sg.bt_row[i * per_tile + j];
+      check_page(pg);
+      for (int c = c0; c < c1; ++c) {
+        tma::load_2d(skv[buf] + c * kChunkBytes + j * page_size * 128, &maps.kv, bars[buf] + 8 * c,
+                     64 * c, pg * page_size);
+      }
     }
   };
   // Q and the first two tiles of a segment (thread 0; the buffers must be free).
   auto load_segment = [&](const Segment& sg) {
-    tma::mbar_arrive_expect_tx(bar_q, kChunks * kRows * 128);
+    tma::mbar_arrive_expect_tx(bar_q, kChunks * q_rows * 128);
     const int qy = sg.t * p.num_heads + head0;
     for (int c = 0; c < kChunks; ++c) {
       tma::load_2d(sq + c * kChunkBytes, &maps.q, bar_q, 64 * c, qy);
     }
-    load_chunks(0, sg.bt_row[sg.tile0], 0, kChunks);
-    if (sg.tile0 + 1 < sg.tile1) load_chunks(1, sg.bt_row[sg.tile0 + 1], 0, kChunks);
+    load_chunks(sg, 0, sg.tile0, kSmallPages ? 0 : tile_page(sg, sg.tile0), 0, kChunks);
+    if (sg.tile0 + 1 < sg.tile1) {
+      load_chunks(sg, 1, sg.tile0 + 1, kSmallPages ? 0 : tile_page(sg, sg.tile0 + 1), 0, kChunks);
+    }
   };
 
   Segment seg;
@@ -379,17 +415,19 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     phase_q ^= 1;
     // The first S of each warpgroup.
     if (wg == 0 || tile0 + 1 < tile1) {
-      qk_chunks<true>(s, sq, skv[0] + wg * kTileBytes, bars[0] + wg * 8 * kChunks, phase_kv, 0, kChunks,
-                leader);
+      qk_chunks<true>(s, sq, skv[0] + wg * kTileBytes, bars[0] + wg * 8 * kChunks, phase_kv, 0,
+                      kChunks, leader, chunk_bytes(seg, tile0 + wg));
       phase_kv ^= 1;
       wgmma_wait<0>();
       fence_regs(s);
     }
 
-    int32_t pages_next[2] = {0, 0};  // the pages of tiles b + 2, b + 3 (leaders only)
-    if (leader) {
-      if (tile0 + 2 < tile1) pages_next[0] = seg.bt_row[tile0 + 2];
-      if (tile0 + 3 < tile1) pages_next[1] = seg.bt_row[tile0 + 3];
+    // The pages of tiles b + 2, b + 3 (leaders only; pages of 64 tokens or more).
+    constexpr bool ahead = !kSmallPages;
+    int32_t pages_next[2] = {0, 0};
+    if (leader && ahead) {
+      if (tile0 + 2 < tile1) pages_next[0] = tile_page(seg, tile0 + 2);
+      if (tile0 + 3 < tile1) pages_next[1] = tile_page(seg, tile0 + 3);
     }
     // One pair of tiles (b, b + 1); has1..3: tiles b + 1 .. b + 3 exist in this segment. The flags
     // are template arguments so every variant is straight-line code: ptxas then keeps the wgmma
@@ -398,16 +436,16 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       // The next pair's pages were read a pair ago; read the one after's now. Only the leaders
       // use them, a pair after the load, so the block-table latency never stalls a warpgroup.
       const int32_t y2 = pages_next[0], y3 = pages_next[1];
-      if (leader) {
-        if (b + 4 < tile1) pages_next[0] = seg.bt_row[b + 4];
-        if (b + 5 < tile1) pages_next[1] = seg.bt_row[b + 5];
+      if (leader && ahead) {
+        if (b + 4 < tile1) pages_next[0] = tile_page(seg, b + 4);
+        if (b + 5 < tile1) pages_next[1] = tile_page(seg, b + 5);
       }
       const int valid0 = len - b * kMlaPage;  // < 64: b is the query's last, partial tile
       const int valid1 = valid0 - kMlaPage;
       if (wg == 0) {
         // ---- softmax of S0 ----
         if constexpr (has2) {  // S0 was the RoPE chunk's only reader
-          if (leader) load_chunks(0, y2, 8, 9);
+          if (leader) load_chunks(seg, 0, b + 2, y2, 8, 9);
         }
         float mx[2];
         scale_mask_max(s, scale_log2, b * kMlaPage, len, mx);
@@ -443,7 +481,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         wgmma_wait<0>();
         fence_regs(o);
         if constexpr (has2) {
-          if (leader) load_chunks(0, y2, 0, 4);  // V0_L's last reader is done
+          if (leader) load_chunks(seg, 0, b + 2, y2, 0, 4);  // V0_L's last reader is done
         }
 
         // ---- P0 rescaled by wg1's tile -> shared, for wg1 ----
@@ -472,15 +510,16 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         }
         // ---- next S0 (tile b + 2), overlapping the tail of P1 V1_L ----
         if constexpr (has2) {
-          qk_chunks<true>(s, sq, skv[0], bars[0], phase_kv, 0, 4, leader);
+          const uint32_t bytes2 = chunk_bytes(seg, b + 2);
+          qk_chunks<true>(s, sq, skv[0], bars[0], phase_kv, 0, 4, leader, bytes2);
           if constexpr (has3) {
             wgmma_wait<4>();  // P1 V1_L is done: V1_L and P1 (buffer 1's RoPE chunk) are free
             if (leader) {
-              load_chunks(1, y3, 0, 4);
-              load_chunks(1, y3, 8, 9);
+              load_chunks(seg, 1, b + 3, y3, 0, 4);
+              load_chunks(seg, 1, b + 3, y3, 8, 9);
             }
           }
-          qk_chunks<false>(s, sq, skv[0], bars[0], phase_kv, 4, kChunks, leader);
+          qk_chunks<false>(s, sq, skv[0], bars[0], phase_kv, 4, kChunks, leader, bytes2);
           phase_kv ^= 1;
         }
         wgmma_wait<0>();
@@ -533,17 +572,18 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         if constexpr (has1) tma::bar_arrive(kP1Issued, kSeesawThreads);
         if constexpr (has3) {
           wgmma_wait<1>();  // P1 V1_R is done: V1_R is free
-          if (leader) load_chunks(1, y3, 4, 8);
+          if (leader) load_chunks(seg, 1, b + 3, y3, 4, 8);
         }
         if constexpr (has2) {
           wgmma_wait<0>();  // P0 V0_R is done: V0_R is free
-          if (leader) load_chunks(0, y2, 4, 8);
+          if (leader) load_chunks(seg, 0, b + 2, y2, 4, 8);
         }
         // ---- next S1 (tile b + 3) ----
         if constexpr (has3) {  // chunks 4..7 first: this warpgroup issued them before wg0 its own
-          qk_chunks<true>(s, sq, skv[1], bars[1], phase_kv, 4, 8, leader);
-          qk_chunks<false>(s, sq, skv[1], bars[1], phase_kv, 0, 4, leader);
-          qk_chunks<false>(s, sq, skv[1], bars[1], phase_kv, 8, 9, leader);
+          const uint32_t bytes3 = chunk_bytes(seg, b + 3);
+          qk_chunks<true>(s, sq, skv[1], bars[1], phase_kv, 4, 8, leader, bytes3);
+          qk_chunks<false>(s, sq, skv[1], bars[1], phase_kv, 0, 4, leader, bytes3);
+          qk_chunks<false>(s, sq, skv[1], bars[1], phase_kv, 8, 9, leader, bytes3);
           phase_kv ^= 1;
         }
         wgmma_wait<0>();
@@ -583,7 +623,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = row0 + 8 * r;
-      if (row >= kRows) continue;
+      if (row >= q_rows) continue;
       const int head = head0 + row;
       const float l = sm.l[0][row] + sm.l[1][row];
       const float inv_l = 1.0f / l;

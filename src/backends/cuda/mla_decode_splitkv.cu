@@ -3,6 +3,8 @@
 // one part are adjacent in launch order, so they run together and share each KV tile through L2).
 #include <cuda.h>
 
+#include <algorithm>
+
 #include "backends/cuda/mla_decode.h"
 #include "backends/cuda/mla_decode_seesaw_sm90.cuh"
 #include "backends/cuda/mla_decode_splitkv.cuh"
@@ -24,14 +26,16 @@ void launch_mma(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t 
   MLAFUSE_CUDA_CHECK_LAUNCH("mla_decode_splitkv_mma_kernel");
 }
 
-template <int kRows>
+template <bool kSmallPages>
 void launch_seesaw(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t stream) {
   mla::SeesawMaps maps;
-  maps.q = tma::make_map_2d_bf16_sw128(p.q_cat, static_cast<uint64_t>(p.num_queries) * p.num_heads,
-                                       kMlaRow, kMlaRow * 2, kRows, "q_cat");
-  maps.kv = tma::make_map_2d_bf16_sw128(p.kv_cache, static_cast<uint64_t>(p.num_pages) * kMlaPage,
-                                        kMlaRow, kMlaRow * 2, kMlaPage, "kv_cache");
-  auto kernel = mla::mla_decode_seesaw_kernel<kRows>;
+  maps.q = tma::make_map_2d_bf16_sw128(
+      p.q_cat, static_cast<uint64_t>(p.num_queries) * p.num_heads, kMlaRow, kMlaRow * 2,
+      static_cast<uint32_t>(std::min(p.num_heads, mla::kSeesawRows)), "q_cat");
+  maps.kv = tma::make_map_2d_bf16_sw128(
+      p.kv_cache, static_cast<uint64_t>(p.num_pages) * p.page_size, kMlaRow, kMlaRow * 2,
+      static_cast<uint32_t>(std::min(p.page_size, kMlaPage)), "kv_cache");
+  auto kernel = mla::mla_decode_seesaw_kernel<kSmallPages>;
   MLAFUSE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           mla::kSeesawSmemBytes));
   const int head_blocks = p.num_heads > mla::kSeesawRows ? p.num_heads / mla::kSeesawRows : 1;
@@ -45,17 +49,23 @@ void launch_seesaw(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream
 void launch_mla_decode_splitkv(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                cudaStream_t stream) {
   if (p.num_queries == 0) return;
+  MLAFUSE_CHECK(p.page_size == 16 || p.page_size == 32 || p.page_size == 64 || p.page_size == 128,
+                "mla_decode_splitkv: page size ", p.page_size, " is not supported; expected 16, 32, "
+                "64 or 128");
+  MLAFUSE_CHECK(p.kernel != MlaAttnKernel::kMma || p.page_size == kMlaPage,
+                "mla_decode_splitkv: the mma.sync kernel needs pages of ", kMlaPage,
+                " tokens, got ", p.page_size);
   if (p.kernel != MlaAttnKernel::kMma) {
     switch (p.num_heads) {
       case 16:
-        launch_seesaw<16>(p, ws, stream);
-        return;
       case 32:
-        launch_seesaw<32>(p, ws, stream);
-        return;
       case 64:
       case 128:
-        launch_seesaw<64>(p, ws, stream);
+        if (p.page_size < kMlaPage) {
+          launch_seesaw<true>(p, ws, stream);
+        } else {
+          launch_seesaw<false>(p, ws, stream);
+        }
         return;
       default:
         break;
