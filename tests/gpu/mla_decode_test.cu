@@ -81,12 +81,10 @@ struct Batch {
   int pad = 0;
   uint32_t seed = 1;
   int page_size = kPage;
-  cuda::MlaAttnKernel kernel = cuda::MlaAttnKernel::kAuto;
 };
 
 // Host data of one batch and the per-query view the reference needs.
 struct HostProblem {
-  cuda::MlaAttnKernel kernel = cuda::MlaAttnKernel::kAuto;
   int heads = 0, n = 0, t_pad = 0, num_seqs = 0, num_pages = 0, bt_stride = 0, page_size = 0;
   float scale = 0.0f;
   std::vector<int32_t> seq_lens, qsl, block_table;
@@ -99,7 +97,6 @@ HostProblem make_problem(const Batch& b) {
   std::mt19937 rng(b.seed);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   h.heads = b.heads;
-  h.kernel = b.kernel;
   h.page_size = b.page_size;
   const int ps = b.page_size;
   h.num_seqs = static_cast<int>(b.seq_lens.size());
@@ -220,7 +217,6 @@ struct DeviceProblem {
     p.q_cat = q_cat.as<__nv_bfloat16>();
     p.kv_cache = cache.as<__nv_bfloat16>();
     p.w_uv = w_uv.as<__nv_bfloat16>();
-    p.kernel = h.kernel;
   }
   void attention() {
     cuda::launch_mla_plan(p, ws, nullptr);
@@ -472,18 +468,6 @@ INSTANTIATE_TEST_SUITE_P(HeadsAndBatches, MlaDecodeSweep,
                          ::testing::Combine(::testing::Values(16, 32, 64, 128),
                                             ::testing::Values(1, 7, 64, 128)));
 
-// Every H defaults to the seesaw (TMA + wgmma) kernel; the mma.sync kernel runs H = 64 and 128 too.
-class MlaDecodeMmaPath : public ::testing::TestWithParam<std::tuple<int, int>> {};
-
-TEST_P(MlaDecodeMmaPath, MatchesReference) {
-  SKIP_WITHOUT_GPU();
-  const auto [heads, batch] = GetParam();
-  if (small_mode() && batch > 7) GTEST_SKIP() << "large batch (MLAFUSE_GPU_TEST_SMALL)";
-  Batch b = decode_batch(heads, batch, 2, 2000u + heads * 7 + batch);
-  b.kernel = cuda::MlaAttnKernel::kMma;
-  run_batch(b, false);
-}
-
 // Pages of 16, 32 and 128 tokens (64 is every other test's): lengths on and off page and tile
 // boundaries, NaN past every sequence's end, huge ids in the unused block-table columns.
 class MlaDecodePageSizes : public ::testing::TestWithParam<std::tuple<int, int>> {};
@@ -510,9 +494,6 @@ INSTANTIATE_TEST_SUITE_P(PagesAndHeads, MlaDecodePageSizes,
                            return "page" + std::to_string(std::get<0>(info.param)) + "_h" +
                                   std::to_string(std::get<1>(info.param));
                          });
-
-INSTANTIATE_TEST_SUITE_P(Heads64And128, MlaDecodeMmaPath,
-                         ::testing::Combine(::testing::Values(64, 128), ::testing::Values(1, 64)));
 
 // Every quantization key and layout flag, on small and full head counts (small shapes: these also
 // run under compute-sanitizer).

@@ -37,9 +37,6 @@ inline constexpr int kMlaPage = 64;     // tokens per KV tile of the kernels (th
 // Split-KV cost of one query beyond its KV tiles (Q load, output write, combine), in tiles.
 inline constexpr int kMlaQueryOverheadTiles = 4;
 
-// Which attention kernel runs; kAuto picks the fastest one built for the head count.
-enum class MlaAttnKernel { kAuto, kMma, kSeesaw };
-
 struct MlaDecodeProblem {
   int num_heads = 0;                           // H in {16, 32, 64, 128}
   int num_queries = 0;                         // T_pad: rows of q_cat and of the outputs
@@ -59,7 +56,6 @@ struct MlaDecodeProblem {
   const __nv_bfloat16* q_cat = nullptr;     // [T_pad, H, 576]: absorbed q_nope | q_pe
   const __nv_bfloat16* kv_cache = nullptr;  // [num_pages, page_size, 576]
   const __nv_bfloat16* w_uv = nullptr;      // [H, 512, 128]
-  MlaAttnKernel kernel = MlaAttnKernel::kAuto;
 };
 
 // Scratch of one call, carved from one device buffer by mla_workspace_carve.

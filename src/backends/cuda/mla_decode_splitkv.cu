@@ -1,5 +1,5 @@
-// Launcher of mla_decode_splitkv: picks the attention kernel for the head count, encodes the TMA
-// maps of the seesaw kernel and sets up its grid (head blocks x split-KV parts: the head blocks of
+// Launcher of mla_decode_splitkv: checks the shape, encodes the TMA maps of the seesaw kernel
+// (mla_decode_seesaw_sm90.cuh) and sets up its grid (head blocks x split-KV parts: the head blocks of
 // one part are adjacent in launch order, so they run together and share each KV tile through L2).
 #include <cuda.h>
 
@@ -7,24 +7,12 @@
 
 #include "backends/cuda/mla_decode.h"
 #include "backends/cuda/mla_decode_seesaw_sm90.cuh"
-#include "backends/cuda/mla_decode_splitkv.cuh"
 #include "backends/cuda/tma_map.h"
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/core/error.h"
 
 namespace mlafuse::cuda {
 namespace {
-
-template <int kHpb>
-void launch_mma(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t stream) {
-  const size_t smem = sizeof(mla::SplitKvMmaSmem<kHpb>);
-  auto kernel = mla::mla_decode_splitkv_mma_kernel<kHpb>;
-  MLAFUSE_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  const dim3 grid(static_cast<unsigned>(ws.num_parts), static_cast<unsigned>(p.num_heads / kHpb));
-  kernel<<<grid, mla::kSplitThreads, smem, stream>>>(p, ws);
-  MLAFUSE_CUDA_CHECK_LAUNCH("mla_decode_splitkv_mma_kernel");
-}
 
 template <bool kSmallPages>
 void launch_seesaw(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t stream) {
@@ -52,42 +40,14 @@ void launch_mla_decode_splitkv(const MlaDecodeProblem& p, const MlaWorkspace& ws
   MLAFUSE_CHECK(p.page_size == 16 || p.page_size == 32 || p.page_size == 64 || p.page_size == 128,
                 "mla_decode_splitkv: page size ", p.page_size, " is not supported; expected 16, 32, "
                 "64 or 128");
-  MLAFUSE_CHECK(p.kernel != MlaAttnKernel::kMma || p.page_size == kMlaPage,
-                "mla_decode_splitkv: the mma.sync kernel needs pages of ", kMlaPage,
-                " tokens, got ", p.page_size);
-  if (p.kernel != MlaAttnKernel::kMma) {
-    switch (p.num_heads) {
-      case 16:
-      case 32:
-      case 64:
-      case 128:
-        if (p.page_size < kMlaPage) {
-          launch_seesaw<true>(p, ws, stream);
-        } else {
-          launch_seesaw<false>(p, ws, stream);
-        }
-        return;
-      default:
-        break;
-    }
+  MLAFUSE_CHECK(p.num_heads == 16 || p.num_heads == 32 || p.num_heads == 64 || p.num_heads == 128,
+                "mla_decode_splitkv: num_heads ", p.num_heads,
+                " is not supported; expected 16, 32, 64 or 128");
+  if (p.page_size < kMlaPage) {
+    launch_seesaw<true>(p, ws, stream);
   } else {
-    switch (p.num_heads) {
-      case 16:
-        launch_mma<16>(p, ws, stream);
-        return;
-      case 32:
-        launch_mma<32>(p, ws, stream);
-        return;
-      case 64:
-      case 128:
-        launch_mma<64>(p, ws, stream);
-        return;
-      default:
-        break;
-    }
+    launch_seesaw<false>(p, ws, stream);
   }
-  MLAFUSE_FAIL("mla_decode_splitkv: num_heads ", p.num_heads,
-               " is not supported; expected 16, 32, 64 or 128");
 }
 
 }  // namespace mlafuse::cuda
