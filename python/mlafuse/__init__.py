@@ -38,6 +38,10 @@ if _torch is not None:
         from torch._dynamo import is_compiling as _is_compiling
 
 
+# An int count: a Python or numpy int, or the SymInt dynamo makes of an int argument.
+_INTS = (int, _ops.np.integer) + ((_torch.SymInt,) if _torch is not None else ())
+
+
 def _traced(x):
     """Whether this call is being traced by torch.compile: then it goes through the custom op
     (which dynamo can see) instead of straight to the extension (which is faster eagerly)."""
@@ -126,7 +130,8 @@ def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
     scratch of mla_decode_workspace_bytes(T_pad, H, device) bytes; by default taken from torch."""
     n_int, n_dev = -1, None
     if num_tokens is not None:
-        if isinstance(num_tokens, int):
+        if isinstance(num_tokens, _INTS):
+            num_tokens = int(num_tokens)
             if num_tokens < 0:
                 raise ValueError(f"num_tokens: expected an int >= 0, got {num_tokens}")
             n_int = num_tokens

@@ -1,5 +1,6 @@
 #include "mla_decode.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -183,10 +184,10 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
                   o.key->str(), " with col_major=", o.col_major, " ue8m0=", a.scale_ue8m0,
                   " tma_aligned=", o.tma_aligned);
   }
-  for (auto [t, name] : {std::pair{&a.q, "q"}, {&a.kv_cache, "kv_cache"}, {&a.w_uv, "w_uv"},
-                         {&a.out, "out"}}) {
-    check_aligned(*t, name, 16);
-  }
+  check_aligned(a.q, "q", 16);
+  check_aligned(a.kv_cache, "kv_cache", 16);
+  check_aligned(a.w_uv, "w_uv", 16);
+  check_aligned(a.out, "out", 16);
   const int dev = place.device_id;
   const int parts = mla_num_parts(num_sms(dev), static_cast<int>(heads));
   const size_t need = mla_workspace_bytes(static_cast<int>(t_pad), static_cast<int>(heads), parts);

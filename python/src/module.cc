@@ -44,21 +44,60 @@ void run_op(const Place& place, std::string_view op, const AttrMap& attrs,
   backend.run(OpCall{op, attrs, inputs, outputs}, ctx);
 }
 
+// quant_fp8_group's arguments converted once: the call, and the host-time loop over it.
+struct QuantGroupCall {
+  Place place;
+  AttrMap attrs;
+  Tensor in[1];
+  Tensor out[2];
+  uintptr_t stream = 0;
+  void operator()() const {
+    Tensor outs[] = {out[0], out[1]};
+    run_op(place, "quant_fp8_group", attrs, in, outs, stream);
+  }
+};
+
+constexpr const char* kQuantGroupOp = "quant_fp8_group (x, out = q, scale_out = s)";
+
+QuantGroupCall prepare_quant_fp8_group(const InArray& x, const OutArray& out,
+                                       const OutArray& scale_out, int64_t group_size,
+                                       bool column_major_scales, bool tma_aligned_scales,
+                                       bool scale_ue8m0, double eps, const std::string& x_tag,
+                                       uintptr_t stream) {
+  ArgSet args;
+  QuantGroupCall c;
+  c.in[0] = args.add(x, "x", x_tag);
+  c.out[0] = args.add(out, "out", "fp8e4m3");
+  c.out[1] = args.add(scale_out, "scale_out");
+  c.attrs.set("group_size", group_size);
+  c.attrs.set("col_major", column_major_scales);
+  c.attrs.set("tma_aligned", tma_aligned_scales);
+  c.attrs.set("ue8m0", scale_ue8m0);
+  c.attrs.set("eps", eps);
+  c.place = args.place();
+  c.stream = stream;
+  return c;
+}
+
 void quant_fp8_group(const InArray& x, const OutArray& out, const OutArray& scale_out,
                      int64_t group_size, bool column_major_scales, bool tma_aligned_scales,
                      bool scale_ue8m0, double eps, const std::string& x_tag, uintptr_t stream) {
-  with_op_context("quant_fp8_group (x, out = q, scale_out = s)", [&] {
-    ArgSet args;
-    const Tensor in[] = {args.add(x, "x", x_tag)};
-    Tensor outs[] = {args.add(out, "out", "fp8e4m3"), args.add(scale_out, "scale_out")};
-    AttrMap attrs;
-    attrs.set("group_size", group_size);
-    attrs.set("col_major", column_major_scales);
-    attrs.set("tma_aligned", tma_aligned_scales);
-    attrs.set("ue8m0", scale_ue8m0);
-    attrs.set("eps", eps);
-    run_op(args.place(), "quant_fp8_group", attrs, in, outs, stream);
+  with_op_context(kQuantGroupOp, [&] {
+    prepare_quant_fp8_group(x, out, scale_out, group_size, column_major_scales,
+                            tma_aligned_scales, scale_ue8m0, eps, x_tag, stream)();
   });
+}
+
+// Mean host microseconds of `iters` calls of `fn` (launches only: nothing waits for the device).
+template <typename Fn>
+double host_us(int64_t iters, const Fn& fn) {
+  MLAFUSE_CHECK(iters > 0, "iters must be positive, got ", iters);
+  fn();  // warm-up: lazily made state (backends, tables) is not part of a steady-state call
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iters; ++i) fn();
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+             .count() /
+         static_cast<double>(iters);
 }
 
 void quant_fp8_static(const InArray& x, const InArray& scale, const OutArray& out,
@@ -95,32 +134,73 @@ void cache_write(const InArray& kv_c_normed, const InArray& k_pe, const OutArray
   });
 }
 
-void mla_decode_op(const InArray& q, const InArray& kv_cache, const InArray& block_table,
-                   const InArray& seq_lens, const InArray& w_uv, const OutArray& out,
-                   const std::string& out_tag, const std::optional<InArray>& output_scale,
-                   const std::optional<OutArray>& output_block_scale,
-                   const std::string& block_scale_tag, int64_t num_tokens,
-                   const std::optional<InArray>& num_tokens_device,
-                   const std::optional<OutArray>& workspace, double softmax_scale,
-                   bool scale_ue8m0, uintptr_t stream) {
+MlaDecodeArgs prepare_mla_decode(ArgSet& args, const InArray& q, const InArray& kv_cache,
+                                 const InArray& block_table, const InArray& seq_lens,
+                                 const InArray& w_uv, const OutArray& out,
+                                 const std::string& out_tag,
+                                 const std::optional<InArray>& output_scale,
+                                 const std::optional<OutArray>& output_block_scale,
+                                 const std::string& block_scale_tag, int64_t num_tokens,
+                                 const std::optional<InArray>& num_tokens_device,
+                                 const std::optional<OutArray>& workspace, double softmax_scale,
+                                 bool scale_ue8m0) {
+  MlaDecodeArgs a;
+  a.q = args.add(q, "q", "bf16");
+  a.kv_cache = args.add(kv_cache, "kv_cache", "bf16");
+  a.block_table = args.add(block_table, "block_table");
+  a.seq_lens = args.add(seq_lens, "seq_lens");
+  a.w_uv = args.add(w_uv, "w_uv", "bf16");
+  a.out = args.add(out, "out", out_tag);
+  a.output_scale = args.add(output_scale, "output_scale");
+  a.output_block_scale = args.add(output_block_scale, "output_block_scale", block_scale_tag);
+  a.num_tokens_device = args.add(num_tokens_device, "num_tokens");
+  a.workspace = args.add(workspace, "workspace");
+  a.num_tokens = num_tokens;
+  a.softmax_scale = softmax_scale;
+  a.scale_ue8m0 = scale_ue8m0;
+  return a;
+}
+
+#define MLA_DECODE_PARAMS                                                                      \
+  const InArray &q, const InArray &kv_cache, const InArray &block_table,                        \
+      const InArray &seq_lens, const InArray &w_uv, const OutArray &out,                        \
+      const std::string &out_tag, const std::optional<InArray> &output_scale,                   \
+      const std::optional<OutArray> &output_block_scale, const std::string &block_scale_tag,    \
+      int64_t num_tokens, const std::optional<InArray> &num_tokens_device,                      \
+      const std::optional<OutArray> &workspace, double softmax_scale, bool scale_ue8m0,         \
+      uintptr_t stream
+#define MLA_DECODE_ARGS                                                                        \
+  q, kv_cache, block_table, seq_lens, w_uv, out, out_tag, output_scale, output_block_scale,     \
+      block_scale_tag, num_tokens, num_tokens_device, workspace, softmax_scale, scale_ue8m0
+
+void mla_decode_op(MLA_DECODE_PARAMS) {
   with_op_context("mla_decode", [&] {
     ArgSet args;
-    MlaDecodeArgs a;
-    a.q = args.add(q, "q", "bf16");
-    a.kv_cache = args.add(kv_cache, "kv_cache", "bf16");
-    a.block_table = args.add(block_table, "block_table");
-    a.seq_lens = args.add(seq_lens, "seq_lens");
-    a.w_uv = args.add(w_uv, "w_uv", "bf16");
-    a.out = args.add(out, "out", out_tag);
-    a.output_scale = args.add(output_scale, "output_scale");
-    a.output_block_scale = args.add(output_block_scale, "output_block_scale", block_scale_tag);
-    a.num_tokens_device = args.add(num_tokens_device, "num_tokens");
-    a.workspace = args.add(workspace, "workspace");
-    a.num_tokens = num_tokens;
-    a.softmax_scale = softmax_scale;
-    a.scale_ue8m0 = scale_ue8m0;
+    const MlaDecodeArgs a = prepare_mla_decode(args, MLA_DECODE_ARGS);
     DeviceScope scope(args.place());
     mla_decode(a, args.place(), stream_handle(stream));
+  });
+}
+
+double mla_decode_host_us(MLA_DECODE_PARAMS, int64_t iters) {
+  return with_op_context("mla_decode", [&] {
+    ArgSet args;
+    const MlaDecodeArgs a = prepare_mla_decode(args, MLA_DECODE_ARGS);
+    return host_us(iters, [&] {
+      DeviceScope scope(args.place());
+      mla_decode(a, args.place(), stream_handle(stream));
+    });
+  });
+}
+
+double quant_fp8_group_host_us(const InArray& x, const OutArray& out, const OutArray& scale_out,
+                               int64_t group_size, bool column_major_scales,
+                               bool tma_aligned_scales, bool scale_ue8m0, double eps,
+                               const std::string& x_tag, uintptr_t stream, int64_t iters) {
+  return with_op_context(kQuantGroupOp, [&] {
+    return host_us(iters, prepare_quant_fp8_group(x, out, scale_out, group_size,
+                                                  column_major_scales, tma_aligned_scales,
+                                                  scale_ue8m0, eps, x_tag, stream));
   });
 }
 
@@ -230,6 +310,16 @@ NB_MODULE(_C, m) {
         "w_uv"_a, "out"_a, "out_tag"_a, "output_scale"_a.none(), "output_block_scale"_a.none(),
         "block_scale_tag"_a, "num_tokens"_a, "num_tokens_device"_a.none(), "workspace"_a.none(),
         "softmax_scale"_a, "scale_ue8m0"_a, "stream"_a);
+  // The C++ side of the call-overhead benchmark (bench/python_overhead.py): the same calls with
+  // the arrays converted once, looped in C++.
+  m.def("_mla_decode_host_us", &mla_decode_host_us, "q"_a, "kv_cache"_a, "block_table"_a,
+        "seq_lens"_a, "w_uv"_a, "out"_a, "out_tag"_a, "output_scale"_a.none(),
+        "output_block_scale"_a.none(), "block_scale_tag"_a, "num_tokens"_a,
+        "num_tokens_device"_a.none(), "workspace"_a.none(), "softmax_scale"_a, "scale_ue8m0"_a,
+        "stream"_a, "iters"_a);
+  m.def("_quant_fp8_group_host_us", &quant_fp8_group_host_us, "x"_a, "out"_a, "scale_out"_a,
+        "group_size"_a, "column_major_scales"_a, "tma_aligned_scales"_a, "scale_ue8m0"_a, "eps"_a,
+        "x_tag"_a, "stream"_a, "iters"_a);
   m.def("mla_decode_workspace_bytes", &workspace_bytes, "t_pad"_a, "heads"_a, "device_id"_a);
   m.def("compile", &compile, "graph_text"_a, "backend"_a, "disable"_a.none());
 }
