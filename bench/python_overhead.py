@@ -4,7 +4,7 @@ For each op it times, on the host, back-to-back calls that only enqueue work (th
 synchronised between rounds, never inside one) and takes the median round:
   python     mlafuse.<op>(...) with every output buffer given (the eager path: DLPack, checks)
   torch.ops  torch.ops.mlafuse.<op>(...), the custom-op dispatch torch.compile sees
-  c++        the same C++ entry with the arrays converted once, looped in C++ (_C._*_host_us):
+  c++        the same C++ entry with the arrays converted once, looped in C++ (iters=N):
              checks and kernel launches, no Python
 overhead = python - c++ is what Python adds to a call (target: < 5 us).
 
@@ -98,8 +98,8 @@ def main():
         tops = rounds_us(lambda: torch.ops.mlafuse.quant_fp8_group(x, qo, qs, 128, True, True,
                                                                    False, 1e-10),
                          a.iters, a.rounds, sync)
-    cpp = statistics.median(_C._quant_fp8_group_host_us(xa, qa, qs, 128, True, True, False,
-                                                        1e-10, xt, stream, a.iters)
+    cpp = statistics.median(_C.quant_fp8_group(xa, qa, qs, 128, True, True, False, 1e-10, xt,
+                                               stream, iters=a.iters)
                             for _ in range(a.rounds))
     rows.append(("quant_fp8_group", py, tops, cpp))
 
@@ -112,10 +112,10 @@ def main():
                                                               out, None, bs, -1, None, 0.0,
                                                               False),
                          a.iters, a.rounds, sync)
-    cpp = statistics.median(_C._mla_decode_host_us(
+    cpp = statistics.median(_C.mla_decode(
         _ops._array(q, "q")[0], _ops._array(cache, "kv_cache")[0], table, seq_lens,
         _ops._array(w_uv, "w_uv")[0], oa, ot, None, bs, "", -1, None, ws, 0.0, False, stream,
-        a.iters) for _ in range(a.rounds))
+        iters=a.iters) for _ in range(a.rounds))
     rows.append(("mla_decode (group-128 FP8 out)", py, tops, cpp))
 
     print(f"eager call overhead, T={t} H={h} context={ctx}, {label}")

@@ -56,7 +56,7 @@ def _is_torch(x):
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def _array(x, name):
+def _array(x, name, written=False):
     """x as something DLPack can export, with its dtype tag ('' = the array's own type)."""
     if _is_torch(x):
         if x.requires_grad:  # DLPack refuses tensors that require grad; the ops never need it
@@ -64,6 +64,8 @@ def _array(x, name):
     elif not isinstance(x, np.ndarray):
         raise TypeError(f"argument {name}: expected a numpy array or a torch tensor, "
                         f"got {type(x).__name__}")
+    elif written and not x.flags.writeable:
+        raise TypeError(f"argument {name}: the op writes it, but the array is read-only")
     view = _VIEWS.get(x.dtype)
     if view is None:
         return x, ""
@@ -120,26 +122,27 @@ def nvfp4_scale_shape(t, d):
 def quant_fp8_group_(x, out, scale_out, group_size, column_major_scales, tma_aligned_scales,
                      scale_ue8m0, eps):
     xa, xt = _array(x, "x")
-    oa, _ = _array(out, "out")
-    sa, _ = _array(scale_out, "scale_out")
+    oa, _ = _array(out, "out", True)
+    sa, _ = _array(scale_out, "scale_out", True)
     _C.quant_fp8_group(xa, oa, sa, group_size, column_major_scales, tma_aligned_scales,
                        scale_ue8m0, eps, xt, _stream(x))
 
 
 def quant_fp8_static_(x, scale, out):
     xa, xt = _array(x, "x")
-    _C.quant_fp8_static(xa, _array(scale, "scale")[0], _array(out, "out")[0], xt, _stream(x))
+    _C.quant_fp8_static(xa, _array(scale, "scale")[0], _array(out, "out", True)[0], xt,
+                        _stream(x))
 
 
 def quant_nvfp4_(x, global_scale, out, scale_out):
     xa, xt = _array(x, "x")
-    _C.quant_nvfp4(xa, _array(global_scale, "global_scale")[0], _array(out, "out")[0],
-                   _array(scale_out, "scale_out")[0], xt, _stream(x))
+    _C.quant_nvfp4(xa, _array(global_scale, "global_scale")[0], _array(out, "out", True)[0],
+                   _array(scale_out, "scale_out", True)[0], xt, _stream(x))
 
 
 def cache_write_(kv_c_normed, k_pe, kv_cache, slot_mapping):
     _C.cache_write(_array(kv_c_normed, "kv_c_normed")[0], _array(k_pe, "k_pe")[0],
-                   _array(kv_cache, "kv_cache")[0], _array(slot_mapping, "slot_mapping")[0],
+                   _array(kv_cache, "kv_cache", True)[0], _array(slot_mapping, "slot_mapping")[0],
                    _stream(kv_cache))
 
 
@@ -163,16 +166,16 @@ def mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale, out
         # capture it comes from the graph's own pool.
         nbytes = mla_decode_workspace_bytes(q.shape[0], q.shape[1], q.get_device())
         workspace = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
-    oa, ot = _array(out, "out")
+    oa, ot = _array(out, "out", True)
     sa, st = (None, "") if output_block_scale is None else _array(output_block_scale,
-                                                                   "output_block_scale")
+                                                                   "output_block_scale", True)
     _C.mla_decode(
         _array(q, "q")[0], _array(kv_cache, "kv_cache")[0], _array(block_table, "block_table")[0],
         _array(seq_lens, "seq_lens")[0], _array(w_uv, "w_uv")[0], oa, ot,
         None if output_scale is None else _array(output_scale, "output_scale")[0], sa, st,
         num_tokens,
         None if num_tokens_device is None else _array(num_tokens_device, "num_tokens")[0],
-        None if workspace is None else _array(workspace, "workspace")[0],
+        None if workspace is None else _array(workspace, "workspace", True)[0],
         softmax_scale, scale_ue8m0, _stream(q))
 
 

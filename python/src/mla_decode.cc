@@ -94,9 +94,9 @@ void run_cpu(const MlaDecodeArgs& a, const DecodeOutput& o, int64_t t_pad, int64
   // The bf16 attention output, which every format is quantized from (SPEC 5).
   Tensor ob = Tensor::empty(DType::kBF16, {t_pad, d});
   if (n > 0) {
-    const Tensor o_lat = ref::mla_decode_latent(head_rows(a.q, n), a.kv_cache,
-                                                head_rows(a.block_table, n),
-                                                head_rows(a.seq_lens, n), kLatent, scale);
+    const Tensor o_lat =
+        ref::mla_decode_latent(head_rows(a.q, n), a.kv_cache, head_rows(a.block_table, n),
+                               head_rows(a.seq_lens, n), kLatent, scale);
     const Tensor up = ref::mla_up_proj(o_lat, a.w_uv, /*round_input_bf16=*/true);
     for (int64_t i = 0; i < n * d; ++i) {
       ob.data<uint16_t>()[i] = f32_to_bf16_bits(up.data<float>()[i]);
@@ -156,8 +156,8 @@ const int32_t* decode_query_starts(int device, int64_t t_pad, cudaStream_t strea
     for (int64_t i = 0; i < size; ++i) host[static_cast<size_t>(i)] = static_cast<int32_t>(i);
     int32_t* dev = nullptr;
     MLAFUSE_CUDA_CHECK(cudaMalloc(&dev, static_cast<size_t>(size) * 4));
-    MLAFUSE_CUDA_CHECK(cudaMemcpy(dev, host.data(), static_cast<size_t>(size) * 4,
-                                  cudaMemcpyHostToDevice));
+    MLAFUSE_CUDA_CHECK(
+        cudaMemcpy(dev, host.data(), static_cast<size_t>(size) * 4, cudaMemcpyHostToDevice));
     r.data = dev;  // the previous table, if any, is left allocated on purpose (see above)
     r.size = size;
   }
@@ -178,8 +178,7 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
   MLAFUSE_CHECK(a.kv_cache.dim(1) == kMlaPage, "tensor kv_cache ", a.kv_cache.str(),
                 ": the CUDA decode kernels need pages of ", kMlaPage, " tokens");
   if (o.key) {
-    const FusedQuantRequest req{*o.key, 0, heads, kVDim, o.col_major, a.scale_ue8m0,
-                                o.tma_aligned};
+    const FusedQuantRequest req{*o.key, 0, heads, kVDim, o.col_major, a.scale_ue8m0, o.tma_aligned};
     MLAFUSE_CHECK(backend.fused_output_quant_supported(req), "the CUDA decode kernels do not fuse ",
                   o.key->str(), " with col_major=", o.col_major, " ue8m0=", a.scale_ue8m0,
                   " tma_aligned=", o.tma_aligned);
@@ -235,9 +234,8 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
     out.kind = o.key->group_size() == 128 ? MlaEpilogue::kFp8Group128 : MlaEpilogue::kFp8Group64;
     out.group_scales = a.output_block_scale.data<float>();
   }
-  const MlaWorkspace ws =
-      mla_workspace_carve(a.workspace.raw(), static_cast<int>(t_pad), static_cast<int>(heads),
-                          parts);
+  const MlaWorkspace ws = mla_workspace_carve(a.workspace.raw(), static_cast<int>(t_pad),
+                                              static_cast<int>(heads), parts);
   launch_mla_plan(p, ws, stream);
   launch_mla_decode_splitkv(p, ws, stream);
   launch_mla_combine_up_quant(p, ws, out, stream);
@@ -271,11 +269,11 @@ DecodeOutput check_decode_output(const MlaDecodeArgs& a, int64_t t_pad, int64_t 
     check_shape(s, "output_block_scale", {t_pad, *groups});
     infer_group_layout(s, t_pad, &o);
   }
-  MLAFUSE_CHECK(!a.scale_ue8m0 || (o.key && o.key->group_size() != 0 && o.key->dtype ==
-                                                                             DType::kFp8E4M3),
-                "scale_ue8m0=True applies to group FP8 output (an fp8 out with "
-                "output_block_scale), not to ",
-                o.key ? o.key->str() : std::string("a bf16 out"));
+  MLAFUSE_CHECK(
+      !a.scale_ue8m0 || (o.key && o.key->group_size() != 0 && o.key->dtype == DType::kFp8E4M3),
+      "scale_ue8m0=True applies to group FP8 output (an fp8 out with "
+      "output_block_scale), not to ",
+      o.key ? o.key->str() : std::string("a bf16 out"));
   return o;
 }
 

@@ -79,15 +79,6 @@ QuantGroupCall prepare_quant_fp8_group(const InArray& x, const OutArray& out,
   return c;
 }
 
-void quant_fp8_group(const InArray& x, const OutArray& out, const OutArray& scale_out,
-                     int64_t group_size, bool column_major_scales, bool tma_aligned_scales,
-                     bool scale_ue8m0, double eps, const std::string& x_tag, uintptr_t stream) {
-  with_op_context(kQuantGroupOp, [&] {
-    prepare_quant_fp8_group(x, out, scale_out, group_size, column_major_scales,
-                            tma_aligned_scales, scale_ue8m0, eps, x_tag, stream)();
-  });
-}
-
 // Mean host microseconds of `iters` calls of `fn` (launches only: nothing waits for the device).
 template <typename Fn>
 double host_us(int64_t iters, const Fn& fn) {
@@ -95,9 +86,21 @@ double host_us(int64_t iters, const Fn& fn) {
   fn();  // warm-up: lazily made state (backends, tables) is not part of a steady-state call
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < iters; ++i) fn();
-  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
-             .count() /
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
          static_cast<double>(iters);
+}
+
+// iters as for mla_decode_op.
+double quant_fp8_group(const InArray& x, const OutArray& out, const OutArray& scale_out,
+                       int64_t group_size, bool column_major_scales, bool tma_aligned_scales,
+                       bool scale_ue8m0, double eps, const std::string& x_tag, uintptr_t stream,
+                       int64_t iters) {
+  return with_op_context(kQuantGroupOp, [&] {
+    const QuantGroupCall call =
+        prepare_quant_fp8_group(x, out, scale_out, group_size, column_major_scales,
+                                tma_aligned_scales, scale_ue8m0, eps, x_tag, stream);
+    return iters == 0 ? (call(), 0.0) : host_us(iters, call);
+  });
 }
 
 void quant_fp8_static(const InArray& x, const InArray& scale, const OutArray& out,
@@ -134,16 +137,13 @@ void cache_write(const InArray& kv_c_normed, const InArray& k_pe, const OutArray
   });
 }
 
-MlaDecodeArgs prepare_mla_decode(ArgSet& args, const InArray& q, const InArray& kv_cache,
-                                 const InArray& block_table, const InArray& seq_lens,
-                                 const InArray& w_uv, const OutArray& out,
-                                 const std::string& out_tag,
-                                 const std::optional<InArray>& output_scale,
-                                 const std::optional<OutArray>& output_block_scale,
-                                 const std::string& block_scale_tag, int64_t num_tokens,
-                                 const std::optional<InArray>& num_tokens_device,
-                                 const std::optional<OutArray>& workspace, double softmax_scale,
-                                 bool scale_ue8m0) {
+MlaDecodeArgs prepare_mla_decode(
+    ArgSet& args, const InArray& q, const InArray& kv_cache, const InArray& block_table,
+    const InArray& seq_lens, const InArray& w_uv, const OutArray& out, const std::string& out_tag,
+    const std::optional<InArray>& output_scale, const std::optional<OutArray>& output_block_scale,
+    const std::string& block_scale_tag, int64_t num_tokens,
+    const std::optional<InArray>& num_tokens_device, const std::optional<OutArray>& workspace,
+    double softmax_scale, bool scale_ue8m0) {
   MlaDecodeArgs a;
   a.q = args.add(q, "q", "bf16");
   a.kv_cache = args.add(kv_cache, "kv_cache", "bf16");
@@ -161,46 +161,27 @@ MlaDecodeArgs prepare_mla_decode(ArgSet& args, const InArray& q, const InArray& 
   return a;
 }
 
-#define MLA_DECODE_PARAMS                                                                      \
-  const InArray &q, const InArray &kv_cache, const InArray &block_table,                        \
-      const InArray &seq_lens, const InArray &w_uv, const OutArray &out,                        \
-      const std::string &out_tag, const std::optional<InArray> &output_scale,                   \
-      const std::optional<OutArray> &output_block_scale, const std::string &block_scale_tag,    \
-      int64_t num_tokens, const std::optional<InArray> &num_tokens_device,                      \
-      const std::optional<OutArray> &workspace, double softmax_scale, bool scale_ue8m0,         \
-      uintptr_t stream
-#define MLA_DECODE_ARGS                                                                        \
-  q, kv_cache, block_table, seq_lens, w_uv, out, out_tag, output_scale, output_block_scale,     \
-      block_scale_tag, num_tokens, num_tokens_device, workspace, softmax_scale, scale_ue8m0
-
-void mla_decode_op(MLA_DECODE_PARAMS) {
-  with_op_context("mla_decode", [&] {
-    ArgSet args;
-    const MlaDecodeArgs a = prepare_mla_decode(args, MLA_DECODE_ARGS);
-    DeviceScope scope(args.place());
-    mla_decode(a, args.place(), stream_handle(stream));
-  });
-}
-
-double mla_decode_host_us(MLA_DECODE_PARAMS, int64_t iters) {
+// iters = 0: one call. iters > 0 (bench/python_overhead.py): the same call with the arrays
+// converted once, looped in C++ after a warm-up; returns the mean host microseconds of one call.
+double mla_decode_op(const InArray& q, const InArray& kv_cache, const InArray& block_table,
+                     const InArray& seq_lens, const InArray& w_uv, const OutArray& out,
+                     const std::string& out_tag, const std::optional<InArray>& output_scale,
+                     const std::optional<OutArray>& output_block_scale,
+                     const std::string& block_scale_tag, int64_t num_tokens,
+                     const std::optional<InArray>& num_tokens_device,
+                     const std::optional<OutArray>& workspace, double softmax_scale,
+                     bool scale_ue8m0, uintptr_t stream, int64_t iters) {
   return with_op_context("mla_decode", [&] {
     ArgSet args;
-    const MlaDecodeArgs a = prepare_mla_decode(args, MLA_DECODE_ARGS);
-    return host_us(iters, [&] {
+    const MlaDecodeArgs a =
+        prepare_mla_decode(args, q, kv_cache, block_table, seq_lens, w_uv, out, out_tag,
+                           output_scale, output_block_scale, block_scale_tag, num_tokens,
+                           num_tokens_device, workspace, softmax_scale, scale_ue8m0);
+    const auto call = [&] {
       DeviceScope scope(args.place());
       mla_decode(a, args.place(), stream_handle(stream));
-    });
-  });
-}
-
-double quant_fp8_group_host_us(const InArray& x, const OutArray& out, const OutArray& scale_out,
-                               int64_t group_size, bool column_major_scales,
-                               bool tma_aligned_scales, bool scale_ue8m0, double eps,
-                               const std::string& x_tag, uintptr_t stream, int64_t iters) {
-  return with_op_context(kQuantGroupOp, [&] {
-    return host_us(iters, prepare_quant_fp8_group(x, out, scale_out, group_size,
-                                                  column_major_scales, tma_aligned_scales,
-                                                  scale_ue8m0, eps, x_tag, stream));
+    };
+    return iters == 0 ? (call(), 0.0) : host_us(iters, call);
   });
 }
 
@@ -230,9 +211,8 @@ std::pair<std::string, std::string> compile(const std::string& text, const std::
     const std::vector<passes::PassStats> stats = pm.run(graph);
     const double us =
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-    return std::pair{ir::print_graph(graph),
-                     cli::compile_report_json(stats, ops_before, graph, "graph_text", b->name(),
-                                              us)};
+    return std::pair{ir::print_graph(graph), cli::compile_report_json(stats, ops_before, graph,
+                                                                      "graph_text", b->name(), us)};
   });
 }
 
@@ -240,7 +220,8 @@ std::optional<QuantKey> detect_key(const std::string& out_dtype, bool has_output
                                    std::optional<int64_t> block_scale_groups, int64_t output_dim) {
   return with_op_context("detect_output_quant_key", [&] {
     const std::optional<DType> dt = parse_dtype(out_dtype);
-    if (!dt) throw nb::type_error(("out_dtype '" + out_dtype + "' is not an mlafuse dtype").c_str());
+    if (!dt)
+      throw nb::type_error(("out_dtype '" + out_dtype + "' is not an mlafuse dtype").c_str());
     return detect_output_quant_key(*dt, has_output_scale, block_scale_groups, output_dim);
   });
 }
@@ -300,26 +281,16 @@ NB_MODULE(_C, m) {
         "block_scale_groups"_a.none(), "output_dim"_a);
   m.def("quant_fp8_group", &quant_fp8_group, "x"_a, "out"_a, "scale_out"_a, "group_size"_a,
         "column_major_scales"_a, "tma_aligned_scales"_a, "scale_ue8m0"_a, "eps"_a, "x_tag"_a,
-        "stream"_a);
+        "stream"_a, "iters"_a = 0);
   m.def("quant_fp8_static", &quant_fp8_static, "x"_a, "scale"_a, "out"_a, "x_tag"_a, "stream"_a);
   m.def("quant_nvfp4", &quant_nvfp4, "x"_a, "global_scale"_a, "out"_a, "scale_out"_a, "x_tag"_a,
         "stream"_a);
   m.def("cache_write", &cache_write, "kv_c_normed"_a, "k_pe"_a, "kv_cache"_a, "slot_mapping"_a,
         "stream"_a);
-  m.def("mla_decode", &mla_decode_op, "q"_a, "kv_cache"_a, "block_table"_a, "seq_lens"_a,
-        "w_uv"_a, "out"_a, "out_tag"_a, "output_scale"_a.none(), "output_block_scale"_a.none(),
+  m.def("mla_decode", &mla_decode_op, "q"_a, "kv_cache"_a, "block_table"_a, "seq_lens"_a, "w_uv"_a,
+        "out"_a, "out_tag"_a, "output_scale"_a.none(), "output_block_scale"_a.none(),
         "block_scale_tag"_a, "num_tokens"_a, "num_tokens_device"_a.none(), "workspace"_a.none(),
-        "softmax_scale"_a, "scale_ue8m0"_a, "stream"_a);
-  // The C++ side of the call-overhead benchmark (bench/python_overhead.py): the same calls with
-  // the arrays converted once, looped in C++.
-  m.def("_mla_decode_host_us", &mla_decode_host_us, "q"_a, "kv_cache"_a, "block_table"_a,
-        "seq_lens"_a, "w_uv"_a, "out"_a, "out_tag"_a, "output_scale"_a.none(),
-        "output_block_scale"_a.none(), "block_scale_tag"_a, "num_tokens"_a,
-        "num_tokens_device"_a.none(), "workspace"_a.none(), "softmax_scale"_a, "scale_ue8m0"_a,
-        "stream"_a, "iters"_a);
-  m.def("_quant_fp8_group_host_us", &quant_fp8_group_host_us, "x"_a, "out"_a, "scale_out"_a,
-        "group_size"_a, "column_major_scales"_a, "tma_aligned_scales"_a, "scale_ue8m0"_a, "eps"_a,
-        "x_tag"_a, "stream"_a, "iters"_a);
+        "softmax_scale"_a, "scale_ue8m0"_a, "stream"_a, "iters"_a = 0);
   m.def("mla_decode_workspace_bytes", &workspace_bytes, "t_pad"_a, "heads"_a, "device_id"_a);
   m.def("compile", &compile, "graph_text"_a, "backend"_a, "disable"_a.none());
 }

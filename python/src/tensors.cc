@@ -21,16 +21,31 @@ namespace {
 using nb::dlpack::dtype_code;
 
 std::string dl_dtype_str(const nb::dlpack::dtype& dt) {
-  const char* code = "code" ;
+  const char* code = "code";
   switch (static_cast<dtype_code>(dt.code)) {
-    case dtype_code::Int: code = "int"; break;
-    case dtype_code::UInt: code = "uint"; break;
-    case dtype_code::Float: code = "float"; break;
-    case dtype_code::Bfloat: code = "bfloat"; break;
-    case dtype_code::Bool: code = "bool"; break;
-    case dtype_code::Float8_E4M3FN: code = "float8_e4m3fn"; break;
-    case dtype_code::Float4_E2M1FN: code = "float4_e2m1fn"; break;
-    default: return "dlpack dtype code " + std::to_string(dt.code) + "/" + std::to_string(dt.bits);
+    case dtype_code::Int:
+      code = "int";
+      break;
+    case dtype_code::UInt:
+      code = "uint";
+      break;
+    case dtype_code::Float:
+      code = "float";
+      break;
+    case dtype_code::Bfloat:
+      code = "bfloat";
+      break;
+    case dtype_code::Bool:
+      code = "bool";
+      break;
+    case dtype_code::Float8_E4M3FN:
+      code = "float8_e4m3fn";
+      break;
+    case dtype_code::Float4_E2M1FN:
+      code = "float4_e2m1fn";
+      break;
+    default:
+      return "dlpack dtype code " + std::to_string(dt.code) + "/" + std::to_string(dt.bits);
   }
   return std::string(code) + std::to_string(dt.bits);
 }
@@ -87,8 +102,7 @@ Tensor ArgSet::add_dl(const void* data, const nb::dlpack::dtype& dt, int32_t dev
     placed_ = true;
   } else if (p.device != place_.device || p.device_id != place_.device_id) {
     auto where = [](const Place& q) {
-      return q.device == Device::kCpu ? std::string("cpu")
-                                      : "cuda:" + std::to_string(q.device_id);
+      return q.device == Device::kCpu ? std::string("cpu") : "cuda:" + std::to_string(q.device_id);
     };
     throw nb::value_error(("argument " + std::string(name) + " is on " + where(p) + " but " +
                            place_.first + " is on " + where(place_) +
@@ -100,8 +114,7 @@ Tensor ArgSet::add_dl(const void* data, const nb::dlpack::dtype& dt, int32_t dev
   DType dtype;
   if (tag.empty()) {
     if (!own) {
-      throw nb::type_error(("argument " + std::string(name) + ": element type " +
-                            dl_dtype_str(dt) +
+      throw nb::type_error(("argument " + std::string(name) + ": element type " + dl_dtype_str(dt) +
                             " is not supported (expected bfloat16, float16, float32, int32, "
                             "uint8 or float8_e4m3fn)")
                                .c_str());
@@ -114,8 +127,8 @@ Tensor ArgSet::add_dl(const void* data, const nb::dlpack::dtype& dt, int32_t dev
     const bool raw = static_cast<dtype_code>(dt.code) == dtype_code::UInt && dt.lanes == 1 &&
                      dt.bits == 8 * dtype_size(*want);
     if (!raw && own != want) {
-      throw nb::type_error(("argument " + std::string(name) + ": element type " +
-                            dl_dtype_str(dt) + " cannot hold " + std::string(tag) + " values")
+      throw nb::type_error(("argument " + std::string(name) + ": element type " + dl_dtype_str(dt) +
+                            " cannot hold " + std::string(tag) + " values")
                                .c_str());
     }
     dtype = *want;

@@ -348,3 +348,16 @@ def test_mla_decode_errors_name_the_argument():
 def test_cpu_only_build_names_the_missing_cuda_backend():
     with pytest.raises(ValueError, match="without the CUDA backend"):
         mlafuse.mla_decode_workspace_bytes(2, 16, device=0)
+
+
+def test_read_only_inputs_and_strided_views():
+    x = bf16(np.random.default_rng(5), (3, 256))
+    x.setflags(write=False)  # inputs may be read-only
+    q, s = mlafuse.quant_fp8_group(x)
+    np.testing.assert_array_equal(codes(q), ref_group(x, 128)[0])
+    with pytest.raises(ValueError, match="x"):
+        mlafuse.quant_fp8_group(bf16(np.random.default_rng(5), (3, 512))[:, ::2])
+    ro_out = np.zeros((3, 256), U8)
+    ro_out.setflags(write=False)  # an output must be writable
+    with pytest.raises(TypeError, match="argument out.*read-only"):
+        mlafuse.quant_fp8_group(x, out=ro_out)

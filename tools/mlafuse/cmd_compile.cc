@@ -146,9 +146,9 @@ int run_compile(const std::vector<std::string>& args) {
   if (!o.dot.empty()) write_text_file(o.dot, ir::to_dot(graph));
 
   if (o.json) {
-    std::printf("%s\n",
-                compile_report_json(stats, ops_before, graph, source, backend->name(), compile_us)
-                    .c_str());
+    std::printf(
+        "%s\n",
+        compile_report_json(stats, ops_before, graph, source, backend->name(), compile_us).c_str());
     return 0;
   }
   std::printf("// source: %s\n// backend: %s\n// ---- before\n%s", source.c_str(),
