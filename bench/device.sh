@@ -103,8 +103,10 @@ if want python; then
   PY_LOG="$OUT_DIR/python.log"
   : > "$PY_LOG"
   if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --find-links .whl scikit-build-core pytest ml_dtypes \
+    # -U for the build tools: the extension needs nanobind's DLPack FP8 codes (nanobind 3.x).
+    python3 -m pip install -q --no-index --find-links .whl -U nanobind scikit-build-core \
       >> "$PY_LOG" 2>&1
+    python3 -m pip install -q --no-index --find-links .whl pytest ml_dtypes >> "$PY_LOG" 2>&1
   fi
   CMAKE_BUILD_PARALLEL_LEVEL=16 timeout "${MLAFUSE_PYTHON_TIMEOUT:-900}" python3 -m pip install \
     --no-build-isolation --no-deps -C build-dir=build-device-python \

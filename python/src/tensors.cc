@@ -19,6 +19,10 @@ namespace mlafuse::py {
 namespace {
 
 using nb::dlpack::dtype_code;
+// DLPack's codes for FP8 e4m3fn and FP4 e2m1fn (dlpack.h 1.1), spelled as numbers so nanobind
+// releases older than their enum names build too.
+constexpr uint8_t kDLFloat8E4M3fn = 10;
+constexpr uint8_t kDLFloat4E2M1fn = 17;
 
 std::string dl_dtype_str(const nb::dlpack::dtype& dt) {
   const char* code = "code";
@@ -38,10 +42,10 @@ std::string dl_dtype_str(const nb::dlpack::dtype& dt) {
     case dtype_code::Bool:
       code = "bool";
       break;
-    case dtype_code::Float8_E4M3FN:
+    case static_cast<dtype_code>(kDLFloat8E4M3fn):
       code = "float8_e4m3fn";
       break;
-    case dtype_code::Float4_E2M1FN:
+    case static_cast<dtype_code>(kDLFloat4E2M1fn):
       code = "float4_e2m1fn";
       break;
     default:
@@ -59,7 +63,7 @@ std::optional<DType> from_dlpack(const nb::dlpack::dtype& dt) {
   if (code == dtype_code::Bfloat && dt.bits == 16) return DType::kBF16;
   if (code == dtype_code::Int && dt.bits == 32) return DType::kI32;
   if (code == dtype_code::UInt && dt.bits == 8) return DType::kU8;
-  if (code == dtype_code::Float8_E4M3FN && dt.bits == 8) return DType::kFp8E4M3;
+  if (dt.code == kDLFloat8E4M3fn && dt.bits == 8) return DType::kFp8E4M3;
   return std::nullopt;
 }
 
