@@ -127,7 +127,9 @@ def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
     num_tokens: the real count n <= T_pad, an int or an int32 [1] tensor read on the device (for
     CUDA graphs replayed with a new n); nothing of tokens >= n is written. scale_ue8m0: group-FP8
     scales rounded up to powers of two. softmax_scale 0 means 1/sqrt(192). workspace: CUDA
-    scratch of mla_decode_workspace_bytes(T_pad, H, device) bytes; by default taken from torch."""
+    scratch of mla_decode_workspace_bytes(T_pad, H, device) bytes; by default taken from torch.
+    Before capturing a CUDA graph, call it once eagerly at the largest T_pad (as torch's warm-up
+    does): the first call on a device sets up the backend and a small index table."""
     n_int, n_dev = -1, None
     if num_tokens is not None:
         if isinstance(num_tokens, _INTS):
