@@ -161,7 +161,7 @@ def mla_decode_workspace_bytes(t_pad, heads, device=None):
 
 def mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale, output_block_scale,
                 num_tokens, num_tokens_device, softmax_scale, scale_ue8m0, workspace=None):
-    if workspace is None and _is_torch(q) and q.is_cuda:
+    if workspace is None and _is_torch(q) and q.is_cuda and q.dim() == 3 and _C.built_with_cuda:
         # From torch's caching allocator: no cudaMalloc in steady state, and inside a CUDA-graph
         # capture it comes from the graph's own pool.
         nbytes = mla_decode_workspace_bytes(q.shape[0], q.shape[1], q.get_device())
