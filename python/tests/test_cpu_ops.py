@@ -361,3 +361,18 @@ def test_read_only_inputs_and_strided_views():
     ro_out.setflags(write=False)  # an output must be writable
     with pytest.raises(TypeError, match="argument out.*read-only"):
         mlafuse.quant_fp8_group(x, out=ro_out)
+
+
+def test_cpp_timing_loop_runs_the_same_call():
+    # bench/python_overhead.py's C++ baseline: the op itself, looped in C++ (iters > 0).
+    x = bf16(np.random.default_rng(6), (2, 256))
+    q = np.zeros((2, 256), U8)
+    s = np.zeros((2, 2), np.float32)
+    us = mlafuse._C.quant_fp8_group(x.view(np.uint16), q, s, 128, False, False, False, 1e-10,
+                                    "bf16", 0, iters=3)
+    assert us > 0
+    rq, rs = ref_group(x, 128)
+    np.testing.assert_array_equal(q, rq)
+    np.testing.assert_array_equal(s, rs)
+    assert mlafuse._C.quant_fp8_group(x.view(np.uint16), q, s, 128, False, False, False, 1e-10,
+                                      "bf16", 0) == 0.0
