@@ -1,9 +1,10 @@
 // mlafuse._C: the nanobind extension under the Python package. Arrays arrive through DLPack
 // (numpy on the CPU, torch CUDA tensors on the GPU) and are wrapped, not copied; every op checks
 // its arguments in C++ (the same checks as the C++ API) and runs on the backend of the arrays'
-// device, on the caller's stream. Nothing here synchronises or allocates device memory, so a call
-// can be captured in a CUDA graph. The Python layer (mlafuse/__init__.py) only picks dtype tags,
-// allocates missing outputs and fetches the stream.
+// device, on the caller's stream. Past the first call on a device (which makes the backend and a
+// small index table) nothing here synchronises or allocates device memory, so a call can be
+// captured in a CUDA graph. The Python layer (mlafuse/__init__.py) only picks dtype tags,
+// allocates missing outputs (and the decode scratch, with torch) and fetches the stream.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
