@@ -3,7 +3,11 @@
 # compute-sanitizer over the GPU test binaries (memcheck; racecheck for the shared-memory
 # kernels) with small shapes, and run every benchmark, printing a short summary last.
 #
-#   bench/device.sh [build] [test] [sanitize] [bench]     (default: all four, in that order)
+#   bench/device.sh [build] [test] [sanitize] [bench] [python]
+#                                      (default: the first four, in that order)
+# python: pip-installs the Python package with the CUDA backend (offline: wheels carried in .whl/,
+# MLAFUSE_PYTHON_TIMEOUT for the build) and runs its pytest suite with torch CUDA tensors, the
+# eager-overhead benchmark and the DeepSeek-V3 decode-step example.
 #
 # Logs and JSON go to $OUT when set, else bench-out/. Benchmarks pair by name: for every
 # bench/torch_<name>.py, `python3 bench/torch_<name>.py $OUT/torch_<name>.txt` runs first, then
@@ -98,6 +102,30 @@ if want bench; then
       > "$OUT_DIR/$name.txt" 2>&1
     note "$name: rc=$? ($(elapsed))"
   done
+fi
+
+if want python; then
+  PY_LOG="$OUT_DIR/python.log"
+  : > "$PY_LOG"
+  if [ -d .whl ]; then
+    # -U for the build tools: the extension needs nanobind's DLPack FP8 codes (nanobind 3.x).
+    python3 -m pip install -q --no-index --find-links .whl -U nanobind scikit-build-core \
+      >> "$PY_LOG" 2>&1
+    python3 -m pip install -q --no-index --find-links .whl pytest ml_dtypes >> "$PY_LOG" 2>&1
+  fi
+  CMAKE_BUILD_PARALLEL_LEVEL=16 timeout "${MLAFUSE_PYTHON_TIMEOUT:-900}" python3 -m pip install \
+    --no-build-isolation --no-deps -C build-dir=build-device-python \
+    -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90a -C cmake.define.MLAFUSE_CUDA=ON . >> "$PY_LOG" 2>&1
+  note "python package (CUDA): rc=$? ($(elapsed))"
+  timeout "${MLAFUSE_TEST_TIMEOUT:-300}" python3 -m pytest python/tests -q -p no:cacheprovider \
+    > "$OUT_DIR/pytest.log" 2>&1
+  note "pytest: rc=$?, $(tail -1 "$OUT_DIR/pytest.log") ($(elapsed))"
+  grep -E '^(FAILED|ERROR) ' "$OUT_DIR/pytest.log" | head -20 | tee -a "$SUMMARY"
+  timeout 120 python3 bench/python_overhead.py > "$OUT_DIR/python_overhead.txt" 2>&1
+  note "python_overhead.py: rc=$? ($(elapsed))"
+  timeout 120 python3 examples/deepseek_v3_decode_step.py > "$OUT_DIR/decode_step.txt" 2>&1
+  note "deepseek_v3_decode_step.py: rc=$? ($(elapsed))"
+  cat "$OUT_DIR/python_overhead.txt" "$OUT_DIR/decode_step.txt" | tee -a "$SUMMARY"
 fi
 
 echo

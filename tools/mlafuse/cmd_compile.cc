@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "cli_args.h"
-#include "cli_json.h"
 #include "command.h"
+#include "compile_report.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/ir/text.h"
@@ -54,42 +54,6 @@ void print_stats(const std::vector<passes::PassStats>& stats) {
       std::printf("  refused %s at %s: %s\n", r.pattern.c_str(), r.node.c_str(), r.reason.c_str());
     }
   }
-}
-
-void write_json(const std::vector<passes::PassStats>& stats,
-                const std::map<std::string, int64_t>& ops_before,
-                const std::map<std::string, int64_t>& ops_after, const ir::Graph& after,
-                const std::string& source, const std::string& backend, double compile_us) {
-  JsonWriter j;
-  j.begin_object();
-  j.key("source").value(source);
-  j.key("backend").value(backend);
-  j.key("passes").begin_array();
-  for (const auto& s : stats) {
-    j.begin_object();
-    j.key("name").value(s.pass);
-    j.key("ran").value(s.ran);
-    j.key("changed").value(s.changed);
-    j.key("matches").value(s.matches);
-    j.key("patterns").value(s.pattern_matches);
-    j.key("rejections").begin_array();
-    for (const auto& r : s.rejections) {
-      j.begin_object().key("pattern").value(r.pattern).key("node").value(r.node);
-      j.key("reason").value(r.reason).end_object();
-    }
-    j.end_array();
-    j.key("nodes_before").value(s.nodes_before);
-    j.key("nodes_after").value(s.nodes_after);
-    j.key("time_us").value(s.time_us);
-    j.end_object();
-  }
-  j.end_array();
-  j.key("ops_before").value(ops_before);
-  j.key("ops_after").value(ops_after);
-  j.key("nodes_after").value(static_cast<int64_t>(after.num_nodes()));
-  j.key("compile_us").value(compile_us);
-  j.end_object();
-  std::printf("%s\n", j.str().c_str());
 }
 
 int run_compile(const std::vector<std::string>& args) {
@@ -182,7 +146,9 @@ int run_compile(const std::vector<std::string>& args) {
   if (!o.dot.empty()) write_text_file(o.dot, ir::to_dot(graph));
 
   if (o.json) {
-    write_json(stats, ops_before, graph.op_counts(), graph, source, backend->name(), compile_us);
+    std::printf(
+        "%s\n",
+        compile_report_json(stats, ops_before, graph, source, backend->name(), compile_us).c_str());
     return 0;
   }
   std::printf("// source: %s\n// backend: %s\n// ---- before\n%s", source.c_str(),

@@ -1,0 +1,329 @@
+#include "mla_decode.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "mlafuse/backends/cpu/reference.h"
+#include "mlafuse/core/error.h"
+#include "mlafuse/core/shape.h"
+#include "mlafuse/quant/codecs.h"
+#include "mlafuse/quant/scale_layout.h"
+#if MLAFUSE_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "backends/cuda/mla_decode.h"
+#include "mlafuse/backends/cuda/cuda_check.h"
+#endif
+
+namespace mlafuse::py {
+namespace {
+
+// DeepSeek's MLA dimensions (SPEC 4), which the decode kernels are specialised for.
+constexpr int64_t kLatent = 512;
+constexpr int64_t kRope = 64;
+constexpr int64_t kRow = kLatent + kRope;
+constexpr int64_t kVDim = 128;
+constexpr int64_t kQkDim = 192;  // P + R: the default softmax scale is 1/sqrt(192)
+
+void check_tensor(const Tensor& t, const char* name, DType dtype,
+                  const std::vector<int64_t>& shape) {
+  check_dtype(t, name, dtype);
+  check_shape(t, name, shape);
+  MLAFUSE_CHECK(t.is_contiguous(), "tensor ", name, " ", t.str(), " with strides ",
+                shape_str(t.strides()), ": expected a contiguous row-major tensor");
+}
+
+// A byte-coded tensor that may come typed (fp8e4m3) or as raw u8 (docs/ops.md).
+void check_codes(const Tensor& t, const char* name, DType coded,
+                 const std::vector<int64_t>& shape) {
+  MLAFUSE_CHECK(t.dtype() == coded || t.dtype() == DType::kU8, "tensor ", name, " ", t.str(),
+                ": expected dtype ", dtype_name(coded), " (or u8)");
+  check_tensor(t, name, t.dtype(), shape);
+}
+
+// Which GroupScaleLayout the strides of `s` [t_pad, groups] are. Where two layouts agree on every
+// element's place (one token, one group, or T_pad a multiple of 4) either one writes the same
+// memory, so the first match is taken.
+void infer_group_layout(const Tensor& s, int64_t t_pad, DecodeOutput* o) {
+  const int64_t groups = s.dim(1);
+  const bool flags[3][2] = {{false, false}, {true, false}, {true, true}};
+  for (const auto& f : flags) {
+    const GroupScaleLayout lay{t_pad, groups, f[0], f[1]};
+    const int64_t want[2] = {lay.token_stride(), lay.group_stride()};
+    if ((s.dim(0) <= 1 || s.strides()[0] == want[0]) &&
+        (s.dim(1) <= 1 || s.strides()[1] == want[1])) {
+      o->col_major = f[0];
+      o->tma_aligned = f[1];
+      return;
+    }
+  }
+  MLAFUSE_FAIL("tensor output_block_scale ", s.str(), " has strides ", shape_str(s.strides()),
+               ", which is no group-scale layout for T_pad = ", t_pad, ": row-major needs (",
+               groups, ", 1), column-major (1, ", t_pad, "), column-major TMA-aligned (1, ",
+               round_up(t_pad, 4), ")");
+}
+
+int64_t real_tokens(const MlaDecodeArgs& a, int64_t t_pad, Device device) {
+  if (a.num_tokens_device.defined()) {
+    check_tensor(a.num_tokens_device, "num_tokens", DType::kI32, {1});
+    if (device == Device::kCuda) return t_pad;  // read by the kernels, which clamp it to T_pad
+    const int64_t n = *a.num_tokens_device.data<int32_t>();
+    MLAFUSE_CHECK(n >= 0 && n <= t_pad, "num_tokens ", n, " is outside [0, T_pad = ", t_pad, "]");
+    return n;
+  }
+  const int64_t n = a.num_tokens < 0 ? t_pad : a.num_tokens;
+  MLAFUSE_CHECK(n <= t_pad, "num_tokens ", n, " is outside [0, T_pad = ", t_pad, "]");
+  return n;
+}
+
+// Rows [0, n) of a contiguous tensor.
+Tensor head_rows(const Tensor& t, int64_t n) {
+  std::vector<int64_t> shape = t.shape();
+  shape[0] = n;
+  return t.view(t.dtype(), shape, Tensor::contiguous_strides(shape), 0);
+}
+
+void run_cpu(const MlaDecodeArgs& a, const DecodeOutput& o, int64_t t_pad, int64_t heads,
+             int64_t n) {
+  const int64_t d = heads * kVDim;
+  const float scale = a.softmax_scale > 0 ? static_cast<float>(a.softmax_scale)
+                                          : 1.0f / std::sqrt(static_cast<float>(kQkDim));
+  // The bf16 attention output, which every format is quantized from (SPEC 5).
+  Tensor ob = Tensor::empty(DType::kBF16, {t_pad, d});
+  if (n > 0) {
+    const Tensor o_lat =
+        ref::mla_decode_latent(head_rows(a.q, n), a.kv_cache, head_rows(a.block_table, n),
+                               head_rows(a.seq_lens, n), kLatent, scale);
+    const Tensor up = ref::mla_up_proj(o_lat, a.w_uv, /*round_input_bf16=*/true);
+    for (int64_t i = 0; i < n * d; ++i) {
+      ob.data<uint16_t>()[i] = f32_to_bf16_bits(up.data<float>()[i]);
+    }
+  }
+  Tensor out = a.out;
+  Tensor block_scale = a.output_block_scale;
+  if (!o.key) {
+    std::memcpy(out.raw(), ob.raw(), static_cast<size_t>(n * d) * 2);
+  } else if (*o.key == kFp8StaticTensorSym) {
+    ref::quant_fp8_static(ob, n, a.output_scale, out);
+  } else if (*o.key == kNvfp4Dynamic) {
+    ref::quant_nvfp4(ob, n, a.output_scale, out, block_scale);
+  } else {
+    ref::Fp8GroupParams p;
+    p.group_size = o.key->group_size();
+    p.ue8m0 = a.scale_ue8m0;
+    p.col_major = o.col_major;
+    p.tma_aligned = o.tma_aligned;
+    ref::quant_fp8_group(ob, n, p, out, block_scale);
+  }
+}
+
+#if MLAFUSE_WITH_CUDA
+int num_sms(int device) {
+  static std::mutex mu;
+  static std::vector<int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  if (static_cast<size_t>(device) >= cache.size()) cache.resize(device + 1, 0);
+  if (cache[device] == 0) {
+    MLAFUSE_CUDA_CHECK(
+        cudaDeviceGetAttribute(&cache[device], cudaDevAttrMultiProcessorCount, device));
+  }
+  return cache[device];
+}
+
+// query_start_loc of a pure decode batch is 0, 1, ..., T_pad: one read-only arange per device,
+// made once (outside any capture) and never freed while a queued kernel might read it.
+const int32_t* decode_query_starts(int device, int64_t t_pad, cudaStream_t stream) {
+  struct Arange {
+    int32_t* data = nullptr;
+    int64_t size = 0;
+  };
+  static std::mutex mu;
+  static std::vector<Arange> per_device;
+  std::lock_guard<std::mutex> lock(mu);
+  if (static_cast<size_t>(device) >= per_device.size()) per_device.resize(device + 1);
+  Arange& r = per_device[device];
+  if (r.size < t_pad + 1) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    MLAFUSE_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+    MLAFUSE_CHECK(status == cudaStreamCaptureStatusNone, "mla_decode: T_pad = ", t_pad,
+                  " is larger than any earlier call on this device; call it once with the largest "
+                  "T_pad before capturing a CUDA graph (it sets up a small index table)");
+    const int64_t size = std::max<int64_t>(t_pad + 1, 65537);
+    std::vector<int32_t> host(static_cast<size_t>(size));
+    for (int64_t i = 0; i < size; ++i) host[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+    int32_t* dev = nullptr;
+    MLAFUSE_CUDA_CHECK(cudaMalloc(&dev, static_cast<size_t>(size) * 4));
+    MLAFUSE_CUDA_CHECK(
+        cudaMemcpy(dev, host.data(), static_cast<size_t>(size) * 4, cudaMemcpyHostToDevice));
+    r.data = dev;  // the previous table, if any, is left allocated on purpose (see above)
+    r.size = size;
+  }
+  return r.data;
+}
+
+void check_aligned(const Tensor& t, const char* name, uintptr_t bytes) {
+  MLAFUSE_CHECK(reinterpret_cast<uintptr_t>(t.raw()) % bytes == 0, "tensor ", name, " ", t.str(),
+                ": its data must be ", bytes, "-byte aligned");
+}
+
+void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place, int64_t t_pad,
+              int64_t heads, cudaStream_t stream) {
+  using namespace cuda;
+  Backend& backend = backend_for(place);
+  MLAFUSE_CHECK(heads == 16 || heads == 32 || heads == 64 || heads == 128, "tensor q ", a.q.str(),
+                ": the CUDA decode kernels take 16, 32, 64 or 128 heads, got ", heads);
+  MLAFUSE_CHECK(a.kv_cache.dim(1) == kMlaPage, "tensor kv_cache ", a.kv_cache.str(),
+                ": the CUDA decode kernels need pages of ", kMlaPage, " tokens");
+  if (o.key) {
+    const FusedQuantRequest req{*o.key, 0, heads, kVDim, o.col_major, a.scale_ue8m0, o.tma_aligned};
+    MLAFUSE_CHECK(backend.fused_output_quant_supported(req), "the CUDA decode kernels do not fuse ",
+                  o.key->str(), " with col_major=", o.col_major, " ue8m0=", a.scale_ue8m0,
+                  " tma_aligned=", o.tma_aligned);
+  }
+  check_aligned(a.q, "q", 16);
+  check_aligned(a.kv_cache, "kv_cache", 16);
+  check_aligned(a.w_uv, "w_uv", 16);
+  check_aligned(a.out, "out", 16);
+  const int dev = place.device_id;
+  const int parts = mla_num_parts(num_sms(dev), static_cast<int>(heads));
+  const size_t need = mla_workspace_bytes(static_cast<int>(t_pad), static_cast<int>(heads), parts);
+  MLAFUSE_CHECK(a.workspace.defined(), "mla_decode on CUDA needs a workspace of ", need,
+                " bytes (mlafuse allocates it with torch; without torch pass workspace=)");
+  check_tensor(a.workspace, "workspace", DType::kU8, {a.workspace.numel()});
+  MLAFUSE_CHECK(static_cast<size_t>(a.workspace.numel()) >= need, "tensor workspace ",
+                a.workspace.str(), ": expected at least ", need, " bytes for T_pad = ", t_pad,
+                " and ", heads, " heads");
+  check_aligned(a.workspace, "workspace", 256);
+  if (t_pad == 0) return;
+
+  MlaDecodeProblem p;
+  p.num_heads = static_cast<int>(heads);
+  p.num_queries = static_cast<int>(t_pad);
+  p.num_tokens = static_cast<int>(a.num_tokens < 0 ? t_pad : a.num_tokens);
+  p.num_tokens_device =
+      a.num_tokens_device.defined() ? a.num_tokens_device.data<int32_t>() : nullptr;
+  p.softmax_scale = a.softmax_scale > 0 ? static_cast<float>(a.softmax_scale)
+                                        : 1.0f / std::sqrt(static_cast<float>(kQkDim));
+  p.num_seqs = static_cast<int>(t_pad);
+  p.seq_lens = a.seq_lens.data<int32_t>();
+  p.query_start_loc = decode_query_starts(dev, t_pad, stream);
+  p.block_table = a.block_table.data<int32_t>();
+  p.block_table_stride = static_cast<int>(a.block_table.dim(1));
+  p.num_pages = a.kv_cache.dim(0);
+  p.q_cat = static_cast<const __nv_bfloat16*>(a.q.raw());
+  p.kv_cache = static_cast<const __nv_bfloat16*>(a.kv_cache.raw());
+  p.w_uv = static_cast<const __nv_bfloat16*>(a.w_uv.raw());
+
+  MlaOutputParams out;
+  out.out = a.out.raw();
+  out.ue8m0 = a.scale_ue8m0;
+  out.col_major = o.col_major;
+  out.tma_aligned = o.tma_aligned;
+  if (a.output_scale.defined()) out.scale = a.output_scale.data<float>();
+  if (!o.key) {
+    out.kind = MlaEpilogue::kBf16;
+  } else if (*o.key == kFp8StaticTensorSym) {
+    out.kind = MlaEpilogue::kFp8Static;
+  } else if (*o.key == kNvfp4Dynamic) {
+    out.kind = MlaEpilogue::kNvfp4;
+    out.nvfp4_scales = static_cast<uint8_t*>(a.output_block_scale.raw());
+  } else {
+    out.kind = o.key->group_size() == 128 ? MlaEpilogue::kFp8Group128 : MlaEpilogue::kFp8Group64;
+    out.group_scales = a.output_block_scale.data<float>();
+  }
+  const MlaWorkspace ws = mla_workspace_carve(a.workspace.raw(), static_cast<int>(t_pad),
+                                              static_cast<int>(heads), parts);
+  launch_mla_plan(p, ws, stream);
+  launch_mla_decode_splitkv(p, ws, stream);
+  launch_mla_combine_up_quant(p, ws, out, stream);
+}
+#endif
+
+}  // namespace
+
+DecodeOutput check_decode_output(const MlaDecodeArgs& a, int64_t t_pad, int64_t heads) {
+  const int64_t d = heads * kVDim;
+  const Tensor& s = a.output_block_scale;
+  std::optional<int64_t> groups;
+  if (s.defined()) {
+    check_rank(s, "output_block_scale", 2);
+    groups = s.dim(1);
+  }
+  DecodeOutput o;
+  o.key = detect_output_quant_key(a.out.dtype(), a.output_scale.defined(), groups, d);
+  if (a.output_scale.defined()) check_tensor(a.output_scale, "output_scale", DType::kF32, {1});
+  if (!o.key) {
+    check_tensor(a.out, "out", DType::kBF16, {t_pad, d});
+  } else if (*o.key == kFp8StaticTensorSym) {
+    check_codes(a.out, "out", DType::kFp8E4M3, {t_pad, d});
+  } else if (*o.key == kNvfp4Dynamic) {
+    check_codes(a.out, "out", DType::kFp4E2M1x2, {t_pad, d / 2});
+    const Nvfp4ScaleLayout lay{t_pad, d};
+    check_codes(s, "output_block_scale", DType::kFp8E4M3, {lay.padded_rows(), lay.padded_cols()});
+  } else {
+    check_codes(a.out, "out", DType::kFp8E4M3, {t_pad, d});
+    check_dtype(s, "output_block_scale", DType::kF32);
+    check_shape(s, "output_block_scale", {t_pad, *groups});
+    infer_group_layout(s, t_pad, &o);
+  }
+  MLAFUSE_CHECK(
+      !a.scale_ue8m0 || (o.key && o.key->group_size() != 0 && o.key->dtype == DType::kFp8E4M3),
+      "scale_ue8m0=True applies to group FP8 output (an fp8 out with "
+      "output_block_scale), not to ",
+      o.key ? o.key->str() : std::string("a bf16 out"));
+  return o;
+}
+
+void mla_decode(const MlaDecodeArgs& a, const Place& place, void* stream) {
+  check_rank(a.q, "q", 3);
+  const int64_t t_pad = a.q.dim(0);
+  const int64_t heads = a.q.dim(1);
+  MLAFUSE_CHECK(heads >= 1, "tensor q ", a.q.str(), ": expected at least one head");
+  check_tensor(a.q, "q", DType::kBF16, {t_pad, heads, kRow});
+  check_rank(a.kv_cache, "kv_cache", 3);
+  check_tensor(a.kv_cache, "kv_cache", DType::kBF16, {a.kv_cache.dim(0), a.kv_cache.dim(1), kRow});
+  MLAFUSE_CHECK(a.kv_cache.dim(0) >= 1 && a.kv_cache.dim(1) >= 1, "tensor kv_cache ",
+                a.kv_cache.str(), ": expected at least one page of at least one token");
+  check_rank(a.block_table, "block_table", 2);
+  check_tensor(a.block_table, "block_table", DType::kI32, {t_pad, a.block_table.dim(1)});
+  MLAFUSE_CHECK(a.block_table.dim(1) >= 1 && a.block_table.dim(1) < (int64_t{1} << 24),
+                "tensor block_table ", a.block_table.str(), ": expected 1 or more page columns");
+  check_tensor(a.seq_lens, "seq_lens", DType::kI32, {t_pad});
+  check_tensor(a.w_uv, "w_uv", DType::kBF16, {heads, kLatent, kVDim});
+  MLAFUSE_CHECK(a.softmax_scale >= 0 && std::isfinite(a.softmax_scale), "softmax_scale ",
+                a.softmax_scale, " must be finite and >= 0 (0 means 1/sqrt(192))");
+  MLAFUSE_CHECK(a.num_tokens >= -1, "num_tokens ", a.num_tokens, " must be >= 0");
+  MLAFUSE_CHECK(t_pad < (int64_t{1} << 24), "tensor q ", a.q.str(), ": too many tokens");
+  const DecodeOutput o = check_decode_output(a, t_pad, heads);
+  const int64_t n = real_tokens(a, t_pad, place.device);
+  if (place.device == Device::kCpu) {
+    MLAFUSE_CHECK(!a.workspace.defined() || a.workspace.device() == Device::kCpu,
+                  "workspace must be on the device of q");
+    run_cpu(a, o, t_pad, heads, n);
+    return;
+  }
+#if MLAFUSE_WITH_CUDA
+  run_cuda(a, o, place, t_pad, heads, static_cast<cudaStream_t>(stream));
+#else
+  (void)stream;
+  backend_for(place);  // throws: no CUDA backend in this build
+#endif
+}
+
+size_t mla_decode_workspace_bytes(int64_t t_pad, int64_t heads, const Place& place) {
+  MLAFUSE_CHECK(t_pad >= 0 && heads >= 1, "mla_decode_workspace_bytes: T_pad ", t_pad,
+                " and heads ", heads, " must be >= 0 and >= 1");
+  if (place.device == Device::kCpu) return 0;
+#if MLAFUSE_WITH_CUDA
+  const int parts = cuda::mla_num_parts(num_sms(place.device_id), static_cast<int>(heads));
+  return cuda::mla_workspace_bytes(static_cast<int>(t_pad), static_cast<int>(heads), parts);
+#else
+  backend_for(place);
+  return 0;
+#endif
+}
+
+}  // namespace mlafuse::py

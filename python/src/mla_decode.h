@@ -1,0 +1,48 @@
+// mlafuse.mla_decode: absorbed-query MLA decode over a paged latent cache, then W_UV, then the
+// output quantization the caller's buffers ask for (SPEC 3.4). The CPU runs the reference
+// (ref::mla_decode_latent -> bf16 -> ref::mla_up_proj -> bf16 -> the reference quantizer, the
+// chain the CPU backend's mla_attention runs); CUDA runs the decode kernels' host launchers
+// (src/backends/cuda/mla_decode.h) on the caller's stream.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "mlafuse/core/tensor.h"
+#include "mlafuse/quant/quant_key.h"
+#include "tensors.h"
+
+namespace mlafuse::py {
+
+struct MlaDecodeArgs {
+  Tensor q;                   // [T_pad, H, 576] bf16: [q_nope @ W_UK_T | q_pe] per head
+  Tensor kv_cache;            // [pages, 64, 576] bf16
+  Tensor block_table;         // [T_pad, max_pages] i32: one decode sequence per query row
+  Tensor seq_lens;            // [T_pad] i32
+  Tensor w_uv;                // [H, 512, 128] bf16
+  Tensor out;                 // [T_pad, H*128] bf16 / fp8e4m3, or [T_pad, H*64] u8 (NVFP4)
+  Tensor output_scale;        // [1] f32, optional: static FP8 scale or NVFP4 global scale
+  Tensor output_block_scale;  // optional: group FP8 f32 [T_pad, H*128/G]; NVFP4 swizzled e4m3
+  Tensor num_tokens_device;   // [1] i32, optional: the real count n, read on the device
+  Tensor workspace;           // u8, CUDA only: mla_decode_workspace_bytes(T_pad, H) bytes
+  int64_t num_tokens = -1;    // n when num_tokens_device is absent; -1 means T_pad
+  double softmax_scale = 0;   // 0: 1/sqrt(192)
+  bool scale_ue8m0 = false;   // group FP8: power-of-two scales
+};
+
+// The key the buffers ask for (SPEC 3.4) with the group-scale layout read off the strides of
+// output_block_scale. Throws mlafuse::Error naming the buffer on any mismatch.
+struct DecodeOutput {
+  std::optional<QuantKey> key;
+  bool col_major = false;
+  bool tma_aligned = false;
+};
+DecodeOutput check_decode_output(const MlaDecodeArgs& a, int64_t t_pad, int64_t heads);
+
+void mla_decode(const MlaDecodeArgs& a, const Place& place, void* stream);
+
+// Scratch bytes one CUDA call needs (0 on the CPU).
+size_t mla_decode_workspace_bytes(int64_t t_pad, int64_t heads, const Place& place);
+
+}  // namespace mlafuse::py

@@ -1,0 +1,314 @@
+"""The package with torch CUDA tensors (skipped without torch, a GPU, or a CUDA build):
+codes and scales bit-exact against a torch implementation of SPEC 3, the fused mla_decode equal
+bit for bit to the unfused call followed by quant_fp8_group, capture in a CUDA graph replayed
+with several n, and torch.compile(fullgraph=True) over the ops."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import mlafuse  # noqa: E402
+
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device", allow_module_level=True)
+if not mlafuse.built_with_cuda:
+    pytest.skip("mlafuse was built without the CUDA backend", allow_module_level=True)
+
+from npref import BF16, quant_nvfp4 as np_nvfp4  # noqa: E402
+
+DEV = "cuda"
+FP8 = torch.float8_e4m3fn
+
+
+def u8(t):
+    return t.view(torch.uint8)
+
+
+def to_numpy_bf16(t):
+    return t.cpu().view(torch.int16).numpy().view(np.uint16).view(BF16)
+
+
+# ---- the reference semantics in torch (SPEC 3.1, 3.2) ----------------------------------------
+
+def ref_group(x, g, eps=1e-10, ue8m0=False):
+    t, d = x.shape
+    xg = x.float().view(t, d // g, g)
+    amax = xg.abs().amax(dim=-1).clamp_min(eps)
+    s = amax / 448.0
+    if ue8m0:
+        bits = s.view(torch.int32)
+        up = ((bits >> 23) + 1) << 23
+        s = torch.where((bits & 0x7FFFFF) != 0, up, bits).view(torch.float32)
+    q = (xg / s[..., None]).clamp(-448.0, 448.0).to(FP8)
+    return q.view(t, d), s
+
+
+def ref_static(x, scale):
+    inv = 1.0 / scale
+    return (x.float() * inv).clamp(-448.0, 448.0).to(FP8)
+
+
+def rand_bf16(shape, scale=1.0, seed=0):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    return (torch.randn(shape, generator=g, device=DEV) * scale).to(torch.bfloat16)
+
+
+# ---- quantization ops ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("t,d", [(1, 128), (17, 512), (33, 7168), (197, 2048)])
+@pytest.mark.parametrize("g", [128, 64])
+@pytest.mark.parametrize("col_major,tma", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("ue8m0", [False, True])
+def test_quant_fp8_group_bit_exact(t, d, g, col_major, tma, ue8m0):
+    x = rand_bf16((t, d), 4.0, seed=t + d)
+    q, s = mlafuse.quant_fp8_group(x, g, column_major_scales=col_major, tma_aligned_scales=tma,
+                                   scale_ue8m0=ue8m0)
+    torch.cuda.synchronize()
+    rq, rs = ref_group(x, g, ue8m0=ue8m0)
+    assert q.dtype == FP8 and q.device.type == "cuda"
+    assert torch.equal(u8(q), u8(rq))
+    assert torch.equal(s.contiguous().view(torch.int32), rs.view(torch.int32))
+    if col_major:
+        assert s.stride() == (1, (t + 3) // 4 * 4 if tma else t)
+
+
+def test_quant_fp8_static_bit_exact():
+    x = rand_bf16((33, 2048), 100.0, seed=5)
+    scale = torch.tensor([0.11], device=DEV)
+    assert torch.equal(u8(mlafuse.quant_fp8_static(x, scale)), u8(ref_static(x, scale)))
+
+
+@pytest.mark.parametrize("t", [1, 129])
+def test_quant_nvfp4_bit_exact(t):
+    # The NVFP4 reference is npref's numpy one, on a host copy of the same bf16 input.
+    x = rand_bf16((t, 2048), 2.0, seed=t)
+    gs = torch.tensor([448 * 6 / x.float().abs().max().item()], device=DEV)
+    q, sf = mlafuse.quant_nvfp4(x, gs)
+    rq, rsf = np_nvfp4(to_numpy_bf16(x), gs.item())
+    np.testing.assert_array_equal(q.cpu().numpy(), rq)
+    np.testing.assert_array_equal(u8(sf).cpu().numpy(), rsf)
+
+
+def test_cache_write_matches_indexing():
+    t, pages = 9, 4
+    kv_c, k_pe = rand_bf16((t, 512), seed=1), rand_bf16((t, 1, 64), seed=2)
+    cache = torch.zeros((pages, 64, 576), dtype=torch.bfloat16, device=DEV)
+    slots = torch.tensor([0, 3, -1, 64, 200, 255, -1, 100, 7], dtype=torch.int32, device=DEV)
+    mlafuse.cache_write(kv_c, k_pe, cache, slots)
+    expect = torch.zeros_like(cache).view(-1, 576)
+    keep = slots >= 0
+    expect[slots[keep].long()] = torch.cat([kv_c, k_pe[:, 0]], dim=1)[keep]
+    assert torch.equal(cache.view(-1, 576), expect)
+
+
+# ---- mla_decode ------------------------------------------------------------------------------
+
+def decode_inputs(t_pad, heads, lens, pages=64, seed=0):
+    q = rand_bf16((t_pad, heads, 576), 0.5, seed=seed)
+    cache = rand_bf16((pages, 64, 576), seed=seed + 1)
+    w_uv = rand_bf16((heads, 512, 128), 0.05, seed=seed + 2)
+    max_pages = max(1, max((length + 63) // 64 for length in lens))
+    table = torch.full((t_pad, max_pages), 1 << 20, dtype=torch.int32)  # never read
+    gen = torch.Generator().manual_seed(seed)
+    for i, length in enumerate(lens):
+        need = (length + 63) // 64
+        table[i, :need] = torch.randperm(pages, generator=gen)[:need].to(torch.int32)
+    seq_lens = torch.zeros(t_pad, dtype=torch.int32)
+    seq_lens[:len(lens)] = torch.tensor(lens, dtype=torch.int32)
+    return q, cache, table.to(DEV), seq_lens.to(DEV), w_uv
+
+
+def decode_bf16(q, cache, table, seq_lens, w_uv, n=None):
+    out = torch.zeros((q.shape[0], q.shape[1] * 128), dtype=torch.bfloat16, device=DEV)
+    mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, num_tokens=n)
+    return out
+
+
+def torch_decode(q, cache, table, seq_lens, w_uv):
+    """Plain torch f32 math of the absorbed decode (SPEC 4), for a tolerance check."""
+    outs = []
+    for t in range(q.shape[0]):
+        length = int(seq_lens[t])
+        if length == 0:
+            outs.append(torch.zeros(q.shape[1] * 128, device=DEV))
+            continue
+        pos = torch.arange(length, device=DEV)
+        rows = cache[table[t, pos // 64].long(), pos % 64].float()
+        p = torch.softmax(q[t].float() @ rows.T / 192 ** 0.5, dim=-1)
+        o_lat = (p @ rows[:, :512]).to(torch.bfloat16).float()
+        outs.append(torch.einsum("hl,hlv->hv", o_lat, w_uv.float()).reshape(-1))
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("heads", [16, 128])
+def test_mla_decode_bf16_against_torch_and_cpu_reference(heads):
+    lens = [1, 17, 64, 65, 977, 0, 300]
+    q, cache, table, seq_lens, w_uv = decode_inputs(len(lens), heads, lens)
+    out = decode_bf16(q, cache, table, seq_lens, w_uv).float()
+    ref = torch_decode(q, cache, table, seq_lens, w_uv)
+    assert (out - ref).abs().max() / ref.abs().max() < 2e-2
+    assert torch.equal(out[5], torch.zeros_like(out[5]))
+    cpu = np.zeros((len(lens), heads * 128), BF16)  # the C++ CPU reference through numpy
+    mlafuse.mla_decode(to_numpy_bf16(q), to_numpy_bf16(cache), table.cpu().numpy(),
+                       seq_lens.cpu().numpy(), to_numpy_bf16(w_uv), cpu)
+    cpu = torch.from_numpy(cpu.astype(np.float32)).to(DEV)
+    assert (out - cpu).abs().max() / cpu.abs().max() < 2e-2
+
+
+@pytest.mark.parametrize("g", [128, 64])
+@pytest.mark.parametrize("col_major,tma", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("ue8m0", [False, True])
+@pytest.mark.parametrize("heads", [16, 128])
+def test_mla_decode_fused_group_equals_unfused_then_quant(g, col_major, tma, ue8m0, heads):
+    lens = [5, 64, 129, 1, 2000, 33, 7]
+    t = len(lens)
+    q, cache, table, seq_lens, w_uv = decode_inputs(t, heads, lens, seed=g + heads)
+    unfused = decode_bf16(q, cache, table, seq_lens, w_uv)
+    ref_q, ref_s = mlafuse.quant_fp8_group(unfused, g, column_major_scales=col_major,
+                                           tma_aligned_scales=tma, scale_ue8m0=ue8m0)
+    d = heads * 128
+    out = torch.empty((t, d), dtype=FP8, device=DEV)
+    scales = mlafuse.group_scale_buffer(out, t, d // g, col_major, tma)
+    mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, output_block_scale=scales,
+                       scale_ue8m0=ue8m0)
+    torch.cuda.synchronize()
+    assert torch.equal(u8(out), u8(ref_q))
+    assert torch.equal(scales.contiguous(), ref_s.contiguous())
+    tq, ts = ref_group(unfused, g, ue8m0=ue8m0)  # and both equal the torch semantics
+    assert torch.equal(u8(out), u8(tq)) and torch.equal(scales.contiguous(), ts)
+
+
+def test_mla_decode_fused_static_and_nvfp4_equal_unfused():
+    lens = [10, 70, 0, 500]
+    t = len(lens)
+    q, cache, table, seq_lens, w_uv = decode_inputs(t, 32, lens)
+    ob = decode_bf16(q, cache, table, seq_lens, w_uv)
+    scale = torch.tensor([0.01], device=DEV)
+    out = torch.empty((t, 4096), dtype=FP8, device=DEV)
+    mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, output_scale=scale)
+    assert torch.equal(u8(out), u8(mlafuse.quant_fp8_static(ob, scale)))
+    gs = torch.tensor([50.0], device=DEV)
+    rq, rsf = mlafuse.quant_nvfp4(ob, gs)
+    out4 = torch.empty((t, 2048), dtype=torch.uint8, device=DEV)
+    sf = torch.zeros(mlafuse.nvfp4_scale_shape(t, 4096), dtype=FP8, device=DEV)
+    mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out4, output_scale=gs,
+                       output_block_scale=sf)
+    assert torch.equal(out4, rq) and torch.equal(u8(sf), u8(rsf))
+
+
+def test_mla_decode_padded_n_writes_only_real_tokens():
+    t_pad, n, heads = 16, 5, 128
+    lens = [3, 64, 65, 900, 1]
+    q, cache, table, seq_lens, w_uv = decode_inputs(t_pad, heads, lens)
+    d = heads * 128
+    out = torch.full((t_pad, d), 0x5A, dtype=torch.uint8, device=DEV).view(FP8)
+    scales = mlafuse.group_scale_buffer(out, t_pad, d // 128, True, True)
+    scales.fill_(-7.0)
+    mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, output_block_scale=scales,
+                       num_tokens=n)
+    rq, rs = mlafuse.quant_fp8_group(decode_bf16(q[:n], cache, table[:n], seq_lens[:n], w_uv),
+                                     128, column_major_scales=True, tma_aligned_scales=True)
+    torch.cuda.synchronize()
+    assert torch.equal(u8(out)[:n], u8(rq)) and bool((u8(out)[n:] == 0x5A).all())
+    assert torch.equal(scales[:n], rs) and bool((scales[n:] == -7.0).all())
+
+
+def test_cuda_graph_capture_and_replay_with_several_n():
+    t_pad, heads = 32, 128
+    lens = [int(x) for x in torch.randint(1, 1500, (t_pad,), generator=torch.Generator()
+                                          .manual_seed(3))]
+    q, cache, table, seq_lens, w_uv = decode_inputs(t_pad, heads, lens)
+    d = heads * 128
+    n_dev = torch.tensor([t_pad], dtype=torch.int32, device=DEV)
+    out = torch.empty((t_pad, d), dtype=FP8, device=DEV)
+    scales = mlafuse.group_scale_buffer(out, t_pad, d // 128, True, True)
+    bf = torch.empty((t_pad, d), dtype=torch.bfloat16, device=DEV)
+    q2, s2 = torch.empty_like(out), torch.empty_like(scales)
+
+    def step():
+        mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, output_block_scale=scales,
+                           num_tokens=n_dev)
+        mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, bf, num_tokens=n_dev)
+        mlafuse.quant_fp8_group(bf, 128, True, True, out=q2, scale_out=s2)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    for n in (1, 7, 32, 19):
+        n_dev.fill_(n)
+        out.view(torch.uint8).fill_(0x5A)
+        scales.fill_(-7.0)
+        graph.replay()
+        torch.cuda.synchronize()
+        rq, rs = mlafuse.quant_fp8_group(
+            decode_bf16(q[:n], cache, table[:n], seq_lens[:n], w_uv), 128, True, True)
+        assert torch.equal(u8(out)[:n], u8(rq)), n
+        assert torch.equal(scales[:n], rs), n
+        assert bool((u8(out)[n:] == 0x5A).all()) and bool((scales[n:] == -7.0).all()), n
+        # Fused and unfused-then-quant replayed in the same graph agree bit for bit.
+        assert torch.equal(u8(out)[:n], u8(q2)[:n]) and torch.equal(scales[:n], s2[:n]), n
+
+
+def test_torch_compile_fullgraph():
+    lens = [40, 300, 1]
+    t, heads = len(lens), 64
+    q, cache, table, seq_lens, w_uv = decode_inputs(t, heads, lens)
+    kv_c, k_pe = rand_bf16((t, 512), seed=9), rand_bf16((t, 1, 64), seed=10)
+    slots = torch.tensor([5, 70, -1], dtype=torch.int32, device=DEV)
+
+    def fused_step(q, cache, kv_c, k_pe, slots):
+        mlafuse.cache_write(kv_c, k_pe, cache, slots)
+        out = torch.empty((q.shape[0], q.shape[1] * 128), dtype=FP8, device=q.device)
+        scales = mlafuse.group_scale_buffer(out, q.shape[0], q.shape[1], True, True)
+        mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, output_block_scale=scales)
+        bf = torch.empty((q.shape[0], q.shape[1] * 128), dtype=torch.bfloat16, device=q.device)
+        mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, bf)
+        q2, s2 = mlafuse.quant_fp8_group(bf, 128, True, True)
+        return out, scales, q2, s2
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fused_step, fullgraph=True)
+    c_cache = cache.clone()
+    got = compiled(q, c_cache, kv_c, k_pe, slots)
+    e_cache = cache.clone()
+    want = fused_step(q, e_cache, kv_c, k_pe, slots)
+    torch.cuda.synchronize()
+    assert torch.equal(c_cache, e_cache)  # the in-place cache write survived functionalization
+    for a, b in zip(got, want):
+        assert torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+    assert torch.equal(u8(got[0]), u8(got[2])) and torch.equal(got[1], got[3])
+
+
+def test_custom_ops_pass_opcheck():
+    x = rand_bf16((8, 256))
+    out = torch.empty((8, 256), dtype=FP8, device=DEV)
+    s = torch.empty((8, 2), device=DEV)
+    torch.library.opcheck(torch.ops.mlafuse.quant_fp8_group.default,
+                          (x, out, s, 128, False, False, False, 1e-10))
+    q, cache, table, seq_lens, w_uv = decode_inputs(2, 16, [3, 70])
+    bf = torch.empty((2, 2048), dtype=torch.bfloat16, device=DEV)
+    torch.library.opcheck(torch.ops.mlafuse.mla_decode.default,
+                          (q, cache, table, seq_lens, w_uv, bf, None, None, -1, None, 0.0, False))
+
+
+def test_cuda_errors_name_the_argument():
+    q, cache, table, seq_lens, w_uv = decode_inputs(2, 16, [3, 4])
+    out = torch.empty((2, 2048), dtype=torch.bfloat16, device=DEV)
+    with pytest.raises(ValueError, match="seq_lens.*cuda|cpu.*q"):
+        mlafuse.mla_decode(q, cache, table, seq_lens.cpu(), w_uv, out)
+    q8, _, t8, s8, w8 = decode_inputs(2, 8, [3, 4])
+    with pytest.raises(ValueError, match="heads"):
+        mlafuse.mla_decode(q8, cache, t8, s8, w8, torch.empty((2, 1024), dtype=torch.bfloat16,
+                                                               device=DEV))
+    with pytest.raises(ValueError, match="strides"):
+        x = rand_bf16((4, 256))
+        mlafuse.quant_fp8_group(x, column_major_scales=True,
+                                scale_out=torch.empty((4, 2), device=DEV))
+    with pytest.raises(ValueError, match=r"tensor q .*expected shape \[4, 256\]"):
+        mlafuse.quant_fp8_group(rand_bf16((4, 256)),
+                                out=torch.empty((3, 256), dtype=FP8, device=DEV))
