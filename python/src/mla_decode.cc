@@ -175,8 +175,10 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
   Backend& backend = backend_for(place);
   MLAFUSE_CHECK(heads == 16 || heads == 32 || heads == 64 || heads == 128, "tensor q ", a.q.str(),
                 ": the CUDA decode kernels take 16, 32, 64 or 128 heads, got ", heads);
-  MLAFUSE_CHECK(a.kv_cache.dim(1) == kMlaPage, "tensor kv_cache ", a.kv_cache.str(),
-                ": the CUDA decode kernels need pages of ", kMlaPage, " tokens");
+  const int64_t page_size = a.kv_cache.dim(1);
+  MLAFUSE_CHECK(page_size == 16 || page_size == 32 || page_size == 64 || page_size == 128,
+                "tensor kv_cache ", a.kv_cache.str(),
+                ": the CUDA decode kernels take pages of 16, 32, 64 or 128 tokens (dim 1)");
   if (o.key) {
     const FusedQuantRequest req{*o.key, 0, heads, kVDim, o.col_major, a.scale_ue8m0, o.tma_aligned};
     MLAFUSE_CHECK(backend.fused_output_quant_supported(req), "the CUDA decode kernels do not fuse ",
@@ -213,6 +215,7 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
   p.block_table = a.block_table.data<int32_t>();
   p.block_table_stride = static_cast<int>(a.block_table.dim(1));
   p.num_pages = a.kv_cache.dim(0);
+  p.page_size = static_cast<int>(page_size);
   p.q_cat = static_cast<const __nv_bfloat16*>(a.q.raw());
   p.kv_cache = static_cast<const __nv_bfloat16*>(a.kv_cache.raw());
   p.w_uv = static_cast<const __nv_bfloat16*>(a.w_uv.raw());
