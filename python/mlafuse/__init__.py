@@ -115,7 +115,8 @@ def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
                scale_ue8m0=False, workspace=None):
     """Absorbed MLA decode, one query token per sequence, into `out`.
 
-    q [T_pad, H, 576] bf16 (q_nope @ W_UK_T | q_pe); kv_cache [pages, page_size, 576] bf16 (pages of 16, 32, 64 or 128 tokens);
+    q [T_pad, H, 576] bf16 (q_nope @ W_UK_T | q_pe); kv_cache [pages, page_size, 576] bf16
+    (pages of 16, 32, 64 or 128 tokens);
     block_table [T_pad, max_pages] int32; seq_lens [T_pad] int32; w_uv [H, 512, 128] bf16.
     out and the scale buffers say what is written (detect_output_quant_key, SPEC 3.4):
       bf16 out [T_pad, H*128]                                -> unquantized
