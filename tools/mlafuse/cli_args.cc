@@ -2,7 +2,6 @@
 
 #include <charconv>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -39,6 +38,11 @@ void ArgParser::add_choice(std::string name, std::string* out, std::vector<std::
   for (const auto& c : choices) meta += (meta.empty() ? "" : "|") + c;
   add(Option{std::move(name), Kind::kChoice, out, std::move(meta), std::move(help), 0, 0,
              std::move(choices)});
+}
+
+void ArgParser::add_alias(std::string alias, std::string name) {
+  MLAFUSE_CHECK(find(name) != nullptr && find(alias) == nullptr, "alias ", alias, " of ", name);
+  aliases_.emplace_back(std::move(alias), std::move(name));
 }
 
 const ArgParser::Option* ArgParser::find(std::string_view name) const {
@@ -88,7 +92,10 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
     MLAFUSE_CHECK(arg.rfind("--", 0) == 0, "unexpected argument '", arg,
                   "' (options start with --; see mlafuse ", command_, " --help)");
     const size_t eq = arg.find('=');
-    const std::string name = arg.substr(0, eq);
+    std::string name = arg.substr(0, eq);
+    for (const auto& [alias, target] : aliases_) {
+      if (name == alias) name = target;
+    }
     const Option* o = find(name);
     MLAFUSE_CHECK(o != nullptr, "unknown option '", name, "' (see mlafuse ", command_, " --help)");
     MLAFUSE_CHECK(given_.insert(name).second, "option ", name, " is given twice");
@@ -118,20 +125,13 @@ std::string ArgParser::help() const {
     for (size_t pad = left.size(); pad < 28; ++pad) os << ' ';
     os << ' ' << o.help << '\n';
   }
+  for (const auto& [alias, target] : aliases_) {
+    std::string left = alias;
+    for (size_t pad = left.size(); pad < 28; ++pad) left += ' ';
+    os << "  " << left << " the same as " << target << '\n';
+  }
   os << "  --help                       this text\n";
   return os.str();
-}
-
-std::string read_text_file(const std::string& path) {
-  std::error_code ec;
-  MLAFUSE_CHECK(!std::filesystem::is_directory(path, ec), "cannot read '", path,
-                "': it is a directory");
-  std::ifstream f(path, std::ios::binary);
-  MLAFUSE_CHECK(f.good(), "cannot read '", path, "'");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  MLAFUSE_CHECK(!f.bad(), "error while reading '", path, "'");
-  return ss.str();
 }
 
 void write_text_file(const std::string& path, std::string_view text) {
