@@ -95,7 +95,7 @@ class HeaderParser {
     if (i_ + 1 != s_.size() || s_[i_] != '\n') fail("the header must end with '}', spaces and '\\n'");
     static const char* const kKeys[3] = {"descr", "fortran_order", "shape"};
     for (int k = 0; k < 3; ++k) {
-      MLAFUSE_CHECK(seen[k], path_, ": .npy header has no '", kKeys[k], "' entry: ", s_);
+      MLAFUSE_CHECK(seen[k], path_, ": .npy header has no '", kKeys[k], "' entry");
     }
     return h;
   }
@@ -148,6 +148,7 @@ class HeaderParser {
       if (shape.size() > 32) fail("a shape of more than 32 dimensions");
       trailing_comma = false;
       space();
+      if (peek() != ',' && peek() != ')') fail("expected ',' or ')' after a shape dimension");
       if (peek() != ',') break;
       ++i_;
       trailing_comma = true;
@@ -165,7 +166,7 @@ class HeaderParser {
 
 }  // namespace
 
-void write_npy(const std::string& path, const Tensor& t) {
+std::string encode_npy(const Tensor& t, const std::string& path) {
   MLAFUSE_CHECK(t.defined(), path, ": cannot write an absent tensor");
   MLAFUSE_CHECK(t.device() == Device::kCpu, path, ": tensor ", t.str(),
                 " is on the device; copy it to the host first");
@@ -213,15 +214,18 @@ void write_npy(const std::string& path, const Tensor& t) {
   header += '\n';
   MLAFUSE_CHECK(header.size() <= 65535, path, ": .npy header too long for shape ", shape);
 
+  const uint16_t hl = static_cast<uint16_t>(header.size());
+  std::string out(kMagic, 6);
+  out += {1, 0, static_cast<char>(hl & 0xff), static_cast<char>(hl >> 8)};  // version, length
+  out += header;
+  out.append(bytes.data(), bytes.size());
+  return out;
+}
+
+void write_npy(const std::string& path, const Tensor& t) {
+  const std::string bytes = encode_npy(t, path);
   std::ofstream f(path, std::ios::binary);
   MLAFUSE_CHECK(f.good(), path, ": cannot open for writing");
-  f.write(kMagic, 6);
-  const char version[2] = {1, 0};
-  f.write(version, 2);
-  const uint16_t hl = static_cast<uint16_t>(header.size());
-  const char hl_bytes[2] = {static_cast<char>(hl & 0xff), static_cast<char>(hl >> 8)};
-  f.write(hl_bytes, 2);
-  f.write(header.data(), static_cast<std::streamsize>(header.size()));
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   MLAFUSE_CHECK(f.good(), path, ": write failed");
 }

@@ -16,6 +16,9 @@ namespace mlafuse {
 // are widened exactly to '<f4' (numpy has no bf16). Throws mlafuse::Error naming the file.
 void write_npy(const std::string& path, const Tensor& t);
 
+// The bytes write_npy writes; `name` stands for the file in messages.
+std::string encode_npy(const Tensor& t, const std::string& name);
+
 // Reads a '<f4' (f32), '<i4' (i32) or '|u1' (u8) array into a contiguous host tensor. Any other
 // type, big-endian or Fortran-order data, a bad header or a truncated file throws mlafuse::Error
 // naming the file and what was found.
