@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -135,6 +136,9 @@ std::string ArgParser::help() const {
 }
 
 void write_text_file(const std::string& path, std::string_view text) {
+  std::error_code ec;
+  MLAFUSE_CHECK(!std::filesystem::is_directory(path, ec), "cannot write '", path,
+                "': it is a directory, not a file");
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   MLAFUSE_CHECK(f.good(), "cannot write '", path, "'");
   f.write(text.data(), static_cast<std::streamsize>(text.size()));
