@@ -195,6 +195,20 @@ TEST(RunCli, NoArgumentsRunsTheDefaultJobAndFusedEqualsUnfused) {
   EXPECT_NE(r.out.find("bit for bit: YES"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("f32 end-to-end reference"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("fused    linear_fp8_block"), std::string::npos) << r.out;
+  // The backend line says in one clause why; CPU timings say what they are.
+  const std::string first = r.out.substr(0, r.out.find('\n'));
+  EXPECT_LE(std::count(first.begin(), first.end(), '('), 2) << first;
+  if (first.rfind("backend: cpu", 0) == 0) {
+    EXPECT_NE(r.out.find("CPU timings are indicative only"), std::string::npos) << r.out;
+  }
+}
+
+TEST(RunCli, VersionNamesTheBuild) {
+  const Result r = run_cli("--version");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("mlafuse 0.", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("(backends built: cpu"), std::string::npos) << r.out;
+  EXPECT_TRUE(r.err.empty()) << r.err;
 }
 
 TEST(RunCli, JsonIsOneObjectWithTheResults) {

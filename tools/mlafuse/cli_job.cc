@@ -40,6 +40,12 @@ models::OutputQuant QuantFlags::resolve(const ArgParser& p,
   return q;
 }
 
+std::string timing_note(const std::string& backend, int iters) {
+  if (backend != "cpu") return "";
+  return "CPU timings are indicative only: the naive reference backend, median of " +
+         std::to_string(iters) + " run(s); GPU numbers come from --backend cuda";
+}
+
 std::unique_ptr<Backend> pick_backend(const std::string& requested, std::string* why) {
   if (!requested.empty()) {
     auto b = make_backend(requested);
@@ -56,14 +62,13 @@ std::unique_ptr<Backend> pick_backend(const std::string& requested, std::string*
   for (const std::string& name : available_backends()) {
     if (name != "cuda") continue;
     auto b = make_backend("cuda");
-    try {
-      b->allocate(DType::kU8, {1}, {1}, 1);
-      *why = "default: a GPU is present";
-      return b;
-    } catch (const Error& e) {
-      *why = std::string("default: no usable GPU here (") + e.what() + ")";
+    const std::string reason = b->unusable_reason();
+    if (!reason.empty()) {
+      *why = "default; no usable GPU: " + reason;
       return make_backend("cpu");
     }
+    *why = "default: a GPU is present";
+    return b;
   }
   *why = "default: this build has no CUDA backend";
   return make_backend("cpu");

@@ -33,6 +33,10 @@ struct QuantFlags {
 // flag rather than accepted with no effect.
 void check_layout_flags(const std::string& quant, bool col_major, bool ue8m0, bool tma_aligned);
 
+// A line for text reports timed on `backend` ("" for the GPU): CPU times measure the reference
+// implementation, not the product.
+std::string timing_note(const std::string& backend, int iters);
+
 // The backend to run on, and a sentence on how it was chosen (`why`). `requested` "" picks cuda
 // when a GPU is present, else cpu; "cuda" without a GPU throws naming --backend cuda.
 std::unique_ptr<Backend> pick_backend(const std::string& requested, std::string* why);
