@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "mlafuse/core/error.h"
+#include "mlafuse/core/file.h"
 #include "mlafuse/core/shape.h"
 
 namespace mlafuse {
@@ -44,57 +45,128 @@ float half_to_f32(uint16_t h, bool bf16) {
   return f;
 }
 
-// The value of key `key` in the header dict, as its raw text (a quoted string, True/False, or a
-// parenthesised tuple).
-std::string dict_value(const std::string& header, const std::string& key, const std::string& path) {
-  const std::string quoted = "'" + key + "'";
-  const size_t k = header.find(quoted);
-  MLAFUSE_CHECK(k != std::string::npos, path, ": .npy header has no '", key, "' entry: ", header);
-  size_t i = header.find(':', k + quoted.size());
-  MLAFUSE_CHECK(i != std::string::npos, path, ": malformed .npy header: ", header);
-  ++i;
-  while (i < header.size() && std::isspace(static_cast<unsigned char>(header[i]))) ++i;
-  MLAFUSE_CHECK(i < header.size(), path, ": malformed .npy header: ", header);
-  size_t end;
-  if (header[i] == '\'') {
-    end = header.find('\'', i + 1);
-    MLAFUSE_CHECK(end != std::string::npos, path, ": malformed .npy header: ", header);
-    return header.substr(i + 1, end - i - 1);
-  }
-  if (header[i] == '(') {
-    end = header.find(')', i);
-    MLAFUSE_CHECK(end != std::string::npos, path, ": malformed .npy header: ", header);
-    return header.substr(i, end - i + 1);
-  }
-  end = i;
-  while (end < header.size() && std::isalnum(static_cast<unsigned char>(header[end]))) ++end;
-  return header.substr(i, end - i);
-}
-
-std::vector<int64_t> parse_shape(const std::string& tuple, const std::string& path) {
+// The header dict, parsed strictly: `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`
+// with each of the three keys exactly once and nothing else, then spaces and one '\n'. Anything
+// else is an error naming the file and the offending byte, so a corrupt header is never half-read.
+struct NpyHeader {
+  std::string descr;
+  bool fortran_order = false;
   std::vector<int64_t> shape;
-  const std::string inner = tuple.substr(1, tuple.size() - 2);
-  std::stringstream ss(inner);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t a = 0, b = item.size();
-    while (a < b && std::isspace(static_cast<unsigned char>(item[a]))) ++a;
-    while (b > a && std::isspace(static_cast<unsigned char>(item[b - 1]))) --b;
-    if (a == b) continue;  // the trailing comma of "(5,)"
-    int64_t v = 0;
-    for (size_t i = a; i < b; ++i) {
-      MLAFUSE_CHECK(std::isdigit(static_cast<unsigned char>(item[i])) && v < (int64_t{1} << 40),
-                    path, ": bad .npy shape ", tuple);
-      v = v * 10 + (item[i] - '0');
+};
+
+class HeaderParser {
+ public:
+  HeaderParser(std::string_view text, const std::string& path) : s_(text), path_(path) {}
+
+  NpyHeader parse() {
+    NpyHeader h;
+    bool seen[3] = {false, false, false};
+    space();
+    expect('{');
+    while (true) {
+      space();
+      if (peek() == '}') break;
+      const std::string key = quoted();
+      space();
+      expect(':');
+      space();
+      int which;
+      if (key == "descr") {
+        which = 0;
+        h.descr = quoted();
+      } else if (key == "fortran_order") {
+        which = 1;
+        h.fortran_order = boolean();
+      } else if (key == "shape") {
+        which = 2;
+        h.shape = tuple();
+      } else {
+        fail("unknown key '" + key + "' (a .npy header has descr, fortran_order and shape)");
+      }
+      if (seen[which]) fail("key '" + key + "' appears twice");
+      seen[which] = true;
+      space();
+      if (peek() != ',') break;
+      ++i_;
     }
-    shape.push_back(v);
+    space();
+    expect('}');
+    while (i_ < s_.size() && s_[i_] == ' ') ++i_;
+    if (i_ + 1 != s_.size() || s_[i_] != '\n') fail("the header must end with '}', spaces and '\\n'");
+    static const char* const kKeys[3] = {"descr", "fortran_order", "shape"};
+    for (int k = 0; k < 3; ++k) {
+      MLAFUSE_CHECK(seen[k], path_, ": .npy header has no '", kKeys[k], "' entry");
+    }
+    return h;
   }
-  return shape;
-}
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    MLAFUSE_FAIL(path_, ": malformed .npy header at byte ", i_, ": ", what);
+  }
+  char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+  void space() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t')) ++i_;
+  }
+  void expect(char c) {
+    if (peek() != c) fail(std::string("expected '") + c + "'");
+    ++i_;
+  }
+  std::string quoted() {
+    expect('\'');
+    const size_t end = s_.find('\'', i_);
+    if (end == std::string_view::npos) fail("unterminated string");
+    std::string v(s_.substr(i_, end - i_));
+    i_ = end + 1;
+    return v;
+  }
+  bool boolean() {
+    for (const auto& [word, v] : {std::pair<std::string_view, bool>{"True", true}, {"False", false}}) {
+      if (s_.substr(i_, word.size()) == word) {
+        i_ += word.size();
+        return v;
+      }
+    }
+    fail("expected True or False");
+  }
+  // "()", "(5,)", "(2, 3)"; each extent below 2^40 so no product of a few of them can wrap
+  // before it is checked.
+  std::vector<int64_t> tuple() {
+    expect('(');
+    std::vector<int64_t> shape;
+    bool trailing_comma = false;
+    while (true) {
+      space();
+      if (peek() == ')') break;
+      if (!std::isdigit(static_cast<unsigned char>(peek()))) fail("expected a dimension of the shape");
+      int64_t v = 0;
+      while (std::isdigit(static_cast<unsigned char>(peek()))) {
+        v = v * 10 + (s_[i_++] - '0');
+        if (v >= (int64_t{1} << 40)) fail("a shape dimension of 2^40 or more");
+      }
+      shape.push_back(v);
+      if (shape.size() > 32) fail("a shape of more than 32 dimensions");
+      trailing_comma = false;
+      space();
+      if (peek() != ',' && peek() != ')') fail("expected ',' or ')' after a shape dimension");
+      if (peek() != ',') break;
+      ++i_;
+      trailing_comma = true;
+    }
+    // numpy writes a one-element tuple as "(5,)"; "(5)" is not a tuple.
+    if (shape.size() == 1 && !trailing_comma) fail("a one-dimension shape is written (N,)");
+    expect(')');
+    return shape;
+  }
+
+  std::string_view s_;
+  const std::string& path_;
+  size_t i_ = 0;
+};
 
 }  // namespace
 
-void write_npy(const std::string& path, const Tensor& t) {
+std::string encode_npy(const Tensor& t, const std::string& path) {
   MLAFUSE_CHECK(t.defined(), path, ": cannot write an absent tensor");
   MLAFUSE_CHECK(t.device() == Device::kCpu, path, ": tensor ", t.str(),
                 " is on the device; copy it to the host first");
@@ -142,24 +214,24 @@ void write_npy(const std::string& path, const Tensor& t) {
   header += '\n';
   MLAFUSE_CHECK(header.size() <= 65535, path, ": .npy header too long for shape ", shape);
 
+  const uint16_t hl = static_cast<uint16_t>(header.size());
+  std::string out(kMagic, 6);
+  out += {1, 0, static_cast<char>(hl & 0xff), static_cast<char>(hl >> 8)};  // version, length
+  out += header;
+  out.append(bytes.data(), bytes.size());
+  return out;
+}
+
+void write_npy(const std::string& path, const Tensor& t) {
+  const std::string bytes = encode_npy(t, path);
   std::ofstream f(path, std::ios::binary);
   MLAFUSE_CHECK(f.good(), path, ": cannot open for writing");
-  f.write(kMagic, 6);
-  const char version[2] = {1, 0};
-  f.write(version, 2);
-  const uint16_t hl = static_cast<uint16_t>(header.size());
-  const char hl_bytes[2] = {static_cast<char>(hl & 0xff), static_cast<char>(hl >> 8)};
-  f.write(hl_bytes, 2);
-  f.write(header.data(), static_cast<std::streamsize>(header.size()));
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   MLAFUSE_CHECK(f.good(), path, ": write failed");
 }
 
-Tensor read_npy(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  MLAFUSE_CHECK(f.good(), path, ": cannot open for reading");
-  const std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  MLAFUSE_CHECK(data.size() >= 10 && data.compare(0, 6, kMagic, 6) == 0, path,
+Tensor parse_npy(std::string_view data, const std::string& path) {
+  MLAFUSE_CHECK(data.size() >= 10 && data.compare(0, 6, std::string_view(kMagic, 6)) == 0, path,
                 ": not a .npy file (bad magic)");
   const int major = static_cast<unsigned char>(data[6]);
   size_t header_len, header_start;
@@ -176,30 +248,26 @@ Tensor read_npy(const std::string& path) {
     MLAFUSE_FAIL(path, ": unsupported .npy format version ", major, ".",
                  static_cast<int>(static_cast<unsigned char>(data[7])));
   }
-  MLAFUSE_CHECK(header_start + header_len <= data.size(), path, ": truncated .npy header");
-  const std::string header = data.substr(header_start, header_len);
-  const std::string descr = dict_value(header, "descr", path);
-  const std::string fortran = dict_value(header, "fortran_order", path);
-  const std::string shape_text = dict_value(header, "shape", path);
-  MLAFUSE_CHECK(fortran == "False", path,
+  MLAFUSE_CHECK(header_len <= data.size() - header_start, path, ": truncated .npy header");
+  const std::string_view header = data.substr(header_start, header_len);
+  const NpyHeader h = HeaderParser(header, path).parse();
+  MLAFUSE_CHECK(!h.fortran_order, path,
                 ": Fortran-order (column-major) arrays are not supported; "
                 "save with np.ascontiguousarray");
   DType dtype;
-  if (descr == "<f4") {
+  if (h.descr == "<f4") {
     dtype = DType::kF32;
-  } else if (descr == "<i4") {
+  } else if (h.descr == "<i4") {
     dtype = DType::kI32;
-  } else if (descr == "|u1" || descr == "<u1" || descr == ">u1") {
+  } else if (h.descr == "|u1" || h.descr == "<u1" || h.descr == ">u1") {
     dtype = DType::kU8;
-  } else if (!descr.empty() && descr[0] == '>') {
-    MLAFUSE_FAIL(path, ": big-endian data ('", descr, "') is not supported");
+  } else if (!h.descr.empty() && h.descr[0] == '>') {
+    MLAFUSE_FAIL(path, ": big-endian data ('", h.descr, "') is not supported");
   } else {
-    MLAFUSE_FAIL(path, ": unsupported .npy dtype '", descr, "'; expected '<f4' (f32), '<i4' (i32) ",
-                 "or '|u1' (u8)");
+    MLAFUSE_FAIL(path, ": unsupported .npy dtype '", h.descr,
+                 "'; expected '<f4' (f32), '<i4' (i32) or '|u1' (u8)");
   }
-  MLAFUSE_CHECK(shape_text.size() >= 2 && shape_text.front() == '(', path, ": bad .npy shape ",
-                shape_text);
-  const std::vector<int64_t> shape = parse_shape(shape_text, path);
+  const std::vector<int64_t>& shape = h.shape;
   // The size is checked against the file before allocating, so a corrupt shape is a clear error
   // rather than bad_alloc or a wrapped product: want stays <= have at every step.
   const size_t have = data.size() - header_start - header_len;
@@ -214,10 +282,18 @@ Tensor read_npy(const std::string& path) {
                   " bytes, the file holds ", have);
     want *= ud;
   }
+  MLAFUSE_CHECK(want == have, path, ": ", have - want, " bytes after the data of ",
+                shape_str(shape), " ", dtype_name(dtype), " (", want,
+                " bytes); the file is longer than its header says");
+  // An empty array allocates nothing, but its strides still multiply the other extents.
+  MLAFUSE_CHECK(extents_bytes_fit(shape, dtype_size(dtype)), path, ": .npy shape ",
+                shape_str(shape), " ", dtype_name(dtype), " is more than 2^63 bytes");
   Tensor t = Tensor::empty(dtype, shape);
   if (want > 0) std::memcpy(t.raw(), data.data() + header_start + header_len, want);
   return t;
 }
+
+Tensor read_npy(const std::string& path) { return parse_npy(read_file(path), path); }
 
 Tensor read_npy(const std::string& path, DType dtype, size_t rank) {
   Tensor t = read_npy(path);

@@ -33,12 +33,15 @@ static std::shared_ptr<Storage> host_storage(size_t bytes) {
 }
 
 Tensor Tensor::empty(DType dtype, std::vector<int64_t> shape) {
-  auto strides = contiguous_strides(shape);
   int64_t n = 1;
   for (int64_t e : shape) {
     MLAFUSE_CHECK(e >= 0, "tensor extent must be >= 0, got shape ", shape_str(shape));
-    n *= e;
+    n *= e;  // cannot wrap: bounded by the product checked below
   }
+  // The strides are products of the nonzero extents, so they must fit even when n is 0.
+  MLAFUSE_CHECK(extents_bytes_fit(shape, dtype_size(dtype)), "tensor ", dtype_name(dtype), " ",
+                shape_str(shape), " is more than 2^63 bytes");
+  auto strides = contiguous_strides(shape);
   return empty_strided(dtype, std::move(shape), std::move(strides), n);
 }
 

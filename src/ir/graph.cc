@@ -84,6 +84,8 @@ Value* Graph::new_value(std::string name, ValueKind kind, ValueType type) {
     MLAFUSE_CHECK(d.is_tokens() || d.value >= 0, "value ", name, ": negative extent in ",
                   type.shape.str());
   }
+  MLAFUSE_CHECK(fixed_bytes_fit(type.shape, dtype_size(type.dtype)), "value ", name, ": ",
+                type.str(), " is more than 2^63 bytes");
   auto owned = std::unique_ptr<Value>(new Value(next_id_++, name, kind, std::move(type)));
   Value* v = owned.get();
   values_.emplace(v, std::move(owned));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "mlafuse/core/checked.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/quant/quant_key.h"
 #include "mlafuse/quant/scale_layout.h"
@@ -206,7 +207,7 @@ std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueT
   }
   q.rank(3);
   q.fixed_dim(1, h);
-  q.fixed_dim(2, p + r);
+  q.fixed_dim(2, checked_add(p, r, "mla_attention qk_nope_dim + qk_rope_dim"));
   const Dim tokens = q.dim(0);
   kvc.rank(2);
   kvc.same_dim(0, tokens, "q dim 0");
@@ -219,11 +220,11 @@ std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueT
   cache.not_tokens(0);
   cache.not_tokens(1);
   cache.expect(cache.dim(1).value > 0, "a positive page size in dim 1");
-  cache.fixed_dim(2, l + r);
+  cache.fixed_dim(2, checked_add(l, r, "mla_attention kv_lora_rank + qk_rope_dim"));
 
   const bool has_scale = in[4] != nullptr;
   if (has_scale) Operand(op, "output_scale", in[4]).scalar_f32();
-  const int64_t hv = h * v;
+  const int64_t hv = checked_mul(h, v, "mla_attention num_heads * v_head_dim");
   const bool has_group = a.has(kQuantGroupSize);
   const int64_t g = a.get_or<int64_t>(kQuantGroupSize, 0);
   const bool is_group_fp8 = has_group && (g == 128 || g == 64);
@@ -332,8 +333,8 @@ std::pair<int64_t, int64_t> check_block_weight(std::string_view op, const ValueT
   ws.dtype_in({DType::kF32});
   ws.rank(2);
   ws.row_major();
-  ws.fixed_dim(0, ceil_div(n, 128));
-  ws.fixed_dim(1, ceil_div(k, 128));
+  ws.fixed_dim(0, ceil_div_nowrap(n, 128));
+  ws.fixed_dim(1, ceil_div_nowrap(k, 128));
   return {n, k};
 }
 
@@ -356,7 +357,8 @@ std::vector<std::optional<ValueType>> infer_linear_fp8_block(std::span<const Val
     xs.same_dim(0, tokens, "xq dim 0");
     xs.not_tokens(1);
     const int64_t groups = xs.dim(1).value;
-    xs.expect(groups > 0 && (k == groups * 128 || k == groups * 64), "[", Operand::dim_str(tokens),
+    // Divisions, not groups * 128: groups comes from the IR and may be anything.
+    xs.expect(groups > 0 && k % groups == 0 && (k / groups == 128 || k / groups == 64), "[", Operand::dim_str(tokens),
               ", ", k / 128, "] or [", Operand::dim_str(tokens), ", ", k / 64,
               "] (group 128 or 64 over K = ", k, ")");
     xs.expect(xs.type().layout != Layout::kNvfp4Swizzled, "a group-FP8 scale layout");
@@ -401,7 +403,8 @@ std::vector<std::optional<ValueType>> infer_cache_write(std::span<const ValueTyp
   cache.rank(3);
   cache.not_tokens(0);
   cache.not_tokens(1);
-  cache.fixed_dim(2, kvc.dim(1).value + kpe.dim(2).value);
+  cache.fixed_dim(2, checked_add(kvc.dim(1).value, kpe.dim(2).value,
+                                 "cache_write kv_c_normed dim 1 + k_pe dim 2"));
   return {*in[2]};
 }
 

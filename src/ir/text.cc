@@ -636,7 +636,11 @@ class Parser {
         take();
       }
     }
+    const Token close = tok_;
     expect_punct("]");
+    if (!fixed_bytes_fit(t.shape, dtype_size(t.dtype))) {
+      fail(close, "type " + dt.text + t.shape.str() + " is more than 2^63 bytes");
+    }
     if (is_punct("{")) {
       take();
       const Token l = expect(Tok::kIdent, "a layout name");

@@ -210,7 +210,7 @@ class Matcher {
     for (const auto& [n, bound] : m_.value_captures_) {
       if (n == name) return bound == v;  // one name, one value (DAG patterns)
     }
-    m_.value_captures_.emplace_back(name, v);
+    m_.value_captures_.emplace_back(std::string(name), v);
     return true;
   }
 
@@ -218,7 +218,7 @@ class Matcher {
     for (const auto& [n, bound] : m_.node_captures_) {
       if (n == name) return bound == node;
     }
-    m_.node_captures_.emplace_back(name, node);
+    m_.node_captures_.emplace_back(std::string(name), node);
     return true;
   }
 

@@ -45,6 +45,10 @@ struct Variant {
   double tolerance;
 };
 
+// gtest names each test after its parameter (ctest shows "# GetParam() = ..."): the variant's
+// name, not its raw bytes.
+void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
+
 std::vector<Variant> all_variants() {
   std::vector<Variant> v;
   models::OutputQuant s;

@@ -3,49 +3,14 @@
 // parses and round-trips through the printer. The same properties fuzz/ir_parse_fuzzer checks.
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <string>
 #include <vector>
 
+#include "cpu/fuzz_corpus.h"
 #include "mlafuse/ir/text.h"
 
 namespace mlafuse::ir {
 namespace {
-
-std::string base64_decode(const std::string& in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  std::string out;
-  int bits = 0, acc = 0;
-  for (char c : in) {
-    const int v = value(c);
-    if (v < 0) continue;  // '=' padding
-    acc = (acc << 6) | v;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
-  }
-  return out;
-}
-
-std::vector<std::string> load_corpus() {
-  std::ifstream f(std::string(MLAFUSE_TEST_DATA_DIR) + "/ir/fuzz_corpus.b64");
-  std::vector<std::string> inputs;
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    inputs.push_back(base64_decode(line));
-  }
-  return inputs;
-}
 
 int count_lines(const std::string& s) {
   int n = 1;
@@ -54,7 +19,7 @@ int count_lines(const std::string& s) {
 }
 
 TEST(FuzzCorpus, EveryInputFailsCleanlyOrRoundTrips) {
-  const auto inputs = load_corpus();
+  const auto inputs = testing::load_fuzz_corpus("ir");
   ASSERT_GE(inputs.size(), 100u);
   int parsed = 0, failed = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {

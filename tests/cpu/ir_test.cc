@@ -325,3 +325,37 @@ TEST(MlaGraph, RejectsBadOptions) {
 
 }  // namespace
 }  // namespace mlafuse::ir
+
+namespace mlafuse::ir {
+namespace {
+
+TEST(Graph, ValuesOfMoreThan2To63BytesAreRefusedWhereDeclared) {
+  Graph g;
+  const int64_t big = INT64_MAX;
+  expect_error([&] { g.add_input("cache", vt(DType::kBF16, {F(big), F(big), F(576)})); },
+                        {"value cache", "is more than 2^63 bytes"});
+  // T is counted once: [T, 2^61] bf16 is 2^62 bytes per token, which is representable.
+  g.add_input("wide", vt(DType::kBF16, {T, F(int64_t{1} << 61)}));
+}
+
+TEST(Inference, OverflowingAttributeArithmeticIsANamedError) {
+  // num_heads * v_head_dim = 2^55 * 2^9 wraps to 0, which an output typed [T, 0] would match.
+  Graph g;
+  const int64_t h = int64_t{1} << 55;
+  Value* q = g.add_input("q", vt(DType::kBF16, {T, F(h), F(2)}));
+  Value* kvc = g.add_input("kvc", vt(DType::kBF16, {T, F(511)}));
+  Value* kpe = g.add_input("kpe", vt(DType::kBF16, {T, F(1), F(1)}));
+  Value* cache = g.add_input("cache", vt(DType::kBF16, {F(4), F(64), F(512)}));
+  AttrMap a;
+  a.set("layer", int64_t{0});
+  a.set("num_heads", h);
+  a.set("qk_nope_dim", int64_t{1});
+  a.set("qk_rope_dim", int64_t{1});
+  a.set("v_head_dim", int64_t{512});
+  a.set("kv_lora_rank", int64_t{511});
+  expect_error([&] { g.add_node("mla_attention", {q, kvc, kpe, cache}, a, {"o", "c"}); },
+                        {"num_heads * v_head_dim", "does not fit in int64"});
+}
+
+}  // namespace
+}  // namespace mlafuse::ir

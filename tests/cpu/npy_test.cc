@@ -171,5 +171,48 @@ TEST_F(Npy, MalformedFilesNameTheFile) {
       {"x.npy", "cannot open"});
 }
 
+TEST_F(Npy, StrictReadingRefusesWhatNumpyWouldNotHaveWritten) {
+  const std::string f4x2(8, '\0');
+  const std::string ok = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }";
+  put(path("ok.npy"), make_file(ok, f4x2));
+  EXPECT_EQ(read_npy(path("ok.npy")).numel(), 2);
+  // Bytes after the data are an error, not ignored.
+  put(path("junk.npy"), make_file(ok, f4x2 + "junk"));
+  expect_error([&] { read_npy(path("junk.npy")); },
+               {"junk.npy", "4 bytes after the data of [2] f32 (8 bytes)"});
+  // A directory is named as one (it used to escape as an iostream exception).
+  expect_error([&] { read_npy(dir_.string()); }, {"it is a directory"});
+  // The header dict exactly: no unknown or repeated keys, (N,) for one dimension, and '\n' last.
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1, }", "unknown key 'x'"},
+      {"{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2,), }",
+       "key 'descr' appears twice"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (2), }", "(N,)"},
+      {"{'descr': '<f4', 'fortran_order': Maybe, 'shape': (2,), }", "True or False"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (2,), } x", "must end with '}'"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (2,,), }", "a dimension of the shape"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }", "2^40 or more"},
+      {"{'descr: '<f4', 'fortran_order': False, 'shape': (2,), }", "expected ':'"},
+  };
+  for (const auto& [dict, want] : bad) {
+    SCOPED_TRACE(dict);
+    put(path("bad.npy"), make_file(dict, f4x2));
+    expect_error([&] { read_npy(path("bad.npy")); }, {"bad.npy", want});
+  }
+}
+
+TEST_F(Npy, EmptyArraysOfHugeShapeAllocateNothingOrAreRefused) {
+  // [0, 10^12]: a valid empty array; its row is never allocated.
+  put(path("empty.npy"),
+      make_file("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1000000000000), }", ""));
+  const Tensor e = read_npy(path("empty.npy"), DType::kF32, 2);
+  EXPECT_EQ(e.shape(), (std::vector<int64_t>{0, 1000000000000}));
+  // [0, 2^40-1, 2^40-1]: still empty, but its strides would wrap int64.
+  put(path("wrap.npy"), make_file("{'descr': '<f4', 'fortran_order': False, 'shape': "
+                                  "(0, 1099511627775, 1099511627775), }",
+                                  ""));
+  expect_error([&] { read_npy(path("wrap.npy")); }, {"wrap.npy", "is more than 2^63 bytes"});
+}
+
 }  // namespace
 }  // namespace mlafuse

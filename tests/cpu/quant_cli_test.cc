@@ -61,10 +61,17 @@ TEST_F(QuantCli, GroupFp8EveryFlagMatchesTheReference) {
       p.col_major = flags & 2;
       p.tma_aligned = flags & 4;
       std::string args =
-          "--key fp8-group" + std::to_string(g) + " --in " + path("x.npy") + " --out " + path("g");
+          "--quant fp8-group" + std::to_string(g) + " --in " + path("x.npy") + " --out " + path("g");
       if (p.ue8m0) args += " --ue8m0";
       if (p.col_major) args += " --col-major";
       if (p.tma_aligned) args += " --tma-aligned";
+      if (p.tma_aligned && !p.col_major) {  // padding row-major scales would change nothing
+        EXPECT_EQ(cli(args), 2) << args;
+        EXPECT_NE(err_.find("--tma-aligned pads column-major scales and needs --col-major"),
+                  std::string::npos)
+            << err_;
+        continue;
+      }
       ASSERT_EQ(cli(args), 0) << args << "\n" << err_;
       Tensor q = Tensor::empty(DType::kFp8E4M3, {kT, kD});
       Tensor s = Tensor::empty(DType::kF32, {kT, kD / g});  // logical order == row-major
@@ -124,8 +131,8 @@ TEST_F(QuantCli, BadInputsExitNonZeroWithOneClearMessage) {
   write_npy(path("d100.npy"), Tensor::empty(DType::kF32, {2, 100}));
   EXPECT_NE(cli("--key fp8-group64 --in " + path("d100.npy") + " --out " + path("o")), 0);
   EXPECT_NE(err_.find("group size 64"), std::string::npos) << err_;
-  EXPECT_NE(cli("--key fp8-group32" + x), 0);
-  EXPECT_NE(err_.find("--key"), std::string::npos) << err_;
+  EXPECT_NE(cli("--key fp8-group32" + x), 0);  // --key: the old name of --quant
+  EXPECT_NE(err_.find("option --quant must be one of"), std::string::npos) << err_;
   EXPECT_NE(cli("--key nvfp4 --col-major" + x), 0);
   EXPECT_NE(err_.find("--col-major"), std::string::npos) << err_;
   EXPECT_NE(cli("--key fp8-static --scale -1" + x), 0);
@@ -135,7 +142,28 @@ TEST_F(QuantCli, BadInputsExitNonZeroWithOneClearMessage) {
             0);
   EXPECT_NE(err_.find("nope.npy"), std::string::npos) << err_;
   EXPECT_NE(cli("--in " + path("x.npy") + " --out " + path("o")), 0);
-  EXPECT_NE(err_.find("--key"), std::string::npos) << err_;
+  EXPECT_NE(err_.find("option --quant is required"), std::string::npos) << err_;
+  EXPECT_NE(cli("--quant fp8-static --key nvfp4" + x), 0);
+  EXPECT_NE(err_.find("option --quant is given twice"), std::string::npos) << err_;
+  // A folder as the prefix would write hidden files into it (dir/.q.npy).
+  for (const std::string& out : {path("") + "/", path("."), std::string("..")}) {
+    EXPECT_EQ(cli("--quant fp8-static --in " + path("x.npy") + " --out " + out), 2) << out;
+    EXPECT_NE(err_.find("option --out takes a file prefix"), std::string::npos) << err_;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_ / ".q.npy"));
+  // An empty x [0, 10^12] quantizes to empty outputs without allocating a 10^12 row.
+  {
+    std::ofstream f(path("empty.npy"), std::ios::binary);
+    std::string h = "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1000000000000), }";
+    h += std::string(64 - (10 + h.size() + 1) % 64, ' ') + "\n";
+    f << std::string("\x93NUMPY\x01\x00", 8) << static_cast<char>(h.size()) << '\0' << h;
+  }
+  for (const char* k : {"nvfp4 --global-scale 1", "fp8-group128", "fp8-static --scale 1"}) {
+    EXPECT_EQ(cli(std::string("--quant ") + k + " --in " + path("empty.npy") + " --out " +
+                  path("e")),
+              0)
+        << k << ": " << err_;
+  }
   EXPECT_NE(cli("--key nvfp4 --bogus" + x), 0);
   EXPECT_NE(err_.find("--bogus"), std::string::npos) << err_;
   write_npy(path("zeros.npy"), Tensor::empty(DType::kF32, {2, 32}));

@@ -195,6 +195,20 @@ TEST(RunCli, NoArgumentsRunsTheDefaultJobAndFusedEqualsUnfused) {
   EXPECT_NE(r.out.find("bit for bit: YES"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("f32 end-to-end reference"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("fused    linear_fp8_block"), std::string::npos) << r.out;
+  // The backend line says in one clause why; CPU timings say what they are.
+  const std::string first = r.out.substr(0, r.out.find('\n'));
+  EXPECT_LE(std::count(first.begin(), first.end(), '('), 2) << first;
+  if (first.rfind("backend: cpu", 0) == 0) {
+    EXPECT_NE(r.out.find("CPU timings are indicative only"), std::string::npos) << r.out;
+  }
+}
+
+TEST(RunCli, VersionNamesTheBuild) {
+  const Result r = run_cli("--version");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("mlafuse 0.", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("(backends built: cpu"), std::string::npos) << r.out;
+  EXPECT_TRUE(r.err.empty()) << r.err;
 }
 
 TEST(RunCli, JsonIsOneObjectWithTheResults) {
@@ -310,7 +324,8 @@ TEST(RunCli, BadFlagsFailWithOneClearMessage) {
       {"run --prefill 3:4:5", "--prefill expects LEN or LEN:CONTEXT"},
       {"run --decode-lens none --prefill none", "the batch is empty"},
       {"run --quant fp8", "--quant must be one of"},
-      {"run --quant nvfp4 --ue8m0", "apply to fp8-group128/fp8-group64"},
+      {"run --quant nvfp4 --ue8m0", "--ue8m0 applies to --quant fp8-group128 or fp8-group64"},
+      {"run --quant fp8-group64 --tma-aligned", "--tma-aligned pads column-major scales and needs --col-major"},
       {"run --backend tpu", "--backend must be one of"},
       {"run --backend cpu --graphs", "--graphs needs the cuda backend"},
       {"run --dump /proc/no_such_dir/x --heads 16 --decode-lens 2 --prefill none", "--dump"},

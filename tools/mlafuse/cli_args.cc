@@ -41,6 +41,11 @@ void ArgParser::add_choice(std::string name, std::string* out, std::vector<std::
              std::move(choices)});
 }
 
+void ArgParser::add_alias(std::string alias, std::string name) {
+  MLAFUSE_CHECK(find(name) != nullptr && find(alias) == nullptr, "alias ", alias, " of ", name);
+  aliases_.emplace_back(std::move(alias), std::move(name));
+}
+
 const ArgParser::Option* ArgParser::find(std::string_view name) const {
   for (const Option& o : options_) {
     if (o.name == name) return &o;
@@ -88,7 +93,10 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
     MLAFUSE_CHECK(arg.rfind("--", 0) == 0, "unexpected argument '", arg,
                   "' (options start with --; see mlafuse ", command_, " --help)");
     const size_t eq = arg.find('=');
-    const std::string name = arg.substr(0, eq);
+    std::string name = arg.substr(0, eq);
+    for (const auto& [alias, target] : aliases_) {
+      if (name == alias) name = target;
+    }
     const Option* o = find(name);
     MLAFUSE_CHECK(o != nullptr, "unknown option '", name, "' (see mlafuse ", command_, " --help)");
     MLAFUSE_CHECK(given_.insert(name).second, "option ", name, " is given twice");
@@ -118,23 +126,19 @@ std::string ArgParser::help() const {
     for (size_t pad = left.size(); pad < 28; ++pad) os << ' ';
     os << ' ' << o.help << '\n';
   }
+  for (const auto& [alias, target] : aliases_) {
+    std::string left = alias;
+    for (size_t pad = left.size(); pad < 28; ++pad) left += ' ';
+    os << "  " << left << " the same as " << target << '\n';
+  }
   os << "  --help                       this text\n";
   return os.str();
 }
 
-std::string read_text_file(const std::string& path) {
-  std::error_code ec;
-  MLAFUSE_CHECK(!std::filesystem::is_directory(path, ec), "cannot read '", path,
-                "': it is a directory");
-  std::ifstream f(path, std::ios::binary);
-  MLAFUSE_CHECK(f.good(), "cannot read '", path, "'");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  MLAFUSE_CHECK(!f.bad(), "error while reading '", path, "'");
-  return ss.str();
-}
-
 void write_text_file(const std::string& path, std::string_view text) {
+  std::error_code ec;
+  MLAFUSE_CHECK(!std::filesystem::is_directory(path, ec), "cannot write '", path,
+                "': it is a directory, not a file");
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   MLAFUSE_CHECK(f.good(), "cannot write '", path, "'");
   f.write(text.data(), static_cast<std::streamsize>(text.size()));

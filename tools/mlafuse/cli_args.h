@@ -16,6 +16,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mlafuse::cli {
@@ -30,6 +31,10 @@ class ArgParser {
                int64_t max);
   void add_choice(std::string name, std::string* out, std::vector<std::string> choices,
                   std::string help);
+
+  // `alias` is another spelling of the declared option `name` (kept for old command lines); the
+  // parser and given() see only `name`.
+  void add_alias(std::string alias, std::string name);
 
   // Returns false when --help / -h was given (the help went to stdout).
   bool parse(const std::vector<std::string>& args);
@@ -56,11 +61,10 @@ class ArgParser {
   std::string command_;
   std::string summary_;
   std::vector<Option> options_;
+  std::vector<std::pair<std::string, std::string>> aliases_;  // alias -> name
   std::set<std::string> given_;
 };
 
-// Reads a whole file; throws naming the path when it cannot be read.
-std::string read_text_file(const std::string& path);
 // Writes a whole file; throws naming the path when it cannot be written.
 void write_text_file(const std::string& path, std::string_view text);
 

@@ -1,30 +1,49 @@
 #include "cli_job.h"
 
+#include <utility>
+
 #include "mlafuse/core/error.h"
 
 namespace mlafuse::cli {
 
-void QuantFlags::add_to(ArgParser* p) {
+void QuantFlags::add_to(ArgParser* p, std::string quant_help) {
   p->add_choice("--quant", &quant, {"fp8-static", "fp8-group128", "fp8-group64", "nvfp4"},
-                "quantization fused into the attention (default fp8-group128 --col-major "
-                "--tma-aligned; given --quant or a flag, only the flags given are set)");
+                std::move(quant_help));
   p->add_flag("--col-major", &col_major, "group FP8: column-major scales");
   p->add_flag("--ue8m0", &ue8m0, "group FP8: power-of-two scales");
-  p->add_flag("--tma-aligned", &tma_aligned, "group FP8: scale column stride padded to 4 tokens");
+  p->add_flag("--tma-aligned", &tma_aligned,
+              "group FP8 with --col-major: scale column stride padded to 4 tokens");
+}
+
+void check_layout_flags(const std::string& quant, bool col_major, bool ue8m0, bool tma_aligned) {
+  const bool group = quant == "fp8-group128" || quant == "fp8-group64";
+  for (const auto& [flag, on] : {std::pair<const char*, bool>{"--col-major", col_major},
+                                 {"--ue8m0", ue8m0},
+                                 {"--tma-aligned", tma_aligned}}) {
+    MLAFUSE_CHECK(group || !on, flag, " applies to --quant fp8-group128 or fp8-group64, not ",
+                  quant);
+  }
+  MLAFUSE_CHECK(!tma_aligned || col_major,
+                "--tma-aligned pads column-major scales and needs --col-major (row-major scales "
+                "have no column stride to pad)");
 }
 
 models::OutputQuant QuantFlags::resolve(const ArgParser& p,
                                         const models::OutputQuant& fallback) const {
   const bool any_flag = col_major || ue8m0 || tma_aligned;
   if (!p.given("--quant") && !any_flag) return fallback;
+  check_layout_flags(quant, col_major, ue8m0, tma_aligned);
   models::OutputQuant q = models::parse_output_quant(quant);
-  MLAFUSE_CHECK(q.kind == models::QuantKind::kFp8Group || !any_flag,
-                "--col-major, --ue8m0 and --tma-aligned apply to fp8-group128/fp8-group64, not to ",
-                quant);
   q.col_major = col_major;
   q.ue8m0 = ue8m0;
   q.tma_aligned = tma_aligned;
   return q;
+}
+
+std::string timing_note(const std::string& backend, int iters) {
+  if (backend != "cpu") return "";
+  return "CPU timings are indicative only: the naive reference backend, median of " +
+         std::to_string(iters) + " run(s); GPU numbers come from --backend cuda";
 }
 
 std::unique_ptr<Backend> pick_backend(const std::string& requested, std::string* why) {
@@ -43,14 +62,13 @@ std::unique_ptr<Backend> pick_backend(const std::string& requested, std::string*
   for (const std::string& name : available_backends()) {
     if (name != "cuda") continue;
     auto b = make_backend("cuda");
-    try {
-      b->allocate(DType::kU8, {1}, {1}, 1);
-      *why = "default: a GPU is present";
-      return b;
-    } catch (const Error& e) {
-      *why = std::string("default: no usable GPU here (") + e.what() + ")";
+    const std::string reason = b->unusable_reason();
+    if (!reason.empty()) {
+      *why = "default; no usable GPU: " + reason;
       return make_backend("cpu");
     }
+    *why = "default: a GPU is present";
+    return b;
   }
   *why = "default: this build has no CUDA backend";
   return make_backend("cpu");

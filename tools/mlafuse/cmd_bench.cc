@@ -157,6 +157,8 @@ int bench_main(const std::vector<std::string>& args) {
       "%d\n\n",
       backend->name().c_str(), runtime::quant_description(q).c_str(), static_cast<long long>(heads),
       static_cast<long long>(layers), static_cast<long long>(context), how, eo.timing_iters);
+  const std::string note = timing_note(backend->name(), eo.timing_iters);
+  if (!note.empty()) std::printf("%s\n\n", note.c_str());
   std::printf("%6s %6s %12s %12s %8s | %12s %10s %12s | %12s %12s | %s\n", "batch", "T_pad",
               "unfused us", "fused us", "speedup", "attn us", "quant us", "o_proj us", "f.attn us",
               "f.o_proj us", "codes");

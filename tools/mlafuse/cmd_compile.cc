@@ -7,10 +7,12 @@
 #include <vector>
 
 #include "cli_args.h"
+#include "cli_job.h"
 #include "command.h"
 #include "compile_report.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/core/error.h"
+#include "mlafuse/core/file.h"
 #include "mlafuse/ir/text.h"
 #include "mlafuse/models/mla_block.h"
 #include "mlafuse/passes/dce.h"
@@ -69,7 +71,8 @@ int run_compile(const std::vector<std::string>& args) {
                "quantization before o_proj (default none)");
   p.add_flag("--col-major", &o.col_major, "group-FP8 scales column-major");
   p.add_flag("--ue8m0", &o.ue8m0, "group-FP8 scales rounded up to powers of two");
-  p.add_flag("--tma-aligned", &o.tma_aligned, "column-major scales padded to 4 tokens");
+  p.add_flag("--tma-aligned", &o.tma_aligned,
+             "with --col-major: scale column stride padded to 4 tokens");
   p.add_string("--backend", &o.backend, "NAME", "backend asked what it can fuse (default cpu)");
   p.add_string("--in", &o.in, "FILE", "read the graph from FILE (text IR) instead of building it");
   p.add_string("--out", &o.out, "FILE", "write the compiled graph to FILE (text IR)");
@@ -85,11 +88,7 @@ int run_compile(const std::vector<std::string>& args) {
       MLAFUSE_CHECK(!p.given(f), f, " builds a graph, --in reads one: give one or the other");
     }
   }
-  const bool group = o.quant == "fp8-group128" || o.quant == "fp8-group64";
-  for (const char* f : {"--col-major", "--ue8m0", "--tma-aligned"}) {
-    MLAFUSE_CHECK(group || !p.given(f), f, " applies to --quant fp8-group128 or fp8-group64, not ",
-                  o.quant);
-  }
+  check_layout_flags(o.quant, o.col_major, o.ue8m0, o.tma_aligned);
   MLAFUSE_CHECK(!(o.json && o.dump), "--dump prints graphs as text: it does not go with --json");
 
   // compile_us: reading or building the graph, creating the backend, and the pass pipeline with
@@ -98,7 +97,7 @@ int run_compile(const std::vector<std::string>& args) {
   ir::Graph graph;
   std::string source;
   if (!o.in.empty()) {
-    graph = ir::parse_graph(read_text_file(o.in), ir::ParseOptions{o.in, true});
+    graph = ir::parse_graph(read_file(o.in), ir::ParseOptions{o.in, true});
     source = o.in;
   } else {
     models::MlaGraphOptions mo;

@@ -4,10 +4,12 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "cli_args.h"
+#include "cli_job.h"
 #include "command.h"
 #include "mlafuse/backends/cpu/reference.h"
 #include "mlafuse/core/error.h"
@@ -42,19 +44,15 @@ Tensor scalar(float v) {
 }
 
 int run_quant(const std::vector<std::string>& args) {
-  std::string key, in, out, scale_text, gs_text;
-  bool col_major = false, ue8m0 = false, tma_aligned = false;
+  std::string in, out, scale_text, gs_text;
+  QuantFlags flags;
   ArgParser p("quant",
               "quantize an f32 .npy [T, D] with the reference quantizers; writes PREFIX.q.npy "
               "(u8 codes: [T, D] fp8, [T, D/2] nvfp4) and PREFIX.scale.npy (fp8-static: f32 [1]; "
               "group FP8: f32 [T, D/G] in logical order whatever the layout flags; nvfp4: the u8 "
               "swizzled e4m3 block scales [round_up(T,128), round_up(D/16,4)])");
-  p.add_choice("--key", &key, {"fp8-static", "fp8-group128", "fp8-group64", "nvfp4"},
-               "quantization key (SPEC 2)");
-  p.add_flag("--col-major", &col_major, "group FP8: column-major scale buffer");
-  p.add_flag("--ue8m0", &ue8m0, "group FP8: round scales up to powers of two");
-  p.add_flag("--tma-aligned", &tma_aligned,
-             "group FP8: column stride padded to a multiple of 4 tokens");
+  flags.add_to(&p, "quantization key (SPEC 2); required");
+  p.add_alias("--key", "--quant");  // the option's name before every command took --quant
   p.add_string("--scale", &scale_text, "S",
                "fp8-static: the dequant scale (default amax(x) / 448)");
   p.add_string("--global-scale", &gs_text, "GS",
@@ -62,13 +60,18 @@ int run_quant(const std::vector<std::string>& args) {
   p.add_string("--in", &in, "X.npy", "input: f32 array of shape [T, D]");
   p.add_string("--out", &out, "PREFIX", "output prefix");
   if (!p.parse(args)) return 0;
-  MLAFUSE_CHECK(!key.empty(),
-                "option --key is required (fp8-static|fp8-group128|fp8-group64|nvfp4)");
+  MLAFUSE_CHECK(p.given("--quant"),
+                "option --quant is required (fp8-static|fp8-group128|fp8-group64|nvfp4)");
   MLAFUSE_CHECK(!in.empty(), "option --in is required");
   MLAFUSE_CHECK(!out.empty(), "option --out is required");
+  // PREFIX names files, not a folder: "dir/" would write the hidden dir/.q.npy.
+  const std::string base = std::filesystem::path(out).filename().string();
+  MLAFUSE_CHECK(!base.empty() && base != "." && base != "..", "option --out takes a file prefix ",
+                "(PREFIX.q.npy, PREFIX.scale.npy), not a directory: got '", out, "'");
+  const std::string& key = flags.quant;
+  const bool col_major = flags.col_major, ue8m0 = flags.ue8m0, tma_aligned = flags.tma_aligned;
+  check_layout_flags(key, col_major, ue8m0, tma_aligned);
   const bool group = key == "fp8-group128" || key == "fp8-group64";
-  MLAFUSE_CHECK(group || !(col_major || ue8m0 || tma_aligned),
-                "--col-major, --ue8m0 and --tma-aligned apply only to fp8-group128/fp8-group64");
   MLAFUSE_CHECK(scale_text.empty() || key == "fp8-static", "--scale applies only to fp8-static");
   MLAFUSE_CHECK(gs_text.empty() || key == "nvfp4", "--global-scale applies only to nvfp4");
 

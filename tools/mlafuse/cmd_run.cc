@@ -275,6 +275,8 @@ void print_text(const RunArgs& a, const runtime::MlaJobReport& r, const std::str
   }
 
   std::printf("\ntime per node (%s, median of %d):\n", r.backend.c_str(), a.job.timing_iters);
+  const std::string note = timing_note(r.backend, a.job.timing_iters);
+  if (!note.empty()) std::printf("  (%s)\n", note.c_str());
   for (const auto& [graph, st] : {std::pair{"unfused", &r.unfused}, std::pair{"fused", &r.fused}}) {
     for (const runtime::NodeTiming& t : st->nodes) {
       std::printf("  %-8s %-18s %12.1f us   %s\n", graph, t.op.c_str(), t.us, t.label.c_str());

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "command.h"
+#include "mlafuse/backends/backend.h"
 #include "mlafuse/core/error.h"
 
 namespace mlafuse::cli {
@@ -22,7 +23,8 @@ const std::vector<CommandInfo>& commands() { return registry(); }
 }  // namespace mlafuse::cli
 
 static void usage(FILE* f) {
-  std::fprintf(f, "usage: mlafuse <command> [options]   (mlafuse <command> --help for options)\n\n");
+  std::fprintf(f, "usage: mlafuse <command> [options]   (mlafuse <command> --help for options)\n");
+  std::fprintf(f, "       mlafuse --version\n\n");
   for (const auto& c : mlafuse::cli::commands()) {
     std::fprintf(f, "  %-10s %s\n", c.name.c_str(), c.summary.c_str());
   }
@@ -36,6 +38,18 @@ int main(int argc, char** argv) {
     usage(stdout);
     return 0;
   }
+  if (args[0] == "--version") {
+    if (args.size() > 1) {
+      std::fprintf(stderr, "mlafuse: --version takes no arguments, got '%s'\n", args[1].c_str());
+      return 2;
+    }
+    std::string backends;
+    for (const std::string& b : mlafuse::available_backends()) {
+      backends += (backends.empty() ? "" : ", ") + b;
+    }
+    std::printf("mlafuse %s (backends built: %s)\n", MLAFUSE_VERSION, backends.c_str());
+    return 0;
+  }
   for (const auto& c : mlafuse::cli::commands()) {
     if (c.name != args[0]) continue;
     try {
@@ -45,6 +59,10 @@ int main(int argc, char** argv) {
       return 2;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "mlafuse %s: internal error: %s\n", c.name.c_str(), e.what());
+      return 3;
+    } catch (...) {
+      std::fprintf(stderr, "mlafuse %s: internal error: a non-standard exception\n",
+                   c.name.c_str());
       return 3;
     }
   }

@@ -99,6 +99,9 @@ class Backend {
   virtual std::string name() const = 0;
   virtual Device device() const = 0;
   virtual bool supports_op(std::string_view op) const = 0;
+  // Why this backend cannot run ops on this machine, in one clause ("" when it can): the CUDA
+  // backend exists in every CUDA build but needs a Hopper GPU to run.
+  virtual std::string unusable_reason() const { return ""; }
   // May the fusion pass fold quantization `req.key` (with these layout flags) into this layer's
   // attention? Backends answer from their kernels' can_implement checks.
   virtual bool fused_output_quant_supported(const FusedQuantRequest& req) const = 0;

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 #include "mlafuse/core/tensor.h"
 
@@ -15,10 +16,18 @@ namespace mlafuse {
 // are widened exactly to '<f4' (numpy has no bf16). Throws mlafuse::Error naming the file.
 void write_npy(const std::string& path, const Tensor& t);
 
+// The bytes write_npy writes; `name` stands for the file in messages.
+std::string encode_npy(const Tensor& t, const std::string& name);
+
 // Reads a '<f4' (f32), '<i4' (i32) or '|u1' (u8) array into a contiguous host tensor. Any other
 // type, big-endian or Fortran-order data, a bad header or a truncated file throws mlafuse::Error
 // naming the file and what was found.
+// The header must be exactly numpy's dict (descr, fortran_order, shape, nothing else) and the data
+// exactly as long as the shape says: trailing bytes are an error, not ignored.
 Tensor read_npy(const std::string& path);
+
+// read_npy over bytes already in memory; `name` stands for the file in messages.
+Tensor parse_npy(std::string_view bytes, const std::string& name);
 
 // read_npy, then checks the dtype and rank: "X.npy: expected an array of dtype f32 and rank 2,
 // got i32 [3, 4, 5] (rank 3)".

@@ -36,6 +36,13 @@ struct Shape {
   std::string str() const;
 };
 
+// Whether the fixed extents of `s` (T counted once) times `elem_bytes` fit in int64: a type whose
+// byte size wraps is refused where it is declared, so no later product of its extents can wrap.
+bool fixed_bytes_fit(const Shape& s, size_t elem_bytes);
+
+// The same for concrete extents, zeros counted as 1 (contiguous strides skip nothing).
+bool extents_bytes_fit(const std::vector<int64_t>& extents, size_t elem_bytes);
+
 // "[3, 4]" for concrete extents.
 std::string shape_str(const std::vector<int64_t>& extents);
 

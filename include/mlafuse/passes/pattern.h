@@ -80,7 +80,8 @@ class NodePat {
   std::vector<std::pair<size_t, std::string>> outputs_;
 };
 
-// The result of a successful match. Capture names point into the pattern, which must outlive it.
+// The result of a successful match. It owns its capture names, so it may outlive the pattern (a
+// temporary NodePat is the common case).
 class Match {
  public:
   ir::Node* root() const { return matched_.empty() ? nullptr : matched_.front(); }
@@ -95,8 +96,8 @@ class Match {
   friend class Matcher;
   void clear();
   std::vector<ir::Node*> matched_;
-  std::vector<std::pair<std::string_view, ir::Node*>> node_captures_;
-  std::vector<std::pair<std::string_view, ir::Value*>> value_captures_;
+  std::vector<std::pair<std::string, ir::Node*>> node_captures_;
+  std::vector<std::pair<std::string, ir::Value*>> value_captures_;
 };
 
 // Matches `pattern` rooted at `node`; fills `match` on success (cleared first).

@@ -52,6 +52,12 @@ void check_group_scales(const Tensor& s, int64_t t_pad, int64_t groups, const Fp
   }
 }
 
+// One row of x in f32, sized only when there is a row to hold: an empty x [0, D] is valid input
+// and its D may be far more than is worth allocating (the data's size bounds D only when T > 0).
+std::vector<float> row_buffer(int64_t rows, int64_t d) {
+  return std::vector<float>(rows > 0 ? static_cast<size_t>(d) : 0);
+}
+
 }  // namespace
 
 void quant_fp8_static(const Tensor& x, int64_t n, const Tensor& scale, Tensor& q) {
@@ -63,7 +69,7 @@ void quant_fp8_static(const Tensor& x, int64_t n, const Tensor& scale, Tensor& q
   check_codes_out(q, "q", DType::kFp8E4M3, t_pad, d);
 
   const float inv = 1.0f / s;  // once, in f32 (SPEC 3.1)
-  std::vector<float> row(static_cast<size_t>(d));
+  std::vector<float> row = row_buffer(n, d);
   uint8_t* q_data = q.data<uint8_t>();  // [T_pad, D] e4m3
   for (int64_t t = 0; t < n; ++t) {
     detail::load_span_f32(x, t * d, d, row.data());
@@ -85,7 +91,7 @@ void quant_fp8_group(const Tensor& x, int64_t n, const Fp8GroupParams& p, Tensor
   check_codes_out(q, "q", DType::kFp8E4M3, t_pad, d);
   check_group_scales(s, t_pad, groups, p);
 
-  std::vector<float> row(static_cast<size_t>(d));
+  std::vector<float> row = row_buffer(n, d);
   uint8_t* q_data = q.data<uint8_t>();  // [T_pad, D] e4m3
   float* s_data = s.data<float>();      // logical [T_pad, D/G], strides from the layout
   const int64_t s_tok = s.strides()[0];
@@ -119,7 +125,7 @@ void quant_nvfp4(const Tensor& x, int64_t n, const Tensor& global_scale, Tensor&
   check_codes_out(sf, "sf", DType::kFp8E4M3, layout.padded_rows(), layout.padded_cols());
 
   const int64_t blocks = d / 16;
-  std::vector<float> row(static_cast<size_t>(d));
+  std::vector<float> row = row_buffer(n, d);
   uint8_t* q_data = q.data<uint8_t>();    // [T_pad, D/2] e2m1x2
   uint8_t* sf_data = sf.data<uint8_t>();  // [round_up(T_pad,128), round_up(D/16,4)] swizzled e4m3
   for (int64_t t = 0; t < n; ++t) {

@@ -190,6 +190,8 @@ class CudaBackend : public Backend {
     return 1000.0 * samples[samples.size() / 2];
   }
 
+  std::string unusable_reason() const override { return available_ ? "" : reason_; }
+
  private:
   void require_device(std::string_view what) const {
     MLAFUSE_CHECK(available_, "no CUDA device: ", reason_, " (the CUDA backend cannot ", what,
