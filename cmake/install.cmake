@@ -18,19 +18,19 @@ install(TARGETS ${mlafuse_install_targets} EXPORT mlafuseTargets
 
 # The CUDA headers only where the CUDA library they declare is installed with them.
 if(MLAFUSE_WITH_CUDA)
-  install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/mlafuse DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  install(DIRECTORY ${CMAKE_SOURCE_DIR}/include/mlafuse DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 else()
-  install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/mlafuse DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+  install(DIRECTORY ${CMAKE_SOURCE_DIR}/include/mlafuse DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
           PATTERN cuda EXCLUDE)
 endif()
 
 install(EXPORT mlafuseTargets NAMESPACE mlafuse:: DESTINATION ${MLAFUSE_INSTALL_CMAKEDIR})
-configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/mlafuseConfig.cmake.in
-                              ${PROJECT_BINARY_DIR}/mlafuseConfig.cmake
+configure_package_config_file(${CMAKE_SOURCE_DIR}/cmake/mlafuseConfig.cmake.in
+                              ${CMAKE_BINARY_DIR}/mlafuseConfig.cmake
                               INSTALL_DESTINATION ${MLAFUSE_INSTALL_CMAKEDIR})
 # 0.x: a minor version may break the API, so only the same major.minor is compatible.
-write_basic_package_version_file(${PROJECT_BINARY_DIR}/mlafuseConfigVersion.cmake
+write_basic_package_version_file(${CMAKE_BINARY_DIR}/mlafuseConfigVersion.cmake
                                  COMPATIBILITY SameMinorVersion)
-install(FILES ${PROJECT_BINARY_DIR}/mlafuseConfig.cmake
-              ${PROJECT_BINARY_DIR}/mlafuseConfigVersion.cmake
+install(FILES ${CMAKE_BINARY_DIR}/mlafuseConfig.cmake
+              ${CMAKE_BINARY_DIR}/mlafuseConfigVersion.cmake
         DESTINATION ${MLAFUSE_INSTALL_CMAKEDIR})
