@@ -44,4 +44,8 @@ cmake --build "$work/consumer" -j2 >"$work/build.log" ||
   { cat "$work/build.log"; fail "consumer build failed"; }
 "$work/consumer/cpp_consumer" | tee "$work/run.txt"
 grep -q '^mlafuse consumer: ok$' "$work/run.txt" || fail "consumer did not report ok"
+if [ "$cuda" = ON ]; then
+  grep -q '^cuda: pass mla-attn-quant-fusion: 2 rewrites' "$work/run.txt" ||
+    fail "the consumer did not run the fusion pass against the installed CUDA backend"
+fi
 echo "check_install: ok (CUDA part: $cuda; $((SECONDS - start)) s)"

@@ -1,10 +1,14 @@
-// Uses the installed mlafuse as an engine would: compiles a two-layer DeepSeek-V3 MLA graph, runs
-// the fusion pass against the CPU backend, and quantizes one tensor (FP8, group 128) on that
-// backend. Exits non-zero when a step does not do what it should, so CI catches a broken install.
+// Uses the installed mlafuse as an engine would: compiles a two-layer DeepSeek-V3 MLA graph and runs
+// the fusion pass against every backend of the install (the CUDA backend answers capability
+// questions without a GPU, so a CUDA install is exercised here too), and quantizes one tensor (FP8,
+// group 128) on the CPU backend. Exits non-zero when a step does not do what it should, so CI
+// catches a broken install.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "mlafuse/backends/backend.h"
@@ -29,8 +33,8 @@ int compile_two_layers(const mlafuse::Backend& backend) {
   pipeline.emplace<mlafuse::passes::DeadCodeElimination>();
   const std::vector<mlafuse::passes::PassStats> stats = pipeline.run(graph);
   for (const auto& s : stats) {
-    std::printf("pass %.*s: %lld rewrites, %lld -> %lld nodes\n",
-                static_cast<int>(s.pass.size()), s.pass.data(), static_cast<long long>(s.matches),
+    std::printf("%s: pass %s: %lld rewrites, %lld -> %lld nodes\n", backend.name().c_str(),
+                s.pass.c_str(), static_cast<long long>(s.matches),
                 static_cast<long long>(s.nodes_before), static_cast<long long>(s.nodes_after));
   }
   // Each layer is attention -> quant -> o_proj; fusion leaves attention -> o_proj.
@@ -94,8 +98,10 @@ int quantize_one_tensor(mlafuse::Backend& backend) {
 
 int main() {
   try {
+    for (const std::string& name : mlafuse::available_backends()) {
+      if (int rc = compile_two_layers(*mlafuse::make_backend(name))) return rc;
+    }
     std::unique_ptr<mlafuse::Backend> cpu = mlafuse::make_backend("cpu");
-    if (int rc = compile_two_layers(*cpu)) return rc;
     if (int rc = quantize_one_tensor(*cpu)) return rc;
     std::printf("mlafuse consumer: ok\n");
     return 0;
