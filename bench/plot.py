@@ -13,8 +13,9 @@ Each FILE is recognised by its content: bench_mla_decode --json ("cases") or ben
 
 Titles carry the device, date and commit: the JSON's "device", "date" and "commit" fields, or the
 flags, which win. A plot whose run has no date or commit is an error, not a blank in the title.
-Ceilings: decode JSON "ceilings" {"read_gbs", "copy_gbs", "gemm_tflops"}; quant JSON "copy_gbps";
---peak-tflops / --peak-gbps add ceilings a run did not measure.
+Ceilings: either JSON's "ceilings" {"read_gbs", "copy_gbs", "gemm_tflops"} (the decode JSON's
+first), and the quant JSON's "copy_gbps"; --peak-tflops / --peak-gbps add ceilings a run did not
+measure.
 """
 
 import argparse
@@ -73,6 +74,9 @@ def load(path):
                     raise InputError(f"{where}: field '{k}' must be positive, got {c[k]}")
     elif "rows" in doc:
         kind = "quant"
+        if "copy_gbps" not in doc:  # the copy ceiling, under either spelling
+            doc["copy_gbps"] = need_number(doc.get("ceilings", {}), "copy_gbs",
+                                           f"{path}: 'copy_gbps' or ceilings")
         need_number(doc, "copy_gbps", path)
         for i, r in enumerate(doc["rows"]):
             where = f"{path}: rows[{i}]"
@@ -161,16 +165,16 @@ def quant_points(doc):
 def ceilings(decode, quant, args):
     """Measured memory ceilings (label, GB/s) and compute ceilings (label, TFLOP/s)."""
     mem, compute = [], []
-    if decode is not None:
-        c = decode.get("ceilings", {})
-        if "read_gbs" in c:
-            mem.append(("read", float(c["read_gbs"])))
-        if "copy_gbs" in c:
-            mem.append(("copy", float(c["copy_gbs"])))
-        if "gemm_tflops" in c:
-            compute.append(("bf16 GEMM", float(c["gemm_tflops"])))
+    for doc in (decode, quant):
+        if doc is None:
+            continue
+        c = doc.get("ceilings", {})
+        for key, label, out in (("read_gbs", "read", mem), ("copy_gbs", "copy", mem),
+                                ("gemm_tflops", "bf16 GEMM", compute)):
+            if key in c and not any(have == label for have, _ in out):
+                out.append((label, need_number(c, key, "ceilings")))
     if quant is not None and not any(label == "copy" for label, _ in mem):
-        mem.append(("copy", float(quant["copy_gbps"])))
+        mem.append(("copy", quant["copy_gbps"]))
     if args.peak_gbps:
         mem.append(("--peak-gbps", args.peak_gbps))
     if args.peak_tflops:

@@ -73,6 +73,14 @@ def main():
         assert r.returncode == 0, f"plot.py failed:\n{r.stdout}{r.stderr}"
         assert sorted(os.listdir(out)) == ["decode_floor.png", "roofline.png"], os.listdir(out)
 
+        # The quant JSON may carry its copy ceiling as the decode JSON does ("ceilings").
+        respelled = edited_copy(quant, os.path.join(tmp, "ceilings_quant.json"),
+                                '"copy_gbps": 2785.0', '"ceilings": {"copy_gbs": 2785.0}')
+        out = os.path.join(tmp, "quant")
+        r = run(root, out, "--date", "2026-12-01", "--commit", "0123abc", respelled)
+        assert r.returncode == 0, f"plot.py failed:\n{r.stdout}{r.stderr}"
+        assert sorted(os.listdir(out)) == ["quant_gbps.png", "roofline.png"], os.listdir(out)
+
         # Without a commit for the quant run the title cannot be written: an error naming the flag.
         r = run(root, os.path.join(tmp, "untitled"), quant)
         assert r.returncode == 2 and "--date" in r.stderr, r.stderr
