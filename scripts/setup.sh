@@ -78,3 +78,17 @@ if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
 else
   echo "setup.sh: ready (CMake $cmake_version; no nvcc: CPU-only build)"
 fi
+
+# ---- Python plotting: bench/plot.py and its test (ctest plot_py) need python3 with matplotlib.
+if ! python3 -c 'import matplotlib' >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  if ! command -v python3 >/dev/null; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-pip
+  fi
+  # PyPI first; Debian's own python3 refuses pip installs (externally managed): its package then.
+  python3 -m pip install --quiet matplotlib ||
+    { $SUDO apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-matplotlib; }
+  python3 -c 'import matplotlib'
+fi
