@@ -102,6 +102,10 @@ if want bench; then
       > "$OUT_DIR/$name.txt" 2>&1
     note "$name: rc=$? ($(elapsed))"
   done
+  # Pictures of the run (bench/plot.py: decode vs the floor, roofline, quant GB/s).
+  python3 bench/plot.py --out "$OUT_DIR" --date "$MLAFUSE_DATE" --commit "$MLAFUSE_COMMIT" \
+    "$OUT_DIR"/bench_*.json > "$OUT_DIR/plot.log" 2>&1
+  note "plot.py: rc=$? ($(elapsed))"
 fi
 
 if want python; then
@@ -142,6 +146,7 @@ fi
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   cp "$SUMMARY" "$OUT/" 2>/dev/null
-  ls "$OUT_DIR"/*.json 2>/dev/null | head -5 | xargs -r cp -t "$OUT/"
+  ls "$OUT_DIR"/*.json 2>/dev/null | head -2 | xargs -r cp -t "$OUT/"
+  cp "$OUT_DIR"/*.png "$OUT/" 2>/dev/null  # 3 plots: with the summary, 2 JSON and logs, 7 files
   tar czf "$OUT/logs.tgz" -C "$OUT_DIR" . 2>/dev/null
 fi
