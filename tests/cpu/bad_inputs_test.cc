@@ -63,7 +63,9 @@ TEST(BadInputs, EveryRowExitsWithItsCodeAndFirstLine) {
     fs::remove_all(tmp);
     fs::create_directories(tmp);  // $TMP: fresh and empty for every row
     auto expand = [&](const std::string& s) {
-      return replace_all(replace_all(s, "$DATA", MLAFUSE_TEST_DATA_DIR), "$TMP", tmp.string());
+      return replace_all(replace_all(replace_all(s, "$DATA", MLAFUSE_TEST_DATA_DIR), "$TMP",
+                                     tmp.string()),
+                         "$BACKENDS", MLAFUSE_TEST_BACKENDS);
     };
     // `timeout`: a hang is a failure too (exit 124).
     const std::string cmd = "timeout 120 " + std::string(MLAFUSE_CLI_PATH) + " " + expand(r.args) +
