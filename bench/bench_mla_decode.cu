@@ -81,28 +81,6 @@ __global__ void read_stream_kernel(const uint4* p, size_t n, uint32_t* sink) {
   if (acc == 0x9e3779b9u) *sink = acc;  // keeps the loads alive; practically never true
 }
 
-template <class F>
-double median_ms(cudaStream_t stream, int iters, F&& body) {
-  cudaEvent_t e0, e1;
-  MLAFUSE_CUDA_CHECK(cudaEventCreate(&e0));
-  MLAFUSE_CUDA_CHECK(cudaEventCreate(&e1));
-  body();  // warm-up
-  std::vector<float> ms;
-  for (int i = 0; i < iters; ++i) {
-    MLAFUSE_CUDA_CHECK(cudaEventRecord(e0, stream));
-    body();
-    MLAFUSE_CUDA_CHECK(cudaEventRecord(e1, stream));
-    MLAFUSE_CUDA_CHECK(cudaEventSynchronize(e1));
-    float t = 0;
-    MLAFUSE_CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
-  MLAFUSE_CUDA_CHECK(cudaEventDestroy(e0));
-  MLAFUSE_CUDA_CHECK(cudaEventDestroy(e1));
-  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-  return ms[ms.size() / 2];
-}
-
 Ceilings measure_ceilings(cublasHandle_t cublas, cudaStream_t stream, int num_sms) {
   Ceilings c;
   const size_t bytes = size_t{2} << 30;
@@ -113,13 +91,13 @@ Ceilings measure_ceilings(cublasHandle_t cublas, cudaStream_t stream, int num_sm
   MLAFUSE_CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, stream));
   uint32_t* sink = nullptr;
   MLAFUSE_CUDA_CHECK(cudaMalloc(&sink, 4));
-  const double read_ms = median_ms(stream, 10, [&] {
+  const double read_ms = bench::median_event_ms(stream, 1, 10, [&] {
     read_stream_kernel<<<num_sms * 8, 512, 0, stream>>>(static_cast<const uint4*>(a), bytes / 16,
                                                        sink);
     MLAFUSE_CUDA_CHECK(cudaGetLastError());
   });
   c.read_gbs = bytes / read_ms / 1e6;
-  const double copy_ms = median_ms(stream, 10, [&] {
+  const double copy_ms = bench::median_event_ms(stream, 1, 10, [&] {
     MLAFUSE_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes / 2, cudaMemcpyDeviceToDevice, stream));
   });
   c.copy_gbs = bytes / copy_ms / 1e6;  // read + write of bytes / 2
@@ -129,7 +107,7 @@ Ceilings measure_ceilings(cublasHandle_t cublas, cudaStream_t stream, int num_sm
   MLAFUSE_CUDA_CHECK(cudaMalloc(&c_mat, size_t{2} * n * n));
   random_bf16(a, size_t{n} * n * 2, 7, 1.0f);
   MLAFUSE_CUBLAS_CHECK(cublasSetStream(cublas, stream));
-  const double gemm_ms = median_ms(stream, 10, [&] {
+  const double gemm_ms = bench::median_event_ms(stream, 1, 10, [&] {
     MLAFUSE_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a,
                                       CUDA_R_16BF, n, static_cast<char*>(a) + size_t{2} * n * n,
                                       CUDA_R_16BF, n, &zero, c_mat, CUDA_R_16BF, n,
