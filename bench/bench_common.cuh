@@ -1,4 +1,4 @@
-// Timing shared by the benchmarks: a captured CUDA graph replayed between two events.
+// Timing shared by the benchmarks: median event times of launches or of a captured CUDA graph.
 #pragma once
 
 #include <cuda_runtime.h>
