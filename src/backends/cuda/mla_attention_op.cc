@@ -321,23 +321,11 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   p.kv_cache = static_cast<const __nv_bfloat16*>(cache.raw());
   p.w_uv = static_cast<const __nv_bfloat16*>(w.w_uv.raw());
 
-  MlaOutputParams out;
-  out.out = call.outputs[0].raw();
-  out.ue8m0 = plan.ue8m0;
-  out.col_major = plan.col_major;
-  out.tma_aligned = plan.tma_aligned;
-  if (call.inputs.size() == 5) out.scale = call.inputs[4].data<float>();
-  if (!plan.key) {
-    out.kind = MlaEpilogue::kBf16;
-  } else if (*plan.key == kFp8StaticTensorSym) {
-    out.kind = MlaEpilogue::kFp8Static;
-  } else if (*plan.key == kNvfp4Dynamic) {
-    out.kind = MlaEpilogue::kNvfp4;
-    out.nvfp4_scales = static_cast<uint8_t*>(call.outputs[2].raw());
-  } else {
-    out.kind = plan.key->group_size() == 128 ? MlaEpilogue::kFp8Group128 : MlaEpilogue::kFp8Group64;
-    out.group_scales = call.outputs[2].data<float>();
-  }
+  const MlaOutputParams out = mla_output_params(
+      plan.key, call.outputs[0].raw(),
+      call.inputs.size() == 5 ? call.inputs[4].data<float>() : nullptr,
+      plan.key && plan.key->group_size() != 0 ? call.outputs[2].raw() : nullptr, plan.col_major,
+      plan.tma_aligned, plan.ue8m0);
   launch_mla_plan(p, ws, stream);
   launch_mla_decode_splitkv(p, ws, stream);
   launch_mla_combine_up_quant(p, ws, out, stream);

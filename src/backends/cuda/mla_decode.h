@@ -22,6 +22,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 #include "mlafuse/quant/quant_key.h"
 
@@ -36,6 +37,9 @@ inline constexpr int kMlaVDim = 128;    // V
 inline constexpr int kMlaPage = 64;     // tokens per KV tile of the kernels (the default page)
 // Split-KV cost of one query beyond its KV tiles (Q load, output write, combine), in tiles.
 inline constexpr int kMlaQueryOverheadTiles = 4;
+// Most split-KV parts of one call (a caller's num_kv_splits): far past any use (more than a few
+// parts a CTA slot only adds f32 partial traffic), well inside the grid's y limit.
+inline constexpr int kMlaMaxParts = 4096;
 
 struct MlaDecodeProblem {
   int num_heads = 0;                           // H in {16, 32, 64, 128}
@@ -93,6 +97,32 @@ struct MlaOutputParams {
   bool tma_aligned = false;
   float eps = static_cast<float>(kDefaultQuantEps);
 };
+
+// The epilogue a (validated) output quant key asks for, with its buffers: out, the [1] f32 scale
+// (static FP8, NVFP4's global scale) or null, and the block-scale buffer (group FP8 f32 scales,
+// NVFP4 swizzled e4m3) or null. One place maps keys to epilogues (op runner and Python binding).
+inline MlaOutputParams mla_output_params(const std::optional<QuantKey>& key, void* out,
+                                         const float* scale, void* block_scale, bool col_major,
+                                         bool tma_aligned, bool ue8m0) {
+  MlaOutputParams o;
+  o.out = out;
+  o.scale = scale;
+  o.col_major = col_major;
+  o.tma_aligned = tma_aligned;
+  o.ue8m0 = ue8m0;
+  if (!key) {
+    o.kind = MlaEpilogue::kBf16;
+  } else if (*key == kFp8StaticTensorSym) {
+    o.kind = MlaEpilogue::kFp8Static;
+  } else if (*key == kNvfp4Dynamic) {
+    o.kind = MlaEpilogue::kNvfp4;
+    o.nvfp4_scales = static_cast<uint8_t*>(block_scale);
+  } else {
+    o.kind = key->group_size() == 128 ? MlaEpilogue::kFp8Group128 : MlaEpilogue::kFp8Group64;
+    o.group_scales = static_cast<float*>(block_scale);
+  }
+  return o;
+}
 
 void launch_mla_plan(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t stream);
 void launch_mla_decode_splitkv(const MlaDecodeProblem& p, const MlaWorkspace& ws,
