@@ -30,9 +30,18 @@ namespace mlafuse::cuda::mla {
 
 inline constexpr int kCombineThreads = 256;
 inline constexpr int kOutStride = kMlaVDim + 8;  // padded bf16 row of the staged output tile
-// Split entries of one token tile: at most kTM + num_parts (each part boundary splits one token
-// once more); the launcher checks num_parts against this.
-inline constexpr int kMaxMergeEntries = 1024;
+// The split-KV parts holding one query's tiles: parts first .. first + count - 1 (count 0: no KV).
+struct SplitRow {
+  int first;
+  int count;
+  int cum;  // the query's q_cum, which gives each split's partial slot (partial_slot)
+};
+
+__device__ __forceinline__ SplitRow split_row(const MlaWorkspace& ws, int per_part, int t) {
+  const QuerySplits sp = query_splits(ws, per_part, t);
+  return SplitRow{sp.first, sp.tiles > 0 ? sp.last - sp.first + 1 : 0, ws.q_cum[t]};
+}
+
 
 // W_UV[h] moves in chunks of 64 latent rows (16 KB); a ring of kStages chunk buffers. kStages =
 // kWChunks holds W_UV[h] whole (every chunk in flight from the start); kStages = 2 streams it so
@@ -46,14 +55,9 @@ struct CombineUpSmem {
                                                       // swizzled 16-byte chunks
   __nv_bfloat16 a[kTM * kMlaLatent];  // merged o_lat [kTM, 512], rows of 64 swizzled chunks;
                                       // reused as the bf16 output tile [kTM, kOutStride]
-  // The tile's merge plan: row r's split entries are [row_off[r], row_off[r+1]); an entry is a
-  // partial slot and its weight (slot -1: the single-split bf16 latent output, weight 1).
-  int row_off[kTM + 1];
-  int row_first[kTM];
-  int merge_rows[kTM];  // rows with 0 or >= 2 split entries (merged or zeroed by the warps)
-  int num_merge_rows;
-  int ent_slot[kMaxMergeEntries];
-  float ent_w[kMaxMergeEntries];
+  SplitRow rows[kTM];    // each row's split-KV parts
+  int merge_rows[kTM];   // rows with 0 or >= 2 splits (merged or zeroed by the warps)
+  uint32_t ballot[2];    // rows 0..31, 32..63 that merge
 };
 
 // ---- epilogue functors: `row` gets one token's 128 bf16-rounded outputs of head h -------------
@@ -184,58 +188,90 @@ struct EpiNvfp4 {
   }
 };
 
-// Merged latent output of token t, head h, at dims d0 and d0 + 1 of the calling lane, for a token
-// whose KV was split over several parts: log-sum-exp weights in f32. All 32 lanes of the warp call
-// it together (shuffles inside); the split count is uniform over the warp.
-__device__ __forceinline__ float2 merge_split_pair(const MlaDecodeProblem& p,
-                                                   const MlaWorkspace& ws, const QuerySplits& sp,
-                                                   int t, int h, int d0, int lane) {
-  const int count = sp.last - sp.first + 1;
-  float m = -INFINITY;
-  for (int base = 0; base < count; base += 32) {
-    const int k = base + lane;
-    if (k < count) {
-      const int slot = partial_slot(ws, sp.first + k, t);
-      m = fmaxf(m, ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + h]);
+__device__ __forceinline__ float2 load_partial(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                                               int slot, int h, int d0) {
+  return *reinterpret_cast<const float2*>(
+      ws.o_part + (static_cast<int64_t>(slot) * p.num_heads + h) * kMlaLatent + d0);
+}
+
+// Merged latent output at dims d0, d0 + 1 of the calling lane, for kRows queries of head h whose
+// KV was split (count >= 2) or is empty (count 0: zeros), with log-sum-exp weights in f32. All 32
+// lanes call it together (shuffles inside); rows[] is uniform over the warp. The log-sum-exps
+// and the first kPre partials of every row are loaded before anything waits on them, so a merge
+// costs a round trip or two, not one per row or per split. Sum order: split order, from 0; the
+// fused combine and the unfused latent combine both merge here, so they agree bit for bit.
+template <int kRows, int kPre>
+__device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                                                 int per_part, const SplitRow (&rows)[kRows],
+                                                 int h, int d0, int lane, float2 (&res)[kRows]) {
+  static_assert(kPre >= 1 && kPre <= 32, "prefetch within the first 32 splits");
+  auto slot_of = [&](const SplitRow& r, int k) { return partial_slot(r.first + k, per_part, r.cum); };
+  auto lse_of = [&](const SplitRow& r, int k) {
+    return ws.lse_part[static_cast<int64_t>(slot_of(r, k)) * p.num_heads + h];
+  };
+  float lse0[kRows];
+  float2 x0[kRows][kPre];
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    lse0[i] = lane < rows[i].count ? lse_of(rows[i], lane) : -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kPre; ++j) {
+      x0[i][j] = j < rows[i].count ? load_partial(p, ws, slot_of(rows[i], j), h, d0)
+                                   : make_float2(0.0f, 0.0f);
     }
   }
 #pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  float2 acc = make_float2(0.0f, 0.0f);
-  float wsum = 0.0f;
-  for (int base = 0; base < count; base += 32) {
-    const int k = base + lane;
-    int slot = 0;
-    float w = 0.0f;
-    if (k < count) {
-      slot = partial_slot(ws, sp.first + k, t);
-      w = __expf(ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + h] - m);
+  for (int i = 0; i < kRows; ++i) {
+    const SplitRow& r = rows[i];
+    if (r.count == 0) {
+      res[i] = make_float2(0.0f, 0.0f);
+      continue;
     }
-    wsum += w;
-    const int nk = min(32, count - base);
-    for (int j0 = 0; j0 < nk; j0 += 8) {  // eight independent loads in flight
-      float2 v[8];
-      float wj[8];
+    float m = lse0[i];
+    for (int k = 32 + lane; k < r.count; k += 32) m = fmaxf(m, lse_of(r, k));
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const int sj = __shfl_sync(0xffffffffu, slot, j0 + j);
-        wj[j] = __shfl_sync(0xffffffffu, w, j0 + j);
-        v[j] = j0 + j < nk
-                   ? *reinterpret_cast<const float2*>(
-                         ws.o_part + (static_cast<int64_t>(sj) * p.num_heads + h) * kMlaLatent + d0)
-                   : make_float2(0.0f, 0.0f);
+    for (int o = 16; o >= 1; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float2 acc = make_float2(0.0f, 0.0f);
+    float wsum = 0.0f;
+    for (int base = 0; base < r.count; base += 32) {
+      const int k = base + lane;
+      const float lse = base == 0 ? lse0[i] : (k < r.count ? lse_of(r, k) : -INFINITY);
+      const float w = k < r.count ? __expf(lse - m) : 0.0f;
+      wsum += w;
+      const int nk = min(32, r.count - base);
+      int j0 = 0;
+      if (base == 0) {
+#pragma unroll
+        for (int j = 0; j < kPre; ++j) {  // splits past the count: x = 0 and w = 0
+          const float wj = __shfl_sync(0xffffffffu, w, j);
+          acc.x += wj * x0[i][j].x;
+          acc.y += wj * x0[i][j].y;
+        }
+        j0 = kPre;
       }
+      for (; j0 < nk; j0 += 16) {  // sixteen independent loads in flight
+        float2 v[16];
+        float wj[16];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        acc.x += wj[j] * v[j].x;
-        acc.y += wj[j] * v[j].y;
+        for (int j = 0; j < 16; ++j) {
+          const int e = j0 + j;
+          wj[j] = __shfl_sync(0xffffffffu, w, e & 31);
+          v[j] = e < nk ? load_partial(p, ws, slot_of(r, base + e), h, d0) : make_float2(0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          if (j0 + j < nk) {
+            acc.x += wj[j] * v[j].x;
+            acc.y += wj[j] * v[j].y;
+          }
+        }
       }
     }
+#pragma unroll
+    for (int o = 16; o >= 1; o >>= 1) wsum += __shfl_xor_sync(0xffffffffu, wsum, o);
+    const float inv = 1.0f / wsum;
+    res[i] = make_float2(acc.x * inv, acc.y * inv);
   }
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) wsum += __shfl_xor_sync(0xffffffffu, wsum, o);
-  const float inv = 1.0f / wsum;
-  return make_float2(acc.x * inv, acc.y * inv);
 }
 
 // Waits until at most `pending` (warp-uniform, 0..7) cp.async groups of the thread are in flight.
@@ -306,34 +342,25 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   for (int k = 0; k < kStages; ++k) load_w_chunk(sw + k * kChunkBytes, gw, k);
   cp_async_commit();
 
-  // 2. Merge the splits of each token in f32 and round to bf16. The plan (split count, partial
-  //    slots, log-sum-exp weights) is built in shared memory by all threads, so the dependent
-  //    global loads are a few round trips per tile rather than per token.
+  // 2. Merge the splits of each token in f32 and round to bf16. Every row's splits follow from
+  //    its q_cum in closed form (partial_slot), so one round of loads gives them all.
   const int per_part = ws.sched[0];
   const int rows = min(kTM, n - t0);
-  if (threadIdx.x < kTM) {
+  if (threadIdx.x < 64) {  // warps 0 and 1 list the rows that merge (kTM <= 64)
     const int r = threadIdx.x;
-    int cnt = 0;
-    int first = 0;
-    if (r < rows) {
-      const QuerySplits sp = query_splits(ws, per_part, t0 + r);
-      cnt = sp.tiles > 0 ? sp.last - sp.first + 1 : 0;
-      first = sp.first;
-    }
-    sm.row_first[r] = first;
-    sm.row_off[r + 1] = cnt;  // prefix-summed below
+    SplitRow sr{0, 0, 0};
+    if (r < rows) sr = split_row(ws, per_part, t0 + r);
+    if (r < kTM) sm.rows[r] = sr;
+    const bool merge = r < kTM && sr.count != 1;
+    const uint32_t bal = __ballot_sync(0xffffffffu, merge);
+    if (lane == 0) sm.ballot[warp] = bal;
+    __syncwarp();
+    asm volatile("bar.sync 1, 64;" ::: "memory");  // both warps' ballots are in
+    const int pos = __popc(bal & ((1u << lane) - 1u)) + (warp == 1 ? __popc(sm.ballot[0]) : 0);
+    if (merge) sm.merge_rows[pos] = r;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    sm.row_off[0] = 0;
-    int m = 0;
-    for (int r = 0; r < kTM; ++r) {
-      if (sm.row_off[r + 1] != 1) sm.merge_rows[m++] = r;
-      sm.row_off[r + 1] += sm.row_off[r];
-    }
-    sm.num_merge_rows = m;
-  }
-  __syncthreads();
+  const int num_merge = __popc(sm.ballot[0]) + __popc(sm.ballot[1]);
   // Single-split rows: the attention already wrote their bf16 latent output; copy it into the
   // swizzled A tile with cp.async (whole tile in flight at once, overlapping the W_UV load and
   // the merge below). Row r, 16-byte chunk c of 64.
@@ -342,114 +369,40 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     for (int i = threadIdx.x; i < kTM * (kMlaLatent / 8); i += kCombineThreads) {
       const int r = i / (kMlaLatent / 8);
       const int c = i % (kMlaLatent / 8);
-      if (sm.row_off[r + 1] - sm.row_off[r] != 1) continue;
+      if (sm.rows[r].count != 1) continue;
       cp_async16(sa + (r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8) * 2,
                  ws.o_lat + (static_cast<int64_t>(t0 + r) * p.num_heads + h) * kMlaLatent + c * 8);
     }
     cp_async_commit();
   }
-  const int entries = sm.row_off[kTM];
-  for (int e = threadIdx.x; e < entries; e += kCombineThreads) {
-    int lo = 0;
-    int hi = kTM;  // the row r with row_off[r] <= e < row_off[r + 1]
-    while (hi - lo > 1) {
-      const int mid = (lo + hi) / 2;
-      if (sm.row_off[mid] <= e) {
-        lo = mid;
-      } else {
-        hi = mid;
-      }
-    }
-    const int cnt = sm.row_off[lo + 1] - sm.row_off[lo];
-    int slot = -1;
-    float lse = 0.0f;
-    if (cnt > 1) {
-      slot = partial_slot(ws, sm.row_first[lo] + (e - sm.row_off[lo]), t0 + lo);
-      lse = ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + h];
-    }
-    sm.ent_slot[e] = slot;
-    sm.ent_w[e] = lse;
-  }
-  __syncthreads();
-  if (threadIdx.x < kTM) {
-    const int b = sm.row_off[threadIdx.x];
-    const int e = sm.row_off[threadIdx.x + 1];
-    if (e - b > 1) {
-      float m = -INFINITY;
-      for (int i = b; i < e; ++i) m = fmaxf(m, sm.ent_w[i]);
-      float sum = 0.0f;
-      for (int i = b; i < e; ++i) {
-        const float w = __expf(sm.ent_w[i] - m);
-        sm.ent_w[i] = w;
-        sum += w;
-      }
-      const float inv = 1.0f / sum;
-      for (int i = b; i < e; ++i) sm.ent_w[i] *= inv;
-    }
-  }
-  __syncthreads();
   // The other rows: warp w owns latent dims 64w .. 64w+63 of every row (lane l: 64w + 2l, +1), so
-  // even a single token keeps all eight warps loading. Eight rows at a time, with the first two
-  // split entries of each loaded before any is summed (16 loads in flight a lane); further entries
-  // follow in order. The sum order is entry order, from 0, as in the unfused merge.
+  // even a single token keeps all eight warps loading. One merging row: its first 16 splits in
+  // flight at once; more: four rows at a time, four splits each.
   const int d0 = 64 * warp + 2 * lane;
-  const int num_merge = sm.num_merge_rows;
-  for (int q0 = 0; q0 < num_merge; q0 += 8) {
-    float2 x[8][2];
-    float w[8][2];
+  auto store_row = [&](int r, float2 v) {
+    const int c = d0 / 8;
+    *reinterpret_cast<uint32_t*>(sm.a + r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8 + d0 % 8) =
+        pack_bf16x2(v.x, v.y);
+  };
+  if (num_merge == 1) {
+    const int r = sm.merge_rows[0];
+    const SplitRow one[1] = {sm.rows[r]};
+    float2 v[1];
+    merge_split_rows<1, 16>(p, ws, per_part, one, h, d0, lane, v);
+    store_row(r, v[0]);
+  } else {
+    for (int q0 = 0; q0 < num_merge; q0 += 4) {
+      SplitRow four[4];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int r = q0 + i < num_merge ? sm.merge_rows[q0 + i] : 0;
-      const int b = sm.row_off[r];
-      const int cnt = q0 + i < num_merge ? sm.row_off[r + 1] - b : 0;
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        w[i][j] = cnt > 1 ? sm.ent_w[b + j] : 0.0f;
-        x[i][j] =
-            cnt > 1
-                ? *reinterpret_cast<const float2*>(
-                      ws.o_part +
-                      (static_cast<int64_t>(sm.ent_slot[b + j]) * p.num_heads + h) * kMlaLatent +
-                      d0)
-                : make_float2(0.0f, 0.0f);
+      for (int i = 0; i < 4; ++i) {
+        four[i] = q0 + i < num_merge ? sm.rows[sm.merge_rows[q0 + i]] : SplitRow{0, 0, 0};
       }
-    }
+      float2 v[4];
+      merge_split_rows<4, 4>(p, ws, per_part, four, h, d0, lane, v);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      if (q0 + i >= num_merge) break;  // uniform over the CTA
-      const int r = sm.merge_rows[q0 + i];
-      const int b = sm.row_off[r];
-      const int end = sm.row_off[r + 1];
-      float2 v = make_float2(0.0f, 0.0f);
-      if (end - b > 1) {
-        v.x += w[i][0] * x[i][0].x;
-        v.y += w[i][0] * x[i][0].y;
-        v.x += w[i][1] * x[i][1].x;
-        v.y += w[i][1] * x[i][1].y;
-        for (int e0 = b + 2; e0 < end; e0 += 8) {
-          float2 y[8];
-          float wy[8];
-#pragma unroll
-          for (int j = 0; j < 8; ++j) {
-            const int e = e0 + j;
-            wy[j] = e < end ? sm.ent_w[e] : 0.0f;
-            y[j] = e < end
-                       ? *reinterpret_cast<const float2*>(
-                             ws.o_part +
-                             (static_cast<int64_t>(sm.ent_slot[e]) * p.num_heads + h) * kMlaLatent +
-                             d0)
-                       : make_float2(0.0f, 0.0f);
-          }
-#pragma unroll
-          for (int j = 0; j < 8; ++j) {
-            v.x += wy[j] * y[j].x;
-            v.y += wy[j] * y[j].y;
-          }
-        }
+      for (int i = 0; i < 4; ++i) {
+        if (q0 + i < num_merge) store_row(sm.merge_rows[q0 + i], v[i]);
       }
-      const int c = d0 / 8;
-      *reinterpret_cast<uint32_t*>(sm.a + r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8 +
-                                   d0 % 8) = pack_bf16x2(v.x, v.y);
     }
   }
   cp_async_wait<0>();
@@ -533,13 +486,13 @@ __global__ void __launch_bounds__(kThreads)
   const int t = blockIdx.x;
   const int h = blockIdx.y;
   if (t >= real_tokens(p)) return;
-  const QuerySplits sp = query_splits(ws, ws.sched[0], t);
-  if (sp.tiles > 0 && sp.first == sp.last) return;
-  const int d0 = 64 * warp + 2 * lane;
-  const float2 v =
-      sp.tiles == 0 ? make_float2(0.0f, 0.0f) : merge_split_pair(p, ws, sp, t, h, d0, lane);
+  const int per_part = ws.sched[0];
+  const SplitRow row[1] = {split_row(ws, per_part, t)};
+  if (row[0].count == 1) return;  // the attention wrote it
+  float2 v[1];
+  merge_split_rows<1, 16>(p, ws, per_part, row, h, 64 * warp + 2 * lane, lane, v);
   *reinterpret_cast<uint32_t*>(ws.o_lat + (static_cast<int64_t>(t) * p.num_heads + h) * kMlaLatent +
-                               d0) = pack_bf16x2(v.x, v.y);
+                               64 * warp + 2 * lane) = pack_bf16x2(v[0].x, v[0].y);
 }
 
 // Host side: launches one CTA per (token tile, head). NVFP4's grid reaches round_up(T_pad, 128)
@@ -550,8 +503,6 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   const int64_t rows =
       Epi::kKind == MlaEpilogue::kNvfp4 ? round_up(p.num_queries, 128) : p.num_queries;
   const dim3 grid(static_cast<unsigned>(ceil_div(rows, kTM)), static_cast<unsigned>(p.num_heads));
-  MLAFUSE_CHECK(kTM + ws.num_parts <= kMaxMergeEntries, "mla_combine_up_quant: ", ws.num_parts,
-                " split-KV parts exceed the merge plan's capacity");
   const size_t smem = sizeof(CombineUpSmem<kTM, kStages>);
   auto kernel = mla_combine_up_quant_kernel<Epi, kTM, kStages>;
   MLAFUSE_CUDA_CHECK(

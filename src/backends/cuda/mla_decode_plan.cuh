@@ -7,8 +7,9 @@
 // [p * per_part, (p + 1) * per_part). A query's tiles that fall in one part form a segment.
 // Everything else follows in closed form, so no per-part lists are stored:
 //   splits of t: parts floor(q_cum[t] / per_part) .. floor((q_cum[t] + tiles_t - 1) / per_part);
-//   partial slot of (t, p): 2p when t is the part's first query (part_qbegin[p]), else 2p + 1
-//   (a part holds at most two split queries: the one it starts in and the one it ends in).
+//   partial slot of (t, p): 2p when t's cost range begins at or before the part's start (t is the
+//   part's first query), else 2p + 1 (a part holds at most two split queries: the one it starts
+//   in and the one it ends in). No load: the combine finds every split of t from q_cum alone.
 #pragma once
 
 #include <climits>
@@ -43,8 +44,9 @@ __device__ __forceinline__ QuerySplits query_splits(const MlaWorkspace& ws, int 
   return s;
 }
 
-__device__ __forceinline__ int partial_slot(const MlaWorkspace& ws, int part, int t) {
-  return 2 * part + (ws.part_qbegin[part] == t ? 0 : 1);
+// cum: q_cum of the query, which has tiles in `part`.
+__device__ __forceinline__ int partial_slot(int part, int per_part, int cum) {
+  return 2 * part + (cum <= part * per_part ? 0 : 1);
 }
 
 template <int kThreads>

@@ -316,7 +316,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
 
   // A segment: the tiles [tile0, tile1) of query t that fall in this part.
   struct Segment {
-    int t, len, tiles, tile0, tile1;
+    int t, len, tiles, tile0, tile1, cum;
     const int32_t* bt_row;
   };
   // The first segment at query t or later; false when the part has no more.
@@ -325,6 +325,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       const int cum = ws.q_cum[t];
       if (cum >= part_end) return false;
       sg.t = t;
+      sg.cum = cum;
       sg.len = ws.q_len[t];
       sg.tiles = ceil_tiles(sg.len);
       sg.tile0 = max(part_begin - cum, 0);
@@ -619,7 +620,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     const bool have_next = find_segment(t + 1, next);
     if (have_next && threadIdx.x == 0) load_segment(next);
     const bool whole = tile0 == 0 && tile1 == tiles;
-    const int slot = whole ? 0 : partial_slot(ws, part, t);
+    const int slot = whole ? 0 : partial_slot(part, per_part, seg.cum);
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = row0 + 8 * r;
