@@ -110,11 +110,11 @@ def main():
     if torch is not None and a.device == "cuda":
         tops = rounds_us(lambda: torch.ops.mlafuse.mla_decode(q, cache, table, seq_lens, w_uv,
                                                               out, None, bs, -1, None, 0.0,
-                                                              False),
+                                                              False, 0),
                          a.iters, a.rounds, sync)
     cpp = statistics.median(_C.mla_decode(
         _ops._array(q, "q")[0], _ops._array(cache, "kv_cache")[0], table, seq_lens,
-        _ops._array(w_uv, "w_uv")[0], oa, ot, None, bs, "", -1, None, ws, 0.0, False, stream,
+        _ops._array(w_uv, "w_uv")[0], oa, ot, None, bs, "", -1, None, ws, 0.0, False, 0, stream,
         iters=a.iters) for _ in range(a.rounds))
     rows.append(("mla_decode (group-128 FP8 out)", py, tops, cpp))
 

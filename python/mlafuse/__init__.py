@@ -112,7 +112,7 @@ def cache_write(kv_c_normed, k_pe, kv_cache, slot_mapping):
 
 def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
                output_block_scale=None, num_tokens=None, *, softmax_scale=0.0,
-               scale_ue8m0=False, workspace=None):
+               scale_ue8m0=False, num_kv_splits=0, workspace=None):
     """Absorbed MLA decode, one query token per sequence, into `out`.
 
     q [T_pad, H, 576] bf16 (q_nope @ W_UK_T | q_pe); kv_cache [pages, page_size, 576] bf16
@@ -127,8 +127,12 @@ def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
     The quantized output is bit-identical to the bf16 output quantized by the matching quant op.
     num_tokens: the real count n <= T_pad, an int or an int32 [1] tensor read on the device (for
     CUDA graphs replayed with a new n); nothing of tokens >= n is written. scale_ue8m0: group-FP8
-    scales rounded up to powers of two. softmax_scale 0 means 1/sqrt(192). workspace: CUDA
-    scratch of mla_decode_workspace_bytes(T_pad, H, device) bytes; by default taken from torch.
+    scales rounded up to powers of two. softmax_scale 0 means 1/sqrt(192). num_kv_splits: the
+    CUDA split-KV schedule's part count (0: one per CTA slot, SMs / ceil(H/64)); pass the same
+    count on every tensor-parallel rank and each rank's output equals, bit for bit, the heads it
+    holds of a single-GPU call with that count (the split points then do not depend on H).
+    workspace: CUDA scratch of mla_decode_workspace_bytes(T_pad, H, device, num_kv_splits)
+    bytes; by default taken from torch.
     Before capturing a CUDA graph, call it once eagerly at the largest T_pad (as torch's warm-up
     does): the first call on a device sets up the backend and a small index table."""
     n_int, n_dev = -1, None
@@ -143,8 +147,9 @@ def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
     if _traced(q):
         _torch.ops.mlafuse.mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out,
                                       output_scale, output_block_scale, n_int, n_dev,
-                                      float(softmax_scale), bool(scale_ue8m0))
+                                      float(softmax_scale), bool(scale_ue8m0),
+                                      int(num_kv_splits))
     else:
         _ops.mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale,
                          output_block_scale, n_int, n_dev, softmax_scale, scale_ue8m0,
-                         workspace)
+                         int(num_kv_splits), workspace)

@@ -149,22 +149,26 @@ def cache_write_(kv_c_normed, k_pe, kv_cache, slot_mapping):
 _workspace_bytes = {}
 
 
-def mla_decode_workspace_bytes(t_pad, heads, device=None):
-    """Scratch bytes of one CUDA mla_decode call (0 on the CPU). device: a CUDA index or None."""
+def mla_decode_workspace_bytes(t_pad, heads, device=None, num_kv_splits=0):
+    """Scratch bytes of one CUDA mla_decode call (0 on the CPU). device: a CUDA index or None;
+    num_kv_splits as for mla_decode."""
     dev = -1 if device is None else int(device)
-    key = (t_pad, heads, dev)
+    key = (t_pad, heads, dev, num_kv_splits)
     n = _workspace_bytes.get(key)
     if n is None:
-        n = _workspace_bytes[key] = _C.mla_decode_workspace_bytes(t_pad, heads, dev)
+        n = _workspace_bytes[key] = _C.mla_decode_workspace_bytes(t_pad, heads, dev,
+                                                                  num_kv_splits)
     return n
 
 
 def mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale, output_block_scale,
-                num_tokens, num_tokens_device, softmax_scale, scale_ue8m0, workspace=None):
+                num_tokens, num_tokens_device, softmax_scale, scale_ue8m0, num_kv_splits=0,
+                workspace=None):
     if workspace is None and _is_torch(q) and q.is_cuda and q.dim() == 3 and _C.built_with_cuda:
         # From torch's caching allocator: no cudaMalloc in steady state, and inside a CUDA-graph
         # capture it comes from the graph's own pool.
-        nbytes = mla_decode_workspace_bytes(q.shape[0], q.shape[1], q.get_device())
+        nbytes = mla_decode_workspace_bytes(q.shape[0], q.shape[1], q.get_device(),
+                                            num_kv_splits)
         workspace = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
     oa, ot = _array(out, "out", True)
     sa, st = (None, "") if output_block_scale is None else _array(output_block_scale,
@@ -176,7 +180,7 @@ def mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale, out
         num_tokens,
         None if num_tokens_device is None else _array(num_tokens_device, "num_tokens")[0],
         None if workspace is None else _array(workspace, "workspace", True)[0],
-        softmax_scale, scale_ue8m0, _stream(q))
+        softmax_scale, scale_ue8m0, num_kv_splits, _stream(q))
 
 
 def dtype_name(dtype):

@@ -164,6 +164,14 @@ const int32_t* decode_query_starts(int device, int64_t t_pad, cudaStream_t strea
   return r.data;
 }
 
+// The split-KV part count of a call: the caller's, or one a CTA slot of the device.
+int kv_parts(int64_t num_kv_splits, int device, int64_t heads) {
+  MLAFUSE_CHECK(num_kv_splits >= 0 && num_kv_splits <= cuda::kMlaMaxParts, "num_kv_splits ",
+                num_kv_splits, " is outside [0, ", cuda::kMlaMaxParts, "] (0: one per CTA slot)");
+  return num_kv_splits > 0 ? static_cast<int>(num_kv_splits)
+                           : cuda::mla_num_parts(num_sms(device), static_cast<int>(heads));
+}
+
 void check_aligned(const Tensor& t, const char* name, uintptr_t bytes) {
   MLAFUSE_CHECK(reinterpret_cast<uintptr_t>(t.raw()) % bytes == 0, "tensor ", name, " ", t.str(),
                 ": its data must be ", bytes, "-byte aligned");
@@ -190,14 +198,14 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
   check_aligned(a.w_uv, "w_uv", 16);
   check_aligned(a.out, "out", 16);
   const int dev = place.device_id;
-  const int parts = mla_num_parts(num_sms(dev), static_cast<int>(heads));
+  const int parts = kv_parts(a.num_kv_splits, dev, heads);
   const size_t need = mla_workspace_bytes(static_cast<int>(t_pad), static_cast<int>(heads), parts);
   MLAFUSE_CHECK(a.workspace.defined(), "mla_decode on CUDA needs a workspace of ", need,
                 " bytes (mlafuse allocates it with torch; without torch pass workspace=)");
   check_tensor(a.workspace, "workspace", DType::kU8, {a.workspace.numel()});
   MLAFUSE_CHECK(static_cast<size_t>(a.workspace.numel()) >= need, "tensor workspace ",
                 a.workspace.str(), ": expected at least ", need, " bytes for T_pad = ", t_pad,
-                " and ", heads, " heads");
+                " and ", heads, " heads and ", parts, " split-KV parts");
   check_aligned(a.workspace, "workspace", 256);
   if (t_pad == 0) return;
 
@@ -220,23 +228,10 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
   p.kv_cache = static_cast<const __nv_bfloat16*>(a.kv_cache.raw());
   p.w_uv = static_cast<const __nv_bfloat16*>(a.w_uv.raw());
 
-  MlaOutputParams out;
-  out.out = a.out.raw();
-  out.ue8m0 = a.scale_ue8m0;
-  out.col_major = o.col_major;
-  out.tma_aligned = o.tma_aligned;
-  if (a.output_scale.defined()) out.scale = a.output_scale.data<float>();
-  if (!o.key) {
-    out.kind = MlaEpilogue::kBf16;
-  } else if (*o.key == kFp8StaticTensorSym) {
-    out.kind = MlaEpilogue::kFp8Static;
-  } else if (*o.key == kNvfp4Dynamic) {
-    out.kind = MlaEpilogue::kNvfp4;
-    out.nvfp4_scales = static_cast<uint8_t*>(a.output_block_scale.raw());
-  } else {
-    out.kind = o.key->group_size() == 128 ? MlaEpilogue::kFp8Group128 : MlaEpilogue::kFp8Group64;
-    out.group_scales = a.output_block_scale.data<float>();
-  }
+  const MlaOutputParams out = mla_output_params(
+      o.key, a.out.raw(), a.output_scale.defined() ? a.output_scale.data<float>() : nullptr,
+      a.output_block_scale.defined() ? a.output_block_scale.raw() : nullptr, o.col_major,
+      o.tma_aligned, a.scale_ue8m0);
   const MlaWorkspace ws = mla_workspace_carve(a.workspace.raw(), static_cast<int>(t_pad),
                                               static_cast<int>(heads), parts);
   launch_mla_plan(p, ws, stream);
@@ -299,6 +294,8 @@ void mla_decode(const MlaDecodeArgs& a, const Place& place, void* stream) {
   MLAFUSE_CHECK(a.softmax_scale >= 0 && std::isfinite(a.softmax_scale), "softmax_scale ",
                 a.softmax_scale, " must be finite and >= 0 (0 means 1/sqrt(192))");
   MLAFUSE_CHECK(a.num_tokens >= -1, "num_tokens ", a.num_tokens, " must be >= 0");
+  MLAFUSE_CHECK(a.num_kv_splits >= 0, "num_kv_splits ", a.num_kv_splits,
+                " must be >= 0 (0: one per CTA slot)");
   MLAFUSE_CHECK(t_pad < (int64_t{1} << 24), "tensor q ", a.q.str(), ": too many tokens");
   const DecodeOutput o = check_decode_output(a, t_pad, heads);
   const int64_t n = real_tokens(a, t_pad, place.device);
@@ -316,12 +313,14 @@ void mla_decode(const MlaDecodeArgs& a, const Place& place, void* stream) {
 #endif
 }
 
-size_t mla_decode_workspace_bytes(int64_t t_pad, int64_t heads, const Place& place) {
+size_t mla_decode_workspace_bytes(int64_t t_pad, int64_t heads, const Place& place,
+                                  int64_t num_kv_splits) {
   MLAFUSE_CHECK(t_pad >= 0 && heads >= 1, "mla_decode_workspace_bytes: T_pad ", t_pad,
                 " and heads ", heads, " must be >= 0 and >= 1");
+  MLAFUSE_CHECK(num_kv_splits >= 0, "num_kv_splits ", num_kv_splits, " must be >= 0");
   if (place.device == Device::kCpu) return 0;
 #if MLAFUSE_WITH_CUDA
-  const int parts = cuda::mla_num_parts(num_sms(place.device_id), static_cast<int>(heads));
+  const int parts = kv_parts(num_kv_splits, place.device_id, heads);
   return cuda::mla_workspace_bytes(static_cast<int>(t_pad), static_cast<int>(heads), parts);
 #else
   backend_for(place);

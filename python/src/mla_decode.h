@@ -25,10 +25,14 @@ struct MlaDecodeArgs {
   Tensor output_scale;        // [1] f32, optional: static FP8 scale or NVFP4 global scale
   Tensor output_block_scale;  // optional: group FP8 f32 [T_pad, H*128/G]; NVFP4 swizzled e4m3
   Tensor num_tokens_device;   // [1] i32, optional: the real count n, read on the device
-  Tensor workspace;           // u8, CUDA only: mla_decode_workspace_bytes(T_pad, H) bytes
+  Tensor workspace;           // u8, CUDA only: mla_decode_workspace_bytes(T_pad, H, splits)
   int64_t num_tokens = -1;    // n when num_tokens_device is absent; -1 means T_pad
   double softmax_scale = 0;   // 0: 1/sqrt(192)
   bool scale_ue8m0 = false;   // group FP8: power-of-two scales
+  // Split-KV parts of the CUDA schedule; 0: one a CTA slot (SMs / head blocks). A fixed count
+  // makes the split points, hence every rounding, independent of H: tensor-parallel shards then
+  // reproduce the single-GPU output of their heads bit for bit.
+  int64_t num_kv_splits = 0;
 };
 
 // The key the buffers ask for (SPEC 3.4) with the group-scale layout read off the strides of
@@ -42,7 +46,8 @@ DecodeOutput check_decode_output(const MlaDecodeArgs& a, int64_t t_pad, int64_t 
 
 void mla_decode(const MlaDecodeArgs& a, const Place& place, void* stream);
 
-// Scratch bytes one CUDA call needs (0 on the CPU).
-size_t mla_decode_workspace_bytes(int64_t t_pad, int64_t heads, const Place& place);
+// Scratch bytes one CUDA call needs (0 on the CPU); num_kv_splits as in MlaDecodeArgs.
+size_t mla_decode_workspace_bytes(int64_t t_pad, int64_t heads, const Place& place,
+                                  int64_t num_kv_splits = 0);
 
 }  // namespace mlafuse::py
