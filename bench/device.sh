@@ -7,7 +7,8 @@
 #                                      (default: the first four, in that order)
 # python: pip-installs the Python package with the CUDA backend (offline: wheels carried in .whl/,
 # MLAFUSE_PYTHON_TIMEOUT for the build) and runs its pytest suite with torch CUDA tensors, the
-# eager-overhead benchmark and the DeepSeek-V3 decode-step example.
+# eager-overhead benchmark, the DeepSeek-V3 decode-step example and the tensor-parallel example
+# in its one-GPU mode (tp = 2, 4, 8 shards one after another).
 #
 # Logs and JSON go to $OUT when set, else bench-out/. Benchmarks pair by name: for every
 # bench/torch_<name>.py, `python3 bench/torch_<name>.py $OUT/torch_<name>.txt` runs first, then
@@ -129,7 +130,10 @@ if want python; then
   note "python_overhead.py: rc=$? ($(elapsed))"
   timeout 120 python3 examples/deepseek_v3_decode_step.py > "$OUT_DIR/decode_step.txt" 2>&1
   note "deepseek_v3_decode_step.py: rc=$? ($(elapsed))"
-  cat "$OUT_DIR/python_overhead.txt" "$OUT_DIR/decode_step.txt" | tee -a "$SUMMARY"
+  # Tensor parallelism on one GPU: tp = 2, 4, 8 shards one after another (issue 12).
+  timeout 300 python3 examples/deepseek_v3_tp_decode.py --simulate 2,4,8 > "$OUT_DIR/tp_decode.txt" 2>&1
+  note "deepseek_v3_tp_decode.py --simulate 2,4,8: rc=$? ($(elapsed))"
+  cat "$OUT_DIR/python_overhead.txt" "$OUT_DIR/decode_step.txt" "$OUT_DIR/tp_decode.txt" | tee -a "$SUMMARY"
 fi
 
 echo
