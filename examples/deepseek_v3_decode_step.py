@@ -135,6 +135,15 @@ def main():
     print(f"  o_proj output, relative L2 error of mlafuse vs plain torch: {err:.2e}")
     print(f"  fused FP8 codes and scales == quant_fp8_group(mlafuse bf16 output): {same}")
     print(f"  ... == the torch quantizer on that bf16 output: {same_torch}")
+    if not same_torch:  # say where they part, so a mismatch can be diagnosed from the log
+        diff = (xq.view(torch.uint8) != tq.view(torch.uint8)).nonzero()
+        sdiff = (xs.contiguous() != ts).nonzero()
+        print(f"     {len(diff)} codes and {len(sdiff)} scales differ")
+        for t, c in diff[:3].tolist():
+            g = c // G
+            print(f"     t={t} col={c}: x={bf[t, c].item()!r} scale mlafuse={xs[t, g].item()!r} "
+                  f"torch={ts[t, g].item()!r} code mlafuse={xq.view(torch.uint8)[t, c].item():#04x} "
+                  f"torch={tq.view(torch.uint8)[t, c].item():#04x}")
     if not (same and same_torch):
         raise SystemExit(1)
 

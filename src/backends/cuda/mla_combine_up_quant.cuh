@@ -58,6 +58,7 @@ struct CombineUpSmem {
   SplitRow rows[kTM];    // each row's split-KV parts
   int merge_rows[kTM];   // rows with 0 or >= 2 splits (merged or zeroed by the warps)
   uint32_t ballot[2];    // rows 0..31, 32..63 that merge
+  int max_count[2];      // most splits of a row, over rows 0..31 and 32..63
 };
 
 // ---- epilogue functors: `row` gets one token's 128 bf16-rounded outputs of head h -------------
@@ -274,6 +275,25 @@ __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, cons
   }
 }
 
+// The merging rows `list[0 .. count)` of a token tile, kRows at a time (merge_split_rows), each
+// result handed to store(row, value).
+template <int kRows, int kPre, class Store>
+__device__ __forceinline__ void merge_rows_by(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                                              int per_part, const SplitRow* rows, const int* list,
+                                              int count, int h, int d0, int lane, Store&& store) {
+  for (int q0 = 0; q0 < count; q0 += kRows) {
+    SplitRow group[kRows];
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) group[i] = q0 + i < count ? rows[list[q0 + i]] : SplitRow{0, 0, 0};
+    float2 v[kRows];
+    merge_split_rows<kRows, kPre>(p, ws, per_part, group, h, d0, lane, v);
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      if (q0 + i < count) store(list[q0 + i], v[i]);
+    }
+  }
+}
+
 // Waits until at most `pending` (warp-uniform, 0..7) cp.async groups of the thread are in flight.
 __device__ __forceinline__ void cp_async_wait_dyn(int pending) {
   switch (pending) {
@@ -353,7 +373,11 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     if (r < kTM) sm.rows[r] = sr;
     const bool merge = r < kTM && sr.count != 1;
     const uint32_t bal = __ballot_sync(0xffffffffu, merge);
-    if (lane == 0) sm.ballot[warp] = bal;
+    const int most = __reduce_max_sync(0xffffffffu, static_cast<unsigned>(sr.count));
+    if (lane == 0) {
+      sm.ballot[warp] = bal;
+      sm.max_count[warp] = most;
+    }
     __syncwarp();
     asm volatile("bar.sync 1, 64;" ::: "memory");  // both warps' ballots are in
     const int pos = __popc(bal & ((1u << lane) - 1u)) + (warp == 1 ? __popc(sm.ballot[0]) : 0);
@@ -361,6 +385,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   }
   __syncthreads();
   const int num_merge = __popc(sm.ballot[0]) + __popc(sm.ballot[1]);
+  const int max_count = max(sm.max_count[0], sm.max_count[1]);
   // Single-split rows: the attention already wrote their bf16 latent output; copy it into the
   // swizzled A tile with cp.async (whole tile in flight at once, overlapping the W_UV load and
   // the merge below). Row r, 16-byte chunk c of 64.
@@ -377,7 +402,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   }
   // The other rows: warp w owns latent dims 64w .. 64w+63 of every row (lane l: 64w + 2l, +1), so
   // even a single token keeps all eight warps loading. One merging row: its first 16 splits in
-  // flight at once; more: four rows at a time, four splits each.
+  // flight at once; rows of at most 4 splits: four rows at a time; else two rows of 16 splits.
   const int d0 = 64 * warp + 2 * lane;
   auto store_row = [&](int r, float2 v) {
     const int c = d0 / 8;
@@ -390,20 +415,11 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     float2 v[1];
     merge_split_rows<1, 16>(p, ws, per_part, one, h, d0, lane, v);
     store_row(r, v[0]);
+  } else if (max_count <= 4) {
+    merge_rows_by<4, 4>(p, ws, per_part, sm.rows, sm.merge_rows, num_merge, h, d0, lane, store_row);
   } else {
-    for (int q0 = 0; q0 < num_merge; q0 += 4) {
-      SplitRow four[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        four[i] = q0 + i < num_merge ? sm.rows[sm.merge_rows[q0 + i]] : SplitRow{0, 0, 0};
-      }
-      float2 v[4];
-      merge_split_rows<4, 4>(p, ws, per_part, four, h, d0, lane, v);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        if (q0 + i < num_merge) store_row(sm.merge_rows[q0 + i], v[i]);
-      }
-    }
+    merge_rows_by<2, 16>(p, ws, per_part, sm.rows, sm.merge_rows, num_merge, h, d0, lane,
+                         store_row);
   }
   cp_async_wait<0>();
   __syncthreads();
