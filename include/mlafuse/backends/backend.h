@@ -4,7 +4,6 @@
 #pragma once
 
 #include <functional>
-#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -12,48 +11,12 @@
 #include <vector>
 
 #include "mlafuse/core/attributes.h"
-#include "mlafuse/core/error.h"
-#include "mlafuse/core/mla_config.h"
 #include "mlafuse/core/tensor.h"
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/mla/attention_metadata.h"
+#include "mlafuse/mla/fused_quant_request.h"
+#include "mlafuse/mla/weight_store.h"
 
 namespace mlafuse {
-
-// Per-step attention metadata (vLLM's "forward context"). Sequences are ordered decode first
-// (one query token each), then prefill. Tensors live on the device of the backend that reads them.
-struct AttentionMetadata {
-  int64_t num_decodes = 0;          // decode sequences == decode tokens, which come first
-  int64_t num_prefills = 0;         // prefill sequences
-  int64_t num_prefill_tokens = 0;
-  int64_t page_size = 64;
-  Tensor seq_lens;         // [num_seqs] i32: cached length after this step's cache write
-  Tensor query_start_loc;  // [num_seqs + 1] i32: token range of each sequence in the batch
-  Tensor block_table;      // [num_seqs, max_pages_per_seq] i32: page ids; unused slots arbitrary
-  Tensor slot_mapping;     // [T_pad] i32: cache slot of each token (page * page_size + offset); -1 skips
-
-  int64_t num_seqs() const { return num_decodes + num_prefills; }
-  int64_t num_tokens() const { return num_decodes + num_prefill_tokens; }
-};
-
-// Weights an `mla_attention` node finds by its `layer` attribute (the layer object owns them in
-// an engine). Tensors live on the backend's device.
-struct MlaLayerWeights {
-  Tensor w_uk_t;     // [H, P, L] bf16: absorbs q_nope into the latent space
-  Tensor w_uv;       // [H, L, V] bf16: latent output -> per-head value space
-  Tensor kv_b_proj;  // [H*(P+V), L] bf16, dequantized: expands latents for prefill
-};
-
-struct WeightStore {
-  MlaConfig config;
-  std::vector<MlaLayerWeights> layers;
-  // Graph `weight` values by name (e.g. "layers.0.o_proj.weight"), bound by the executor.
-  std::map<std::string, Tensor> tensors;
-  const MlaLayerWeights& layer(int64_t i) const {
-    MLAFUSE_CHECK(i >= 0 && i < static_cast<int64_t>(layers.size()), "layer ", i,
-                  " has no weights (the store holds ", layers.size(), " layers)");
-    return layers[static_cast<size_t>(i)];
-  }
-};
 
 struct RunContext {
   const AttentionMetadata* host_meta = nullptr;    // host copy, for validation and CPU ops
@@ -73,17 +36,6 @@ struct OpCall {
   const AttrMap& attrs;
   std::span<const Tensor> inputs;
   std::span<Tensor> outputs;
-};
-
-// What a layer's fused attention would be asked to produce; lets a backend refuse per layer.
-struct FusedQuantRequest {
-  QuantKey key;
-  int64_t layer = 0;
-  int64_t num_heads = 0;
-  int64_t v_head_dim = 0;
-  bool col_major = false;
-  bool ue8m0 = false;
-  bool tma_aligned = false;
 };
 
 // Launches recorded once and replayed at the same buffer addresses (a CUDA graph).

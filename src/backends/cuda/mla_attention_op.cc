@@ -13,6 +13,7 @@
 #include "backends/cuda/mla_decode.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/shape.h"
+#include "mlafuse/mla/attention_metadata.h"
 #include "mlafuse/quant/quant_key.h"
 #include "mlafuse/quant/scale_layout.h"
 
@@ -49,49 +50,6 @@ void check_cuda_tensor(const Tensor& t, const char* name, DType dtype,
   check_shape(t, name, shape);
   MLAFUSE_CHECK(t.is_contiguous(), "tensor ", name, " ", t.str(),
                 ": expected a contiguous row-major tensor");
-}
-
-void check_i32_meta(const Tensor& t, const char* name, const std::vector<int64_t>& shape,
-                    Device device) {
-  check_dtype(t, name, DType::kI32);
-  check_device(t, name, device);
-  check_shape(t, name, shape);
-  MLAFUSE_CHECK(t.is_contiguous(), "metadata tensor ", name, " ", t.str(), ": expected contiguous");
-}
-
-// Checks the host copy of the metadata values, so the kernels never read a page outside the cache
-// or a block-table entry outside its row.
-void check_host_metadata(const AttentionMetadata& m, int64_t t_pad, int64_t num_pages,
-                         int64_t page_size) {
-  const int64_t num_seqs = m.num_seqs();
-  const int64_t max_pages = m.block_table.dim(1);
-  check_i32_meta(m.seq_lens, "seq_lens (host)", {num_seqs}, Device::kCpu);
-  check_i32_meta(m.query_start_loc, "query_start_loc (host)", {num_seqs + 1}, Device::kCpu);
-  check_i32_meta(m.block_table, "block_table (host)", {num_seqs, max_pages}, Device::kCpu);
-  const int32_t* lens = m.seq_lens.data<int32_t>();
-  const int32_t* qsl = m.query_start_loc.data<int32_t>();
-  const int32_t* bt = m.block_table.data<int32_t>();
-  MLAFUSE_CHECK(qsl[0] == 0, "query_start_loc[0] is ", qsl[0], ", expected 0");
-  MLAFUSE_CHECK(qsl[num_seqs] == m.num_tokens(), "query_start_loc[", num_seqs, "] is ",
-                qsl[num_seqs], ", expected the batch's token count ", m.num_tokens());
-  for (int64_t s = 0; s < num_seqs; ++s) {
-    const int64_t q_len = static_cast<int64_t>(qsl[s + 1]) - qsl[s];
-    const bool decode = s < m.num_decodes;
-    MLAFUSE_CHECK(decode ? q_len == 1 : q_len >= 1, "sequence ", s, " (",
-                  decode ? "decode" : "prefill", ") has ", q_len,
-                  " query tokens in query_start_loc; expected ", decode ? "1" : ">= 1");
-    // A padded decode sequence may have length 0; a prefill's tokens are part of its length.
-    MLAFUSE_CHECK(lens[s] >= 0 && lens[s] >= (decode ? 0 : q_len), "seq_lens[", s, "] is ", lens[s],
-                  ", expected >= ", decode ? 0 : q_len, " (its query tokens)");
-    const int64_t pages = ceil_div(lens[s], page_size);
-    MLAFUSE_CHECK(pages <= max_pages, "seq_lens[", s, "] = ", lens[s], " needs ", pages,
-                  " pages but block_table has ", max_pages, " columns");
-    for (int64_t p = 0; p < pages; ++p) {
-      const int32_t page = bt[s * max_pages + p];
-      MLAFUSE_CHECK(page >= 0 && page < num_pages, "block_table[", s, ", ", p, "] = ", page,
-                    " is outside the cache's ", num_pages, " pages");
-    }
-  }
 }
 
 MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
@@ -228,12 +186,7 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   MLAFUSE_CHECK(dm.num_decodes == hm.num_decodes && dm.num_prefills == hm.num_prefills &&
                     dm.num_prefill_tokens == hm.num_prefill_tokens,
                 "host and device AttentionMetadata disagree on the batch's composition");
-  const int64_t num_seqs = dm.num_seqs();
-  check_rank(dm.block_table, "block_table", 2);
-  check_i32_meta(dm.seq_lens, "seq_lens", {num_seqs}, Device::kCuda);
-  check_i32_meta(dm.query_start_loc, "query_start_loc", {num_seqs + 1}, Device::kCuda);
-  check_i32_meta(dm.block_table, "block_table", {num_seqs, dm.block_table.dim(1)}, Device::kCuda);
-  check_i32_meta(dm.slot_mapping, "slot_mapping", {dm.slot_mapping.dim(0)}, Device::kCuda);
+  check_attention_metadata_tensors(dm, Device::kCuda);
   MLAFUSE_CHECK(dm.slot_mapping.dim(0) >= t, "slot_mapping ", dm.slot_mapping.str(),
                 ": expected at least T_pad = ", t, " entries");
   MLAFUSE_CHECK(dm.block_table.dim(1) >= 1 && dm.block_table.dim(1) < (int64_t{1} << 24),
@@ -242,7 +195,10 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
     MLAFUSE_CHECK(hm.block_table.defined() && hm.block_table.shape() == dm.block_table.shape(),
                   "host block_table ", hm.block_table.str(), " differs in shape from the device's ",
                   dm.block_table.str());
-    check_host_metadata(hm, t, plan.num_pages, plan.page_size);
+    // The host copy's values, so the kernels never read a page outside the cache or a
+    // block-table entry outside its row.
+    const PagedCacheExtent extent{plan.num_pages, plan.page_size, "kv_cache"};
+    validate_attention_metadata(hm, MetadataForm::kPadded, &extent);
   }
 
   const MlaLayerWeights& w = ctx.weights->layer(layer);
