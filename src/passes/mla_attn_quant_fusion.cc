@@ -164,8 +164,8 @@ struct MlaAttnQuantFusion::State {
   RuleSet rules;
 };
 
-MlaAttnQuantFusion::MlaAttnQuantFusion(const Backend& backend)
-    : backend_(backend), state_(std::make_unique<State>()) {
+MlaAttnQuantFusion::MlaAttnQuantFusion(const FusionCapabilities& target)
+    : target_(target), state_(std::make_unique<State>()) {
   const auto& variants = mla_fusion_variants();
   State* state = state_.get();
   for (size_t i = 0; i < variants.size(); ++i) {
@@ -183,7 +183,7 @@ bool MlaAttnQuantFusion::run(ir::Graph& graph, PassStats& stats) {
   // Ask the backend once per layer and variant: a rule fuses only what the backend said yes to.
   SupportTable& support = state_->support;
   support = SupportTable();
-  state_->backend_name = backend_.name();
+  state_->backend_name = target_.name();
   for (const ir::Node* n : graph.nodes()) {
     // Only unfused attentions (no quantization attribute, no output_scale) can take a quant op.
     if (n->op() != ops::kMlaAttention || n->attrs().has(kQuantGroupSize) ||
@@ -199,7 +199,7 @@ bool MlaAttnQuantFusion::run(ir::Graph& graph, PassStats& stats) {
     for (size_t i = 0; i < variants.size(); ++i) {
       const FusionVariant& v = variants[i];
       FusedQuantRequest req{v.key, layer, h, vd, v.col_major, v.ue8m0, v.tma_aligned};
-      answers[i] = backend_.fused_output_quant_supported(req);
+      answers[i] = target_.fused_output_quant_supported(req);
     }
   }
   if (support.answers.empty()) return false;

@@ -1,6 +1,7 @@
 // The Backend interface: which ops and fused quantizations a backend runs, and running one op.
-// The fusion pass asks `fused_output_quant_supported`; the executor calls `run`. Backends see ops
-// as an OpCall (name, attributes, tensors), never the graph.
+// The fusion pass asks `fused_output_quant_supported` (through passes::FusionCapabilities, the
+// interface the pass owns); the executor calls `run`. Backends see ops as an OpCall (name,
+// attributes, tensors), never the graph.
 #pragma once
 
 #include <functional>
@@ -15,6 +16,7 @@
 #include "mlafuse/mla/attention_metadata.h"
 #include "mlafuse/mla/fused_quant_request.h"
 #include "mlafuse/mla/weight_store.h"
+#include "mlafuse/passes/fusion_capabilities.h"
 
 namespace mlafuse {
 
@@ -45,10 +47,10 @@ class CapturedWork {
   virtual void replay() = 0;
 };
 
-class Backend {
+class Backend : public passes::FusionCapabilities {
  public:
-  virtual ~Backend() = default;
-  virtual std::string name() const = 0;
+  ~Backend() override = default;
+  std::string name() const override = 0;
   virtual Device device() const = 0;
   virtual bool supports_op(std::string_view op) const = 0;
   // Why this backend cannot run ops on this machine, in one clause ("" when it can): the CUDA
@@ -56,7 +58,7 @@ class Backend {
   virtual std::string unusable_reason() const { return ""; }
   // May the fusion pass fold quantization `req.key` (with these layout flags) into this layer's
   // attention? Backends answer from their kernels' can_implement checks.
-  virtual bool fused_output_quant_supported(const FusedQuantRequest& req) const = 0;
+  bool fused_output_quant_supported(const FusedQuantRequest& req) const override = 0;
   // Validates every argument (throws mlafuse::Error naming the tensor) and runs the op.
   virtual void run(const OpCall& call, const RunContext& ctx) = 0;
 
