@@ -160,9 +160,10 @@ void Executor::bind_weights(const WeightStore& weights) {
   for (const ir::Node* node : graph_.nodes()) {
     if (node->op() != ir::ops::kMlaAttention) continue;
     const AttrMap& a = node->attrs();
-    const int64_t layer = a.get<int64_t>("layer");
-    const int64_t h = a.get<int64_t>("num_heads"), p = a.get<int64_t>("qk_nope_dim");
-    const int64_t v = a.get<int64_t>("v_head_dim"), l = a.get<int64_t>("kv_lora_rank");
+    namespace attr = ir::mla_attention::attr;
+    const int64_t layer = a.get<int64_t>(attr::kLayer);
+    const int64_t h = a.get<int64_t>(attr::kNumHeads), p = a.get<int64_t>(attr::kQkNopeDim);
+    const int64_t v = a.get<int64_t>(attr::kVHeadDim), l = a.get<int64_t>(attr::kKvLoraRank);
     const MlaLayerWeights& w = weights.layer(layer);
     const std::string who = "layer " + std::to_string(layer) + " weights: ";
     check_dtype(w.w_uk_t, (who + "w_uk_t").c_str(), DType::kBF16);

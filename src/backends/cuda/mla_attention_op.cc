@@ -13,12 +13,16 @@
 #include "backends/cuda/mla_decode.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/shape.h"
+#include "mlafuse/ir/op_contract.h"
 #include "mlafuse/mla/attention_metadata.h"
 #include "mlafuse/quant/quant_key.h"
 #include "mlafuse/quant/scale_layout.h"
 
 namespace mlafuse::cuda {
 namespace {
+
+namespace mla_in = ir::mla_attention::in;
+namespace mla_attr = ir::mla_attention::attr;
 
 // The decode kernels are specialised for DeepSeek's MLA dimensions (SPEC 4).
 constexpr int64_t kNope = 128;    // P
@@ -55,18 +59,18 @@ void check_cuda_tensor(const Tensor& t, const char* name, DType dtype,
 MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   MlaCallPlan plan;
   const AttrMap& a = call.attrs;
-  plan.heads = a.get<int64_t>("num_heads");
-  const int64_t p_dim = a.get<int64_t>("qk_nope_dim");
-  const int64_t r_dim = a.get<int64_t>("qk_rope_dim");
-  const int64_t v_dim = a.get<int64_t>("v_head_dim");
-  const int64_t l_dim = a.get<int64_t>("kv_lora_rank");
-  const int64_t layer = a.get<int64_t>("layer");
+  plan.heads = a.get<int64_t>(mla_attr::kNumHeads);
+  const int64_t p_dim = a.get<int64_t>(mla_attr::kQkNopeDim);
+  const int64_t r_dim = a.get<int64_t>(mla_attr::kQkRopeDim);
+  const int64_t v_dim = a.get<int64_t>(mla_attr::kVHeadDim);
+  const int64_t l_dim = a.get<int64_t>(mla_attr::kKvLoraRank);
+  const int64_t layer = a.get<int64_t>(mla_attr::kLayer);
   MLAFUSE_CHECK(supported_heads(plan.heads), "mla_attention (cuda): num_heads ", plan.heads,
                 " is not supported; expected 16, 32, 64 or 128");
   MLAFUSE_CHECK(p_dim == kNope && r_dim == kRope && v_dim == kVDim && l_dim == kLatent,
                 "mla_attention (cuda): dims qk_nope ", p_dim, ", qk_rope ", r_dim, ", v_head ",
                 v_dim, ", kv_lora_rank ", l_dim, " are not supported; expected 128, 64, 128, 512");
-  const double scale_attr = a.get_or<double>("softmax_scale", 0.0);
+  const double scale_attr = a.get_or<double>(mla_attr::kSoftmaxScale, 0.0);
   MLAFUSE_CHECK(std::isfinite(scale_attr) && scale_attr >= 0.0, "softmax_scale ", scale_attr,
                 " must be finite and >= 0 (0 means 1/sqrt(qk_nope + qk_rope))");
   plan.softmax_scale = scale_attr > 0.0 ? static_cast<float>(scale_attr)
@@ -84,7 +88,8 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   const Tensor& k_pe = call.inputs[2];
   const Tensor& cache = call.inputs[3];
   const Tensor no_tensor;
-  const Tensor& out_scale = call.inputs.size() == 5 ? call.inputs[4] : no_tensor;
+  const Tensor& out_scale =
+      call.inputs.size() > mla_in::kOutputScale ? call.inputs[mla_in::kOutputScale] : no_tensor;
   const Tensor& out = call.outputs[0];
   const Tensor& cache_out = call.outputs[1];
   const Tensor& block_scale = call.outputs.size() == 3 ? call.outputs[2] : no_tensor;
@@ -117,10 +122,10 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
     groups = block_scale.dim(1);
   }
   plan.key = detect_output_quant_key(out.dtype(), out_scale.defined(), groups, d_out);
-  plan.ue8m0 = a.get_or<bool>("quant_scale_ue8m0", false);
-  plan.col_major = a.get_or<bool>("quant_col_major", false);
-  plan.tma_aligned = a.get_or<bool>("quant_tma_aligned", false);
-  const int64_t g_attr = a.get_or<int64_t>("quant_group_size", 0);
+  plan.ue8m0 = a.get_or<bool>(mla_attr::kQuantScaleUe8m0, false);
+  plan.col_major = a.get_or<bool>(mla_attr::kQuantColMajor, false);
+  plan.tma_aligned = a.get_or<bool>(mla_attr::kQuantTmaAligned, false);
+  const int64_t g_attr = a.get_or<int64_t>(mla_attr::kQuantGroupSize, 0);
   if (!plan.key) {
     check_cuda_tensor(out, "out", DType::kBF16, {t, d_out});
     MLAFUSE_CHECK(g_attr == 0, "quant_group_size ", g_attr,
@@ -255,7 +260,7 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   const MlaWorkspace ws = mla_workspace_carve(base + q_cat_bytes, t, h, num_parts);
 
   // 3. q_cat = [q_nope @ W_UK_T | q_pe] on tensor cores (cuBLAS).
-  const MlaLayerWeights& w = ctx.weights->layer(call.attrs.get<int64_t>("layer"));
+  const MlaLayerWeights& w = ctx.weights->layer(call.attrs.get<int64_t>(mla_attr::kLayer));
   launch_mla_absorb_q(dc.cublas, static_cast<const __nv_bfloat16*>(q.raw()),
                       static_cast<const __nv_bfloat16*>(w.w_uk_t.raw()), q_cat, t, h, stream);
 
@@ -282,7 +287,9 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   out.ue8m0 = plan.ue8m0;
   out.col_major = plan.col_major;
   out.tma_aligned = plan.tma_aligned;
-  if (call.inputs.size() == 5) out.scale = call.inputs[4].data<float>();
+  if (call.inputs.size() > mla_in::kOutputScale) {
+    out.scale = call.inputs[mla_in::kOutputScale].data<float>();
+  }
   if (!plan.key) {
     out.kind = MlaEpilogue::kBf16;
   } else if (*plan.key == kFp8StaticTensorSym) {
