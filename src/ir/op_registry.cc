@@ -164,7 +164,7 @@ ValueType make_type(DType dtype, std::vector<Dim> dims, Layout layout = Layout::
   return ValueType{dtype, Shape(std::move(dims)), layout};
 }
 
-int64_t positive_attr(std::string_view op, const AttrMap& a, const std::string& key) {
+int64_t positive_attr(std::string_view op, const AttrMap& a, std::string_view key) {
   const int64_t v = a.get<int64_t>(key);
   MLAFUSE_CHECK(v > 0, op, " attribute ", key, " must be positive, got ", v);
   return v;
@@ -177,12 +177,8 @@ Layout group_scale_layout(bool col_major, bool tma_aligned) {
 
 // ---- mla_attention -----------------------------------------------------------------------------
 
-// Attribute keys as strings built once: inference runs for every node on every verification.
-const std::string kLayer = "layer", kNumHeads = "num_heads", kQkNope = "qk_nope_dim",
-                  kQkRope = "qk_rope_dim", kVHead = "v_head_dim", kKvLora = "kv_lora_rank",
-                  kSoftmaxScale = "softmax_scale", kQuantGroupSize = "quant_group_size",
-                  kQuantUe8m0 = "quant_scale_ue8m0", kQuantColMajor = "quant_col_major",
-                  kQuantTmaAligned = "quant_tma_aligned";
+using namespace mla_attention::attr;
+namespace mla_in = mla_attention::in;
 
 std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueType* const> in,
                                                           const AttrMap& a) {
@@ -190,17 +186,17 @@ std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueT
   const int64_t layer = a.get<int64_t>(kLayer);
   MLAFUSE_CHECK(layer >= 0, op, " attribute layer must be >= 0, got ", layer);
   const int64_t h = positive_attr(op, a, kNumHeads);
-  const int64_t p = positive_attr(op, a, kQkNope);
-  const int64_t r = positive_attr(op, a, kQkRope);
-  const int64_t v = positive_attr(op, a, kVHead);
-  const int64_t l = positive_attr(op, a, kKvLora);
+  const int64_t p = positive_attr(op, a, kQkNopeDim);
+  const int64_t r = positive_attr(op, a, kQkRopeDim);
+  const int64_t v = positive_attr(op, a, kVHeadDim);
+  const int64_t l = positive_attr(op, a, kKvLoraRank);
   const double softmax_scale = a.get_or<double>(kSoftmaxScale, 0.0);
   MLAFUSE_CHECK(std::isfinite(softmax_scale) && softmax_scale >= 0, op,
                 " attribute softmax_scale must be finite and >= 0 (0 = default), got ",
                 softmax_scale);
 
-  Operand q(op, "q", in[0]), kvc(op, "kv_c_normed", in[1]), kpe(op, "k_pe", in[2]),
-      cache(op, "kv_cache", in[3]);
+  Operand q(op, "q", in[mla_in::kQ]), kvc(op, "kv_c_normed", in[mla_in::kKvCNormed]),
+      kpe(op, "k_pe", in[mla_in::kKPe]), cache(op, "kv_cache", in[mla_in::kKvCache]);
   for (const Operand* x : {&q, &kvc, &kpe, &cache}) {
     x->dtype_in({DType::kBF16});
     x->row_major();
@@ -222,14 +218,15 @@ std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueT
   cache.expect(cache.dim(1).value > 0, "a positive page size in dim 1");
   cache.fixed_dim(2, checked_add(l, r, "mla_attention kv_lora_rank + qk_rope_dim"));
 
-  const bool has_scale = in[4] != nullptr;
-  if (has_scale) Operand(op, "output_scale", in[4]).scalar_f32();
+  const ValueType* output_scale = in[mla_in::kOutputScale];
+  const bool has_scale = output_scale != nullptr;
+  if (has_scale) Operand(op, "output_scale", output_scale).scalar_f32();
   const int64_t hv = checked_mul(h, v, "mla_attention num_heads * v_head_dim");
   const bool has_group = a.has(kQuantGroupSize);
   const int64_t g = a.get_or<int64_t>(kQuantGroupSize, 0);
   const bool is_group_fp8 = has_group && (g == 128 || g == 64);
-  for (const std::string* flag : {&kQuantUe8m0, &kQuantColMajor, &kQuantTmaAligned}) {
-    MLAFUSE_CHECK(!a.has(*flag) || is_group_fp8, op, " attribute ", *flag,
+  for (std::string_view flag : {kQuantScaleUe8m0, kQuantColMajor, kQuantTmaAligned}) {
+    MLAFUSE_CHECK(!a.has(flag) || is_group_fp8, op, " attribute ", flag,
                   " is only meaningful with quant_group_size 128 or 64 (group FP8)",
                   has_group ? ", got quant_group_size " + std::to_string(g) : std::string());
   }
@@ -294,16 +291,17 @@ std::vector<std::optional<ValueType>> infer_quant_fp8_group(std::span<const Valu
                                                             const AttrMap& a) {
   constexpr std::string_view op = ops::kQuantFp8Group;
   const int64_t d = check_activation(op, in[0]);
-  const int64_t g = positive_attr(op, a, "group_size");
+  namespace qfg = quant_fp8_group::attr;
+  const int64_t g = positive_attr(op, a, qfg::kGroupSize);
   MLAFUSE_CHECK(g % 16 == 0, op, " group_size must be a multiple of 16, got ", g);
   MLAFUSE_CHECK(d % g == 0, op, " group_size ", g, " does not divide x's last dim ", d, " (x is ",
                 in[0]->str(), ")");
-  const double eps = a.get_or<double>("eps", ops::kDefaultQuantEps);
+  const double eps = a.get_or<double>(qfg::kEps, ops::kDefaultQuantEps);
   MLAFUSE_CHECK(std::isfinite(eps) && eps > 0, op, " eps must be positive and finite, got ", eps);
   const Dim tokens = in[0]->shape[0];
   return {make_type(DType::kFp8E4M3, {tokens, Dim::fixed(d)}),
           make_type(DType::kF32, {tokens, Dim::fixed(d / g)},
-                    group_scale_layout(a.get<bool>("col_major"), a.get<bool>("tma_aligned")))};
+                    group_scale_layout(a.get<bool>(qfg::kColMajor), a.get<bool>(qfg::kTmaAligned)))};
 }
 
 std::vector<std::optional<ValueType>> infer_quant_nvfp4(std::span<const ValueType* const> in,
@@ -414,28 +412,28 @@ std::vector<OpSchema> builtin_schemas() {
   s.push_back(OpSchema{std::string(ops::kMlaAttention),
                        {{"q"}, {"kv_c_normed"}, {"k_pe"}, {"kv_cache"}, {"output_scale", true}},
                        {{"out"}, {"kv_cache_out"}, {"output_block_scale", true}},
-                       {{"layer", K::kInt},
-                        {"num_heads", K::kInt},
-                        {"qk_nope_dim", K::kInt},
-                        {"qk_rope_dim", K::kInt},
-                        {"v_head_dim", K::kInt},
-                        {"kv_lora_rank", K::kInt},
-                        {"softmax_scale", K::kFloat, false},
-                        {"quant_group_size", K::kInt, false},
-                        {"quant_scale_ue8m0", K::kBool, false},
-                        {"quant_col_major", K::kBool, false},
-                        {"quant_tma_aligned", K::kBool, false}},
+                       {{std::string(kLayer), K::kInt},
+                        {std::string(kNumHeads), K::kInt},
+                        {std::string(kQkNopeDim), K::kInt},
+                        {std::string(kQkRopeDim), K::kInt},
+                        {std::string(kVHeadDim), K::kInt},
+                        {std::string(kKvLoraRank), K::kInt},
+                        {std::string(kSoftmaxScale), K::kFloat, false},
+                        {std::string(kQuantGroupSize), K::kInt, false},
+                        {std::string(kQuantScaleUe8m0), K::kBool, false},
+                        {std::string(kQuantColMajor), K::kBool, false},
+                        {std::string(kQuantTmaAligned), K::kBool, false}},
                        infer_mla_attention});
   s.push_back(OpSchema{
       std::string(ops::kQuantFp8Static), {{"x"}, {"scale"}}, {{"q"}}, {}, infer_quant_fp8_static});
   s.push_back(OpSchema{std::string(ops::kQuantFp8Group),
                        {{"x"}},
                        {{"q"}, {"s"}},
-                       {{"group_size", K::kInt},
-                        {"ue8m0", K::kBool},
-                        {"col_major", K::kBool},
-                        {"tma_aligned", K::kBool},
-                        {"eps", K::kFloat, false}},
+                       {{std::string(quant_fp8_group::attr::kGroupSize), K::kInt},
+                        {std::string(quant_fp8_group::attr::kUe8m0), K::kBool},
+                        {std::string(quant_fp8_group::attr::kColMajor), K::kBool},
+                        {std::string(quant_fp8_group::attr::kTmaAligned), K::kBool},
+                        {std::string(quant_fp8_group::attr::kEps), K::kFloat, false}},
                        infer_quant_fp8_group});
   s.push_back(OpSchema{std::string(ops::kQuantNvfp4),
                        {{"x"}, {"global_scale"}},

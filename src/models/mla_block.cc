@@ -87,14 +87,15 @@ ir::Graph build_mla_graph(const MlaGraphOptions& o) {
         name("kv_cache"),
         type(DType::kBF16, {fixed(o.num_pages), fixed(c.page_size), fixed(c.cache_row())}));
 
+    namespace attr = ir::mla_attention::attr;
     AttrMap attn_attrs;
-    attn_attrs.set("layer", i);
-    attn_attrs.set("num_heads", c.num_heads);
-    attn_attrs.set("qk_nope_dim", c.qk_nope_dim);
-    attn_attrs.set("qk_rope_dim", c.qk_rope_dim);
-    attn_attrs.set("v_head_dim", c.v_head_dim);
-    attn_attrs.set("kv_lora_rank", c.kv_lora_rank);
-    attn_attrs.set("softmax_scale", c.softmax_scale);
+    attn_attrs.set(attr::kLayer, i);
+    attn_attrs.set(attr::kNumHeads, c.num_heads);
+    attn_attrs.set(attr::kQkNopeDim, c.qk_nope_dim);
+    attn_attrs.set(attr::kQkRopeDim, c.qk_rope_dim);
+    attn_attrs.set(attr::kVHeadDim, c.v_head_dim);
+    attn_attrs.set(attr::kKvLoraRank, c.kv_lora_rank);
+    attn_attrs.set(attr::kSoftmaxScale, c.softmax_scale);
     ir::Node* attn = g.add_node(ir::ops::kMlaAttention, {q, kvc, kpe, cache}, std::move(attn_attrs),
                                 {name("attn_out"), name("kv_cache_out")});
     ir::Value* attn_out = attn->output(0);
@@ -120,11 +121,12 @@ ir::Graph build_mla_graph(const MlaGraphOptions& o) {
         break;
       }
       case QuantKind::kFp8Group: {
+        namespace qfg_attr = ir::quant_fp8_group::attr;
         AttrMap qa;
-        qa.set("group_size", o.quant.group_size);
-        qa.set("ue8m0", o.quant.ue8m0);
-        qa.set("col_major", o.quant.col_major);
-        qa.set("tma_aligned", o.quant.tma_aligned);
+        qa.set(qfg_attr::kGroupSize, o.quant.group_size);
+        qa.set(qfg_attr::kUe8m0, o.quant.ue8m0);
+        qa.set(qfg_attr::kColMajor, o.quant.col_major);
+        qa.set(qfg_attr::kTmaAligned, o.quant.tma_aligned);
         ir::Node* quant = g.add_node(ir::ops::kQuantFp8Group, {attn_out}, std::move(qa),
                                      {name("xq"), name("xs")});
         linear = g.add_node(ir::ops::kLinearFp8Block, {quant->output(0), quant->output(1), wq, ws},

@@ -38,8 +38,9 @@ const std::vector<FusionVariant>& mla_fusion_variants() {
 
 namespace {
 
-const std::string kLayer = "layer", kNumHeads = "num_heads", kVHeadDim = "v_head_dim",
-                  kQuantGroupSize = "quant_group_size";
+namespace mla_in = ir::mla_attention::in;
+namespace mla_attr = ir::mla_attention::attr;
+namespace qfg_attr = ir::quant_fp8_group::attr;
 
 std::string flags_str(const FusionVariant& v) {
   if (v.quant_op != ops::kQuantFp8Group) return "";
@@ -53,18 +54,18 @@ std::string flags_str(const FusionVariant& v) {
 NodePat variant_pattern(const FusionVariant& v) {
   NodePat attn = NodePat(std::string(ops::kMlaAttention))
                      .as("attn")
-                     .attr(AttrPred::absent("quant_group_size"))
-                     .input(4, ValuePat::absent())
+                     .attr(AttrPred::absent(mla_attr::kQuantGroupSize))
+                     .input(mla_in::kOutputScale, ValuePat::absent())
                      .output(1, "kv_cache_out");
   NodePat quant = NodePat(std::string(v.quant_op))
                       .as("quant")
                       .input(0, ValuePat::output_of(attn, 0).as("attn_out"))
                       .output(0, "q");
   if (v.quant_op == ops::kQuantFp8Group) {
-    quant.attr(AttrPred::eq("group_size", v.group_size))
-        .attr(AttrPred::eq("col_major", v.col_major))
-        .attr(AttrPred::eq("tma_aligned", v.tma_aligned))
-        .attr(AttrPred::eq("ue8m0", v.ue8m0))
+    quant.attr(AttrPred::eq(qfg_attr::kGroupSize, v.group_size))
+        .attr(AttrPred::eq(qfg_attr::kColMajor, v.col_major))
+        .attr(AttrPred::eq(qfg_attr::kTmaAligned, v.tma_aligned))
+        .attr(AttrPred::eq(qfg_attr::kUe8m0, v.ue8m0))
         .output(1, "block_scale");
   } else if (v.quant_op == ops::kQuantNvfp4) {
     quant.input(1, ValuePat::any().as("scale")).output(1, "block_scale");
@@ -95,9 +96,9 @@ RewriteResult fuse(const Match& m, const FusionVariant& v, size_t variant_index,
   const ir::Node* attn = m.node("attn");
   const ir::Node* quant = m.node("quant");
   const AttrMap& a = attn->attrs();
-  const int64_t layer = a.get<int64_t>(kLayer);
-  const int64_t h = a.get<int64_t>(kNumHeads);
-  const int64_t vd = a.get<int64_t>(kVHeadDim);
+  const int64_t layer = a.get<int64_t>(mla_attr::kLayer);
+  const int64_t h = a.get<int64_t>(mla_attr::kNumHeads);
+  const int64_t vd = a.get<int64_t>(mla_attr::kVHeadDim);
   const int64_t hv = h * vd;
 
   if (!support.supported(layer, h, vd, variant_index)) {
@@ -131,7 +132,7 @@ RewriteResult fuse(const Match& m, const FusionVariant& v, size_t variant_index,
         ", expected f32[1]");
   }
   if (v.quant_op == ops::kQuantFp8Group) {
-    const double eps = quant->attrs().get_or<double>("eps", ops::kDefaultQuantEps);
+    const double eps = quant->attrs().get_or<double>(qfg_attr::kEps, ops::kDefaultQuantEps);
     if (eps != ops::kDefaultQuantEps) {
       return RewriteResult::reject("eps " + std::to_string(eps) +
                                    " differs from the fused op's fixed 1e-10");
@@ -140,13 +141,14 @@ RewriteResult fuse(const Match& m, const FusionVariant& v, size_t variant_index,
 
   Replacement r;
   r.op = std::string(ops::kMlaAttention);
-  r.inputs = {attn->input(0), attn->input(1), attn->input(2), attn->input(3), scale};
+  r.inputs = {attn->input(mla_in::kQ), attn->input(mla_in::kKvCNormed), attn->input(mla_in::kKPe),
+              attn->input(mla_in::kKvCache), scale};  // scale: the output_scale slot
   r.attrs = a;
-  if (v.group_size > 0) r.attrs.set("quant_group_size", v.group_size);
+  if (v.group_size > 0) r.attrs.set(mla_attr::kQuantGroupSize, v.group_size);
   if (v.quant_op == ops::kQuantFp8Group) {
-    r.attrs.set("quant_scale_ue8m0", v.ue8m0);
-    r.attrs.set("quant_col_major", v.col_major);
-    r.attrs.set("quant_tma_aligned", v.tma_aligned);
+    r.attrs.set(mla_attr::kQuantScaleUe8m0, v.ue8m0);
+    r.attrs.set(mla_attr::kQuantColMajor, v.col_major);
+    r.attrs.set(mla_attr::kQuantTmaAligned, v.tma_aligned);
   }
   // Re-parent the quant node's outputs (the caller's buffers) and the updated cache.
   r.outputs.resize(3);
@@ -164,8 +166,8 @@ struct MlaAttnQuantFusion::State {
   RuleSet rules;
 };
 
-MlaAttnQuantFusion::MlaAttnQuantFusion(const Backend& backend)
-    : backend_(backend), state_(std::make_unique<State>()) {
+MlaAttnQuantFusion::MlaAttnQuantFusion(const FusionCapabilities& target)
+    : target_(target), state_(std::make_unique<State>()) {
   const auto& variants = mla_fusion_variants();
   State* state = state_.get();
   for (size_t i = 0; i < variants.size(); ++i) {
@@ -183,23 +185,23 @@ bool MlaAttnQuantFusion::run(ir::Graph& graph, PassStats& stats) {
   // Ask the backend once per layer and variant: a rule fuses only what the backend said yes to.
   SupportTable& support = state_->support;
   support = SupportTable();
-  state_->backend_name = backend_.name();
+  state_->backend_name = target_.name();
   for (const ir::Node* n : graph.nodes()) {
     // Only unfused attentions (no quantization attribute, no output_scale) can take a quant op.
-    if (n->op() != ops::kMlaAttention || n->attrs().has(kQuantGroupSize) ||
-        n->input(4) != nullptr) {
+    if (n->op() != ops::kMlaAttention || n->attrs().has(mla_attr::kQuantGroupSize) ||
+        n->input(mla_in::kOutputScale) != nullptr) {
       continue;
     }
-    const int64_t layer = n->attrs().get<int64_t>(kLayer);
-    const int64_t h = n->attrs().get<int64_t>(kNumHeads);
-    const int64_t vd = n->attrs().get<int64_t>(kVHeadDim);
+    const int64_t layer = n->attrs().get<int64_t>(mla_attr::kLayer);
+    const int64_t h = n->attrs().get<int64_t>(mla_attr::kNumHeads);
+    const int64_t vd = n->attrs().get<int64_t>(mla_attr::kVHeadDim);
     auto [it, fresh] = support.row.emplace(std::make_tuple(layer, h, vd), support.answers.size());
     if (!fresh) continue;
     std::vector<bool>& answers = support.answers.emplace_back(variants.size(), false);
     for (size_t i = 0; i < variants.size(); ++i) {
       const FusionVariant& v = variants[i];
       FusedQuantRequest req{v.key, layer, h, vd, v.col_major, v.ue8m0, v.tma_aligned};
-      answers[i] = backend_.fused_output_quant_supported(req);
+      answers[i] = target_.fused_output_quant_supported(req);
     }
   }
   if (support.answers.empty()) return false;

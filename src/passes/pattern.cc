@@ -31,31 +31,31 @@ std::string attr_text(const AttrValue& v) {
 
 // ---- AttrPred ----------------------------------------------------------------------------------
 
-AttrPred AttrPred::eq(std::string name, AttrValue v) {
-  std::string desc = name + " == " + attr_text(v);
-  return {std::move(name), [v](const AttrValue* a) { return a != nullptr && *a == v; },
+AttrPred AttrPred::eq(std::string_view name, AttrValue v) {
+  std::string desc = std::string(name) + " == " + attr_text(v);
+  return {std::string(name), [v](const AttrValue* a) { return a != nullptr && *a == v; },
           std::move(desc)};
 }
 
-AttrPred AttrPred::eq_or(std::string name, AttrValue v, AttrValue if_absent) {
-  std::string desc = name + " == " + attr_text(v) + " (absent: " + attr_text(if_absent) + ")";
-  return {std::move(name), [v, if_absent](const AttrValue* a) { return (a ? *a : if_absent) == v; },
+AttrPred AttrPred::eq_or(std::string_view name, AttrValue v, AttrValue if_absent) {
+  std::string desc = std::string(name) + " == " + attr_text(v) + " (absent: " + attr_text(if_absent) + ")";
+  return {std::string(name), [v, if_absent](const AttrValue* a) { return (a ? *a : if_absent) == v; },
           std::move(desc)};
 }
 
-AttrPred AttrPred::absent(std::string name) {
-  std::string desc = "no " + name;
-  return {std::move(name), [](const AttrValue* a) { return a == nullptr; }, std::move(desc)};
+AttrPred AttrPred::absent(std::string_view name) {
+  std::string desc = "no " + std::string(name);
+  return {std::string(name), [](const AttrValue* a) { return a == nullptr; }, std::move(desc)};
 }
 
-AttrPred AttrPred::present(std::string name) {
-  std::string desc = "has " + name;
-  return {std::move(name), [](const AttrValue* a) { return a != nullptr; }, std::move(desc)};
+AttrPred AttrPred::present(std::string_view name) {
+  std::string desc = "has " + std::string(name);
+  return {std::string(name), [](const AttrValue* a) { return a != nullptr; }, std::move(desc)};
 }
 
-AttrPred AttrPred::custom(std::string name, std::function<bool(const AttrValue*)> test,
+AttrPred AttrPred::custom(std::string_view name, std::function<bool(const AttrValue*)> test,
                           std::string description) {
-  return {std::move(name), std::move(test), std::move(description)};
+  return {std::string(name), std::move(test), std::move(description)};
 }
 
 // ---- ValuePat / NodePat ------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/shape.h"
 #include "mlafuse/ir/op_registry.h"
+#include "mlafuse/mla/attention_metadata.h"
 
 namespace mlafuse::runtime {
 
@@ -49,83 +50,6 @@ std::string input_names(const ir::Graph& g) {
 }
 
 const int32_t* i32(const Tensor& t) { return t.data<int32_t>(); }
-
-void check_meta_tensor(const Tensor& t, const char* name) {
-  MLAFUSE_CHECK(t.defined(), "attention metadata: ", name, " is absent");
-  check_dtype(t, name, DType::kI32);
-  check_device(t, name, Device::kCpu);
-  MLAFUSE_CHECK(t.is_contiguous() && t.offset() == 0, "attention metadata: ", name,
-                " must be a contiguous host tensor, got ", t.str());
-}
-
-// Host-side consistency of one step's metadata; returns n.
-int64_t validate_meta(const AttentionMetadata& m) {
-  MLAFUSE_CHECK(m.num_decodes >= 0 && m.num_prefills >= 0 && m.num_prefill_tokens >= 0,
-                "attention metadata: negative counts (num_decodes ", m.num_decodes,
-                ", num_prefills ", m.num_prefills, ", num_prefill_tokens ", m.num_prefill_tokens,
-                ")");
-  const int64_t s = m.num_seqs(), n = m.num_tokens();
-  MLAFUSE_CHECK(s >= 1 && n >= 1, "attention metadata: the batch has no sequences or no tokens");
-  MLAFUSE_CHECK(m.num_prefills == 0 || m.num_prefill_tokens >= m.num_prefills,
-                "attention metadata: ", m.num_prefills,
-                " prefills need at least as many tokens, got ", m.num_prefill_tokens);
-  MLAFUSE_CHECK(m.page_size >= 1, "attention metadata: page_size must be >= 1, got ", m.page_size);
-  check_meta_tensor(m.seq_lens, "seq_lens");
-  check_meta_tensor(m.query_start_loc, "query_start_loc");
-  check_meta_tensor(m.block_table, "block_table");
-  check_meta_tensor(m.slot_mapping, "slot_mapping");
-  check_shape(m.seq_lens, "seq_lens", {s});
-  check_shape(m.query_start_loc, "query_start_loc", {s + 1});
-  check_rank(m.block_table, "block_table", 2);
-  MLAFUSE_CHECK(m.block_table.dim(0) == s && m.block_table.dim(1) >= 1,
-                "tensor block_table: expected [", s, ", max_pages >= 1], got ",
-                m.block_table.str());
-  check_rank(m.slot_mapping, "slot_mapping", 1);
-  MLAFUSE_CHECK(m.slot_mapping.dim(0) >= n, "tensor slot_mapping: expected at least ", n,
-                " entries (one per token), got ", m.slot_mapping.str());
-  const int32_t* qsl = i32(m.query_start_loc);
-  const int32_t* lens = i32(m.seq_lens);
-  MLAFUSE_CHECK(qsl[0] == 0, "query_start_loc[0] must be 0, got ", qsl[0]);
-  for (int64_t i = 0; i < s; ++i) {
-    const int64_t q = qsl[i + 1] - qsl[i];
-    if (i < m.num_decodes) {
-      MLAFUSE_CHECK(q == 1, "decode sequence ", i, " has ", q,
-                    " query tokens in query_start_loc; decodes have exactly 1");
-    } else {
-      MLAFUSE_CHECK(q >= 1, "prefill sequence ", i, " has ", q, " query tokens in query_start_loc");
-    }
-    MLAFUSE_CHECK(lens[i] >= q, "sequence ", i, ": seq_lens ", lens[i], " is shorter than its ", q,
-                  " query tokens");
-    MLAFUSE_CHECK(lens[i] <= m.block_table.dim(1) * m.page_size, "sequence ", i, ": seq_lens ",
-                  lens[i], " needs more than the ", m.block_table.dim(1), " pages of block_table ",
-                  m.block_table.str());
-  }
-  MLAFUSE_CHECK(qsl[s] == n, "query_start_loc[", s, "] is ", qsl[s], " but the metadata counts ", n,
-                " tokens (num_decodes + num_prefill_tokens)");
-  return n;
-}
-
-// Page ids and slots must address the cache: a replayed graph runs without the backend's checks.
-void validate_meta_against_cache(const AttentionMetadata& m, int64_t n, int64_t num_pages,
-                                 int64_t page_size, const std::string& cache) {
-  MLAFUSE_CHECK(page_size == m.page_size, "attention metadata page_size ", m.page_size,
-                " differs from the page size ", page_size, " of ", cache);
-  const int32_t* lens = i32(m.seq_lens);
-  const int32_t* bt = i32(m.block_table);
-  const int32_t* slots = i32(m.slot_mapping);
-  const int64_t cols = m.block_table.dim(1);
-  for (int64_t i = 0; i < m.num_seqs(); ++i) {
-    for (int64_t j = 0; j * page_size < lens[i]; ++j) {
-      const int32_t p = bt[i * cols + j];
-      MLAFUSE_CHECK(p >= 0 && p < num_pages, "block_table[", i, ", ", j, "] = ", p,
-                    " is outside the ", num_pages, " pages of ", cache);
-    }
-  }
-  for (int64_t t = 0; t < n; ++t) {
-    MLAFUSE_CHECK(slots[t] >= -1 && slots[t] < num_pages * page_size, "slot_mapping[", t,
-                  "] = ", slots[t], " is outside the ", num_pages * page_size, " slots of ", cache);
-  }
-}
 
 }  // namespace
 
@@ -236,9 +160,10 @@ void Executor::bind_weights(const WeightStore& weights) {
   for (const ir::Node* node : graph_.nodes()) {
     if (node->op() != ir::ops::kMlaAttention) continue;
     const AttrMap& a = node->attrs();
-    const int64_t layer = a.get<int64_t>("layer");
-    const int64_t h = a.get<int64_t>("num_heads"), p = a.get<int64_t>("qk_nope_dim");
-    const int64_t v = a.get<int64_t>("v_head_dim"), l = a.get<int64_t>("kv_lora_rank");
+    namespace attr = ir::mla_attention::attr;
+    const int64_t layer = a.get<int64_t>(attr::kLayer);
+    const int64_t h = a.get<int64_t>(attr::kNumHeads), p = a.get<int64_t>(attr::kQkNopeDim);
+    const int64_t v = a.get<int64_t>(attr::kVHeadDim), l = a.get<int64_t>(attr::kKvLoraRank);
     const MlaLayerWeights& w = weights.layer(layer);
     const std::string who = "layer " + std::to_string(layer) + " weights: ";
     check_dtype(w.w_uk_t, (who + "w_uk_t").c_str(), DType::kBF16);
@@ -402,7 +327,7 @@ void Executor::stage_inputs(Bucket& b, const std::map<std::string, Tensor>& inpu
 }
 
 RunStats Executor::run(const std::map<std::string, Tensor>& inputs, const AttentionMetadata& meta) {
-  const int64_t n = validate_meta(meta);
+  const int64_t n = validate_attention_metadata(meta, MetadataForm::kStep);
   for (const ir::Node* node : graph_.nodes()) {
     const ir::OpSchema& s = node->schema();
     const int ci = s.input_index("kv_cache");
@@ -411,7 +336,8 @@ RunStats Executor::run(const std::map<std::string, Tensor>& inputs, const Attent
     const std::vector<int64_t> shape = cache->shape().resolve(0);
     MLAFUSE_CHECK(shape.size() == 3, "cache ", cache->name(), " ", cache->type().str(),
                   ": expected [pages, page_size, row]");
-    validate_meta_against_cache(meta, n, shape[0], shape[1], cache->name());
+    const PagedCacheExtent extent{shape[0], shape[1], cache->name()};
+    validate_attention_metadata(meta, MetadataForm::kStep, &extent);
   }
   const int64_t t_pad = padded_tokens(n);
   Bucket& b = bucket(t_pad);

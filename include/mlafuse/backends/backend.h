@@ -1,10 +1,10 @@
 // The Backend interface: which ops and fused quantizations a backend runs, and running one op.
-// The fusion pass asks `fused_output_quant_supported`; the executor calls `run`. Backends see ops
-// as an OpCall (name, attributes, tensors), never the graph.
+// The fusion pass asks `fused_output_quant_supported` (through passes::FusionCapabilities, the
+// interface the pass owns); the executor calls `run`. Backends see ops as an OpCall (name,
+// attributes, tensors), never the graph.
 #pragma once
 
 #include <functional>
-#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -12,48 +12,13 @@
 #include <vector>
 
 #include "mlafuse/core/attributes.h"
-#include "mlafuse/core/error.h"
-#include "mlafuse/core/mla_config.h"
 #include "mlafuse/core/tensor.h"
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/mla/attention_metadata.h"
+#include "mlafuse/mla/fused_quant_request.h"
+#include "mlafuse/mla/weight_store.h"
+#include "mlafuse/passes/fusion_capabilities.h"
 
 namespace mlafuse {
-
-// Per-step attention metadata (vLLM's "forward context"). Sequences are ordered decode first
-// (one query token each), then prefill. Tensors live on the device of the backend that reads them.
-struct AttentionMetadata {
-  int64_t num_decodes = 0;          // decode sequences == decode tokens, which come first
-  int64_t num_prefills = 0;         // prefill sequences
-  int64_t num_prefill_tokens = 0;
-  int64_t page_size = 64;
-  Tensor seq_lens;         // [num_seqs] i32: cached length after this step's cache write
-  Tensor query_start_loc;  // [num_seqs + 1] i32: token range of each sequence in the batch
-  Tensor block_table;      // [num_seqs, max_pages_per_seq] i32: page ids; unused slots arbitrary
-  Tensor slot_mapping;     // [T_pad] i32: cache slot of each token (page * page_size + offset); -1 skips
-
-  int64_t num_seqs() const { return num_decodes + num_prefills; }
-  int64_t num_tokens() const { return num_decodes + num_prefill_tokens; }
-};
-
-// Weights an `mla_attention` node finds by its `layer` attribute (the layer object owns them in
-// an engine). Tensors live on the backend's device.
-struct MlaLayerWeights {
-  Tensor w_uk_t;     // [H, P, L] bf16: absorbs q_nope into the latent space
-  Tensor w_uv;       // [H, L, V] bf16: latent output -> per-head value space
-  Tensor kv_b_proj;  // [H*(P+V), L] bf16, dequantized: expands latents for prefill
-};
-
-struct WeightStore {
-  MlaConfig config;
-  std::vector<MlaLayerWeights> layers;
-  // Graph `weight` values by name (e.g. "layers.0.o_proj.weight"), bound by the executor.
-  std::map<std::string, Tensor> tensors;
-  const MlaLayerWeights& layer(int64_t i) const {
-    MLAFUSE_CHECK(i >= 0 && i < static_cast<int64_t>(layers.size()), "layer ", i,
-                  " has no weights (the store holds ", layers.size(), " layers)");
-    return layers[static_cast<size_t>(i)];
-  }
-};
 
 struct RunContext {
   const AttentionMetadata* host_meta = nullptr;    // host copy, for validation and CPU ops
@@ -75,17 +40,6 @@ struct OpCall {
   std::span<Tensor> outputs;
 };
 
-// What a layer's fused attention would be asked to produce; lets a backend refuse per layer.
-struct FusedQuantRequest {
-  QuantKey key;
-  int64_t layer = 0;
-  int64_t num_heads = 0;
-  int64_t v_head_dim = 0;
-  bool col_major = false;
-  bool ue8m0 = false;
-  bool tma_aligned = false;
-};
-
 // Launches recorded once and replayed at the same buffer addresses (a CUDA graph).
 class CapturedWork {
  public:
@@ -93,10 +47,10 @@ class CapturedWork {
   virtual void replay() = 0;
 };
 
-class Backend {
+class Backend : public passes::FusionCapabilities {
  public:
-  virtual ~Backend() = default;
-  virtual std::string name() const = 0;
+  ~Backend() override = default;
+  std::string name() const override = 0;
   virtual Device device() const = 0;
   virtual bool supports_op(std::string_view op) const = 0;
   // Why this backend cannot run ops on this machine, in one clause ("" when it can): the CUDA
@@ -104,7 +58,7 @@ class Backend {
   virtual std::string unusable_reason() const { return ""; }
   // May the fusion pass fold quantization `req.key` (with these layout flags) into this layer's
   // attention? Backends answer from their kernels' can_implement checks.
-  virtual bool fused_output_quant_supported(const FusedQuantRequest& req) const = 0;
+  bool fused_output_quant_supported(const FusedQuantRequest& req) const override = 0;
   // Validates every argument (throws mlafuse::Error naming the tensor) and runs the op.
   virtual void run(const OpCall& call, const RunContext& ctx) = 0;
 

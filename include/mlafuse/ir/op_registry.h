@@ -10,6 +10,7 @@
 
 #include "mlafuse/core/attributes.h"
 #include "mlafuse/ir/graph.h"
+#include "mlafuse/ir/op_contract.h"
 #include "mlafuse/quant/quant_key.h"
 
 namespace mlafuse::ir {
@@ -69,17 +70,8 @@ class OpRegistry {
   std::vector<std::unique_ptr<OpSchema>> schemas_;
 };
 
-// Op names, attribute names and the group sizes of the quantization the fused attention carries.
+// Op names, slots and attribute names are in op_contract.h; the default eps of the group quant.
 namespace ops {
-inline constexpr std::string_view kMlaAttention = "mla_attention";
-inline constexpr std::string_view kQuantFp8Static = "quant_fp8_static";
-inline constexpr std::string_view kQuantFp8Group = "quant_fp8_group";
-inline constexpr std::string_view kQuantNvfp4 = "quant_nvfp4";
-inline constexpr std::string_view kLinearFp8Block = "linear_fp8_block";
-inline constexpr std::string_view kLinearNvfp4 = "linear_nvfp4";
-inline constexpr std::string_view kCacheWrite = "cache_write";
-
-inline constexpr int64_t kNvfp4BlockSize = 16;  // quant_group_size of a fused NVFP4 attention
 using mlafuse::kDefaultQuantEps;
 }  // namespace ops
 

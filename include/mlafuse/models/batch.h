@@ -9,9 +9,9 @@
 #include <utility>
 #include <vector>
 
-#include "mlafuse/backends/backend.h"
 #include "mlafuse/core/mla_config.h"
 #include "mlafuse/core/tensor.h"
+#include "mlafuse/mla/attention_metadata.h"
 
 namespace mlafuse::models {
 

@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <string>
 
-#include "mlafuse/backends/backend.h"
 #include "mlafuse/core/mla_config.h"
 #include "mlafuse/core/tensor.h"
+#include "mlafuse/mla/weight_store.h"
 
 namespace mlafuse::models {
 

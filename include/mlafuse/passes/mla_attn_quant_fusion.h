@@ -1,5 +1,5 @@
 // mla-attn-quant-fusion: folds the quantization that follows an MLA attention into the attention
-// (SPEC 5). For every layer it asks the backend which of 18 quantizations it can fuse (static
+// (SPEC 5). For every layer it asks the target (FusionCapabilities) which of 18 quantizations it can fuse (static
 // FP8, NVFP4, and group FP8 for G in {128, 64} x col_major x ue8m0 x tma_aligned) and rewrites
 //
 //   %out, %cache_out = mla_attention(%q, %kv_c, %k_pe, %cache) {layer = i, ...}
@@ -21,7 +21,7 @@
 #include <string_view>
 #include <vector>
 
-#include "mlafuse/backends/backend.h"
+#include "mlafuse/passes/fusion_capabilities.h"
 #include "mlafuse/passes/pass_manager.h"
 #include "mlafuse/quant/quant_key.h"
 
@@ -43,7 +43,8 @@ const std::vector<FusionVariant>& mla_fusion_variants();
 
 class MlaAttnQuantFusion : public Pass {
  public:
-  explicit MlaAttnQuantFusion(const Backend& backend);
+  // `target` (a Backend, in practice) must outlive the pass.
+  explicit MlaAttnQuantFusion(const FusionCapabilities& target);
   ~MlaAttnQuantFusion() override;
   std::string_view name() const override { return "mla-attn-quant-fusion"; }
   bool run(ir::Graph& graph, PassStats& stats) override;
@@ -51,7 +52,7 @@ class MlaAttnQuantFusion : public Pass {
 
  private:
   struct State;
-  const Backend& backend_;
+  const FusionCapabilities& target_;
   std::unique_ptr<State> state_;  // the 18 rules (built once) and the backend's answers
 };
 

@@ -28,11 +28,11 @@ struct AttrPred {
   std::function<bool(const AttrValue* value)> test;
   std::string description;  // "group_size == 128", for messages and debugging
 
-  static AttrPred eq(std::string name, AttrValue v);  // present and equal
-  static AttrPred eq_or(std::string name, AttrValue v, AttrValue if_absent);
-  static AttrPred absent(std::string name);
-  static AttrPred present(std::string name);
-  static AttrPred custom(std::string name, std::function<bool(const AttrValue*)> test,
+  static AttrPred eq(std::string_view name, AttrValue v);  // present and equal
+  static AttrPred eq_or(std::string_view name, AttrValue v, AttrValue if_absent);
+  static AttrPred absent(std::string_view name);
+  static AttrPred present(std::string_view name);
+  static AttrPred custom(std::string_view name, std::function<bool(const AttrValue*)> test,
                          std::string description);
 };
 

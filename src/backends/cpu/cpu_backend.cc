@@ -8,6 +8,7 @@
 #include <string>
 
 #include "mlafuse/backends/cpu/reference.h"
+#include "mlafuse/ir/op_contract.h"
 #include "mlafuse/quant/codecs.h"
 #include "mlafuse/quant/quant_key.h"
 #include "ref_util.h"
@@ -15,6 +16,11 @@
 namespace mlafuse {
 
 namespace {
+
+namespace mla_in = ir::mla_attention::in;
+namespace mla_out = ir::mla_attention::out;
+namespace mla_attr = ir::mla_attention::attr;
+namespace qfg_attr = ir::quant_fp8_group::attr;
 
 constexpr std::string_view kOps[] = {"mla_attention", "quant_fp8_static", "quant_fp8_group",
                                      "quant_nvfp4",   "linear_fp8_block", "linear_nvfp4",
@@ -73,13 +79,22 @@ void copy_rows(const Tensor& src, Tensor& dst, int64_t n, const char* name) {
   std::memcpy(dst.raw(), src.raw(), static_cast<size_t>(n * row_bytes));
 }
 
-ref::Fp8GroupParams group_params(const AttrMap& a, const char* prefix_flags, int64_t group_size) {
+// The layout flags under their names on a quant_fp8_group node or on a fused mla_attention.
+struct GroupFlagNames {
+  std::string_view ue8m0, col_major, tma_aligned;
+};
+constexpr GroupFlagNames kQuantOpFlags{qfg_attr::kUe8m0, qfg_attr::kColMajor,
+                                       qfg_attr::kTmaAligned};
+constexpr GroupFlagNames kFusedFlags{mla_attr::kQuantScaleUe8m0, mla_attr::kQuantColMajor,
+                                     mla_attr::kQuantTmaAligned};
+
+ref::Fp8GroupParams group_params(const AttrMap& a, const GroupFlagNames& flags,
+                                 int64_t group_size) {
   ref::Fp8GroupParams p;
   p.group_size = group_size;
-  const std::string pre = prefix_flags;
-  p.ue8m0 = a.get_or<bool>(pre + (pre.empty() ? "ue8m0" : "scale_ue8m0"), false);
-  p.col_major = a.get_or<bool>(pre + "col_major", false);
-  p.tma_aligned = a.get_or<bool>(pre + "tma_aligned", false);
+  p.ue8m0 = a.get_or<bool>(flags.ue8m0, false);
+  p.col_major = a.get_or<bool>(flags.col_major, false);
+  p.tma_aligned = a.get_or<bool>(flags.tma_aligned, false);
   return p;
 }
 
@@ -88,19 +103,19 @@ void run_mla_attention(const OpCall& c, const RunContext& ctx) {
   const Tensor& q = c.inputs[0];
   const Tensor& kv_c_normed = c.inputs[1];
   const Tensor& k_pe = c.inputs[2];
-  const Tensor output_scale = optional_at(c.inputs, 4);
+  const Tensor output_scale = optional_at(c.inputs, mla_in::kOutputScale);
   Tensor out = c.outputs[0];
-  Tensor block_scale = optional_at(c.outputs, 2);
+  Tensor block_scale = optional_at(c.outputs, mla_out::kOutputBlockScale);
   MLAFUSE_CHECK(ctx.weights != nullptr, "op mla_attention needs weights (RunContext::weights)");
   const AttentionMetadata& meta = metadata(c, ctx);
 
   MlaConfig cfg = ctx.weights->config;
-  cfg.num_heads = c.attrs.get<int64_t>("num_heads");
-  cfg.qk_nope_dim = c.attrs.get<int64_t>("qk_nope_dim");
-  cfg.qk_rope_dim = c.attrs.get<int64_t>("qk_rope_dim");
-  cfg.v_head_dim = c.attrs.get<int64_t>("v_head_dim");
-  cfg.kv_lora_rank = c.attrs.get<int64_t>("kv_lora_rank");
-  cfg.softmax_scale = c.attrs.get_or<double>("softmax_scale", 0.0);
+  cfg.num_heads = c.attrs.get<int64_t>(mla_attr::kNumHeads);
+  cfg.qk_nope_dim = c.attrs.get<int64_t>(mla_attr::kQkNopeDim);
+  cfg.qk_rope_dim = c.attrs.get<int64_t>(mla_attr::kQkRopeDim);
+  cfg.v_head_dim = c.attrs.get<int64_t>(mla_attr::kVHeadDim);
+  cfg.kv_lora_rank = c.attrs.get<int64_t>(mla_attr::kKvLoraRank);
+  cfg.softmax_scale = c.attrs.get_or<double>(mla_attr::kSoftmaxScale, 0.0);
   ref::detail::check_host(c.inputs[3], "kv_cache");
   check_rank(c.inputs[3], "kv_cache", 3);
   cfg.page_size = c.inputs[3].dim(1);
@@ -114,10 +129,10 @@ void run_mla_attention(const OpCall& c, const RunContext& ctx) {
                             : std::nullopt;
   const std::optional<QuantKey> key =
       detect_output_quant_key(out.dtype(), output_scale.defined(), groups, hv);
-  const bool attrs_quant = c.attrs.has("quant_group_size");
+  const bool attrs_quant = c.attrs.has(mla_attr::kQuantGroupSize);
   MLAFUSE_CHECK(key.has_value() || !attrs_quant,
                 "op mla_attention has quantization attributes (quant_group_size ",
-                attrs_quant ? c.attrs.get<int64_t>("quant_group_size") : 0,
+                attrs_quant ? c.attrs.get<int64_t>(mla_attr::kQuantGroupSize) : 0,
                 ") but neither output_scale nor output_block_scale");
 
   // Validate the outputs before touching the cache.
@@ -128,14 +143,14 @@ void run_mla_attention(const OpCall& c, const RunContext& ctx) {
   } else {
     const int64_t g = key->group_size();
     if (attrs_quant && *key != kFp8StaticTensorSym) {
-      MLAFUSE_CHECK(c.attrs.get<int64_t>("quant_group_size") == g,
+      MLAFUSE_CHECK(c.attrs.get<int64_t>(mla_attr::kQuantGroupSize) == g,
                     "op mla_attention: attribute quant_group_size ",
-                    c.attrs.get<int64_t>("quant_group_size"), " disagrees with the outputs, which ",
+                    c.attrs.get<int64_t>(mla_attr::kQuantGroupSize), " disagrees with the outputs, which ",
                     "ask for ", key->str());
     }
   }
 
-  const MlaLayerWeights& w = ctx.weights->layer(c.attrs.get<int64_t>("layer"));
+  const MlaLayerWeights& w = ctx.weights->layer(c.attrs.get<int64_t>(mla_attr::kLayer));
   Tensor cache = cache_target(c.inputs[3], c.outputs[1]);
   const Tensor o32 =
       ref::mla_attention_f32(q, kv_c_normed, k_pe, cache, meta, w, cfg, ctx.num_tokens);
@@ -151,7 +166,7 @@ void run_mla_attention(const OpCall& c, const RunContext& ctx) {
   } else if (*key == kNvfp4Dynamic) {
     ref::quant_nvfp4(ob, ctx.num_tokens, output_scale, out, block_scale);
   } else {
-    ref::quant_fp8_group(ob, ctx.num_tokens, group_params(c.attrs, "quant_", key->group_size()),
+    ref::quant_fp8_group(ob, ctx.num_tokens, group_params(c.attrs, kFusedFlags, key->group_size()),
                          out, block_scale);
   }
 }
@@ -188,8 +203,8 @@ class CpuBackend final : public Backend {
       ref::quant_fp8_static(c.inputs[0], n, c.inputs[1], c.outputs[0]);
     } else if (c.op == "quant_fp8_group") {
       expect_arity(c, 1, 1, 2, 2);
-      ref::Fp8GroupParams p = group_params(c.attrs, "", c.attrs.get<int64_t>("group_size"));
-      p.eps = static_cast<float>(c.attrs.get_or<double>("eps", kDefaultQuantEps));
+      ref::Fp8GroupParams p = group_params(c.attrs, kQuantOpFlags, c.attrs.get<int64_t>(qfg_attr::kGroupSize));
+      p.eps = static_cast<float>(c.attrs.get_or<double>(qfg_attr::kEps, kDefaultQuantEps));
       ref::quant_fp8_group(c.inputs[0], n, p, c.outputs[0], c.outputs[1]);
     } else if (c.op == "quant_nvfp4") {
       expect_arity(c, 2, 2, 2, 2);

@@ -13,11 +13,16 @@
 #include "backends/cuda/mla_decode.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/shape.h"
+#include "mlafuse/ir/op_contract.h"
+#include "mlafuse/mla/attention_metadata.h"
 #include "mlafuse/quant/quant_key.h"
 #include "mlafuse/quant/scale_layout.h"
 
 namespace mlafuse::cuda {
 namespace {
+
+namespace mla_in = ir::mla_attention::in;
+namespace mla_attr = ir::mla_attention::attr;
 
 // The decode kernels are specialised for DeepSeek's MLA dimensions (SPEC 4).
 constexpr int64_t kNope = 128;    // P
@@ -51,64 +56,21 @@ void check_cuda_tensor(const Tensor& t, const char* name, DType dtype,
                 ": expected a contiguous row-major tensor");
 }
 
-void check_i32_meta(const Tensor& t, const char* name, const std::vector<int64_t>& shape,
-                    Device device) {
-  check_dtype(t, name, DType::kI32);
-  check_device(t, name, device);
-  check_shape(t, name, shape);
-  MLAFUSE_CHECK(t.is_contiguous(), "metadata tensor ", name, " ", t.str(), ": expected contiguous");
-}
-
-// Checks the host copy of the metadata values, so the kernels never read a page outside the cache
-// or a block-table entry outside its row.
-void check_host_metadata(const AttentionMetadata& m, int64_t t_pad, int64_t num_pages,
-                         int64_t page_size) {
-  const int64_t num_seqs = m.num_seqs();
-  const int64_t max_pages = m.block_table.dim(1);
-  check_i32_meta(m.seq_lens, "seq_lens (host)", {num_seqs}, Device::kCpu);
-  check_i32_meta(m.query_start_loc, "query_start_loc (host)", {num_seqs + 1}, Device::kCpu);
-  check_i32_meta(m.block_table, "block_table (host)", {num_seqs, max_pages}, Device::kCpu);
-  const int32_t* lens = m.seq_lens.data<int32_t>();
-  const int32_t* qsl = m.query_start_loc.data<int32_t>();
-  const int32_t* bt = m.block_table.data<int32_t>();
-  MLAFUSE_CHECK(qsl[0] == 0, "query_start_loc[0] is ", qsl[0], ", expected 0");
-  MLAFUSE_CHECK(qsl[num_seqs] == m.num_tokens(), "query_start_loc[", num_seqs, "] is ",
-                qsl[num_seqs], ", expected the batch's token count ", m.num_tokens());
-  for (int64_t s = 0; s < num_seqs; ++s) {
-    const int64_t q_len = static_cast<int64_t>(qsl[s + 1]) - qsl[s];
-    const bool decode = s < m.num_decodes;
-    MLAFUSE_CHECK(decode ? q_len == 1 : q_len >= 1, "sequence ", s, " (",
-                  decode ? "decode" : "prefill", ") has ", q_len,
-                  " query tokens in query_start_loc; expected ", decode ? "1" : ">= 1");
-    // A padded decode sequence may have length 0; a prefill's tokens are part of its length.
-    MLAFUSE_CHECK(lens[s] >= 0 && lens[s] >= (decode ? 0 : q_len), "seq_lens[", s, "] is ", lens[s],
-                  ", expected >= ", decode ? 0 : q_len, " (its query tokens)");
-    const int64_t pages = ceil_div(lens[s], page_size);
-    MLAFUSE_CHECK(pages <= max_pages, "seq_lens[", s, "] = ", lens[s], " needs ", pages,
-                  " pages but block_table has ", max_pages, " columns");
-    for (int64_t p = 0; p < pages; ++p) {
-      const int32_t page = bt[s * max_pages + p];
-      MLAFUSE_CHECK(page >= 0 && page < num_pages, "block_table[", s, ", ", p, "] = ", page,
-                    " is outside the cache's ", num_pages, " pages");
-    }
-  }
-}
-
 MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   MlaCallPlan plan;
   const AttrMap& a = call.attrs;
-  plan.heads = a.get<int64_t>("num_heads");
-  const int64_t p_dim = a.get<int64_t>("qk_nope_dim");
-  const int64_t r_dim = a.get<int64_t>("qk_rope_dim");
-  const int64_t v_dim = a.get<int64_t>("v_head_dim");
-  const int64_t l_dim = a.get<int64_t>("kv_lora_rank");
-  const int64_t layer = a.get<int64_t>("layer");
+  plan.heads = a.get<int64_t>(mla_attr::kNumHeads);
+  const int64_t p_dim = a.get<int64_t>(mla_attr::kQkNopeDim);
+  const int64_t r_dim = a.get<int64_t>(mla_attr::kQkRopeDim);
+  const int64_t v_dim = a.get<int64_t>(mla_attr::kVHeadDim);
+  const int64_t l_dim = a.get<int64_t>(mla_attr::kKvLoraRank);
+  const int64_t layer = a.get<int64_t>(mla_attr::kLayer);
   MLAFUSE_CHECK(supported_heads(plan.heads), "mla_attention (cuda): num_heads ", plan.heads,
                 " is not supported; expected 16, 32, 64 or 128");
   MLAFUSE_CHECK(p_dim == kNope && r_dim == kRope && v_dim == kVDim && l_dim == kLatent,
                 "mla_attention (cuda): dims qk_nope ", p_dim, ", qk_rope ", r_dim, ", v_head ",
                 v_dim, ", kv_lora_rank ", l_dim, " are not supported; expected 128, 64, 128, 512");
-  const double scale_attr = a.get_or<double>("softmax_scale", 0.0);
+  const double scale_attr = a.get_or<double>(mla_attr::kSoftmaxScale, 0.0);
   MLAFUSE_CHECK(std::isfinite(scale_attr) && scale_attr >= 0.0, "softmax_scale ", scale_attr,
                 " must be finite and >= 0 (0 means 1/sqrt(qk_nope + qk_rope))");
   plan.softmax_scale = scale_attr > 0.0 ? static_cast<float>(scale_attr)
@@ -126,7 +88,8 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   const Tensor& k_pe = call.inputs[2];
   const Tensor& cache = call.inputs[3];
   const Tensor no_tensor;
-  const Tensor& out_scale = call.inputs.size() == 5 ? call.inputs[4] : no_tensor;
+  const Tensor& out_scale =
+      call.inputs.size() > mla_in::kOutputScale ? call.inputs[mla_in::kOutputScale] : no_tensor;
   const Tensor& out = call.outputs[0];
   const Tensor& cache_out = call.outputs[1];
   const Tensor& block_scale = call.outputs.size() == 3 ? call.outputs[2] : no_tensor;
@@ -159,10 +122,10 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
     groups = block_scale.dim(1);
   }
   plan.key = detect_output_quant_key(out.dtype(), out_scale.defined(), groups, d_out);
-  plan.ue8m0 = a.get_or<bool>("quant_scale_ue8m0", false);
-  plan.col_major = a.get_or<bool>("quant_col_major", false);
-  plan.tma_aligned = a.get_or<bool>("quant_tma_aligned", false);
-  const int64_t g_attr = a.get_or<int64_t>("quant_group_size", 0);
+  plan.ue8m0 = a.get_or<bool>(mla_attr::kQuantScaleUe8m0, false);
+  plan.col_major = a.get_or<bool>(mla_attr::kQuantColMajor, false);
+  plan.tma_aligned = a.get_or<bool>(mla_attr::kQuantTmaAligned, false);
+  const int64_t g_attr = a.get_or<int64_t>(mla_attr::kQuantGroupSize, 0);
   if (!plan.key) {
     check_cuda_tensor(out, "out", DType::kBF16, {t, d_out});
     MLAFUSE_CHECK(g_attr == 0, "quant_group_size ", g_attr,
@@ -228,12 +191,7 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   MLAFUSE_CHECK(dm.num_decodes == hm.num_decodes && dm.num_prefills == hm.num_prefills &&
                     dm.num_prefill_tokens == hm.num_prefill_tokens,
                 "host and device AttentionMetadata disagree on the batch's composition");
-  const int64_t num_seqs = dm.num_seqs();
-  check_rank(dm.block_table, "block_table", 2);
-  check_i32_meta(dm.seq_lens, "seq_lens", {num_seqs}, Device::kCuda);
-  check_i32_meta(dm.query_start_loc, "query_start_loc", {num_seqs + 1}, Device::kCuda);
-  check_i32_meta(dm.block_table, "block_table", {num_seqs, dm.block_table.dim(1)}, Device::kCuda);
-  check_i32_meta(dm.slot_mapping, "slot_mapping", {dm.slot_mapping.dim(0)}, Device::kCuda);
+  check_attention_metadata_tensors(dm, Device::kCuda);
   MLAFUSE_CHECK(dm.slot_mapping.dim(0) >= t, "slot_mapping ", dm.slot_mapping.str(),
                 ": expected at least T_pad = ", t, " entries");
   MLAFUSE_CHECK(dm.block_table.dim(1) >= 1 && dm.block_table.dim(1) < (int64_t{1} << 24),
@@ -242,7 +200,10 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
     MLAFUSE_CHECK(hm.block_table.defined() && hm.block_table.shape() == dm.block_table.shape(),
                   "host block_table ", hm.block_table.str(), " differs in shape from the device's ",
                   dm.block_table.str());
-    check_host_metadata(hm, t, plan.num_pages, plan.page_size);
+    // The host copy's values, so the kernels never read a page outside the cache or a
+    // block-table entry outside its row.
+    const PagedCacheExtent extent{plan.num_pages, plan.page_size, "kv_cache"};
+    validate_attention_metadata(hm, MetadataForm::kPadded, &extent);
   }
 
   const MlaLayerWeights& w = ctx.weights->layer(layer);
@@ -299,7 +260,7 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   const MlaWorkspace ws = mla_workspace_carve(base + q_cat_bytes, t, h, num_parts);
 
   // 3. q_cat = [q_nope @ W_UK_T | q_pe] on tensor cores (cuBLAS).
-  const MlaLayerWeights& w = ctx.weights->layer(call.attrs.get<int64_t>("layer"));
+  const MlaLayerWeights& w = ctx.weights->layer(call.attrs.get<int64_t>(mla_attr::kLayer));
   launch_mla_absorb_q(dc.cublas, static_cast<const __nv_bfloat16*>(q.raw()),
                       static_cast<const __nv_bfloat16*>(w.w_uk_t.raw()), q_cat, t, h, stream);
 
@@ -322,10 +283,13 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   p.w_uv = static_cast<const __nv_bfloat16*>(w.w_uv.raw());
 
   const MlaOutputParams out = mla_output_params(
-      plan.key, call.outputs[0].raw(),
-      call.inputs.size() == 5 ? call.inputs[4].data<float>() : nullptr,
-      plan.key && plan.key->group_size() != 0 ? call.outputs[2].raw() : nullptr, plan.col_major,
-      plan.tma_aligned, plan.ue8m0);
+      plan.key, call.outputs[ir::mla_attention::out::kOut].raw(),
+      call.inputs.size() > mla_in::kOutputScale ? call.inputs[mla_in::kOutputScale].data<float>()
+                                                : nullptr,
+      plan.key && plan.key->group_size() != 0
+          ? call.outputs[ir::mla_attention::out::kOutputBlockScale].raw()
+          : nullptr,
+      plan.col_major, plan.tma_aligned, plan.ue8m0);
   launch_mla_plan(p, ws, stream);
   launch_mla_decode_splitkv(p, ws, stream);
   launch_mla_combine_up_quant(p, ws, out, stream);
