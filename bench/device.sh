@@ -84,6 +84,13 @@ if want sanitize; then
     note "racecheck $(basename "$bin") ($filter): rc=$? ($(elapsed))"
   done
   grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT_DIR/sanitizer.log" | sort | uniq -c | tee -a "$SUMMARY"
+  # Calibration: racecheck on a correct bar.arrive / bar.sync hand-off (the decode kernel's
+  # pattern between warpgroups). Hazards it reports there are racecheck's, not the kernel's.
+  if [ -x "$BUILD/tests/gpu_racecheck_calibration" ]; then
+    compute-sanitizer --tool racecheck "$BUILD/tests/gpu_racecheck_calibration" \
+      > "$OUT_DIR/racecheck_calibration.log" 2>&1
+    note "racecheck calibration (correct named-barrier hand-off): rc=$?, $(grep -E 'RACECHECK SUMMARY' "$OUT_DIR/racecheck_calibration.log" | sed 's/=* //')"
+  fi
 fi
 
 if want bench; then
