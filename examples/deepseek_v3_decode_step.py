@@ -28,7 +28,10 @@ def quant_group_torch(x, g=G):
     """vLLM's per_token_group_fp8_quant semantics in torch (SPEC 3.2)."""
     t, d = x.shape
     xg = x.float().view(t, d // g, g)
-    s = xg.abs().amax(dim=-1).clamp_min(1e-10) / 448.0
+    amax = xg.abs().amax(dim=-1).clamp_min(1e-10)
+    # A tensor divisor: torch turns division by a Python scalar into a product with its rounded
+    # reciprocal, not the correctly rounded quotient vLLM's kernel computes.
+    s = amax / torch.full_like(amax, 448.0)
     q = (xg / s[..., None]).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
     return q.view(t, d), s
 

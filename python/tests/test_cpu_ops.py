@@ -338,6 +338,9 @@ def test_mla_decode_errors_name_the_argument():
         call(num_tokens=-1)
     with pytest.raises(ValueError, match="scale_ue8m0"):
         call(scale_ue8m0=True)  # bf16 output has no group scales
+    with pytest.raises(ValueError, match="num_kv_splits"):
+        call(num_kv_splits=-1)
+    call(num_kv_splits=24)  # a fixed split count is accepted (the CPU reference does not split)
     with pytest.raises(ValueError, match="block_table"):
         bad = table.copy()
         bad[0, 0] = 99  # a page outside the cache, inside the sequence

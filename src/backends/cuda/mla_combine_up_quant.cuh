@@ -49,16 +49,24 @@ __device__ __forceinline__ SplitRow split_row(const MlaWorkspace& ws, int per_pa
 inline constexpr int kWChunkRows = 64;
 inline constexpr int kWChunks = kMlaLatent / kWChunkRows;
 
+// Split entries of one token tile: at most kTM + num_parts (each part boundary splits one token
+// once more); kMlaMaxParts keeps num_parts within it.
+inline constexpr int kMaxMergeEntries = 1024;
+static_assert(64 + kMlaMaxParts <= kMaxMergeEntries, "kMlaMaxParts must fit the merge plan");
+
 template <int kTM, int kStages>
 struct CombineUpSmem {
   __nv_bfloat16 w[kStages * kWChunkRows * kMlaVDim];  // W_UV[h] chunks [64, 128], rows of 16
                                                       // swizzled 16-byte chunks
   __nv_bfloat16 a[kTM * kMlaLatent];  // merged o_lat [kTM, 512], rows of 64 swizzled chunks;
                                       // reused as the bf16 output tile [kTM, kOutStride]
-  SplitRow rows[kTM];    // each row's split-KV parts
-  int merge_rows[kTM];   // rows with 0 or >= 2 splits (merged or zeroed by the warps)
-  uint32_t ballot[2];    // rows 0..31, 32..63 that merge
-  int max_count[2];      // most splits of a row, over rows 0..31 and 32..63
+  SplitRow rows[kTM];       // each row's split-KV parts
+  int merge_rows[kTM];      // real rows with 0 or >= 2 splits (merged or zeroed by the warps)
+  int merge_off[kTM + 1];   // merge_rows[i]'s split entries: [merge_off[i], merge_off[i + 1])
+  uint32_t ballot[2];       // rows 0..31, 32..63 that merge
+  int split_total[2];       // their splits
+  int ent_slot[kMaxMergeEntries];  // an entry's partial slot, and its log-sum-exp, then weight
+  float ent_w[kMaxMergeEntries];
 };
 
 // ---- epilogue functors: `row` gets one token's 128 bf16-rounded outputs of head h -------------
@@ -275,25 +283,6 @@ __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, cons
   }
 }
 
-// The merging rows `list[0 .. count)` of a token tile, kRows at a time (merge_split_rows), each
-// result handed to store(row, value).
-template <int kRows, int kPre, class Store>
-__device__ __forceinline__ void merge_rows_by(const MlaDecodeProblem& p, const MlaWorkspace& ws,
-                                              int per_part, const SplitRow* rows, const int* list,
-                                              int count, int h, int d0, int lane, Store&& store) {
-  for (int q0 = 0; q0 < count; q0 += kRows) {
-    SplitRow group[kRows];
-#pragma unroll
-    for (int i = 0; i < kRows; ++i) group[i] = q0 + i < count ? rows[list[q0 + i]] : SplitRow{0, 0, 0};
-    float2 v[kRows];
-    merge_split_rows<kRows, kPre>(p, ws, per_part, group, h, d0, lane, v);
-#pragma unroll
-    for (int i = 0; i < kRows; ++i) {
-      if (q0 + i < count) store(list[q0 + i], v[i]);
-    }
-  }
-}
-
 // Waits until at most `pending` (warp-uniform, 0..7) cp.async groups of the thread are in flight.
 __device__ __forceinline__ void cp_async_wait_dyn(int pending) {
   switch (pending) {
@@ -371,21 +360,29 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     SplitRow sr{0, 0, 0};
     if (r < rows) sr = split_row(ws, per_part, t0 + r);
     if (r < kTM) sm.rows[r] = sr;
-    const bool merge = r < kTM && sr.count != 1;
+    const bool merge = r < rows && sr.count != 1;  // padding rows are never stored
     const uint32_t bal = __ballot_sync(0xffffffffu, merge);
-    const int most = __reduce_max_sync(0xffffffffu, static_cast<unsigned>(sr.count));
-    if (lane == 0) {
-      sm.ballot[warp] = bal;
-      sm.max_count[warp] = most;
+    int splits = merge ? sr.count : 0;  // inclusive scan over the warp
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, splits, o);
+      if (lane >= o) splits += v;
     }
-    __syncwarp();
-    asm volatile("bar.sync 1, 64;" ::: "memory");  // both warps' ballots are in
+    if (lane == 31) {
+      sm.ballot[warp] = bal;
+      sm.split_total[warp] = splits;
+    }
+    asm volatile("bar.sync 1, 64;" ::: "memory");  // both warps' ballots and totals are in
     const int pos = __popc(bal & ((1u << lane) - 1u)) + (warp == 1 ? __popc(sm.ballot[0]) : 0);
-    if (merge) sm.merge_rows[pos] = r;
+    const int end = splits + (warp == 1 ? sm.split_total[0] : 0);
+    if (merge) {
+      sm.merge_rows[pos] = r;
+      sm.merge_off[pos + 1] = end;
+    }
+    if (r == 0) sm.merge_off[0] = 0;
   }
   __syncthreads();
   const int num_merge = __popc(sm.ballot[0]) + __popc(sm.ballot[1]);
-  const int max_count = max(sm.max_count[0], sm.max_count[1]);
   // Single-split rows: the attention already wrote their bf16 latent output; copy it into the
   // swizzled A tile with cp.async (whole tile in flight at once, overlapping the W_UV load and
   // the merge below). Row r, 16-byte chunk c of 64.
@@ -401,25 +398,100 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     cp_async_commit();
   }
   // The other rows: warp w owns latent dims 64w .. 64w+63 of every row (lane l: 64w + 2l, +1), so
-  // even a single token keeps all eight warps loading. One merging row: its first 16 splits in
-  // flight at once; rows of at most 4 splits: four rows at a time; else two rows of 16 splits.
+  // even a single token keeps all eight warps loading.
   const int d0 = 64 * warp + 2 * lane;
   auto store_row = [&](int r, float2 v) {
     const int c = d0 / 8;
     *reinterpret_cast<uint32_t*>(sm.a + r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8 + d0 % 8) =
         pack_bf16x2(v.x, v.y);
   };
-  if (num_merge == 1) {
+  if (num_merge == 1) {  // one token (B = 1): its first 16 splits in flight at once
     const int r = sm.merge_rows[0];
     const SplitRow one[1] = {sm.rows[r]};
     float2 v[1];
     merge_split_rows<1, 16>(p, ws, per_part, one, h, d0, lane, v);
     store_row(r, v[0]);
-  } else if (max_count <= 4) {
-    merge_rows_by<4, 4>(p, ws, per_part, sm.rows, sm.merge_rows, num_merge, h, d0, lane, store_row);
-  } else {
-    merge_rows_by<2, 16>(p, ws, per_part, sm.rows, sm.merge_rows, num_merge, h, d0, lane,
-                         store_row);
+  } else if (num_merge > 1) {
+    // Many rows: their weights first, by all threads at once (a round trip for every log-sum-exp
+    // of the tile), then eight rows at a time with the first two splits of each loaded before
+    // any is summed. Sum order: split order, from 0, weights normalized first.
+    const int entries = sm.merge_off[num_merge];
+    for (int e = threadIdx.x; e < entries; e += kCombineThreads) {
+      int lo = 0;
+      int hi = num_merge;  // the merge row i with merge_off[i] <= e < merge_off[i + 1]
+      while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (sm.merge_off[mid] <= e) {
+          lo = mid;
+        } else {
+          hi = mid;
+        }
+      }
+      const SplitRow& sr = sm.rows[sm.merge_rows[lo]];
+      const int slot = partial_slot(sr.first + (e - sm.merge_off[lo]), per_part, sr.cum);
+      sm.ent_slot[e] = slot;
+      sm.ent_w[e] = ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + h];
+    }
+    __syncthreads();
+    if (threadIdx.x < num_merge) {
+      const int b = sm.merge_off[threadIdx.x];
+      const int e = sm.merge_off[threadIdx.x + 1];
+      float m = -INFINITY;
+      for (int i = b; i < e; ++i) m = fmaxf(m, sm.ent_w[i]);
+      float sum = 0.0f;
+      for (int i = b; i < e; ++i) {
+        const float w = __expf(sm.ent_w[i] - m);
+        sm.ent_w[i] = w;
+        sum += w;
+      }
+      const float inv = 1.0f / sum;
+      for (int i = b; i < e; ++i) sm.ent_w[i] *= inv;
+    }
+    __syncthreads();
+    for (int q0 = 0; q0 < num_merge; q0 += 8) {
+      float2 x[8][2];
+      float w[8][2];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int b = q0 + i < num_merge ? sm.merge_off[q0 + i] : 0;
+        const int cnt = q0 + i < num_merge ? sm.merge_off[q0 + i + 1] - b : 0;
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          w[i][j] = cnt > 1 ? sm.ent_w[b + j] : 0.0f;
+          x[i][j] = cnt > 1 ? load_partial(p, ws, sm.ent_slot[b + j], h, d0)
+                            : make_float2(0.0f, 0.0f);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        if (q0 + i >= num_merge) break;  // uniform over the CTA
+        const int b = sm.merge_off[q0 + i];
+        const int end = sm.merge_off[q0 + i + 1];
+        float2 v = make_float2(0.0f, 0.0f);
+        if (end - b > 1) {
+          v.x += w[i][0] * x[i][0].x;
+          v.y += w[i][0] * x[i][0].y;
+          v.x += w[i][1] * x[i][1].x;
+          v.y += w[i][1] * x[i][1].y;
+          for (int e0 = b + 2; e0 < end; e0 += 8) {
+            float2 y[8];
+            float wy[8];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+              const int e = e0 + j;
+              wy[j] = e < end ? sm.ent_w[e] : 0.0f;
+              y[j] = e < end ? load_partial(p, ws, sm.ent_slot[e], h, d0) : make_float2(0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+              v.x += wy[j] * y[j].x;
+              v.y += wy[j] * y[j].y;
+            }
+          }
+        }
+        store_row(sm.merge_rows[q0 + i], v);
+      }
+    }
   }
   cp_async_wait<0>();
   __syncthreads();

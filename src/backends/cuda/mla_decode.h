@@ -37,9 +37,9 @@ inline constexpr int kMlaVDim = 128;    // V
 inline constexpr int kMlaPage = 64;     // tokens per KV tile of the kernels (the default page)
 // Split-KV cost of one query beyond its KV tiles (Q load, output write, combine), in tiles.
 inline constexpr int kMlaQueryOverheadTiles = 4;
-// Most split-KV parts of one call (a caller's num_kv_splits): far past any use (more than a few
-// parts a CTA slot only adds f32 partial traffic), well inside the grid's y limit.
-inline constexpr int kMlaMaxParts = 4096;
+// Most split-KV parts of one call (a caller's num_kv_splits): the combine's per-tile merge plan
+// holds 64 rows + one entry a part (mla_combine_up_quant.cuh, kMaxMergeEntries).
+inline constexpr int kMlaMaxParts = 960;
 
 struct MlaDecodeProblem {
   int num_heads = 0;                           // H in {16, 32, 64, 128}
