@@ -130,7 +130,9 @@ def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
     scales rounded up to powers of two. softmax_scale 0 means 1/sqrt(192). num_kv_splits: the
     CUDA split-KV schedule's part count (0: one per CTA slot, SMs / ceil(H/64)); pass the same
     count on every tensor-parallel rank and each rank's output equals, bit for bit, the heads it
-    holds of a single-GPU call with that count (the split points then do not depend on H).
+    holds of a single-GPU call with that count (the split points then do not depend on H),
+    except for split queries whose merge path the combine's H-dependent tiling changes (see
+    docs/kernels/mla_decode.md, "Tensor parallelism").
     workspace: CUDA scratch of mla_decode_workspace_bytes(T_pad, H, device, num_kv_splits)
     bytes; by default taken from torch.
     Before capturing a CUDA graph, call it once eagerly at the largest T_pad (as torch's warm-up

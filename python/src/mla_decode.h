@@ -31,7 +31,8 @@ struct MlaDecodeArgs {
   bool scale_ue8m0 = false;   // group FP8: power-of-two scales
   // Split-KV parts of the CUDA schedule; 0: one a CTA slot (SMs / head blocks). A fixed count
   // makes the split points, hence every rounding, independent of H: tensor-parallel shards then
-  // reproduce the single-GPU output of their heads bit for bit.
+  // reproduce the single-GPU output of their heads bit for bit (the exception: see
+  // docs/kernels/mla_decode.md, "Tensor parallelism").
   int64_t num_kv_splits = 0;
 };
 

@@ -208,7 +208,8 @@ __device__ __forceinline__ float2 load_partial(const MlaDecodeProblem& p, const 
 // lanes call it together (shuffles inside); rows[] is uniform over the warp. The log-sum-exps
 // and the first kPre partials of every row are loaded before anything waits on them, so a merge
 // costs a round trip or two, not one per row or per split. Sum order: split order, from 0; the
-// fused combine and the unfused latent combine both merge here, so they agree bit for bit.
+// weights are normalized after the sum (the many-row path of the fused kernel normalizes them
+// first, so the two round differently).
 template <int kRows, int kPre>
 __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                                  int per_part, const SplitRow (&rows)[kRows],
@@ -405,7 +406,12 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     *reinterpret_cast<uint32_t*>(sm.a + r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8 + d0 % 8) =
         pack_bf16x2(v.x, v.y);
   };
-  if (num_merge == 1) {  // one token (B = 1): its first 16 splits in flight at once
+  // One merging row in the tile (B = 1, or a single split query among whole ones): its first 16
+  // splits in flight at once. Note: this path normalizes after the weighted sum, the many-row
+  // path before, so the same row can round differently when the tile shape (which depends on H)
+  // changes how many merging rows share its tile; tensor-parallel shards then differ in the last
+  // bit for such rows (docs/kernels/mla_decode.md, "Tensor parallelism").
+  if (num_merge == 1) {
     const int r = sm.merge_rows[0];
     const SplitRow one[1] = {sm.rows[r]};
     float2 v[1];
@@ -591,6 +597,8 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   const int64_t rows =
       Epi::kKind == MlaEpilogue::kNvfp4 ? round_up(p.num_queries, 128) : p.num_queries;
   const dim3 grid(static_cast<unsigned>(ceil_div(rows, kTM)), static_cast<unsigned>(p.num_heads));
+  MLAFUSE_CHECK(ws.num_parts >= 1 && ws.num_parts <= kMlaMaxParts, "mla_combine_up_quant: ",
+                ws.num_parts, " split-KV parts; the merge plan holds 1 to ", kMlaMaxParts);
   const size_t smem = sizeof(CombineUpSmem<kTM, kStages>);
   auto kernel = mla_combine_up_quant_kernel<Epi, kTM, kStages>;
   MLAFUSE_CUDA_CHECK(
