@@ -208,8 +208,8 @@ __device__ __forceinline__ float2 load_partial(const MlaDecodeProblem& p, const 
 // lanes call it together (shuffles inside); rows[] is uniform over the warp. The log-sum-exps
 // and the first kPre partials of every row are loaded before anything waits on them, so a merge
 // costs a round trip or two, not one per row or per split. Sum order: split order, from 0; the
-// weights are normalized after the sum (the many-row path of the fused kernel normalizes them
-// first, so the two round differently).
+// weights are summed in split order and normalized first, exactly as the fused kernel's
+// many-row path does, so all three merges (one row, many rows, the unfused latent) agree.
 template <int kRows, int kPre>
 __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                                  int per_part, const SplitRow (&rows)[kRows],
@@ -241,13 +241,23 @@ __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, cons
     for (int k = 32 + lane; k < r.count; k += 32) m = fmaxf(m, lse_of(r, k));
 #pragma unroll
     for (int o = 16; o >= 1; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    float2 acc = make_float2(0.0f, 0.0f);
+    // The weights as the fused kernel's many-row merge forms them: summed in split order, then
+    // normalized before the weighted sum, so every path rounds alike (tensor-parallel shards,
+    // whose tiles differ, depend on it).
     float wsum = 0.0f;
     for (int base = 0; base < r.count; base += 32) {
       const int k = base + lane;
       const float lse = base == 0 ? lse0[i] : (k < r.count ? lse_of(r, k) : -INFINITY);
       const float w = k < r.count ? __expf(lse - m) : 0.0f;
-      wsum += w;
+      const int nk = min(32, r.count - base);
+      for (int j = 0; j < nk; ++j) wsum += __shfl_sync(0xffffffffu, w, j);
+    }
+    const float inv = 1.0f / wsum;
+    float2 acc = make_float2(0.0f, 0.0f);
+    for (int base = 0; base < r.count; base += 32) {
+      const int k = base + lane;
+      const float lse = base == 0 ? lse0[i] : (k < r.count ? lse_of(r, k) : -INFINITY);
+      const float w = k < r.count ? __expf(lse - m) * inv : 0.0f;
       const int nk = min(32, r.count - base);
       int j0 = 0;
       if (base == 0) {
@@ -277,10 +287,7 @@ __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, cons
         }
       }
     }
-#pragma unroll
-    for (int o = 16; o >= 1; o >>= 1) wsum += __shfl_xor_sync(0xffffffffu, wsum, o);
-    const float inv = 1.0f / wsum;
-    res[i] = make_float2(acc.x * inv, acc.y * inv);
+    res[i] = acc;
   }
 }
 
@@ -407,10 +414,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
         pack_bf16x2(v.x, v.y);
   };
   // One merging row in the tile (B = 1, or a single split query among whole ones): its first 16
-  // splits in flight at once. Note: this path normalizes after the weighted sum, the many-row
-  // path before, so the same row can round differently when the tile shape (which depends on H)
-  // changes how many merging rows share its tile; tensor-parallel shards then differ in the last
-  // bit for such rows (docs/kernels/mla_decode.md, "Tensor parallelism").
+  // splits in flight at once (the same arithmetic as the many-row path below).
   if (num_merge == 1) {
     const int r = sm.merge_rows[0];
     const SplitRow one[1] = {sm.rows[r]};
