@@ -1,4 +1,5 @@
-// mla_decode_combine_up_quant: one CTA = kTM query tokens x one head h.
+// mla_decode_combine_up_quant: one CTA = kTM query tokens x one head h. (Where that grid would
+// leave most SMs idle, mla_combine_latent_kernel merges the splits first and step 2 only copies.)
 //   1. W_UV[h] ([512, 128] bf16, 128 KB) streams into shared memory with cp.async, and so do the
 //      bf16 latent rows of tokens done by one split-KV part (already final: copied as they are),
 //      while
@@ -334,7 +335,8 @@ __device__ __forceinline__ void load_w_chunk(uint32_t dst, const __nv_bfloat16* 
 
 template <class Epi, int kTM, int kStages>
 __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
-    mla_combine_up_quant_kernel(MlaDecodeProblem p, MlaWorkspace ws, MlaOutputParams op) {
+    mla_combine_up_quant_kernel(MlaDecodeProblem p, MlaWorkspace ws, MlaOutputParams op,
+                                bool premerged) {
   static_assert(kStages == kWChunks || kStages == 2, "W_UV: whole, or a ring of two chunks");
   using Smem = CombineUpSmem<kTM, kStages>;
   constexpr int kMT = kTM / 16;
@@ -368,7 +370,8 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     SplitRow sr{0, 0, 0};
     if (r < rows) sr = split_row(ws, per_part, t0 + r);
     if (r < kTM) sm.rows[r] = sr;
-    const bool merge = r < rows && sr.count != 1;  // padding rows are never stored
+    // Padding rows are never stored; premerged: every real row's latent is in ws.o_lat already.
+    const bool merge = r < rows && sr.count != 1 && !premerged;
     const uint32_t bal = __ballot_sync(0xffffffffu, merge);
     int splits = merge ? sr.count : 0;  // inclusive scan over the warp
 #pragma unroll
@@ -399,7 +402,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     for (int i = threadIdx.x; i < kTM * (kMlaLatent / 8); i += kCombineThreads) {
       const int r = i / (kMlaLatent / 8);
       const int c = i % (kMlaLatent / 8);
-      if (sm.rows[r].count != 1) continue;
+      if (!(premerged ? r < rows : sm.rows[r].count == 1)) continue;
       cp_async16(sa + (r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8) * 2,
                  ws.o_lat + (static_cast<int64_t>(t0 + r) * p.num_heads + h) * kMlaLatent + c * 8);
     }
@@ -597,7 +600,7 @@ __global__ void __launch_bounds__(kThreads)
 // rows for its scale padding.
 template <class Epi, int kTM, int kStages>
 void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace& ws,
-                                  const MlaOutputParams& op, cudaStream_t stream) {
+                                  const MlaOutputParams& op, cudaStream_t stream, int num_sms) {
   const int64_t rows =
       Epi::kKind == MlaEpilogue::kNvfp4 ? round_up(p.num_queries, 128) : p.num_queries;
   const dim3 grid(static_cast<unsigned>(ceil_div(rows, kTM)), static_cast<unsigned>(p.num_heads));
@@ -607,7 +610,18 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   auto kernel = mla_combine_up_quant_kernel<Epi, kTM, kStages>;
   MLAFUSE_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  kernel<<<grid, kCombineThreads, smem, stream>>>(p, ws, op);
+  // A grid of at most half the SMs (few tokens, few heads: B = 16, H = 16 is 16 CTAs) would merge
+  // every split on those few SMs: the latent merge then runs first as its own kernel, a CTA a
+  // (token, head), and the combine only copies. Not for one token, whose merge is one CTA a
+  // head either way.
+  const bool premerge =
+      p.num_queries >= 4 && ceil_div(p.num_queries, kTM) * p.num_heads * 2 <= num_sms;
+  if (premerge) {
+    const dim3 latent_grid(static_cast<unsigned>(p.num_queries), static_cast<unsigned>(p.num_heads));
+    mla_combine_latent_kernel<kCombineThreads><<<latent_grid, kCombineThreads, 0, stream>>>(p, ws);
+    MLAFUSE_CUDA_CHECK_LAUNCH("mla_combine_latent_kernel");
+  }
+  kernel<<<grid, kCombineThreads, smem, stream>>>(p, ws, op, premerge);
   MLAFUSE_CUDA_CHECK_LAUNCH("mla_combine_up_quant_kernel");
 }
 
@@ -636,16 +650,16 @@ void launch_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& ws,
   int stages = kWChunks;
   switch (combine_launch_shape(p.num_queries, p.num_heads, num_sms, &stages)) {
     case 16:
-      launch_combine_up_quant_tile<Epi, 16, kWChunks>(p, ws, op, stream);
+      launch_combine_up_quant_tile<Epi, 16, kWChunks>(p, ws, op, stream, num_sms);
       break;
     case 32:
-      launch_combine_up_quant_tile<Epi, 32, kWChunks>(p, ws, op, stream);
+      launch_combine_up_quant_tile<Epi, 32, kWChunks>(p, ws, op, stream, num_sms);
       break;
     default:
       if (stages == 2) {
-        launch_combine_up_quant_tile<Epi, 64, 2>(p, ws, op, stream);
+        launch_combine_up_quant_tile<Epi, 64, 2>(p, ws, op, stream, num_sms);
       } else {
-        launch_combine_up_quant_tile<Epi, 64, kWChunks>(p, ws, op, stream);
+        launch_combine_up_quant_tile<Epi, 64, kWChunks>(p, ws, op, stream, num_sms);
       }
       break;
   }
