@@ -140,6 +140,8 @@ template <bool kFirst>
 __device__ __forceinline__ void qk_chunks(float (&s)[32], uint32_t sq, uint32_t skv,
                                           uint32_t bars, uint32_t phase, int c0, int c1,
                                           bool leader, uint32_t chunk_bytes) {
+  const uint64_t dq = desc_kmajor(sq);
+  const uint64_t dkv = desc_kmajor(skv);
 #pragma unroll
   for (int c = c0; c < c1; ++c) {
     const uint32_t bar = bars + c * 8;
@@ -149,7 +151,7 @@ __device__ __forceinline__ void qk_chunks(float (&s)[32], uint32_t sq, uint32_t 
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) {
       const uint32_t off = c * kChunkBytes + ks * 32;
-      wgmma_m64n64k16_ss(s, desc_kmajor(sq + off), desc_kmajor(skv + off),
+      wgmma_m64n64k16_ss(s, desc_advance(dq, off), desc_advance(dkv, off),
                          !kFirst || c > c0 || ks > 0);
     }
     wgmma_commit();
@@ -158,22 +160,24 @@ __device__ __forceinline__ void qk_chunks(float (&s)[32], uint32_t sq, uint32_t 
 
 // O_half += P (bf16 fragments in registers) * V[:, half] of a tile.
 __device__ __forceinline__ void pv_local(float (&o)[128], const uint32_t (&pa)[16], uint32_t sv) {
+  const uint64_t dv = desc_mnmajor(sv, kChunkBytes);
   wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     const uint32_t a[4] = {pa[4 * kk], pa[4 * kk + 1], pa[4 * kk + 2], pa[4 * kk + 3]};
-    wgmma_m64n256k16_rs(o, a, desc_mnmajor(sv + kk * 16 * 128, kChunkBytes));
+    wgmma_m64n256k16_rs(o, a, desc_advance(dv, kk * 16 * 128));
   }
   wgmma_commit();
 }
 
 // O_half += P (shared, [64, 64] SW128) * V[:, half] of a tile.
 __device__ __forceinline__ void pv_shared(float (&o)[128], uint32_t sp, uint32_t sv) {
+  const uint64_t dp = desc_kmajor(sp);
+  const uint64_t dv = desc_mnmajor(sv, kChunkBytes);
   wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
-    wgmma_m64n256k16_ss<1>(o, desc_kmajor(sp + kk * 32),
-                           desc_mnmajor(sv + kk * 16 * 128, kChunkBytes), 1);
+    wgmma_m64n256k16_ss<1>(o, desc_advance(dp, kk * 32), desc_advance(dv, kk * 16 * 128), 1);
   }
   wgmma_commit();
 }
@@ -181,38 +185,50 @@ __device__ __forceinline__ void pv_shared(float (&o)[128], uint32_t sp, uint32_t
 // ---------------------------------------------------------------------------------------------
 // Softmax pieces. A thread holds S[row0 + 8r][8j + 2(lane%4) + {0,1}] at s[4j + 2r + {0,1}].
 
-// Scales S to the log2 domain, masks tokens >= len (only the query's last tile has any) and
-// returns the row maxima of this thread's two rows (reduced over the quad).
-__device__ __forceinline__ void scale_mask_max(float (&s)[32], float scale_log2, int tok0, int len,
-                                               float (&mx)[2]) {
+// 2^x on the SFU, denormal results flushed to zero (exp2f adds a range fix-up of three
+// instructions around every MUFU.EX2; a weight below 2^-126 is zero for every output anyway).
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// The row maxima of this thread's two rows of S (reduced over the quad), in the log2 domain.
+// kMask: the tile may be the query's last, partial one: scores of tokens >= len become -inf.
+// The scale is applied to the maxima only (scale > 0 keeps the order); exp_rows folds it in.
+template <bool kMask>
+__device__ __forceinline__ void row_max_log2(float (&s)[32], float scale_log2, int tok0, int len,
+                                             float (&mx)[2]) {
   const int lane = threadIdx.x % 32;
-  const bool partial = tok0 + 64 > len;
   mx[0] = mx[1] = -INFINITY;
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      float v = s[4 * j + e] * scale_log2;
-      if (partial && tok0 + 8 * j + 2 * (lane % 4) + (e & 1) >= len) v = -INFINITY;
-      s[4 * j + e] = v;
-      mx[e / 2] = fmaxf(mx[e / 2], v);
+      if constexpr (kMask) {
+        if (tok0 + 8 * j + 2 * (lane % 4) + (e & 1) >= len) s[4 * j + e] = -INFINITY;
+      }
+      mx[e / 2] = fmaxf(mx[e / 2], s[4 * j + e]);
     }
   }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    mx[r] *= scale_log2;
   }
 }
 
-// s <- 2^(s - m) in place; returns this thread's partial row sums.
-__device__ __forceinline__ void exp_rows(float (&s)[32], const float (&m)[2], float (&sum)[2]) {
+// s <- 2^(s * scale_log2 - m) in place (one FFMA and one MUFU an element); returns this thread's
+// partial row sums.
+__device__ __forceinline__ void exp_rows(float (&s)[32], float scale_log2, const float (&m)[2],
+                                         float (&sum)[2]) {
   sum[0] = sum[1] = 0.0f;
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const float v = exp2f(s[4 * j + e] - m[e / 2]);
+      const float v = exp2_ftz(fmaf(s[4 * j + e], scale_log2, -m[e / 2]));
       s[4 * j + e] = v;
       sum[e / 2] += v;
     }
@@ -254,10 +270,11 @@ __device__ __forceinline__ void scale_rows(float (&o)[kN], const float (&f)[2]) 
 __device__ __forceinline__ void zero_v_tail(uint32_t sv, int valid) {
   const int t = threadIdx.x % 128;
   const int units = (64 - valid) * 8;  // 16-byte units per chunk past `valid`
-  for (int i = t; i < 4 * units; i += 128) {
-    const int c = i / units;
-    const int u = i - c * units;
-    st_shared_zero16(sv + c * kChunkBytes + valid * 128 + u * 16);
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    for (int u = t; u < units; u += 128) {
+      st_shared_zero16(sv + c * kChunkBytes + valid * 128 + u * 16);
+    }
   }
   fence_proxy_async();
 }
@@ -449,13 +466,13 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
           if (leader) load_chunks(seg, 0, b + 2, y2, 8, 9);
         }
         float mx[2];
-        scale_mask_max(s, scale_log2, b * kMlaPage, len, mx);
+        row_max_log2<!has1>(s, scale_log2, b * kMlaPage, len, mx);  // b is full when b + 1 exists
         float m_new[2], f0[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
           const float m_old = sm.m[row0 + 8 * r];
           m_new[r] = fmaxf(m_old, mx[r]);
-          f0[r] = exp2f(m_old - m_new[r]);
+          f0[r] = exp2_ftz(m_old - m_new[r]);
         }
         __syncwarp();  // every lane of the quad read m before it changes
         if (lane % 4 == 0) {
@@ -466,7 +483,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
           }
         }
         float sum[2];
-        exp_rows(s, m_new, sum);
+        exp_rows(s, scale_log2, m_new, sum);
         l_run[0] = l_run[0] * f0[0] + sum[0];
         l_run[1] = l_run[1] * f0[1] + sum[1];
         scale_rows(o, f0);
@@ -476,7 +493,9 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         tma::bar_arrive(kScale0Ready, kSeesawThreads);
 
         // ---- O_L += P0 V0_L ----
-        if (valid0 < kMlaPage) zero_v_tail(skv[0], valid0);
+        if constexpr (!has1) {
+          if (valid0 < kMlaPage) zero_v_tail(skv[0], valid0);
+        }
         fence_regs(o);
         pv_local(o, pa, skv[0]);
         wgmma_wait<0>();
@@ -497,7 +516,9 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
 
         // ---- O_L += P1 V1_L ----
         if constexpr (has1) {
-          if (valid1 < kMlaPage) zero_v_tail(skv[1], valid1);
+          if constexpr (!has2) {
+            if (valid1 < kMlaPage) zero_v_tail(skv[1], valid1);
+          }
           tma::bar_sync(kP1Issued, kSeesawThreads);
           scale_rows(o, f1);
           l_run[0] *= f1[0];
@@ -530,13 +551,13 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         // ---- softmax of S1 (after wg0's, whose max it extends) ----
         tma::bar_sync(kScale0Ready, kSeesawThreads);
         float mx[2] = {-INFINITY, -INFINITY};
-        if constexpr (has1) scale_mask_max(s, scale_log2, (b + 1) * kMlaPage, len, mx);
+        if constexpr (has1) row_max_log2<!has2>(s, scale_log2, (b + 1) * kMlaPage, len, mx);
         float m_new[2], f1[2], f01[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
           const float m_old = sm.m[row0 + 8 * r];
           m_new[r] = fmaxf(m_old, mx[r]);
-          f1[r] = exp2f(m_old - m_new[r]);
+          f1[r] = exp2_ftz(m_old - m_new[r]);
           f01[r] = f1[r] * sm.scale0[row0 + 8 * r];
         }
         __syncwarp();
@@ -548,7 +569,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
           }
         }
         float sum[2] = {0.0f, 0.0f};
-        if constexpr (has1) exp_rows(s, m_new, sum);
+        if constexpr (has1) exp_rows(s, scale_log2, m_new, sum);
         l_run[0] = l_run[0] * f01[0] + sum[0];
         l_run[1] = l_run[1] * f01[1] + sum[1];
         scale_rows(o, f01);
@@ -560,14 +581,18 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
           const float one[2] = {1.0f, 1.0f};
           pack_p(s, one, pa);
           store_p(pa, sp1, row0);
-          if (valid1 < kMlaPage) zero_v_tail(skv[1] + 4 * kChunkBytes, valid1);
+          if constexpr (!has2) {
+            if (valid1 < kMlaPage) zero_v_tail(skv[1] + 4 * kChunkBytes, valid1);
+          }
           fence_proxy_async();
           fence_regs(o);
           pv_local(o, pa, skv[1] + 4 * kChunkBytes);
         }
         // ---- O_R += P0 V0_R ----
         tma::bar_sync(kP0Ready, kSeesawThreads);
-        if (valid0 < kMlaPage) zero_v_tail(skv[0] + 4 * kChunkBytes, valid0);
+        if constexpr (!has1) {
+          if (valid0 < kMlaPage) zero_v_tail(skv[0] + 4 * kChunkBytes, valid0);
+        }
         // No register fence here: P1 V1_R may still be in flight on o.
         pv_shared(o, sp0, skv[0] + 4 * kChunkBytes);
         if constexpr (has1) tma::bar_arrive(kP1Issued, kSeesawThreads);

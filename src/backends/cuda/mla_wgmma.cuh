@@ -38,6 +38,12 @@ __device__ __forceinline__ uint64_t desc_kmajor(uint32_t addr) {
 __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t addr, uint32_t block_bytes) {
   return wgmma_desc(addr, block_bytes, 1024);
 }
+// The descriptor of the same operand `bytes` further on (a 16-byte multiple). The start-address
+// field holds addr >> 4 in 14 bits and shared memory ends below 256 KB, so the sum never carries
+// out of the field: one add instead of rebuilding the descriptor for every k-step.
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+  return desc + (bytes >> 4);
+}
 
 __device__ __forceinline__ void wgmma_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
