@@ -317,18 +317,6 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       for (int c = 0; c < kChunks; ++c) tma::mbar_init(bars[b] + 8 * c, 1);
     tma::mbar_fence_init();
   }
-  // W_UV, which the combine reads right after this kernel, goes into L2 now, a slice a CTA: at
-  // small batch the attention leaves DRAM mostly idle, and the combine then reads it from L2.
-  if (threadIdx.x == 32 && p.w_uv != nullptr && reinterpret_cast<uintptr_t>(p.w_uv) % 16 == 0) {
-    const uint32_t bytes = static_cast<uint32_t>(p.num_heads) * kMlaLatent * kMlaVDim * 2;
-    const uint32_t ctas = gridDim.x * gridDim.y;
-    const uint32_t slice = ((bytes + ctas - 1) / ctas + 15) / 16 * 16;
-    const uint32_t begin = slice * (blockIdx.y * gridDim.x + blockIdx.x);
-    if (begin < bytes) {
-      tma::prefetch_l2_bulk(reinterpret_cast<const uint8_t*>(p.w_uv) + begin,
-                            min(slice, bytes - begin));
-    }
-  }
   const int q_rows = min(p.num_heads, kSeesawRows);  // the valid query rows of the CTA
   if (q_rows < kSeesawRows) {  // Q rows past H stay zero (finite scores, unused rows)
     const int units = (kSeesawRows - q_rows) * 8;

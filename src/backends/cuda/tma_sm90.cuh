@@ -51,14 +51,6 @@ __device__ __forceinline__ void load_2d(uint32_t dst, const CUtensorMap* map, ui
       : "memory");
 }
 
-// Asks L2 to fetch [src, src + bytes) (16-byte aligned, a multiple of 16) from memory, without
-// waiting or taking a register or shared memory: the bulk-copy engine does it in the background.
-__device__ __forceinline__ void prefetch_l2_bulk(const void* src, uint32_t bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(reinterpret_cast<uint64_t>(src)),
-               "r"(bytes)
-               : "memory");
-}
-
 __device__ __forceinline__ void prefetch_map(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
