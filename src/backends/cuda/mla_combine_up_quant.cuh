@@ -416,18 +416,15 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     *reinterpret_cast<uint32_t*>(sm.a + r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8 + d0 % 8) =
         pack_bf16x2(v.x, v.y);
   };
-  // One merging row in the tile (B = 1, or a single split query among whole ones): its first 16
-  // splits in flight at once (the same arithmetic as the many-row path below).
-  if (num_merge == 1) {
-    const int r = sm.merge_rows[0];
-    const SplitRow one[1] = {sm.rows[r]};
-    float2 v[1];
-    merge_split_rows<1, 16>(p, ws, per_part, one, h, d0, lane, v);
-    store_row(r, v[0]);
-  } else if (num_merge > 1) {
-    // Many rows: their weights first, by all threads at once (a round trip for every log-sum-exp
-    // of the tile), then eight rows at a time with the first two splits of each loaded before
-    // any is summed. Sum order: split order, from 0, weights normalized first.
+  // The merging rows: every split entry of the tile (merge row i owns entries merge_off[i] ..
+  // merge_off[i + 1] - 1, in split order) gets its partial slot and log-sum-exp, all in one round
+  // by all threads; warp w turns row w's (w + 8, ...) into normalized weights; then the entries are
+  // summed as one flat list, 16 partials in flight a lane, each row's sum closed when its last
+  // entry is in. The loads of different rows overlap (a row-by-row loop waited on each row's own
+  // splits in turn: B = 16, H = 128 made 16 dependent rounds). Arithmetic, exactly as
+  // merge_split_rows (the unfused latent merge): weights e^(lse - max) summed in split order and
+  // normalized, then sum_k w_k x_k in split order from 0.
+  if (num_merge > 0) {
     const int entries = sm.merge_off[num_merge];
     for (int e = threadIdx.x; e < entries; e += kCombineThreads) {
       int lo = 0;
@@ -446,64 +443,52 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
       sm.ent_w[e] = ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + h];
     }
     __syncthreads();
-    if (threadIdx.x < num_merge) {
-      const int b = sm.merge_off[threadIdx.x];
-      const int e = sm.merge_off[threadIdx.x + 1];
+    for (int i = warp; i < num_merge; i += kCombineThreads / 32) {
+      const int b = sm.merge_off[i];
+      const int end = sm.merge_off[i + 1];
       float m = -INFINITY;
-      for (int i = b; i < e; ++i) m = fmaxf(m, sm.ent_w[i]);
+      for (int k = b + lane; k < end; k += 32) m = fmaxf(m, sm.ent_w[k]);
+#pragma unroll
+      for (int o = 16; o >= 1; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
       float sum = 0.0f;
-      for (int i = b; i < e; ++i) {
-        const float w = __expf(sm.ent_w[i] - m);
-        sm.ent_w[i] = w;
-        sum += w;
+      for (int base = b; base < end; base += 32) {
+        const int k = base + lane;
+        const float w = k < end ? __expf(sm.ent_w[k] - m) : 0.0f;
+        const int nk = min(32, end - base);
+        for (int j = 0; j < nk; ++j) sum += __shfl_sync(0xffffffffu, w, j);
+        if (k < end) sm.ent_w[k] = w;
       }
       const float inv = 1.0f / sum;
-      for (int i = b; i < e; ++i) sm.ent_w[i] *= inv;
+      for (int k = b + lane; k < end; k += 32) sm.ent_w[k] *= inv;
     }
     __syncthreads();
-    for (int q0 = 0; q0 < num_merge; q0 += 8) {
-      float2 x[8][2];
-      float w[8][2];
+    int row = 0;  // the merge row of the next entry to add
+    float2 v = make_float2(0.0f, 0.0f);
+    for (int e0 = 0; e0 < entries; e0 += 16) {
+      float2 y[16];
+      float wy[16];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int b = q0 + i < num_merge ? sm.merge_off[q0 + i] : 0;
-        const int cnt = q0 + i < num_merge ? sm.merge_off[q0 + i + 1] - b : 0;
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          w[i][j] = cnt > 1 ? sm.ent_w[b + j] : 0.0f;
-          x[i][j] = cnt > 1 ? load_partial(p, ws, sm.ent_slot[b + j], h, d0)
-                            : make_float2(0.0f, 0.0f);
-        }
+      for (int j = 0; j < 16; ++j) {
+        const int e = e0 + j;
+        wy[j] = e < entries ? sm.ent_w[e] : 0.0f;
+        y[j] = e < entries ? load_partial(p, ws, sm.ent_slot[e], h, d0) : make_float2(0.0f, 0.0f);
       }
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        if (q0 + i >= num_merge) break;  // uniform over the CTA
-        const int b = sm.merge_off[q0 + i];
-        const int end = sm.merge_off[q0 + i + 1];
-        float2 v = make_float2(0.0f, 0.0f);
-        if (end - b > 1) {
-          v.x += w[i][0] * x[i][0].x;
-          v.y += w[i][0] * x[i][0].y;
-          v.x += w[i][1] * x[i][1].x;
-          v.y += w[i][1] * x[i][1].y;
-          for (int e0 = b + 2; e0 < end; e0 += 8) {
-            float2 y[8];
-            float wy[8];
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-              const int e = e0 + j;
-              wy[j] = e < end ? sm.ent_w[e] : 0.0f;
-              y[j] = e < end ? load_partial(p, ws, sm.ent_slot[e], h, d0) : make_float2(0.0f, 0.0f);
-            }
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-              v.x += wy[j] * y[j].x;
-              v.y += wy[j] * y[j].y;
-            }
-          }
+      for (int j = 0; j < 16; ++j) {
+        const int e = e0 + j;
+        if (e >= entries) break;  // uniform over the CTA
+        while (e >= sm.merge_off[row + 1]) {  // rows before e's are complete (or empty: zero)
+          store_row(sm.merge_rows[row], v);
+          v = make_float2(0.0f, 0.0f);
+          ++row;
         }
-        store_row(sm.merge_rows[q0 + i], v);
+        v.x += wy[j] * y[j].x;
+        v.y += wy[j] * y[j].y;
       }
+    }
+    for (; row < num_merge; ++row) {  // the last row, and empty rows after it
+      store_row(sm.merge_rows[row], v);
+      v = make_float2(0.0f, 0.0f);
     }
   }
   cp_async_wait<0>();
