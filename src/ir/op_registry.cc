@@ -5,7 +5,7 @@
 
 #include "mlafuse/core/checked.h"
 #include "mlafuse/core/error.h"
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/quant/output_quant.h"
 #include "mlafuse/quant/scale_layout.h"
 
 namespace mlafuse::ir {
@@ -170,11 +170,6 @@ int64_t positive_attr(std::string_view op, const AttrMap& a, std::string_view ke
   return v;
 }
 
-Layout group_scale_layout(bool col_major, bool tma_aligned) {
-  if (!col_major) return Layout::kRowMajor;  // tma_aligned has no effect on row-major scales
-  return tma_aligned ? Layout::kColMajorTma : Layout::kColMajor;
-}
-
 // ---- mla_attention -----------------------------------------------------------------------------
 
 using namespace mla_attention::attr;
@@ -222,48 +217,24 @@ std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueT
   const bool has_scale = output_scale != nullptr;
   if (has_scale) Operand(op, "output_scale", output_scale).scalar_f32();
   const int64_t hv = checked_mul(h, v, "mla_attention num_heads * v_head_dim");
-  const bool has_group = a.has(kQuantGroupSize);
-  const int64_t g = a.get_or<int64_t>(kQuantGroupSize, 0);
-  const bool is_group_fp8 = has_group && (g == 128 || g == 64);
-  for (std::string_view flag : {kQuantScaleUe8m0, kQuantColMajor, kQuantTmaAligned}) {
-    MLAFUSE_CHECK(!a.has(flag) || is_group_fp8, op, " attribute ", flag,
-                  " is only meaningful with quant_group_size 128 or 64 (group FP8)",
-                  has_group ? ", got quant_group_size " + std::to_string(g) : std::string());
-  }
+  const OutputQuant quant = fused_output_quant(a, has_scale);  // attributes -> types
 
   std::vector<std::optional<ValueType>> out(3);
-  out[1] = *in[3];  // kv_cache_out: the same buffer, updated in place
-  if (!has_group && !has_scale) {
-    out[0] = make_type(DType::kBF16, {tokens, Dim::fixed(hv)});
-    return out;
+  out[mla_attention::out::kKvCacheOut] = *in[mla_in::kKvCache];  // updated in place
+  const int64_t g = quant.group_size();
+  MLAFUSE_CHECK(g == 0 || hv % g == 0, op, ": quant_group_size ", g, " (", quant.info().name,
+                ") does not divide H*V = ", hv);
+  const DType code = quant.info().code_dtype();
+  // Packed sub-byte codes (fp4e2m1x2) hold two values a byte.
+  out[mla_attention::out::kOut] =
+      make_type(code, {tokens, Dim::fixed(code == DType::kFp4E2M1x2 ? hv / 2 : hv)});
+  if (g > 0) {
+    out[mla_attention::out::kOutputBlockScale] = make_type(
+        quant.key()->scale.dtype, {tokens, Dim::fixed(hv / g)}, quant.block_scale_layout());
   }
-  std::optional<int64_t> block_groups;
-  if (!has_group) {  // static per-tensor FP8
-    out[0] = make_type(DType::kFp8E4M3, {tokens, Dim::fixed(hv)});
-  } else if (g == ops::kNvfp4BlockSize) {
-    MLAFUSE_CHECK(has_scale, op,
-                  " with quant_group_size 16 (NVFP4) needs output_scale, the "
-                  "global scale");
-    MLAFUSE_CHECK(hv % g == 0, op, ": NVFP4 needs H*V = ", hv, " to be a multiple of 16");
-    out[0] = make_type(DType::kFp4E2M1x2, {tokens, Dim::fixed(hv / 2)});
-    out[2] = make_type(DType::kFp8E4M3, {tokens, Dim::fixed(hv / g)}, Layout::kNvfp4Swizzled);
-    block_groups = hv / g;
-  } else {
-    MLAFUSE_CHECK(is_group_fp8, op,
-                  " attribute quant_group_size must be 128 or 64 (group FP8) "
-                  "or 16 (NVFP4), got ",
-                  g);
-    MLAFUSE_CHECK(!has_scale, op, " with quant_group_size ", g,
-                  " (dynamic group FP8) takes no output_scale");
-    MLAFUSE_CHECK(hv % g == 0, op, ": quant_group_size ", g, " does not divide H*V = ", hv);
-    out[0] = make_type(DType::kFp8E4M3, {tokens, Dim::fixed(hv)});
-    out[2] = make_type(DType::kF32, {tokens, Dim::fixed(hv / g)},
-                       group_scale_layout(a.get_or<bool>(kQuantColMajor, false),
-                                          a.get_or<bool>(kQuantTmaAligned, false)));
-    block_groups = hv / g;
-  }
-  // The backend reads the key back from the tensors (SPEC 3.4); it must be the one we encode.
-  detect_output_quant_key(out[0]->dtype, has_scale, block_groups, hv);
+  // Backends decode the quantization from the buffers these types give (SPEC 3.4): the same one.
+  mla_attention_output_quant(a, code, has_scale,
+                             g > 0 ? std::optional<int64_t>(hv / g) : std::nullopt, hv);
   return out;
 }
 

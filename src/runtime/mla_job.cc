@@ -124,23 +124,8 @@ models::BatchSpec default_job_batch() {
   return s;
 }
 
-models::OutputQuant default_job_quant() {
-  models::OutputQuant q;
-  q.kind = models::QuantKind::kFp8Group;
-  q.group_size = 128;
-  q.col_major = true;
-  q.tma_aligned = true;
-  return q;
-}
-
-std::string quant_description(const models::OutputQuant& q) {
-  std::string s = q.name();
-  if (q.kind == models::QuantKind::kFp8Group) {
-    if (q.col_major) s += " col_major";
-    if (q.ue8m0) s += " ue8m0";
-    if (q.tma_aligned) s += " tma_aligned";
-  }
-  return s;
+OutputQuant default_job_quant() {
+  return OutputQuant::make(OutputFormat::kFp8Group128, /*col_major=*/true, /*tma_aligned=*/true);
 }
 
 MlaGraphPair build_fused_pair(Backend& backend, const models::MlaGraphOptions& options) {
@@ -158,7 +143,7 @@ MlaGraphPair build_fused_pair(Backend& backend, const models::MlaGraphOptions& o
     for (const passes::PassStats& s : g.fusion) {
       for (const passes::Rejection& j : s.rejections) reasons += "; " + j.node + ": " + j.reason;
     }
-    MLAFUSE_FAIL("backend ", backend.name(), " did not fuse ", quant_description(options.quant),
+    MLAFUSE_FAIL("backend ", backend.name(), " did not fuse ", options.quant.str(),
                  " into every layer (", ops.at(q), " ", q, " nodes left)", reasons);
   }
   return g;
@@ -168,14 +153,14 @@ MlaJobReport run_mla_job(Backend& backend, const MlaJobOptions& o) {
   const MlaConfig& cfg = o.config;
   cfg.validate();
   MLAFUSE_CHECK(o.num_layers >= 1, "--layers must be >= 1, got ", o.num_layers);
-  MLAFUSE_CHECK(o.quant.kind != models::QuantKind::kNone,
+  MLAFUSE_CHECK(o.quant.quantized(),
                 "the job compares a fused graph with the unfused one; quantization 'none' has "
                 "nothing to fuse");
   MlaJobReport r;
   r.backend = backend.name();
   r.config = cfg;
   r.num_layers = o.num_layers;
-  r.quant = quant_description(o.quant);
+  r.quant = o.quant.str();
 
   auto t0 = Clock::now();
   const WeightStore weights = models::make_mla_weights(cfg, o.num_layers, o.batch.seed);
@@ -206,10 +191,10 @@ MlaJobReport run_mla_job(Backend& backend, const MlaJobOptions& o) {
           std::max(lr.amax, static_cast<double>(std::fabs(round_to_bf16(attn.data<float>()[e]))));
     }
     const double amax = lr.amax > 0 ? lr.amax : 1.0;  // an all-zero output: any scale works
-    if (o.quant.kind == models::QuantKind::kFp8Static) {
+    if (o.quant.format == OutputFormat::kFp8Static) {
       lr.input_scale = static_cast<float>(amax / kFp8E4M3Max);
       inputs[models::layer_value_name(i, "o_proj.input_scale")] = scalar_f32(lr.input_scale);
-    } else if (o.quant.kind == models::QuantKind::kNvfp4) {
+    } else if (o.quant.format == OutputFormat::kNvfp4) {
       lr.global_scale = static_cast<float>(kFp8E4M3Max * kFp4E2M1Max / amax);
       inputs[models::layer_value_name(i, "o_proj.input_global_scale")] =
           scalar_f32(lr.global_scale);
@@ -219,9 +204,9 @@ MlaJobReport run_mla_job(Backend& backend, const MlaJobOptions& o) {
     r.reference[models::layer_value_name(i, "y_ref")] = y_ref[static_cast<size_t>(i)];
   }
   r.reference_ms = ms_since(t0);
-  if (o.quant.kind == models::QuantKind::kFp8Static) {
+  if (o.quant.format == OutputFormat::kFp8Static) {
     r.calibration = "static FP8 input_scale = amax(bf16 attention output) / 448 per layer";
-  } else if (o.quant.kind == models::QuantKind::kNvfp4) {
+  } else if (o.quant.format == OutputFormat::kNvfp4) {
     r.calibration = "NVFP4 input_global_scale = 448 * 6 / amax(bf16 attention output) per layer";
   } else {
     r.calibration = "dynamic per-token-group scales: none to calibrate";
@@ -265,20 +250,20 @@ MlaJobReport run_mla_job(Backend& backend, const MlaJobOptions& o) {
     r.unfused_outputs[xq_name] = first_rows(xq_u, n);
     r.fused_outputs[xq_name] = first_rows(xq_f, n);
     lr.scales_equal = true;
-    if (o.quant.kind == models::QuantKind::kFp8Group) {
+    if (o.quant.info().group_fp8()) {
       const ir::Value* v = unfused.value(xs_name);
       MLAFUSE_CHECK(fused.value(xs_name)->type() == v->type(), "fused ", xs_name, " ",
                     fused.value(xs_name)->type().str(), " differs from the unfused ",
                     v->type().str());
       const GroupScaleLayout l =
-          group_layout(v->layout(), t_pad, cfg.output_dim() / o.quant.group_size);
+          group_layout(v->layout(), t_pad, cfg.output_dim() / o.quant.group_size());
       const Tensor xs_u = eu.read(xs_name), xs_f = ef.read(xs_name);
       std::string why;
       lr.scales_equal = group_scales_equal(xs_u, xs_f, l, n, xs_name, &why);
       if (lr.mismatch.empty()) lr.mismatch = why;
       r.unfused_outputs[xs_name] = group_scales_logical(xs_u, l, n);
       r.fused_outputs[xs_name] = group_scales_logical(xs_f, l, n);
-    } else if (o.quant.kind == models::QuantKind::kNvfp4) {
+    } else if (o.quant.format == OutputFormat::kNvfp4) {
       // Swizzled block scales: every byte of the 128-row tiles that hold tokens [0, n), padding
       // (written as zero) included.
       const Nvfp4ScaleLayout l{t_pad, cfg.output_dim()};

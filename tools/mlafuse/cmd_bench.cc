@@ -78,8 +78,8 @@ int bench_main(const std::vector<std::string>& args) {
   p.add_flag("--json", &json, "print one JSON object instead of a table");
   if (!p.parse(args)) return 0;
 
-  const models::OutputQuant q = quant.resolve(p, runtime::default_job_quant());
-  MLAFUSE_CHECK(q.kind != models::QuantKind::kFp8Static && q.kind != models::QuantKind::kNvfp4,
+  const OutputQuant q = quant.resolve(p, runtime::default_job_quant());
+  MLAFUSE_CHECK(!q.info().takes_scale(),
                 "bench times dynamic group FP8 (static scales need calibration: use mlafuse run "
                 "--quant ",
                 quant.quant, ")");
@@ -130,7 +130,7 @@ int bench_main(const std::vector<std::string>& args) {
   if (json) {
     JsonWriter j;
     j.begin_object().key("backend").value(backend->name());
-    j.key("quant").value(runtime::quant_description(q)).key("heads").value(heads);
+    j.key("quant").value(q.str()).key("heads").value(heads);
     j.key("layers").value(layers).key("context").value(context);
     j.key("timing").value(how).key("iters").value(eo.timing_iters);
     j.key("rows").begin_array();
@@ -155,7 +155,7 @@ int bench_main(const std::vector<std::string>& args) {
   std::printf(
       "backend %s; %s; H=%lld, %lld layer(s), context %lld per sequence; %s, median of "
       "%d\n\n",
-      backend->name().c_str(), runtime::quant_description(q).c_str(), static_cast<long long>(heads),
+      backend->name().c_str(), q.str().c_str(), static_cast<long long>(heads),
       static_cast<long long>(layers), static_cast<long long>(context), how, eo.timing_iters);
   const std::string note = timing_note(backend->name(), eo.timing_iters);
   if (!note.empty()) std::printf("%s\n\n", note.c_str());

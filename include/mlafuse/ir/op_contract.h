@@ -1,12 +1,17 @@
 // The op contract of docs/ops.md as constants: op names, operand slots and attribute names,
 // shared by the IR (schemas and inference), the passes (patterns and rewrites) and the backends
-// (OpCall), so a name is spelled once and a slot is never a bare number. Dependency-free, so a
-// backend includes it without the graph.
+// (OpCall), so a name is spelled once and a slot is never a bare number. It needs no graph, so a
+// backend includes it without one. Also here: how an OutputQuant is spelled as ops and attributes
+// (the quant op that computes it, the fused mla_attention's attributes), in one place both ways.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string_view>
+
+#include "mlafuse/core/attributes.h"
+#include "mlafuse/quant/output_quant.h"
 
 namespace mlafuse::ir {
 
@@ -18,8 +23,6 @@ inline constexpr std::string_view kQuantNvfp4 = "quant_nvfp4";
 inline constexpr std::string_view kLinearFp8Block = "linear_fp8_block";
 inline constexpr std::string_view kLinearNvfp4 = "linear_nvfp4";
 inline constexpr std::string_view kCacheWrite = "cache_write";
-
-inline constexpr int64_t kNvfp4BlockSize = 16;  // quant_group_size of a fused NVFP4 attention
 }  // namespace ops
 
 // mla_attention(q, kv_c_normed, k_pe, kv_cache, output_scale?)
@@ -60,5 +63,30 @@ inline constexpr std::string_view kColMajor = "col_major";
 inline constexpr std::string_view kTmaAligned = "tma_aligned";
 inline constexpr std::string_view kEps = "eps";  // optional
 }  // namespace quant_fp8_group::attr
+
+// ---- OutputQuant as ops and attributes ---------------------------------------------------------
+
+// The quant op that computes `q` from a bf16 activation (quant_fp8_static, quant_fp8_group or
+// quant_nvfp4), and that op's attributes; q must be quantized.
+std::string_view quant_op_of(const OutputQuant& q);
+AttrMap quant_op_attrs(const OutputQuant& q);
+// What a quant op node computes; nullopt when `op` is no quant op or its group size is no
+// format's (the fusion pass then has nothing to fold).
+std::optional<OutputQuant> output_quant_of_quant_op(std::string_view op, const AttrMap& attrs);
+
+// The fused mla_attention's attributes for `q`: quant_group_size (the key's group, 16 for NVFP4)
+// and, for group FP8, the three layout flags. Static FP8 has none: its output_scale input says it.
+void set_fused_quant_attrs(AttrMap& attrs, const OutputQuant& q);
+// The quantization a (fused or unfused) mla_attention computes, read from its attributes and
+// whether it has an output_scale input. Throws naming the attribute when they name no format
+// (a group size no format has, flags on a non-group format, a missing NVFP4 global scale).
+OutputQuant fused_output_quant(const AttrMap& attrs, bool has_output_scale);
+// The one decoder of an mla_attention call's quantization, for the IR and every backend: the key
+// its buffers ask for (SPEC 3.4: the out dtype, whether output_scale is given, the last extent of
+// output_block_scale when given), which must be the one its attributes name. Throws naming both
+// when they disagree.
+OutputQuant mla_attention_output_quant(const AttrMap& attrs, DType out_dtype, bool has_output_scale,
+                                       std::optional<int64_t> block_scale_groups,
+                                       int64_t output_dim);
 
 }  // namespace mlafuse::ir

@@ -29,7 +29,7 @@ struct MlaJobOptions {
   MlaConfig config;  // DeepSeek-V3 sizes by default
   int64_t num_layers = 1;
   models::BatchSpec batch;    // decode lengths, prefills, seed (t_pad: the executor pads)
-  models::OutputQuant quant;  // must not be kNone: the job compares a fusion
+  OutputQuant quant;          // must be quantized: the job compares a fusion
   bool cuda_graphs = false;   // replay a captured bucket (backends that capture)
   int timing_iters = 1;
   int timing_warmup = 0;
@@ -40,7 +40,7 @@ struct MlaJobOptions {
 models::BatchSpec default_job_batch();
 // The default quantization: group-128 FP8 with column-major, TMA-aligned scales (what
 // cuBLASLt's Hopper block scaling and DeepGEMM read).
-models::OutputQuant default_job_quant();
+OutputQuant default_job_quant();
 
 struct LayerReport {
   int64_t layer = 0;
@@ -86,9 +86,6 @@ struct MlaJobReport {
 // Throws mlafuse::Error on a bad option (naming it) or when the fusion pass did not fuse a layer
 // (with the pass's recorded reason).
 MlaJobReport run_mla_job(Backend& backend, const MlaJobOptions& options);
-
-// "fp8-group128 col_major ue8m0 tma_aligned" (flags that are set).
-std::string quant_description(const models::OutputQuant& q);
 
 // The job's two graphs for `options`: as built, and after the fusion pipeline
 // (mla-attn-quant-fusion, dce) asked of `backend`.

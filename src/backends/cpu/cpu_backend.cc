@@ -10,7 +10,7 @@
 #include "mlafuse/backends/cpu/reference.h"
 #include "mlafuse/ir/op_contract.h"
 #include "mlafuse/quant/codecs.h"
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/quant/output_quant.h"
 #include "ref_util.h"
 
 namespace mlafuse {
@@ -79,25 +79,6 @@ void copy_rows(const Tensor& src, Tensor& dst, int64_t n, const char* name) {
   std::memcpy(dst.raw(), src.raw(), static_cast<size_t>(n * row_bytes));
 }
 
-// The layout flags under their names on a quant_fp8_group node or on a fused mla_attention.
-struct GroupFlagNames {
-  std::string_view ue8m0, col_major, tma_aligned;
-};
-constexpr GroupFlagNames kQuantOpFlags{qfg_attr::kUe8m0, qfg_attr::kColMajor,
-                                       qfg_attr::kTmaAligned};
-constexpr GroupFlagNames kFusedFlags{mla_attr::kQuantScaleUe8m0, mla_attr::kQuantColMajor,
-                                     mla_attr::kQuantTmaAligned};
-
-ref::Fp8GroupParams group_params(const AttrMap& a, const GroupFlagNames& flags,
-                                 int64_t group_size) {
-  ref::Fp8GroupParams p;
-  p.group_size = group_size;
-  p.ue8m0 = a.get_or<bool>(flags.ue8m0, false);
-  p.col_major = a.get_or<bool>(flags.col_major, false);
-  p.tma_aligned = a.get_or<bool>(flags.tma_aligned, false);
-  return p;
-}
-
 void run_mla_attention(const OpCall& c, const RunContext& ctx) {
   expect_arity(c, 4, 5, 2, 3);
   const Tensor& q = c.inputs[0];
@@ -127,27 +108,14 @@ void run_mla_attention(const OpCall& c, const RunContext& ctx) {
   const std::optional<int64_t> groups =
       block_scale.defined() ? std::optional<int64_t>(block_scale.dim(block_scale.rank() - 1))
                             : std::nullopt;
-  const std::optional<QuantKey> key =
-      detect_output_quant_key(out.dtype(), output_scale.defined(), groups, hv);
-  const bool attrs_quant = c.attrs.has(mla_attr::kQuantGroupSize);
-  MLAFUSE_CHECK(key.has_value() || !attrs_quant,
-                "op mla_attention has quantization attributes (quant_group_size ",
-                attrs_quant ? c.attrs.get<int64_t>(mla_attr::kQuantGroupSize) : 0,
-                ") but neither output_scale nor output_block_scale");
+  const OutputQuant quant =
+      ir::mla_attention_output_quant(c.attrs, out.dtype(), output_scale.defined(), groups, hv);
 
   // Validate the outputs before touching the cache.
   const int64_t t_pad = q.rank() > 0 ? q.dim(0) : 0;
-  if (!key) {
+  if (!quant.quantized()) {
     check_dtype(out, "out", DType::kBF16);
     check_shape(out, "out", {t_pad, hv});
-  } else {
-    const int64_t g = key->group_size();
-    if (attrs_quant && *key != kFp8StaticTensorSym) {
-      MLAFUSE_CHECK(c.attrs.get<int64_t>(mla_attr::kQuantGroupSize) == g,
-                    "op mla_attention: attribute quant_group_size ",
-                    c.attrs.get<int64_t>(mla_attr::kQuantGroupSize), " disagrees with the outputs, which ",
-                    "ask for ", key->str());
-    }
   }
 
   const MlaLayerWeights& w = ctx.weights->layer(c.attrs.get<int64_t>(mla_attr::kLayer));
@@ -159,15 +127,10 @@ void run_mla_attention(const OpCall& c, const RunContext& ctx) {
   for (int64_t i = 0; i < ctx.num_tokens * hv; ++i) {
     ob.data<uint16_t>()[i] = f32_to_bf16_bits(o32.data<float>()[i]);
   }
-  if (!key) {
-    copy_rows(ob, out, ctx.num_tokens, "out");
-  } else if (*key == kFp8StaticTensorSym) {
-    ref::quant_fp8_static(ob, ctx.num_tokens, output_scale, out);
-  } else if (*key == kNvfp4Dynamic) {
-    ref::quant_nvfp4(ob, ctx.num_tokens, output_scale, out, block_scale);
+  if (quant.quantized()) {
+    ref::quantize_output(quant, ob, ctx.num_tokens, output_scale, out, block_scale);
   } else {
-    ref::quant_fp8_group(ob, ctx.num_tokens, group_params(c.attrs, kFusedFlags, key->group_size()),
-                         out, block_scale);
+    copy_rows(ob, out, ctx.num_tokens, "out");
   }
 }
 
@@ -183,15 +146,12 @@ class CpuBackend final : public Backend {
     return false;
   }
 
-  // The reference quantizes any bf16 output, so every SPEC 2 fusion key is supported with any
+  // The reference quantizes any bf16 output, so every format of the table is supported with any
   // layout flags, as long as the groups tile the output dim.
   bool fused_output_quant_supported(const FusedQuantRequest& req) const override {
     const int64_t hv = req.num_heads * req.v_head_dim;
-    if (req.key == kFp8StaticTensorSym) return true;
-    if (req.key == kFp8Dynamic128Sym || req.key == kFp8Dynamic64Sym || req.key == kNvfp4Dynamic) {
-      return hv <= 0 || hv % req.key.group_size() == 0;
-    }
-    return false;
+    const int64_t g = req.quant.group_size();
+    return req.quant.quantized() && (hv <= 0 || g == 0 || hv % g == 0);
   }
 
   void run(const OpCall& c, const RunContext& ctx) override {
@@ -203,7 +163,11 @@ class CpuBackend final : public Backend {
       ref::quant_fp8_static(c.inputs[0], n, c.inputs[1], c.outputs[0]);
     } else if (c.op == "quant_fp8_group") {
       expect_arity(c, 1, 1, 2, 2);
-      ref::Fp8GroupParams p = group_params(c.attrs, kQuantOpFlags, c.attrs.get<int64_t>(qfg_attr::kGroupSize));
+      ref::Fp8GroupParams p;
+      p.group_size = c.attrs.get<int64_t>(qfg_attr::kGroupSize);
+      p.ue8m0 = c.attrs.get_or<bool>(qfg_attr::kUe8m0, false);
+      p.col_major = c.attrs.get_or<bool>(qfg_attr::kColMajor, false);
+      p.tma_aligned = c.attrs.get_or<bool>(qfg_attr::kTmaAligned, false);
       p.eps = static_cast<float>(c.attrs.get_or<double>(qfg_attr::kEps, kDefaultQuantEps));
       ref::quant_fp8_group(c.inputs[0], n, p, c.outputs[0], c.outputs[1]);
     } else if (c.op == "quant_nvfp4") {

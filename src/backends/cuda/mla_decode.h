@@ -22,9 +22,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/quant/output_quant.h"
 
 namespace mlafuse::cuda {
 
@@ -81,7 +80,9 @@ int mla_num_parts(int num_sms, int num_heads);
 size_t mla_workspace_bytes(int num_queries, int num_heads, int num_parts);
 MlaWorkspace mla_workspace_carve(void* base, int num_queries, int num_heads, int num_parts);
 
-enum class MlaEpilogue { kBf16, kFp8Static, kFp8Group128, kFp8Group64, kNvfp4 };
+// The epilogue of the combine kernel: one per row of the format table (quant/output_quant.h);
+// mla_combine.cu holds the functor of each and checks at compile time that none is missing.
+using MlaEpilogue = OutputFormat;
 
 struct MlaOutputParams {
   MlaEpilogue kind = MlaEpilogue::kBf16;
@@ -98,27 +99,22 @@ struct MlaOutputParams {
   float eps = static_cast<float>(kDefaultQuantEps);
 };
 
-// The epilogue a (validated) output quant key asks for, with its buffers: out, the [1] f32 scale
-// (static FP8, NVFP4's global scale) or null, and the block-scale buffer (group FP8 f32 scales,
-// NVFP4 swizzled e4m3) or null. One place maps keys to epilogues (op runner and Python binding).
-inline MlaOutputParams mla_output_params(const std::optional<QuantKey>& key, void* out,
-                                         const float* scale, void* block_scale, bool col_major,
-                                         bool tma_aligned, bool ue8m0) {
+// The epilogue a (validated) output quantization asks for, with its buffers: out, the [1] f32
+// scale (static FP8, NVFP4's global scale) or null, and the block-scale buffer (group FP8 f32
+// scales, NVFP4 swizzled e4m3) or null. One place maps formats to epilogue parameters (op runner
+// and Python binding).
+inline MlaOutputParams mla_output_params(const OutputQuant& quant, void* out, const float* scale,
+                                         void* block_scale) {
   MlaOutputParams o;
+  o.kind = quant.format;
   o.out = out;
   o.scale = scale;
-  o.col_major = col_major;
-  o.tma_aligned = tma_aligned;
-  o.ue8m0 = ue8m0;
-  if (!key) {
-    o.kind = MlaEpilogue::kBf16;
-  } else if (*key == kFp8StaticTensorSym) {
-    o.kind = MlaEpilogue::kFp8Static;
-  } else if (*key == kNvfp4Dynamic) {
-    o.kind = MlaEpilogue::kNvfp4;
+  o.col_major = quant.col_major();
+  o.tma_aligned = quant.tma_aligned();
+  o.ue8m0 = quant.ue8m0;
+  if (quant.block_scale_layout() == Layout::kNvfp4Swizzled) {
     o.nvfp4_scales = static_cast<uint8_t*>(block_scale);
-  } else {
-    o.kind = key->group_size() == 128 ? MlaEpilogue::kFp8Group128 : MlaEpilogue::kFp8Group64;
+  } else if (quant.group_size() > 0) {
     o.group_scales = static_cast<float*>(block_scale);
   }
   return o;
