@@ -8,6 +8,7 @@
 
 #include "mlafuse/backends/cpu/reference.h"
 #include "mlafuse/core/error.h"
+#include "mlafuse/core/mla_config.h"
 #include "mlafuse/core/shape.h"
 #include "mlafuse/quant/codecs.h"
 #include "mlafuse/quant/scale_layout.h"
@@ -21,12 +22,13 @@
 namespace mlafuse::py {
 namespace {
 
-// DeepSeek's MLA dimensions (SPEC 4), which the decode kernels are specialised for.
-constexpr int64_t kLatent = 512;
-constexpr int64_t kRope = 64;
-constexpr int64_t kRow = kLatent + kRope;
-constexpr int64_t kVDim = 128;
-constexpr int64_t kQkDim = 192;  // P + R: the default softmax scale is 1/sqrt(192)
+// DeepSeek's MLA dimensions (SPEC 4, core/mla_config.h), which the decode kernels are
+// specialised for.
+constexpr int64_t kLatent = deepseek_mla::kKvLoraRank;
+constexpr int64_t kRope = deepseek_mla::kQkRopeDim;
+constexpr int64_t kRow = deepseek_mla::kCacheRow;
+constexpr int64_t kVDim = deepseek_mla::kVHeadDim;
+constexpr int64_t kQkDim = deepseek_mla::kQkHeadDim;  // the default softmax scale is 1/sqrt(192)
 
 void check_tensor(const Tensor& t, const char* name, DType dtype,
                   const std::vector<int64_t>& shape) {

@@ -137,14 +137,16 @@ MlaGraphPair build_fused_pair(Backend& backend, const models::MlaGraphOptions& o
   pm.emplace<passes::DeadCodeElimination>();
   g.fusion = pm.run(g.fused);
   const std::map<std::string, int64_t> ops = g.fused.op_counts();
-  for (const char* q : {"quant_fp8_static", "quant_fp8_group", "quant_nvfp4"}) {
-    if (!ops.count(q)) continue;
+  for (std::string_view op :
+       {ir::ops::kQuantFp8Static, ir::ops::kQuantFp8Group, ir::ops::kQuantNvfp4}) {
+    const auto it = ops.find(std::string(op));
+    if (it == ops.end()) continue;
     std::string reasons;
     for (const passes::PassStats& s : g.fusion) {
       for (const passes::Rejection& j : s.rejections) reasons += "; " + j.node + ": " + j.reason;
     }
     MLAFUSE_FAIL("backend ", backend.name(), " did not fuse ", options.quant.str(),
-                 " into every layer (", ops.at(q), " ", q, " nodes left)", reasons);
+                 " into every layer (", it->second, " ", op, " nodes left)", reasons);
   }
   return g;
 }

@@ -55,14 +55,85 @@ inline constexpr std::string_view kQuantTmaAligned = "quant_tma_aligned";
 }  // namespace attr
 }  // namespace mla_attention
 
+// quant_fp8_static(x, scale) -> q
+namespace quant_fp8_static {
+namespace in {
+inline constexpr size_t kX = 0;
+inline constexpr size_t kScale = 1;  // [1] f32
+}  // namespace in
+namespace out {
+inline constexpr size_t kQ = 0;
+}  // namespace out
+}  // namespace quant_fp8_static
+
 // quant_fp8_group(x) -> (q, s)
-namespace quant_fp8_group::attr {
+namespace quant_fp8_group {
+namespace in {
+inline constexpr size_t kX = 0;
+}  // namespace in
+namespace out {
+inline constexpr size_t kQ = 0;
+inline constexpr size_t kS = 1;
+}  // namespace out
+namespace attr {
 inline constexpr std::string_view kGroupSize = "group_size";
 inline constexpr std::string_view kUe8m0 = "ue8m0";
 inline constexpr std::string_view kColMajor = "col_major";
 inline constexpr std::string_view kTmaAligned = "tma_aligned";
 inline constexpr std::string_view kEps = "eps";  // optional
-}  // namespace quant_fp8_group::attr
+}  // namespace attr
+}  // namespace quant_fp8_group
+
+// quant_nvfp4(x, global_scale) -> (q, sf)
+namespace quant_nvfp4 {
+namespace in {
+inline constexpr size_t kX = 0;
+inline constexpr size_t kGlobalScale = 1;  // [1] f32
+}  // namespace in
+namespace out {
+inline constexpr size_t kQ = 0;
+inline constexpr size_t kSf = 1;
+}  // namespace out
+}  // namespace quant_nvfp4
+
+// linear_fp8_block(xq, xs, wq, ws) -> y
+namespace linear_fp8_block {
+namespace in {
+inline constexpr size_t kXq = 0;
+inline constexpr size_t kXs = 1;  // group scales [T, K/G] or a static [1] scale
+inline constexpr size_t kWq = 2;
+inline constexpr size_t kWs = 3;
+}  // namespace in
+namespace out {
+inline constexpr size_t kY = 0;
+}  // namespace out
+}  // namespace linear_fp8_block
+
+// linear_nvfp4(xq, sf, global_scale, wq, ws) -> y
+namespace linear_nvfp4 {
+namespace in {
+inline constexpr size_t kXq = 0;
+inline constexpr size_t kSf = 1;
+inline constexpr size_t kGlobalScale = 2;
+inline constexpr size_t kWq = 3;
+inline constexpr size_t kWs = 4;
+}  // namespace in
+namespace out {
+inline constexpr size_t kY = 0;
+}  // namespace out
+}  // namespace linear_nvfp4
+
+// cache_write(kv_c_normed, k_pe, kv_cache) -> kv_cache_out
+namespace cache_write {
+namespace in {
+inline constexpr size_t kKvCNormed = 0;
+inline constexpr size_t kKPe = 1;
+inline constexpr size_t kKvCache = 2;
+}  // namespace in
+namespace out {
+inline constexpr size_t kKvCacheOut = 0;
+}  // namespace out
+}  // namespace cache_write
 
 // ---- OutputQuant as ops and attributes ---------------------------------------------------------
 

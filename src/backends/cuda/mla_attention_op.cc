@@ -24,11 +24,11 @@ namespace {
 namespace mla_in = ir::mla_attention::in;
 namespace mla_attr = ir::mla_attention::attr;
 
-// The decode kernels are specialised for DeepSeek's MLA dimensions (SPEC 4).
-constexpr int64_t kNope = 128;    // P
-constexpr int64_t kRope = 64;     // R
-constexpr int64_t kLatent = 512;  // L
-constexpr int64_t kVDim = 128;    // V
+// The decode kernels are specialised for DeepSeek's MLA dimensions (SPEC 4, core/mla_config.h).
+constexpr int64_t kNope = deepseek_mla::kQkNopeDim;     // P
+constexpr int64_t kRope = deepseek_mla::kQkRopeDim;     // R
+constexpr int64_t kLatent = deepseek_mla::kKvLoraRank;  // L
+constexpr int64_t kVDim = deepseek_mla::kVHeadDim;      // V
 
 bool supported_heads(int64_t h) { return h == 16 || h == 32 || h == 64 || h == 128; }
 bool supported_page_size(int64_t ps) { return ps == 16 || ps == 32 || ps == 64 || ps == 128; }

@@ -23,17 +23,21 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "mlafuse/core/mla_config.h"
 #include "mlafuse/quant/output_quant.h"
 
 namespace mlafuse::cuda {
 
-inline constexpr int kMlaLatent = 512;  // L
-inline constexpr int kMlaRope = 64;     // R
-inline constexpr int kMlaRow = 576;     // L + R: one cached token, and one absorbed query head
-inline constexpr int kMlaNope = 128;    // P
-inline constexpr int kMlaQDim = 192;    // P + R
-inline constexpr int kMlaVDim = 128;    // V
-inline constexpr int kMlaPage = 64;     // tokens per KV tile of the kernels (the default page)
+// The kernels' int aliases of DeepSeek's MLA dimensions (core/mla_config.h).
+inline constexpr int kMlaLatent = static_cast<int>(deepseek_mla::kKvLoraRank);  // L
+inline constexpr int kMlaRope = static_cast<int>(deepseek_mla::kQkRopeDim);     // R
+// L + R: one cached token, and one absorbed query head
+inline constexpr int kMlaRow = static_cast<int>(deepseek_mla::kCacheRow);
+inline constexpr int kMlaNope = static_cast<int>(deepseek_mla::kQkNopeDim);  // P
+inline constexpr int kMlaQDim = static_cast<int>(deepseek_mla::kQkHeadDim);  // P + R
+inline constexpr int kMlaVDim = static_cast<int>(deepseek_mla::kVHeadDim);   // V
+// Tokens per KV tile of the kernels (the default page).
+inline constexpr int kMlaPage = static_cast<int>(deepseek_mla::kPageSize);
 // Split-KV cost of one query beyond its KV tiles (Q load, output write, combine), in tiles.
 inline constexpr int kMlaQueryOverheadTiles = 4;
 // Most split-KV parts of one call (a caller's num_kv_splits): the combine's per-tile merge plan
