@@ -5,12 +5,12 @@
 
 #include <string>
 
+#include "mlafuse/app/mla_job.h"
 #include "mlafuse/backends/cpu/cpu_backend.h"
 #include "mlafuse/core/error.h"
-#include "mlafuse/runtime/mla_job.h"
 #include "wrapped_cpu_backend.h"
 
-namespace mlafuse::runtime {
+namespace mlafuse::app {
 namespace {
 
 // DeepSeek-V3 head dims with 16 heads (a TP-8 shard) and a small hidden size, so all 18 variants
@@ -168,4 +168,4 @@ TEST(FusionE2eNegative, BadOptionsAreNamed) {
 }
 
 }  // namespace
-}  // namespace mlafuse::runtime
+}  // namespace mlafuse::app

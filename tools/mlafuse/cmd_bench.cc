@@ -10,13 +10,13 @@
 #include "cli_job.h"
 #include "cli_json.h"
 #include "command.h"
+#include "mlafuse/app/mla_job.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/models/batch.h"
 #include "mlafuse/models/mla_block.h"
 #include "mlafuse/models/weights.h"
 #include "mlafuse/runtime/executor.h"
-#include "mlafuse/runtime/mla_job.h"
 
 namespace mlafuse::cli {
 namespace {
@@ -78,7 +78,7 @@ int bench_main(const std::vector<std::string>& args) {
   p.add_flag("--json", &json, "print one JSON object instead of a table");
   if (!p.parse(args)) return 0;
 
-  const OutputQuant q = quant.resolve(p, runtime::default_job_quant());
+  const OutputQuant q = quant.resolve(p, app::default_job_quant());
   MLAFUSE_CHECK(!q.info().takes_scale(),
                 "bench times dynamic group FP8 (static scales need calibration: use mlafuse run "
                 "--quant ",
@@ -108,7 +108,7 @@ int bench_main(const std::vector<std::string>& args) {
     go.num_layers = layers;
     go.num_pages = batch.num_pages;
     go.quant = q;
-    const runtime::MlaGraphPair graphs = runtime::build_fused_pair(*backend, go);
+    const app::MlaGraphPair graphs = app::build_fused_pair(*backend, go);
     runtime::Executor eu(graphs.unfused, *backend, weights, eo);
     runtime::Executor ef(graphs.fused, *backend, weights, eo);
     Row r;

@@ -10,13 +10,12 @@
 #include "cli_job.h"
 #include "command.h"
 #include "compile_report.h"
+#include "mlafuse/app/pipeline.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/file.h"
 #include "mlafuse/ir/text.h"
 #include "mlafuse/models/mla_block.h"
-#include "mlafuse/passes/dce.h"
-#include "mlafuse/passes/mla_attn_quant_fusion.h"
 #include "mlafuse/passes/pass_manager.h"
 
 namespace mlafuse::cli {
@@ -113,9 +112,7 @@ int run_compile(const std::vector<std::string>& args) {
   }
   std::unique_ptr<Backend> backend = make_backend(o.backend);
 
-  passes::PassManager pm;
-  pm.emplace<passes::MlaAttnQuantFusion>(*backend);
-  pm.emplace<passes::DeadCodeElimination>();
+  passes::PassManager pm = app::default_pipeline(*backend);
   if (!o.disable.empty()) pm.disable(o.disable);
   if (o.dump) {
     pm.set_dump([](std::string_view pass, std::string_view when, const ir::Graph& g) {
