@@ -21,7 +21,7 @@
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/ir/text.h"
 #include "mlafuse/passes/pass_manager.h"
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/quant/output_quant.h"
 #include "tensors.h"
 
 namespace nb = nanobind;

@@ -88,6 +88,14 @@ struct OutputQuant {
 // scale layouts, without and with ue8m0 (kBf16 first; 15 for the table above).
 std::span<const OutputQuant> all_output_quants();
 
+// What an attention op's caller asked for (SPEC 3.4), read from its buffers: a key of the table
+// (group FP8 by its group size). `block_scale_last_dim` is the last extent
+// of output_block_scale when given. Returns nullopt for "no quantization"; throws mlafuse::Error
+// naming the offending values on every violated precondition.
+std::optional<QuantKey> detect_output_quant_key(DType output_dtype, bool has_output_scale,
+                                                std::optional<int64_t> block_scale_last_dim,
+                                                int64_t output_dim);
+
 // Parses str()'s form ("nvfp4", "fp8-group64 col_major tma_aligned"); throws naming the accepted
 // names or the unknown flag.
 OutputQuant parse_output_quant(std::string_view text);
