@@ -38,7 +38,7 @@
 namespace mlafuse::cuda {
 namespace {
 
-constexpr int kL = 512, kRow = 576, kV = 128, kPage = 64;
+constexpr int kL = kMlaLatent, kRow = kMlaRow, kV = kMlaVDim, kPage = kMlaPage;
 
 __global__ void fill_random_bf16(__nv_bfloat16* p, size_t n, uint32_t seed, float amp) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;

@@ -25,7 +25,7 @@ namespace {
 int compile_two_layers(const mlafuse::Backend& backend) {
   mlafuse::models::MlaGraphOptions options;
   options.num_layers = 2;
-  options.quant = mlafuse::models::parse_output_quant("fp8-group128");
+  options.quant = mlafuse::parse_output_quant("fp8-group128");
   mlafuse::ir::Graph graph = mlafuse::models::build_mla_graph(options);
 
   mlafuse::passes::PassManager pipeline;

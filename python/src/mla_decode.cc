@@ -8,6 +8,7 @@
 
 #include "mlafuse/backends/cpu/reference.h"
 #include "mlafuse/core/error.h"
+#include "mlafuse/core/mla_config.h"
 #include "mlafuse/core/shape.h"
 #include "mlafuse/quant/codecs.h"
 #include "mlafuse/quant/scale_layout.h"
@@ -21,12 +22,13 @@
 namespace mlafuse::py {
 namespace {
 
-// DeepSeek's MLA dimensions (SPEC 4), which the decode kernels are specialised for.
-constexpr int64_t kLatent = 512;
-constexpr int64_t kRope = 64;
-constexpr int64_t kRow = kLatent + kRope;
-constexpr int64_t kVDim = 128;
-constexpr int64_t kQkDim = 192;  // P + R: the default softmax scale is 1/sqrt(192)
+// DeepSeek's MLA dimensions (SPEC 4, core/mla_config.h), which the decode kernels are
+// specialised for.
+constexpr int64_t kLatent = deepseek_mla::kKvLoraRank;
+constexpr int64_t kRope = deepseek_mla::kQkRopeDim;
+constexpr int64_t kRow = deepseek_mla::kCacheRow;
+constexpr int64_t kVDim = deepseek_mla::kVHeadDim;
+constexpr int64_t kQkDim = deepseek_mla::kQkHeadDim;  // the default softmax scale is 1/sqrt(192)
 
 void check_tensor(const Tensor& t, const char* name, DType dtype,
                   const std::vector<int64_t>& shape) {
@@ -187,8 +189,11 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
   MLAFUSE_CHECK(page_size == 16 || page_size == 32 || page_size == 64 || page_size == 128,
                 "tensor kv_cache ", a.kv_cache.str(),
                 ": the CUDA decode kernels take pages of 16, 32, 64 or 128 tokens (dim 1)");
-  if (o.key) {
-    const FusedQuantRequest req{*o.key, 0, heads, kVDim, o.col_major, a.scale_ue8m0, o.tma_aligned};
+  // The buffers' key with the flags as given (the kernels refuse flags on a non-group format).
+  const OutputQuant quant{*output_format_of(o.key), group_scale_layout(o.col_major, o.tma_aligned),
+                          a.scale_ue8m0};
+  if (quant.quantized()) {
+    const FusedQuantRequest req{quant, 0, heads, kVDim};
     MLAFUSE_CHECK(backend.fused_output_quant_supported(req), "the CUDA decode kernels do not fuse ",
                   o.key->str(), " with col_major=", o.col_major, " ue8m0=", a.scale_ue8m0,
                   " tma_aligned=", o.tma_aligned);
@@ -229,9 +234,8 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
   p.w_uv = static_cast<const __nv_bfloat16*>(a.w_uv.raw());
 
   const MlaOutputParams out = mla_output_params(
-      o.key, a.out.raw(), a.output_scale.defined() ? a.output_scale.data<float>() : nullptr,
-      a.output_block_scale.defined() ? a.output_block_scale.raw() : nullptr, o.col_major,
-      o.tma_aligned, a.scale_ue8m0);
+      quant, a.out.raw(), a.output_scale.defined() ? a.output_scale.data<float>() : nullptr,
+      a.output_block_scale.defined() ? a.output_block_scale.raw() : nullptr);
   const MlaWorkspace ws = mla_workspace_carve(a.workspace.raw(), static_cast<int>(t_pad),
                                               static_cast<int>(heads), parts);
   launch_mla_plan(p, ws, stream);

@@ -17,12 +17,11 @@
 
 #include "compile_report.h"
 #include "mla_decode.h"
+#include "mlafuse/app/pipeline.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/ir/text.h"
-#include "mlafuse/passes/dce.h"
-#include "mlafuse/passes/mla_attn_quant_fusion.h"
 #include "mlafuse/passes/pass_manager.h"
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/quant/output_quant.h"
 #include "tensors.h"
 
 namespace nb = nanobind;
@@ -207,9 +206,7 @@ std::pair<std::string, std::string> compile(const std::string& text, const std::
     ir::Graph graph = ir::parse_graph(text, ir::ParseOptions{"graph_text", true});
     const std::map<std::string, int64_t> ops_before = graph.op_counts();
     std::unique_ptr<Backend> b = make_backend(backend);
-    passes::PassManager pm;
-    pm.emplace<passes::MlaAttnQuantFusion>(*b);
-    pm.emplace<passes::DeadCodeElimination>();
+    passes::PassManager pm = app::default_pipeline(*b);
     if (disable) pm.disable(*disable);
     const std::vector<passes::PassStats> stats = pm.run(graph);
     const double us =

@@ -5,7 +5,7 @@
 
 #include "mlafuse/core/checked.h"
 #include "mlafuse/core/error.h"
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/quant/output_quant.h"
 #include "mlafuse/quant/scale_layout.h"
 
 namespace mlafuse::ir {
@@ -170,15 +170,16 @@ int64_t positive_attr(std::string_view op, const AttrMap& a, std::string_view ke
   return v;
 }
 
-Layout group_scale_layout(bool col_major, bool tma_aligned) {
-  if (!col_major) return Layout::kRowMajor;  // tma_aligned has no effect on row-major scales
-  return tma_aligned ? Layout::kColMajorTma : Layout::kColMajor;
-}
-
 // ---- mla_attention -----------------------------------------------------------------------------
 
 using namespace mla_attention::attr;
 namespace mla_in = mla_attention::in;
+namespace qfp8_static_in = quant_fp8_static::in;
+namespace qfp8_group_in = quant_fp8_group::in;
+namespace qnvfp4_in = quant_nvfp4::in;
+namespace lfp8_block_in = linear_fp8_block::in;
+namespace lnvfp4_in = linear_nvfp4::in;
+namespace cw_in = cache_write::in;
 
 std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueType* const> in,
                                                           const AttrMap& a) {
@@ -222,48 +223,24 @@ std::vector<std::optional<ValueType>> infer_mla_attention(std::span<const ValueT
   const bool has_scale = output_scale != nullptr;
   if (has_scale) Operand(op, "output_scale", output_scale).scalar_f32();
   const int64_t hv = checked_mul(h, v, "mla_attention num_heads * v_head_dim");
-  const bool has_group = a.has(kQuantGroupSize);
-  const int64_t g = a.get_or<int64_t>(kQuantGroupSize, 0);
-  const bool is_group_fp8 = has_group && (g == 128 || g == 64);
-  for (std::string_view flag : {kQuantScaleUe8m0, kQuantColMajor, kQuantTmaAligned}) {
-    MLAFUSE_CHECK(!a.has(flag) || is_group_fp8, op, " attribute ", flag,
-                  " is only meaningful with quant_group_size 128 or 64 (group FP8)",
-                  has_group ? ", got quant_group_size " + std::to_string(g) : std::string());
-  }
+  const OutputQuant quant = fused_output_quant(a, has_scale);  // attributes -> types
 
   std::vector<std::optional<ValueType>> out(3);
-  out[1] = *in[3];  // kv_cache_out: the same buffer, updated in place
-  if (!has_group && !has_scale) {
-    out[0] = make_type(DType::kBF16, {tokens, Dim::fixed(hv)});
-    return out;
+  out[mla_attention::out::kKvCacheOut] = *in[mla_in::kKvCache];  // updated in place
+  const int64_t g = quant.group_size();
+  MLAFUSE_CHECK(g == 0 || hv % g == 0, op, ": quant_group_size ", g, " (", quant.info().name,
+                ") does not divide H*V = ", hv);
+  const DType code = quant.info().code_dtype();
+  // Packed sub-byte codes (fp4e2m1x2) hold two values a byte.
+  out[mla_attention::out::kOut] =
+      make_type(code, {tokens, Dim::fixed(code == DType::kFp4E2M1x2 ? hv / 2 : hv)});
+  if (g > 0) {
+    out[mla_attention::out::kOutputBlockScale] = make_type(
+        quant.key()->scale.dtype, {tokens, Dim::fixed(hv / g)}, quant.block_scale_layout());
   }
-  std::optional<int64_t> block_groups;
-  if (!has_group) {  // static per-tensor FP8
-    out[0] = make_type(DType::kFp8E4M3, {tokens, Dim::fixed(hv)});
-  } else if (g == ops::kNvfp4BlockSize) {
-    MLAFUSE_CHECK(has_scale, op,
-                  " with quant_group_size 16 (NVFP4) needs output_scale, the "
-                  "global scale");
-    MLAFUSE_CHECK(hv % g == 0, op, ": NVFP4 needs H*V = ", hv, " to be a multiple of 16");
-    out[0] = make_type(DType::kFp4E2M1x2, {tokens, Dim::fixed(hv / 2)});
-    out[2] = make_type(DType::kFp8E4M3, {tokens, Dim::fixed(hv / g)}, Layout::kNvfp4Swizzled);
-    block_groups = hv / g;
-  } else {
-    MLAFUSE_CHECK(is_group_fp8, op,
-                  " attribute quant_group_size must be 128 or 64 (group FP8) "
-                  "or 16 (NVFP4), got ",
-                  g);
-    MLAFUSE_CHECK(!has_scale, op, " with quant_group_size ", g,
-                  " (dynamic group FP8) takes no output_scale");
-    MLAFUSE_CHECK(hv % g == 0, op, ": quant_group_size ", g, " does not divide H*V = ", hv);
-    out[0] = make_type(DType::kFp8E4M3, {tokens, Dim::fixed(hv)});
-    out[2] = make_type(DType::kF32, {tokens, Dim::fixed(hv / g)},
-                       group_scale_layout(a.get_or<bool>(kQuantColMajor, false),
-                                          a.get_or<bool>(kQuantTmaAligned, false)));
-    block_groups = hv / g;
-  }
-  // The backend reads the key back from the tensors (SPEC 3.4); it must be the one we encode.
-  detect_output_quant_key(out[0]->dtype, has_scale, block_groups, hv);
+  // Backends decode the quantization from the buffers these types give (SPEC 3.4): the same one.
+  mla_attention_output_quant(a, code, has_scale,
+                             g > 0 ? std::optional<int64_t>(hv / g) : std::nullopt, hv);
   return out;
 }
 
@@ -282,23 +259,23 @@ int64_t check_activation(std::string_view op, const ValueType* t) {
 std::vector<std::optional<ValueType>> infer_quant_fp8_static(std::span<const ValueType* const> in,
                                                              const AttrMap&) {
   constexpr std::string_view op = ops::kQuantFp8Static;
-  const int64_t d = check_activation(op, in[0]);
-  Operand(op, "scale", in[1]).scalar_f32();
-  return {make_type(DType::kFp8E4M3, {in[0]->shape[0], Dim::fixed(d)})};
+  const int64_t d = check_activation(op, in[qfp8_static_in::kX]);
+  Operand(op, "scale", in[qfp8_static_in::kScale]).scalar_f32();
+  return {make_type(DType::kFp8E4M3, {in[qfp8_static_in::kX]->shape[0], Dim::fixed(d)})};
 }
 
 std::vector<std::optional<ValueType>> infer_quant_fp8_group(std::span<const ValueType* const> in,
                                                             const AttrMap& a) {
   constexpr std::string_view op = ops::kQuantFp8Group;
-  const int64_t d = check_activation(op, in[0]);
+  const int64_t d = check_activation(op, in[qfp8_group_in::kX]);
   namespace qfg = quant_fp8_group::attr;
   const int64_t g = positive_attr(op, a, qfg::kGroupSize);
   MLAFUSE_CHECK(g % 16 == 0, op, " group_size must be a multiple of 16, got ", g);
   MLAFUSE_CHECK(d % g == 0, op, " group_size ", g, " does not divide x's last dim ", d, " (x is ",
-                in[0]->str(), ")");
+                in[qfp8_group_in::kX]->str(), ")");
   const double eps = a.get_or<double>(qfg::kEps, ops::kDefaultQuantEps);
   MLAFUSE_CHECK(std::isfinite(eps) && eps > 0, op, " eps must be positive and finite, got ", eps);
-  const Dim tokens = in[0]->shape[0];
+  const Dim tokens = in[qfp8_group_in::kX]->shape[0];
   return {make_type(DType::kFp8E4M3, {tokens, Dim::fixed(d)}),
           make_type(DType::kF32, {tokens, Dim::fixed(d / g)},
                     group_scale_layout(a.get<bool>(qfg::kColMajor), a.get<bool>(qfg::kTmaAligned)))};
@@ -307,11 +284,11 @@ std::vector<std::optional<ValueType>> infer_quant_fp8_group(std::span<const Valu
 std::vector<std::optional<ValueType>> infer_quant_nvfp4(std::span<const ValueType* const> in,
                                                         const AttrMap&) {
   constexpr std::string_view op = ops::kQuantNvfp4;
-  const int64_t d = check_activation(op, in[0]);
+  const int64_t d = check_activation(op, in[qnvfp4_in::kX]);
   MLAFUSE_CHECK(d % 16 == 0, op, ": x's last dim ", d, " must be a multiple of 16 (x is ",
-                in[0]->str(), ")");
-  Operand(op, "global_scale", in[1]).scalar_f32();
-  const Dim tokens = in[0]->shape[0];
+                in[qnvfp4_in::kX]->str(), ")");
+  Operand(op, "global_scale", in[qnvfp4_in::kGlobalScale]).scalar_f32();
+  const Dim tokens = in[qnvfp4_in::kX]->shape[0];
   return {make_type(DType::kFp4E2M1x2, {tokens, Dim::fixed(d / 2)}),
           make_type(DType::kFp8E4M3, {tokens, Dim::fixed(d / 16)}, Layout::kNvfp4Swizzled)};
 }
@@ -339,8 +316,8 @@ std::pair<int64_t, int64_t> check_block_weight(std::string_view op, const ValueT
 std::vector<std::optional<ValueType>> infer_linear_fp8_block(std::span<const ValueType* const> in,
                                                              const AttrMap&) {
   constexpr std::string_view op = ops::kLinearFp8Block;
-  const auto [n, k] = check_block_weight(op, in[2], in[3]);
-  Operand xq(op, "xq", in[0]), xs(op, "xs", in[1]);
+  const auto [n, k] = check_block_weight(op, in[lfp8_block_in::kWq], in[lfp8_block_in::kWs]);
+  Operand xq(op, "xq", in[lfp8_block_in::kXq]), xs(op, "xs", in[lfp8_block_in::kXs]);
   xq.dtype_in({DType::kFp8E4M3});
   xq.rank(2);
   xq.row_major();
@@ -367,9 +344,9 @@ std::vector<std::optional<ValueType>> infer_linear_fp8_block(std::span<const Val
 std::vector<std::optional<ValueType>> infer_linear_nvfp4(std::span<const ValueType* const> in,
                                                          const AttrMap&) {
   constexpr std::string_view op = ops::kLinearNvfp4;
-  const auto [n, k] = check_block_weight(op, in[3], in[4]);
+  const auto [n, k] = check_block_weight(op, in[lnvfp4_in::kWq], in[lnvfp4_in::kWs]);
   MLAFUSE_CHECK(k % 16 == 0, op, ": K = ", k, " (wq's dim 1) must be a multiple of 16");
-  Operand xq(op, "xq", in[0]), sf(op, "sf", in[1]);
+  Operand xq(op, "xq", in[lnvfp4_in::kXq]), sf(op, "sf", in[lnvfp4_in::kSf]);
   xq.dtype_in({DType::kFp4E2M1x2});
   xq.rank(2);
   xq.row_major();
@@ -380,14 +357,15 @@ std::vector<std::optional<ValueType>> infer_linear_nvfp4(std::span<const ValueTy
   sf.same_dim(0, tokens, "xq dim 0");
   sf.fixed_dim(1, k / 16);
   sf.expect(sf.type().layout == Layout::kNvfp4Swizzled, "layout nvfp4_swizzled");
-  Operand(op, "global_scale", in[2]).scalar_f32();
+  Operand(op, "global_scale", in[lnvfp4_in::kGlobalScale]).scalar_f32();
   return {make_type(DType::kBF16, {tokens, Dim::fixed(n)})};
 }
 
 std::vector<std::optional<ValueType>> infer_cache_write(std::span<const ValueType* const> in,
                                                         const AttrMap&) {
   constexpr std::string_view op = ops::kCacheWrite;
-  Operand kvc(op, "kv_c_normed", in[0]), kpe(op, "k_pe", in[1]), cache(op, "kv_cache", in[2]);
+  Operand kvc(op, "kv_c_normed", in[cw_in::kKvCNormed]), kpe(op, "k_pe", in[cw_in::kKPe]),
+      cache(op, "kv_cache", in[cw_in::kKvCache]);
   for (const Operand* x : {&kvc, &kpe, &cache}) {
     x->dtype_in({DType::kBF16});
     x->row_major();
@@ -403,7 +381,7 @@ std::vector<std::optional<ValueType>> infer_cache_write(std::span<const ValueTyp
   cache.not_tokens(1);
   cache.fixed_dim(2, checked_add(kvc.dim(1).value, kpe.dim(2).value,
                                  "cache_write kv_c_normed dim 1 + k_pe dim 2"));
-  return {*in[2]};
+  return {*in[cw_in::kKvCache]};
 }
 
 std::vector<OpSchema> builtin_schemas() {

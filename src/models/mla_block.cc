@@ -6,38 +6,6 @@
 
 namespace mlafuse::models {
 
-std::string OutputQuant::name() const {
-  switch (kind) {
-    case QuantKind::kNone:
-      return "none";
-    case QuantKind::kFp8Static:
-      return "fp8-static";
-    case QuantKind::kFp8Group:
-      return "fp8-group" + std::to_string(group_size);
-    case QuantKind::kNvfp4:
-      return "nvfp4";
-  }
-  return "?";
-}
-
-OutputQuant parse_output_quant(std::string_view name) {
-  OutputQuant q;
-  if (name == "none") {
-    q.kind = QuantKind::kNone;
-  } else if (name == "fp8-static") {
-    q.kind = QuantKind::kFp8Static;
-  } else if (name == "fp8-group128" || name == "fp8-group64") {
-    q.kind = QuantKind::kFp8Group;
-    q.group_size = name == "fp8-group128" ? 128 : 64;
-  } else if (name == "nvfp4") {
-    q.kind = QuantKind::kNvfp4;
-  } else {
-    MLAFUSE_FAIL("unknown quantization '", name,
-                 "' (expected none, fp8-static, fp8-group128, fp8-group64 or nvfp4)");
-  }
-  return q;
-}
-
 std::string layer_value_name(int64_t layer, std::string_view suffix) {
   return "layers." + std::to_string(layer) + "." + std::string(suffix);
 }
@@ -57,14 +25,9 @@ void check_options(const MlaGraphOptions& o) {
   MLAFUSE_CHECK(o.num_layers > 0, "MLA graph: num_layers must be positive, got ", o.num_layers);
   MLAFUSE_CHECK(o.num_pages > 0, "MLA graph: num_pages must be positive, got ", o.num_pages);
   const int64_t hv = o.config.output_dim();
-  if (o.quant.kind == QuantKind::kFp8Group) {
-    const int64_t g = o.quant.group_size;
-    MLAFUSE_CHECK(g == 128 || g == 64, "MLA graph: group size must be 128 or 64, got ", g);
-    MLAFUSE_CHECK(hv % g == 0, "MLA graph: group size ", g, " does not divide H*V = ", hv);
-  }
-  if (o.quant.kind == QuantKind::kNvfp4) {
-    MLAFUSE_CHECK(hv % 16 == 0, "MLA graph: NVFP4 needs H*V = ", hv, " to be a multiple of 16");
-  }
+  const int64_t g = o.quant.group_size();
+  MLAFUSE_CHECK(g == 0 || hv % g == 0, "MLA graph: ", o.quant.info().name, " groups of ", g,
+                " do not tile H*V = ", hv);
 }
 
 }  // namespace
@@ -100,7 +63,7 @@ ir::Graph build_mla_graph(const MlaGraphOptions& o) {
                                 {name("attn_out"), name("kv_cache_out")});
     ir::Value* attn_out = attn->output(0);
 
-    if (o.quant.kind == QuantKind::kNone) {
+    if (!o.quant.quantized()) {
       g.mark_output(attn_out);
       g.mark_output(attn->output(1));
       continue;
@@ -111,39 +74,23 @@ ir::Graph build_mla_graph(const MlaGraphOptions& o) {
     ir::Value* ws =
         g.add_weight(name("o_proj.weight_scale_inv"),
                      type(DType::kF32, {fixed(ceil_div(c.hidden, 128)), fixed(ceil_div(hv, 128))}));
+    const std::string_view quant_op = ir::quant_op_of(o.quant);
     ir::Node* linear = nullptr;
-    switch (o.quant.kind) {
-      case QuantKind::kFp8Static: {
-        ir::Value* scale = g.add_input(name("o_proj.input_scale"), type(DType::kF32, {fixed(1)}));
-        ir::Node* quant = g.add_node(ir::ops::kQuantFp8Static, {attn_out, scale}, {}, {name("xq")});
-        linear = g.add_node(ir::ops::kLinearFp8Block, {quant->output(0), scale, wq, ws}, {},
-                            {name("y")});
-        break;
-      }
-      case QuantKind::kFp8Group: {
-        namespace qfg_attr = ir::quant_fp8_group::attr;
-        AttrMap qa;
-        qa.set(qfg_attr::kGroupSize, o.quant.group_size);
-        qa.set(qfg_attr::kUe8m0, o.quant.ue8m0);
-        qa.set(qfg_attr::kColMajor, o.quant.col_major);
-        qa.set(qfg_attr::kTmaAligned, o.quant.tma_aligned);
-        ir::Node* quant = g.add_node(ir::ops::kQuantFp8Group, {attn_out}, std::move(qa),
-                                     {name("xq"), name("xs")});
-        linear = g.add_node(ir::ops::kLinearFp8Block, {quant->output(0), quant->output(1), wq, ws},
-                            {}, {name("y")});
-        break;
-      }
-      case QuantKind::kNvfp4: {
-        ir::Value* gs =
-            g.add_input(name("o_proj.input_global_scale"), type(DType::kF32, {fixed(1)}));
-        ir::Node* quant =
-            g.add_node(ir::ops::kQuantNvfp4, {attn_out, gs}, {}, {name("xq"), name("xs")});
-        linear = g.add_node(ir::ops::kLinearNvfp4, {quant->output(0), quant->output(1), gs, wq, ws},
-                            {}, {name("y")});
-        break;
-      }
-      case QuantKind::kNone:
-        break;
+    if (quant_op == ir::ops::kQuantFp8Static) {
+      ir::Value* scale = g.add_input(name("o_proj.input_scale"), type(DType::kF32, {fixed(1)}));
+      ir::Node* quant = g.add_node(quant_op, {attn_out, scale}, {}, {name("xq")});
+      linear =
+          g.add_node(ir::ops::kLinearFp8Block, {quant->output(0), scale, wq, ws}, {}, {name("y")});
+    } else if (quant_op == ir::ops::kQuantFp8Group) {
+      ir::Node* quant =
+          g.add_node(quant_op, {attn_out}, ir::quant_op_attrs(o.quant), {name("xq"), name("xs")});
+      linear = g.add_node(ir::ops::kLinearFp8Block, {quant->output(0), quant->output(1), wq, ws},
+                          {}, {name("y")});
+    } else {
+      ir::Value* gs = g.add_input(name("o_proj.input_global_scale"), type(DType::kF32, {fixed(1)}));
+      ir::Node* quant = g.add_node(quant_op, {attn_out, gs}, {}, {name("xq"), name("xs")});
+      linear = g.add_node(ir::ops::kLinearNvfp4, {quant->output(0), quant->output(1), gs, wq, ws},
+                          {}, {name("y")});
     }
     g.mark_output(linear->output(0));
     g.mark_output(attn->output(1));

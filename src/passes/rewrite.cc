@@ -190,16 +190,17 @@ bool apply_rules(ir::Graph& graph, const RuleSet& rules, PassStats& stats, int m
         } else {
           continue;
         }
+        const std::string& label = res.label().empty() ? rule.name : res.label();
         if (!reason.empty()) {
           if (rejected.emplace(&rule, node->id()).second) {
-            stats.rejections.push_back(Rejection{rule.name, node->label(), std::move(reason)});
+            stats.rejections.push_back(Rejection{label, node->label(), std::move(reason)});
           }
           continue;
         }
         for (const ir::Node* n : match.nodes()) removed.insert(n);
         commit(graph, match, repl, types);
         ++stats.matches;
-        ++stats.pattern_matches[rule.name];
+        ++stats.pattern_matches[label];
         sweep_changed = true;
         break;  // `node` is gone
       }

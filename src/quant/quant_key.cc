@@ -51,36 +51,4 @@ size_t QuantKeyHash::operator()(const QuantKey& k) const {
   return h;
 }
 
-std::optional<QuantKey> detect_output_quant_key(DType output_dtype, bool has_output_scale,
-                                                std::optional<int64_t> block_scale_last_dim,
-                                                int64_t output_dim) {
-  if (!has_output_scale && !block_scale_last_dim) return std::nullopt;
-  if (block_scale_last_dim) {
-    const int64_t groups = *block_scale_last_dim;
-    if (output_dtype == DType::kFp8E4M3) {
-      MLAFUSE_CHECK(!has_output_scale,
-                    "output_block_scale given with an fp8e4m3 output: output_scale must be absent "
-                    "(per-group FP8 has no static scale)");
-      MLAFUSE_CHECK(groups > 0, "output_block_scale has ", groups,
-                    " groups in its last dim; expected a positive count");
-      MLAFUSE_CHECK(output_dim % groups == 0, "output_dim ", output_dim,
-                    " is not divisible by the output_block_scale group count ", groups);
-      const int64_t g = output_dim / groups;
-      if (g == 128) return kFp8Dynamic128Sym;
-      if (g == 64) return kFp8Dynamic64Sym;
-      MLAFUSE_FAIL("unsupported output quant group size ", g, " (output_dim ", output_dim, ", ",
-                   groups, " groups); expected 128 or 64");
-    }
-    MLAFUSE_CHECK(has_output_scale, "output_block_scale given with a ", dtype_name(output_dtype),
-                  " output but output_scale is missing: NVFP4 needs its global scale");
-    MLAFUSE_CHECK(output_dtype == DType::kFp4E2M1x2 || output_dtype == DType::kU8,
-                  "output_block_scale given with a ", dtype_name(output_dtype),
-                  " output; expected fp8e4m3 (group FP8) or fp4e2m1x2 (NVFP4)");
-    return kNvfp4Dynamic;
-  }
-  MLAFUSE_CHECK(output_dtype == DType::kFp8E4M3, "output_scale given with a ",
-                dtype_name(output_dtype), " output; static quantization expects fp8e4m3");
-  return kFp8StaticTensorSym;
-}
-
 }  // namespace mlafuse

@@ -3,9 +3,9 @@
 #include "cpu/ref_test_util.h"
 #include "mlafuse/core/checked.h"
 #include "mlafuse/core/error.h"
-#include "mlafuse/core/layout.h"
 #include "mlafuse/core/shape.h"
 #include "mlafuse/core/tensor.h"
+#include "mlafuse/quant/layout.h"
 
 namespace mlafuse {
 namespace {

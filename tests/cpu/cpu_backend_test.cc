@@ -104,21 +104,19 @@ TEST(CpuBackend, IdentityAndSupportedOps) {
 
 TEST(CpuBackend, FusedQuantCapability) {
   auto be = make_cpu_backend();
-  for (const QuantKey& k :
-       {kFp8StaticTensorSym, kFp8Dynamic128Sym, kFp8Dynamic64Sym, kNvfp4Dynamic}) {
-    for (int flags = 0; flags < 8; ++flags) {
-      FusedQuantRequest r{k, 0, 128, 128, (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0};
-      EXPECT_TRUE(be->fused_output_quant_supported(r)) << k.str() << " flags " << flags;
-      r.num_heads = 16;
-      EXPECT_TRUE(be->fused_output_quant_supported(r)) << k.str();
-    }
+  for (const OutputQuant& q : all_output_quants()) {
+    FusedQuantRequest r{q, 0, 128, 128};
+    // Every quantized format with any scale layout; "none" is nothing to fuse.
+    EXPECT_EQ(be->fused_output_quant_supported(r), q.quantized()) << q.str();
+    r.num_heads = 16;
+    EXPECT_EQ(be->fused_output_quant_supported(r), q.quantized()) << q.str();
   }
-  EXPECT_FALSE(be->fused_output_quant_supported({kFp8DynamicTokenSym, 0, 16, 128}));
-  EXPECT_FALSE(be->fused_output_quant_supported({kFp8DynamicTensorSym, 0, 16, 128}));
   // Groups must tile H*V: 1 head of 96 cannot hold a 128 or 64 group... 96 % 64 != 0 either.
-  EXPECT_FALSE(be->fused_output_quant_supported({kFp8Dynamic128Sym, 0, 1, 96}));
-  EXPECT_FALSE(be->fused_output_quant_supported({kFp8Dynamic64Sym, 0, 1, 96}));
-  EXPECT_TRUE(be->fused_output_quant_supported({kNvfp4Dynamic, 0, 1, 96}));
+  EXPECT_FALSE(
+      be->fused_output_quant_supported({OutputQuant{OutputFormat::kFp8Group128}, 0, 1, 96}));
+  EXPECT_FALSE(
+      be->fused_output_quant_supported({OutputQuant{OutputFormat::kFp8Group64}, 0, 1, 96}));
+  EXPECT_TRUE(be->fused_output_quant_supported({OutputQuant{OutputFormat::kNvfp4}, 0, 1, 96}));
 }
 
 TEST(CpuBackend, AllocateAndCopyHost) {

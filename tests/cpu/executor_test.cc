@@ -29,16 +29,12 @@ MlaConfig small_config() {
   return c;
 }
 
-models::OutputQuant group_quant(int64_t g, bool col_major, bool tma) {
-  models::OutputQuant q;
-  q.kind = models::QuantKind::kFp8Group;
-  q.group_size = g;
-  q.col_major = col_major;
-  q.tma_aligned = tma;
-  return q;
+OutputQuant group_quant(int64_t g, bool col_major, bool tma) {
+  return OutputQuant::make(g == 128 ? OutputFormat::kFp8Group128 : OutputFormat::kFp8Group64,
+                           col_major, tma);
 }
 
-ir::Graph make_graph(const models::Batch& b, int64_t layers, models::OutputQuant quant) {
+ir::Graph make_graph(const models::Batch& b, int64_t layers, OutputQuant quant) {
   models::MlaGraphOptions o;
   o.config = small_config();
   o.num_layers = layers;
@@ -97,8 +93,7 @@ TEST(Executor, PlansLayoutsAndAliasesInPlaceOutputs) {
   EXPECT_EQ(find(plan, "layers.0.y").logical_shape, (std::vector<int64_t>{8, 96}));
 
   // NVFP4 block scales get the swizzled, 128-row padded buffer.
-  models::OutputQuant nv;
-  nv.kind = models::QuantKind::kNvfp4;
+  const OutputQuant nv{OutputFormat::kNvfp4};
   const ir::Graph g4 = make_graph(b, 1, nv);
   Executor ex4(g4, *be, w);
   const BufferInfo sf = find(ex4.plan(8), "layers.0.xs");

@@ -5,12 +5,12 @@
 
 #include <string>
 
+#include "mlafuse/app/mla_job.h"
 #include "mlafuse/backends/cpu/cpu_backend.h"
 #include "mlafuse/core/error.h"
-#include "mlafuse/runtime/mla_job.h"
 #include "wrapped_cpu_backend.h"
 
-namespace mlafuse::runtime {
+namespace mlafuse::app {
 namespace {
 
 // DeepSeek-V3 head dims with 16 heads (a TP-8 shard) and a small hidden size, so all 18 variants
@@ -22,7 +22,7 @@ MlaConfig e2e_config() {
   return c;
 }
 
-MlaJobOptions e2e_options(models::OutputQuant q, int64_t layers = 1) {
+MlaJobOptions e2e_options(OutputQuant q, int64_t layers = 1) {
   MlaJobOptions o;
   o.config = e2e_config();
   o.num_layers = layers;
@@ -35,7 +35,7 @@ MlaJobOptions e2e_options(models::OutputQuant q, int64_t layers = 1) {
 
 struct Variant {
   std::string name;
-  models::OutputQuant quant;
+  OutputQuant quant;
   // Tolerance of max|y - y_ref| / max|y_ref| (the f32 reference has no activation quantization).
   // Rounding to e4m3 (3 mantissa bits) leaves a relative error of ~2.5% RMS per element; summed
   // over the K = H*V products of o_proj, y's error is about that fraction of y's own scale, so
@@ -51,26 +51,12 @@ void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
 
 std::vector<Variant> all_variants() {
   std::vector<Variant> v;
-  models::OutputQuant s;
-  s.kind = models::QuantKind::kFp8Static;
-  v.push_back({"fp8_static", s, 0.045});
-  models::OutputQuant nv;
-  nv.kind = models::QuantKind::kNvfp4;
-  v.push_back({"nvfp4", nv, 0.18});
-  for (int64_t g : {128, 64}) {
-    for (int bits = 0; bits < 8; ++bits) {
-      models::OutputQuant q;
-      q.kind = models::QuantKind::kFp8Group;
-      q.group_size = g;
-      q.col_major = bits & 1;
-      q.ue8m0 = bits & 2;
-      q.tma_aligned = bits & 4;
-      std::string name = "fp8_group" + std::to_string(g);
-      if (q.col_major) name += "_col_major";
-      if (q.ue8m0) name += "_ue8m0";
-      if (q.tma_aligned) name += "_tma_aligned";
-      v.push_back({name, q, q.ue8m0 ? 0.053 : 0.045});
-    }
+  for (const OutputQuant& q : all_output_quants()) {
+    if (!q.quantized()) continue;
+    std::string name = q.str();  // "fp8-group128 col_major ue8m0" -> "fp8_group128_col_major_ue8m0"
+    for (char& c : name) c = c == '-' || c == ' ' ? '_' : c;
+    const double tolerance = q.format == OutputFormat::kNvfp4 ? 0.18 : (q.ue8m0 ? 0.053 : 0.045);
+    v.push_back({name, q, tolerance});
   }
   return v;
 }
@@ -104,9 +90,9 @@ TEST_P(FusionE2e, FusedEqualsUnfusedBitwiseAndMatchesTheF32Reference) {
   EXPECT_EQ(l.max_rel_err, l.unfused_max_rel_err);
   EXPECT_EQ(r.o_proj_max_rel_err, l.max_rel_err);
   // Calibrated static scales.
-  if (v.quant.kind == models::QuantKind::kFp8Static) {
+  if (v.quant.format == OutputFormat::kFp8Static) {
     EXPECT_FLOAT_EQ(l.input_scale, l.amax / 448.0);
-  } else if (v.quant.kind == models::QuantKind::kNvfp4) {
+  } else if (v.quant.format == OutputFormat::kNvfp4) {
     EXPECT_FLOAT_EQ(l.global_scale, 448.0 * 6.0 / l.amax);
   }
   // Each graph's nodes were timed.
@@ -118,11 +104,8 @@ INSTANTIATE_TEST_SUITE_P(AllKeysAndFlags, FusionE2e, ::testing::ValuesIn(all_var
                          [](const auto& info) { return info.param.name; });
 
 TEST(FusionE2eMultiLayer, EveryLayerFusedAndEqual) {
-  models::OutputQuant q;
-  q.kind = models::QuantKind::kFp8Group;
-  q.group_size = 64;
-  q.col_major = true;
-  q.tma_aligned = true;
+  const OutputQuant q = OutputQuant::make(OutputFormat::kFp8Group64, /*col_major=*/true,
+                                          /*tma_aligned=*/true);
   auto backend = make_cpu_backend();
   const MlaJobReport r = run_mla_job(*backend, e2e_options(q, 3));
   EXPECT_EQ(r.fusion[0].matches, 3);
@@ -153,9 +136,7 @@ class OneBitOffBackend : public testing::WrappedCpuBackend {
 };
 
 TEST(FusionE2eNegative, AFlippedCodeOrScaleBitIsReported) {
-  models::OutputQuant q;
-  q.kind = models::QuantKind::kFp8Group;
-  q.col_major = true;
+  const OutputQuant q = OutputQuant::make(OutputFormat::kFp8Group128, /*col_major=*/true);
   for (int output : {0, 2}) {  // out (codes), output_block_scale (scales)
     OneBitOffBackend backend(output);
     const MlaJobReport r = run_mla_job(backend, e2e_options(q));
@@ -171,7 +152,7 @@ TEST(FusionE2eNegative, AFlippedCodeOrScaleBitIsReported) {
 
 TEST(FusionE2eNegative, BadOptionsAreNamed) {
   auto backend = make_cpu_backend();
-  MlaJobOptions o = e2e_options(models::OutputQuant{});  // kNone
+  MlaJobOptions o = e2e_options(OutputQuant{});  // kBf16: nothing to fuse
   EXPECT_THROW(run_mla_job(*backend, o), Error);
   o = e2e_options(all_variants()[2].quant);
   o.num_layers = 0;
@@ -187,4 +168,4 @@ TEST(FusionE2eNegative, BadOptionsAreNamed) {
 }
 
 }  // namespace
-}  // namespace mlafuse::runtime
+}  // namespace mlafuse::app

@@ -33,20 +33,13 @@ int64_t quant_nodes(const Graph& g) {
   return c["quant_fp8_static"] + c["quant_fp8_group"] + c["quant_nvfp4"];
 }
 
-models::OutputQuant quant_of(const FusionVariant& v) {
-  models::OutputQuant q;
-  if (v.quant_op == ir::ops::kQuantFp8Static) {
-    q.kind = models::QuantKind::kFp8Static;
-  } else if (v.quant_op == ir::ops::kQuantNvfp4) {
-    q.kind = models::QuantKind::kNvfp4;
-  } else {
-    q.kind = models::QuantKind::kFp8Group;
-    q.group_size = v.group_size;
-    q.col_major = v.col_major;
-    q.ue8m0 = v.ue8m0;
-    q.tma_aligned = v.tma_aligned;
+// The quantizations the pass folds: every quantized OutputQuant of the format table.
+std::vector<OutputQuant> fusable() {
+  std::vector<OutputQuant> v;
+  for (const OutputQuant& q : all_output_quants()) {
+    if (q.quantized()) v.push_back(q);
   }
-  return q;
+  return v;
 }
 
 std::string rejections_str(const PassStats& s) {
@@ -55,14 +48,14 @@ std::string rejections_str(const PassStats& s) {
   return out;
 }
 
-TEST(MlaFusionVariants, EighteenDistinctPatterns) {
-  const auto& v = mla_fusion_variants();
-  ASSERT_EQ(v.size(), 18u);
+TEST(MlaFusionLabels, OneDistinctLabelPerQuantization) {
+  const std::vector<OutputQuant> v = fusable();
+  ASSERT_EQ(v.size(), 14u);  // static, NVFP4, 2 group sizes x 3 scale layouts x ue8m0
   std::set<std::string> names;
-  for (const auto& x : v) names.insert(x.name);
-  EXPECT_EQ(names.size(), 18u);
-  EXPECT_EQ(v[0].name, "fp8-static");
-  EXPECT_EQ(v[1].name, "nvfp4");
+  for (const OutputQuant& q : v) names.insert(fusion_label(q));
+  EXPECT_EQ(names.size(), v.size());
+  EXPECT_EQ(fusion_label(v.front()), "fp8-static");
+  EXPECT_EQ(fusion_label(v.back()), "nvfp4");
   EXPECT_TRUE(names.count("fp8-group64-col-major-tma-aligned-ue8m0"));
 }
 
@@ -70,12 +63,13 @@ TEST(MlaFusionVariants, EighteenDistinctPatterns) {
 class FuseEveryVariant : public ::testing::TestWithParam<size_t> {};
 
 TEST_P(FuseEveryVariant, FusesEveryLayerAndKeepsTheCallersBuffers) {
-  const FusionVariant& v = mla_fusion_variants()[GetParam()];
+  const OutputQuant v = fusable()[GetParam()];
+  const std::string_view quant_op = ir::quant_op_of(v);
   constexpr int64_t kLayers = 3;
   models::MlaGraphOptions o;
   o.num_layers = kLayers;
   o.num_pages = 16;
-  o.quant = quant_of(v);
+  o.quant = v;
   Graph g = models::build_mla_graph(o);
   const int64_t attn_before = g.op_counts()["mla_attention"];
   ASSERT_GT(quant_nodes(g), 0);
@@ -96,16 +90,17 @@ TEST_P(FuseEveryVariant, FusesEveryLayerAndKeepsTheCallersBuffers) {
   EXPECT_EQ(fusion.pass, "mla-attn-quant-fusion");
   EXPECT_TRUE(fusion.changed);
   EXPECT_EQ(fusion.matches, kLayers) << rejections_str(fusion);
-  EXPECT_EQ(fusion.pattern_matches.at(v.name), kLayers);
+  EXPECT_EQ(fusion.pattern_matches.at(fusion_label(v)), kLayers);
   EXPECT_EQ(fusion.pattern_matches.size(), 1u);
   EXPECT_TRUE(fusion.rejections.empty()) << rejections_str(fusion);
-  // Asked once per layer and variant.
-  EXPECT_EQ(backend.requests.size(), kLayers * mla_fusion_variants().size());
+  // Asked once per layer, about the quantization the layer has.
+  ASSERT_EQ(backend.requests.size(), static_cast<size_t>(kLayers));
+  for (const FusedQuantRequest& r : backend.requests) EXPECT_EQ(r.quant, v);
 
   EXPECT_EQ(quant_nodes(g), 0);
   EXPECT_EQ(g.op_counts()["mla_attention"], attn_before);
-  const bool static_scale = v.quant_op != ir::ops::kQuantFp8Group;
-  const bool per_group = v.quant_op != ir::ops::kQuantFp8Static;
+  const bool static_scale = quant_op != ir::ops::kQuantFp8Group;
+  const bool per_group = quant_op != ir::ops::kQuantFp8Static;
   for (int64_t i = 0; i < kLayers; ++i) {
     const ir::Node* attn = g.output(models::layer_value_name(i, "kv_cache_out"))->producer();
     ASSERT_EQ(attn->op(), "mla_attention");
@@ -121,11 +116,11 @@ TEST_P(FuseEveryVariant, FusesEveryLayerAndKeepsTheCallersBuffers) {
       EXPECT_EQ(s->type(), xs_types[static_cast<size_t>(i)]);
       ASSERT_EQ(s->num_uses(), 1u);
       EXPECT_EQ(s->uses()[0].node->op(),
-                v.quant_op == ir::ops::kQuantNvfp4 ? "linear_nvfp4" : "linear_fp8_block");
+                quant_op == ir::ops::kQuantNvfp4 ? "linear_nvfp4" : "linear_fp8_block");
     }
     if (static_scale) {
       const char* scale_name =
-          v.quant_op == ir::ops::kQuantNvfp4 ? "o_proj.input_global_scale" : "o_proj.input_scale";
+          quant_op == ir::ops::kQuantNvfp4 ? "o_proj.input_global_scale" : "o_proj.input_scale";
       EXPECT_EQ(attn->input("output_scale"), g.input(models::layer_value_name(i, scale_name)));
     }
     // The fused node carries the key: the backend reads it back as SPEC 3.4 says.
@@ -135,12 +130,12 @@ TEST_P(FuseEveryVariant, FusesEveryLayerAndKeepsTheCallersBuffers) {
         attn->output(0)->dtype(), static_scale,
         bs ? std::optional<int64_t>(bs->shape()[1].value) : std::nullopt, hv);
     ASSERT_TRUE(key.has_value());
-    EXPECT_EQ(*key, v.key);
-    if (v.quant_op == ir::ops::kQuantFp8Group) {
-      EXPECT_EQ(attn->attrs().get<bool>("quant_col_major"), v.col_major);
+    EXPECT_EQ(key, v.key());
+    if (quant_op == ir::ops::kQuantFp8Group) {
+      EXPECT_EQ(attn->attrs().get<bool>("quant_col_major"), v.col_major());
       EXPECT_EQ(attn->attrs().get<bool>("quant_scale_ue8m0"), v.ue8m0);
-      EXPECT_EQ(attn->attrs().get<bool>("quant_tma_aligned"), v.tma_aligned);
-      EXPECT_EQ(attn->attrs().get<int64_t>("quant_group_size"), v.group_size);
+      EXPECT_EQ(attn->attrs().get<bool>("quant_tma_aligned"), v.tma_aligned());
+      EXPECT_EQ(attn->attrs().get<int64_t>("quant_group_size"), v.group_size());
     }
   }
   ir::verify(g);
@@ -150,11 +145,11 @@ TEST_P(FuseEveryVariant, FusesEveryLayerAndKeepsTheCallersBuffers) {
 
 // Negative twin: the same graphs with a backend that says no: unchanged, one reason per layer.
 TEST_P(FuseEveryVariant, UnsupportedBackendLeavesTheGraphUnchanged) {
-  const FusionVariant& v = mla_fusion_variants()[GetParam()];
+  const OutputQuant v = fusable()[GetParam()];
   models::MlaGraphOptions o;
   o.num_layers = 2;
   o.num_pages = 16;
-  o.quant = quant_of(v);
+  o.quant = v;
   Graph g = models::build_mla_graph(o);
   const std::string before = ir::print_graph(g);
   FakeBackend backend = no_backend();
@@ -164,15 +159,15 @@ TEST_P(FuseEveryVariant, UnsupportedBackendLeavesTheGraphUnchanged) {
   EXPECT_EQ(ir::print_graph(g), before);
   ASSERT_EQ(stats[0].rejections.size(), 2u);
   for (const auto& r : stats[0].rejections) {
-    EXPECT_EQ(r.pattern, v.name);
-    EXPECT_NE(r.reason.find("backend 'no' does not support " + v.key.str()), std::string::npos)
+    EXPECT_EQ(r.pattern, fusion_label(v));
+    EXPECT_NE(r.reason.find("backend 'no' does not support " + v.key()->str()), std::string::npos)
         << r.reason;
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllVariants, FuseEveryVariant, ::testing::Range<size_t>(0, 18),
+INSTANTIATE_TEST_SUITE_P(AllVariants, FuseEveryVariant, ::testing::Range<size_t>(0, 14),
                          [](const ::testing::TestParamInfo<size_t>& info) {
-                           std::string n = mla_fusion_variants()[info.param].name;
+                           std::string n = fusion_label(fusable()[info.param]);
                            for (char& c : n) c = (c == '-') ? '_' : c;
                            return n;
                          });
@@ -181,7 +176,7 @@ TEST(MlaFusion, BackendAnswersPerLayer) {
   models::MlaGraphOptions o;
   o.num_layers = 4;
   o.num_pages = 16;
-  o.quant = models::parse_output_quant("fp8-group128");
+  o.quant = parse_output_quant("fp8-group128");
   Graph g = models::build_mla_graph(o);
   FakeBackend odd_only([](const FusedQuantRequest& r) { return r.layer % 2 == 1; }, "odd");
   auto stats = run_pipeline(g, odd_only);
@@ -304,7 +299,7 @@ TEST(MlaFusionText, GroupFp8GraphOutputUnchanged) {
 
 TEST(MlaFusionText, GroupFp8BackendSaysNoUnchanged) {
   // Refuses only col-major TMA-aligned scales (as a backend without that epilogue would).
-  FakeBackend no_tma([](const FusedQuantRequest& r) { return !r.tma_aligned; }, "no-tma");
+  FakeBackend no_tma([](const FusedQuantRequest& r) { return !r.quant.tma_aligned(); }, "no-tma");
   TextResult r = fuse_text(kGroupBody, no_tma);
   EXPECT_EQ(r.text, canonical(kGroupBody));
   ASSERT_EQ(r.stats.rejections.size(), 1u);
@@ -445,8 +440,8 @@ TEST(MlaFusionText, StaticFp8GraphOutputUnchanged) {
 }
 
 TEST(MlaFusionText, StaticFp8BackendSaysNoUnchanged) {
-  FakeBackend no_static([](const FusedQuantRequest& r) { return r.key != kFp8StaticTensorSym; },
-                        "no-static");
+  FakeBackend no_static(
+      [](const FusedQuantRequest& r) { return r.quant.key() != kFp8StaticTensorSym; }, "no-static");
   TextResult r = fuse_text(kStaticBody, no_static);
   EXPECT_EQ(r.text, canonical(kStaticBody));
   ASSERT_EQ(r.stats.rejections.size(), 1u);
@@ -515,7 +510,8 @@ TEST(MlaFusionText, Nvfp4SecondUserUnchanged) {
 }
 
 TEST(MlaFusionText, Nvfp4BackendSaysNoUnchanged) {
-  FakeBackend no_fp4([](const FusedQuantRequest& r) { return r.key != kNvfp4Dynamic; }, "no-fp4");
+  FakeBackend no_fp4([](const FusedQuantRequest& r) { return r.quant.key() != kNvfp4Dynamic; },
+                     "no-fp4");
   TextResult r = fuse_text(kNvfp4Body, no_fp4);
   EXPECT_EQ(r.text, canonical(kNvfp4Body));
   ASSERT_EQ(r.stats.rejections.size(), 1u);

@@ -135,7 +135,7 @@ TEST(Inference, ErrorsNameTheOperandAndTheExpectation) {
       [&] {
         g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache}, a, {"x", "y", "z"});
       },
-      {"quant_group_size must be 128 or 64", "96"});
+      {"quant_group_size must be 128 (fp8-group128), 64 (fp8-group64)", "96"});
   AttrMap b = attn_attrs(0);
   b.set("quant_col_major", true);
   expect_error(
@@ -268,7 +268,7 @@ TEST(MlaGraph, BuildsEveryQuantization) {
     models::MlaGraphOptions o;
     o.num_layers = 2;
     o.num_pages = 8;
-    o.quant = models::parse_output_quant(q);
+    o.quant = parse_output_quant(q);
     Graph g = models::build_mla_graph(o);
     verify(g);
     auto counts = g.op_counts();
@@ -292,12 +292,12 @@ TEST(MlaGraph, BuildsEveryQuantization) {
 
 TEST(MlaGraph, StaticAndNvfp4ScalesAreGraphInputs) {
   models::MlaGraphOptions o;
-  o.quant = models::parse_output_quant("fp8-static");
+  o.quant = parse_output_quant("fp8-static");
   Graph g = models::build_mla_graph(o);
   Value* scale = g.input("layers.0.o_proj.input_scale");
   EXPECT_EQ(scale->type(), vt(DType::kF32, {F(1)}));
   EXPECT_EQ(scale->num_uses(), 2u);  // the quant node and o_proj's per-tensor xs
-  o.quant = models::parse_output_quant("nvfp4");
+  o.quant = parse_output_quant("nvfp4");
   Graph n = models::build_mla_graph(o);
   EXPECT_EQ(n.input("layers.0.o_proj.input_global_scale")->num_uses(), 2u);
   EXPECT_EQ(n.op_counts()["linear_nvfp4"], 1);
@@ -306,9 +306,7 @@ TEST(MlaGraph, StaticAndNvfp4ScalesAreGraphInputs) {
 TEST(MlaGraph, FlagsSetTheScaleLayout) {
   models::MlaGraphOptions o;
   o.config.num_heads = 16;
-  o.quant = models::parse_output_quant("fp8-group64");
-  o.quant.col_major = true;
-  o.quant.tma_aligned = true;
+  o.quant = parse_output_quant("fp8-group64 col_major tma_aligned");
   Graph g = models::build_mla_graph(o);
   EXPECT_EQ(g.value("layers.0.xs")->type(), vt(DType::kF32, {T, F(32)}, Layout::kColMajorTma));
 }
@@ -320,7 +318,7 @@ TEST(MlaGraph, RejectsBadOptions) {
   o.num_layers = 1;
   o.config.num_heads = 0;
   expect_error([&] { models::build_mla_graph(o); }, {"num_heads"});
-  expect_error([] { models::parse_output_quant("int8"); }, {"'int8'", "fp8-group128"});
+  expect_error([] { parse_output_quant("int8"); }, {"'int8'", "fp8-group128"});
 }
 
 }  // namespace

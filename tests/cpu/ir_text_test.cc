@@ -232,8 +232,8 @@ TEST(TextRoundTrip, BuiltMlaGraphs) {
   for (const char* q : {"none", "fp8-static", "fp8-group128", "fp8-group64", "nvfp4"}) {
     models::MlaGraphOptions o;
     o.num_layers = 3;
-    o.quant = models::parse_output_quant(q);
-    o.quant.col_major = true;
+    o.quant = parse_output_quant(q);
+    if (o.quant.info().group_fp8()) o.quant.scale_layout = Layout::kColMajor;
     const Graph g = models::build_mla_graph(o);
     const std::string text = print_graph(g);
     EXPECT_EQ(print_graph(parse_graph(text)), text) << q;
@@ -322,7 +322,7 @@ TEST(TextCorpus, EveryPrefixOfAGoodFileFailsCleanly) {
 
 TEST(Dot, DrawsNodesValuesAndOutputs) {
   models::MlaGraphOptions o;
-  o.quant = models::parse_output_quant("fp8-group128");
+  o.quant = parse_output_quant("fp8-group128");
   const Graph g = models::build_mla_graph(o);
   const std::string dot = to_dot(g);
   EXPECT_EQ(dot.rfind("digraph mlafuse {", 0), 0u);

@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "mlafuse/core/error.h"
+#include "mlafuse/quant/output_quant.h"
 
 namespace mlafuse {
 namespace {

@@ -17,13 +17,11 @@
 namespace mlafuse {
 namespace {
 
-FusedQuantRequest request(const QuantKey& key) {
+FusedQuantRequest request(OutputFormat format) {
   FusedQuantRequest r;
-  r.key = key;
+  r.quant = OutputQuant::make(format, /*col_major=*/true, /*tma_aligned=*/true);
   r.num_heads = 128;
   r.v_head_dim = 128;
-  r.col_major = true;
-  r.tma_aligned = true;
   return r;
 }
 
@@ -37,8 +35,8 @@ TEST(CudaBackendWithoutGpu, ConstructsAndAnswersCapabilityQueries) {
   EXPECT_TRUE(b->supports_op("quant_fp8_group"));
   EXPECT_TRUE(b->supports_op("mla_attention"));
   EXPECT_FALSE(b->supports_op("softmax"));
-  EXPECT_EQ(b->fused_output_quant_supported(request(kFp8Dynamic128Sym)),
-            cuda::mla_fused_quant_supported(request(kFp8Dynamic128Sym)));
+  EXPECT_EQ(b->fused_output_quant_supported(request(OutputFormat::kFp8Group128)),
+            cuda::mla_fused_quant_supported(request(OutputFormat::kFp8Group128)));
   try {
     b->allocate(DType::kF32, {4}, {1}, 4);
     ADD_FAILURE() << "allocate without a GPU did not throw";

@@ -252,18 +252,20 @@ TEST(MlaAttentionOp, MixedBatchFusedAndUnfusedAgree) {
 }
 
 TEST(MlaAttentionOp, FusedQuantSupport) {
-  FusedQuantRequest req{kFp8Dynamic128Sym, 0, 128, 128, true, true, true};
+  FusedQuantRequest req{OutputQuant::make(OutputFormat::kFp8Group128, true, true, true), 0, 128,
+                        128};
   EXPECT_TRUE(cuda::mla_fused_quant_supported(req));
   req.num_heads = 48;
   EXPECT_FALSE(cuda::mla_fused_quant_supported(req));
   req.num_heads = 16;
-  req.key = kNvfp4Dynamic;
-  EXPECT_FALSE(cuda::mla_fused_quant_supported(req));  // layout flags make no sense for NVFP4
-  req.col_major = req.ue8m0 = req.tma_aligned = false;
-  EXPECT_TRUE(cuda::mla_fused_quant_supported(req));
-  req.key = kFp8DynamicTokenSym;
+  // NVFP4 has no layout flags: a descriptor with them is not one of its quantizations.
+  req.quant = OutputQuant{OutputFormat::kNvfp4, Layout::kColMajorTma, true};
   EXPECT_FALSE(cuda::mla_fused_quant_supported(req));
-  req.key = kFp8StaticTensorSym;
+  req.quant = OutputQuant{OutputFormat::kNvfp4};
+  EXPECT_TRUE(cuda::mla_fused_quant_supported(req));
+  req.quant = OutputQuant{};  // no quantization: nothing to fuse
+  EXPECT_FALSE(cuda::mla_fused_quant_supported(req));
+  req.quant = OutputQuant{OutputFormat::kFp8Static};
   req.v_head_dim = 64;
   EXPECT_FALSE(cuda::mla_fused_quant_supported(req));
 }

@@ -84,9 +84,8 @@ TEST(RuntimeGraphs, ReplaysMatchEagerRunsForEveryBatchOfTheBucket) {
   models::MlaGraphOptions go;
   go.config = cfg;
   go.num_pages = pages;
-  go.quant.kind = models::QuantKind::kFp8Group;
-  go.quant.col_major = true;
-  go.quant.tma_aligned = true;
+  go.quant = OutputQuant::make(OutputFormat::kFp8Group128, /*col_major=*/true,
+                               /*tma_aligned=*/true);
   const ir::Graph g = models::build_mla_graph(go);
   const WeightStore w = models::make_mla_weights(cfg, 1, 7);
 
@@ -145,7 +144,7 @@ TEST(RuntimeGraphs, PageSizesMatchTheCpuReference) {
     models::MlaGraphOptions go;
     go.config = cfg;
     go.num_pages = b.num_pages;
-    go.quant.kind = models::QuantKind::kFp8Group;
+    go.quant = OutputQuant{OutputFormat::kFp8Group128};
     const ir::Graph g = models::build_mla_graph(go);
     const WeightStore w = models::make_mla_weights(cfg, 1, 7);
     auto cuda_backend = make_backend("cuda");

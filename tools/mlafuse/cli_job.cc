@@ -1,43 +1,48 @@
 #include "cli_job.h"
 
 #include <utility>
+#include <vector>
 
 #include "mlafuse/core/error.h"
 
 namespace mlafuse::cli {
 
 void QuantFlags::add_to(ArgParser* p, std::string quant_help) {
-  p->add_choice("--quant", &quant, {"fp8-static", "fp8-group128", "fp8-group64", "nvfp4"},
-                std::move(quant_help));
+  std::vector<std::string> choices;
+  for (const OutputFormatInfo& f : output_formats()) {
+    if (with_none_ || f.key) choices.emplace_back(f.name);
+  }
+  p->add_choice("--quant", &quant, std::move(choices), std::move(quant_help));
   p->add_flag("--col-major", &col_major, "group FP8: column-major scales");
   p->add_flag("--ue8m0", &ue8m0, "group FP8: power-of-two scales");
   p->add_flag("--tma-aligned", &tma_aligned,
               "group FP8 with --col-major: scale column stride padded to 4 tokens");
 }
 
-void check_layout_flags(const std::string& quant, bool col_major, bool ue8m0, bool tma_aligned) {
-  const bool group = quant == "fp8-group128" || quant == "fp8-group64";
+OutputQuant QuantFlags::get() const {
+  const std::optional<OutputFormat> format = find_output_format(quant);
+  MLAFUSE_CHECK(format.has_value(), "option --quant must be one of ",
+                output_format_names("|", with_none_), ", got '", quant, "'");
+  std::string group_names;  // "fp8-group128 or fp8-group64"
+  for (const OutputFormatInfo& f : output_formats()) {
+    if (f.group_fp8()) group_names += (group_names.empty() ? "" : " or ") + std::string(f.name);
+  }
+  const bool group = output_format_info(*format).group_fp8();
   for (const auto& [flag, on] : {std::pair<const char*, bool>{"--col-major", col_major},
                                  {"--ue8m0", ue8m0},
                                  {"--tma-aligned", tma_aligned}}) {
-    MLAFUSE_CHECK(group || !on, flag, " applies to --quant fp8-group128 or fp8-group64, not ",
-                  quant);
+    MLAFUSE_CHECK(group || !on, flag, " applies to --quant ", group_names, ", not ", quant);
   }
   MLAFUSE_CHECK(!tma_aligned || col_major,
                 "--tma-aligned pads column-major scales and needs --col-major (row-major scales "
                 "have no column stride to pad)");
+  return OutputQuant::make(*format, col_major, tma_aligned, ue8m0);
 }
 
-models::OutputQuant QuantFlags::resolve(const ArgParser& p,
-                                        const models::OutputQuant& fallback) const {
+OutputQuant QuantFlags::resolve(const ArgParser& p, const OutputQuant& fallback) const {
   const bool any_flag = col_major || ue8m0 || tma_aligned;
   if (!p.given("--quant") && !any_flag) return fallback;
-  check_layout_flags(quant, col_major, ue8m0, tma_aligned);
-  models::OutputQuant q = models::parse_output_quant(quant);
-  q.col_major = col_major;
-  q.ue8m0 = ue8m0;
-  q.tma_aligned = tma_aligned;
-  return q;
+  return get();
 }
 
 std::string timing_note(const std::string& backend, int iters) {

@@ -10,13 +10,13 @@
 #include "cli_job.h"
 #include "cli_json.h"
 #include "command.h"
+#include "mlafuse/app/mla_job.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/models/batch.h"
 #include "mlafuse/models/mla_block.h"
 #include "mlafuse/models/weights.h"
 #include "mlafuse/runtime/executor.h"
-#include "mlafuse/runtime/mla_job.h"
 
 namespace mlafuse::cli {
 namespace {
@@ -78,8 +78,8 @@ int bench_main(const std::vector<std::string>& args) {
   p.add_flag("--json", &json, "print one JSON object instead of a table");
   if (!p.parse(args)) return 0;
 
-  const models::OutputQuant q = quant.resolve(p, runtime::default_job_quant());
-  MLAFUSE_CHECK(q.kind != models::QuantKind::kFp8Static && q.kind != models::QuantKind::kNvfp4,
+  const OutputQuant q = quant.resolve(p, app::default_job_quant());
+  MLAFUSE_CHECK(!q.info().takes_scale(),
                 "bench times dynamic group FP8 (static scales need calibration: use mlafuse run "
                 "--quant ",
                 quant.quant, ")");
@@ -108,7 +108,7 @@ int bench_main(const std::vector<std::string>& args) {
     go.num_layers = layers;
     go.num_pages = batch.num_pages;
     go.quant = q;
-    const runtime::MlaGraphPair graphs = runtime::build_fused_pair(*backend, go);
+    const app::MlaGraphPair graphs = app::build_fused_pair(*backend, go);
     runtime::Executor eu(graphs.unfused, *backend, weights, eo);
     runtime::Executor ef(graphs.fused, *backend, weights, eo);
     Row r;
@@ -130,7 +130,7 @@ int bench_main(const std::vector<std::string>& args) {
   if (json) {
     JsonWriter j;
     j.begin_object().key("backend").value(backend->name());
-    j.key("quant").value(runtime::quant_description(q)).key("heads").value(heads);
+    j.key("quant").value(q.str()).key("heads").value(heads);
     j.key("layers").value(layers).key("context").value(context);
     j.key("timing").value(how).key("iters").value(eo.timing_iters);
     j.key("rows").begin_array();
@@ -155,7 +155,7 @@ int bench_main(const std::vector<std::string>& args) {
   std::printf(
       "backend %s; %s; H=%lld, %lld layer(s), context %lld per sequence; %s, median of "
       "%d\n\n",
-      backend->name().c_str(), runtime::quant_description(q).c_str(), static_cast<long long>(heads),
+      backend->name().c_str(), q.str().c_str(), static_cast<long long>(heads),
       static_cast<long long>(layers), static_cast<long long>(context), how, eo.timing_iters);
   const std::string note = timing_note(backend->name(), eo.timing_iters);
   if (!note.empty()) std::printf("%s\n\n", note.c_str());

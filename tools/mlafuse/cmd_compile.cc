@@ -10,13 +10,12 @@
 #include "cli_job.h"
 #include "command.h"
 #include "compile_report.h"
+#include "mlafuse/app/pipeline.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/file.h"
 #include "mlafuse/ir/text.h"
 #include "mlafuse/models/mla_block.h"
-#include "mlafuse/passes/dce.h"
-#include "mlafuse/passes/mla_attn_quant_fusion.h"
 #include "mlafuse/passes/pass_manager.h"
 
 namespace mlafuse::cli {
@@ -26,10 +25,7 @@ struct CompileOptions {
   int64_t layers = 1;
   int64_t heads = 128;
   int64_t pages = 1024;
-  std::string quant = "none";
-  bool col_major = false;
-  bool ue8m0 = false;
-  bool tma_aligned = false;
+  QuantFlags quant{"none", /*with_none=*/true};
   std::string backend = "cpu";
   std::string in;
   std::string out;
@@ -67,12 +63,7 @@ int run_compile(const std::vector<std::string>& args) {
   p.add_int("--layers", &o.layers, "N", "MLA layers to build (default 1)", 1, 4096);
   p.add_int("--heads", &o.heads, "H", "attention heads per layer (default 128)", 1, 1024);
   p.add_int("--pages", &o.pages, "N", "paged KV-cache pages (default 1024)", 1, int64_t{1} << 30);
-  p.add_choice("--quant", &o.quant, {"none", "fp8-static", "fp8-group128", "fp8-group64", "nvfp4"},
-               "quantization before o_proj (default none)");
-  p.add_flag("--col-major", &o.col_major, "group-FP8 scales column-major");
-  p.add_flag("--ue8m0", &o.ue8m0, "group-FP8 scales rounded up to powers of two");
-  p.add_flag("--tma-aligned", &o.tma_aligned,
-             "with --col-major: scale column stride padded to 4 tokens");
+  o.quant.add_to(&p, "quantization before o_proj (default none)");
   p.add_string("--backend", &o.backend, "NAME", "backend asked what it can fuse (default cpu)");
   p.add_string("--in", &o.in, "FILE", "read the graph from FILE (text IR) instead of building it");
   p.add_string("--out", &o.out, "FILE", "write the compiled graph to FILE (text IR)");
@@ -88,7 +79,7 @@ int run_compile(const std::vector<std::string>& args) {
       MLAFUSE_CHECK(!p.given(f), f, " builds a graph, --in reads one: give one or the other");
     }
   }
-  check_layout_flags(o.quant, o.col_major, o.ue8m0, o.tma_aligned);
+  const OutputQuant quant = o.quant.get();
   MLAFUSE_CHECK(!(o.json && o.dump), "--dump prints graphs as text: it does not go with --json");
 
   // compile_us: reading or building the graph, creating the backend, and the pass pipeline with
@@ -104,14 +95,10 @@ int run_compile(const std::vector<std::string>& args) {
     mo.config.num_heads = o.heads;
     mo.num_layers = o.layers;
     mo.num_pages = o.pages;
-    mo.quant = models::parse_output_quant(o.quant);
-    mo.quant.col_major = o.col_major;
-    mo.quant.ue8m0 = o.ue8m0;
-    mo.quant.tma_aligned = o.tma_aligned;
+    mo.quant = quant;
     graph = models::build_mla_graph(mo);
     source = "deepseek-v3 mla x" + std::to_string(o.layers) + " H=" + std::to_string(o.heads) +
-             " quant=" + o.quant + (o.col_major ? " col_major" : "") + (o.ue8m0 ? " ue8m0" : "") +
-             (o.tma_aligned ? " tma_aligned" : "");
+             " quant=" + quant.str();
   }
   // The text of the input graph is kept for the report; its cost is measured and taken off.
   const std::map<std::string, int64_t> ops_before = graph.op_counts();
@@ -125,9 +112,7 @@ int run_compile(const std::vector<std::string>& args) {
   }
   std::unique_ptr<Backend> backend = make_backend(o.backend);
 
-  passes::PassManager pm;
-  pm.emplace<passes::MlaAttnQuantFusion>(*backend);
-  pm.emplace<passes::DeadCodeElimination>();
+  passes::PassManager pm = app::default_pipeline(*backend);
   if (!o.disable.empty()) pm.disable(o.disable);
   if (o.dump) {
     pm.set_dump([](std::string_view pass, std::string_view when, const ir::Graph& g) {

@@ -1,5 +1,6 @@
 // mlafuse quant: quantize an f32 .npy activation [T, D] with the reference quantizers (SPEC 3),
 // e.g. to check activations dumped from another engine against mlafuse's codes and scales.
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -15,7 +16,8 @@
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/npy.h"
 #include "mlafuse/core/shape.h"
-#include "mlafuse/quant/scale_layout.h"
+#include "mlafuse/quant/layout.h"
+#include "mlafuse/quant/output_quant.h"
 
 namespace mlafuse::cli {
 namespace {
@@ -68,73 +70,63 @@ int run_quant(const std::vector<std::string>& args) {
   const std::string base = std::filesystem::path(out).filename().string();
   MLAFUSE_CHECK(!base.empty() && base != "." && base != "..", "option --out takes a file prefix ",
                 "(PREFIX.q.npy, PREFIX.scale.npy), not a directory: got '", out, "'");
+  const OutputQuant quant = flags.get();
   const std::string& key = flags.quant;
-  const bool col_major = flags.col_major, ue8m0 = flags.ue8m0, tma_aligned = flags.tma_aligned;
-  check_layout_flags(key, col_major, ue8m0, tma_aligned);
-  const bool group = key == "fp8-group128" || key == "fp8-group64";
-  MLAFUSE_CHECK(scale_text.empty() || key == "fp8-static", "--scale applies only to fp8-static");
-  MLAFUSE_CHECK(gs_text.empty() || key == "nvfp4", "--global-scale applies only to nvfp4");
+  MLAFUSE_CHECK(scale_text.empty() || quant.format == OutputFormat::kFp8Static,
+                "--scale applies only to fp8-static");
+  MLAFUSE_CHECK(gs_text.empty() || quant.format == OutputFormat::kNvfp4,
+                "--global-scale applies only to nvfp4");
 
   const Tensor x = read_npy(in, DType::kF32, 2);
   const int64_t t = x.dim(0), d = x.dim(1);
   const std::string q_path = out + ".q.npy", s_path = out + ".scale.npy";
-  std::string note;
+  const int64_t g = quant.group_size();
+  if (g > 0 && d % g != 0) {
+    std::string name = key;  // "16 (the NVFP4 block)"
+    for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    const std::string block = std::to_string(g) + " (the " + name + " block)";
+    MLAFUSE_FAIL(in, ": D = ", d, " (shape ", shape_str(x.shape()), ") is not a multiple of ",
+                 quant.info().group_fp8() ? "the group size " + std::to_string(g) : block);
+  }
 
-  if (key == "fp8-static") {
-    float s;
-    if (!scale_text.empty()) {
-      s = parse_scale("--scale", scale_text);
+  // The scale input of the formats that take one: given, or calibrated from amax(x).
+  Tensor scale;
+  std::string note;
+  if (quant.info().takes_scale()) {
+    const bool is_static = quant.format == OutputFormat::kFp8Static;
+    const std::string& text = is_static ? scale_text : gs_text;
+    const char* option = is_static ? "--scale" : "--global-scale";
+    float v;
+    if (!text.empty()) {
+      v = parse_scale(option, text);
     } else {
       const float amax = tensor_amax(x);
-      MLAFUSE_CHECK(std::isfinite(amax) && amax > 0, in, ": amax(x) = ", amax,
-                    " gives no usable scale; pass --scale");
-      s = amax / 448.0f;
-      note = " (amax / 448)";
+      MLAFUSE_CHECK(std::isfinite(amax) && amax > 0, in, ": amax(x) = ", amax, " gives no usable ",
+                    is_static ? "scale" : "global scale", "; pass ", option);
+      v = is_static ? amax / 448.0f : 448.0f * 6.0f / amax;
+      note = is_static ? " (amax / 448)" : " (448 * 6 / amax)";
     }
-    const Tensor scale = scalar(s);
-    Tensor q = Tensor::empty(DType::kFp8E4M3, {t, d});
-    ref::quant_fp8_static(x, t, scale, q);
-    write_npy(q_path, q);
-    write_npy(s_path, scale);
-    std::printf("fp8-static: scale %.9g%s\n", s, note.c_str());
-  } else if (group) {
-    ref::Fp8GroupParams gp;
-    gp.group_size = key == "fp8-group128" ? 128 : 64;
-    gp.ue8m0 = ue8m0;
-    gp.col_major = col_major;
-    gp.tma_aligned = tma_aligned;
-    MLAFUSE_CHECK(d % gp.group_size == 0, in, ": D = ", d, " (shape ", shape_str(x.shape()),
-                  ") is not a multiple of the group size ", gp.group_size);
-    const GroupScaleLayout l{t, d / gp.group_size, col_major, tma_aligned};
-    Tensor q = Tensor::empty(DType::kFp8E4M3, {t, d});
-    Tensor s = Tensor::empty_strided(DType::kF32, {t, d / gp.group_size},
-                                     {l.token_stride(), l.group_stride()}, l.storage_numel());
-    ref::quant_fp8_group(x, t, gp, q, s);
-    write_npy(q_path, q);
-    write_npy(s_path, s);  // the logical [T, D/G] order
-    std::printf("%s%s%s%s: %lld x %lld scales\n", key.c_str(), col_major ? " col_major" : "",
-                ue8m0 ? " ue8m0" : "", tma_aligned ? " tma_aligned" : "", static_cast<long long>(t),
-                static_cast<long long>(d / gp.group_size));
+    scale = scalar(v);
+  }
+  const DType code = quant.info().code_dtype();
+  Tensor q = Tensor::empty(code, {t, code == DType::kFp4E2M1x2 ? d / 2 : d});
+  Tensor block_scale;
+  if (g > 0) {
+    const LayoutPlan plan = plan_layout(quant.block_scale_layout(), {t, d / g});
+    block_scale = Tensor::empty_strided(quant.key()->scale.dtype, plan.shape, plan.strides,
+                                        plan.storage_numel);
+  }
+  ref::quantize_output(quant, x, t, scale, q, block_scale);
+  write_npy(q_path, q);
+  // Group FP8 scales in the logical [T, D/G] order; NVFP4's swizzled bytes as stored.
+  write_npy(s_path, g > 0 ? block_scale : scale);
+  if (quant.format == OutputFormat::kFp8Static) {
+    std::printf("fp8-static: scale %.9g%s\n", scale.data<float>()[0], note.c_str());
+  } else if (quant.format == OutputFormat::kNvfp4) {
+    std::printf("nvfp4: global scale %.9g%s\n", scale.data<float>()[0], note.c_str());
   } else {
-    MLAFUSE_CHECK(d % 16 == 0, in, ": D = ", d, " (shape ", shape_str(x.shape()),
-                  ") is not a multiple of 16 (the NVFP4 block)");
-    float gs;
-    if (!gs_text.empty()) {
-      gs = parse_scale("--global-scale", gs_text);
-    } else {
-      const float amax = tensor_amax(x);
-      MLAFUSE_CHECK(std::isfinite(amax) && amax > 0, in, ": amax(x) = ", amax,
-                    " gives no usable global scale; pass --global-scale");
-      gs = 448.0f * 6.0f / amax;
-      note = " (448 * 6 / amax)";
-    }
-    const Nvfp4ScaleLayout l{t, d};
-    Tensor q = Tensor::empty(DType::kFp4E2M1x2, {t, d / 2});
-    Tensor sf = Tensor::empty(DType::kFp8E4M3, {l.padded_rows(), l.padded_cols()});
-    ref::quant_nvfp4(x, t, scalar(gs), q, sf);
-    write_npy(q_path, q);
-    write_npy(s_path, sf);
-    std::printf("nvfp4: global scale %.9g%s\n", gs, note.c_str());
+    std::printf("%s: %lld x %lld scales\n", quant.str().c_str(), static_cast<long long>(t),
+                static_cast<long long>(d / g));
   }
   std::printf("wrote %s and %s for x %s from %s\n", q_path.c_str(), s_path.c_str(),
               shape_str(x.shape()).c_str(), in.c_str());

@@ -14,10 +14,10 @@
 #include "cli_job.h"
 #include "cli_json.h"
 #include "command.h"
+#include "mlafuse/app/mla_job.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/npy.h"
-#include "mlafuse/runtime/mla_job.h"
 
 namespace mlafuse::cli {
 namespace {
@@ -53,7 +53,7 @@ std::vector<std::string> split(const std::string& s, char sep) {
 }
 
 struct RunArgs {
-  runtime::MlaJobOptions job;
+  app::MlaJobOptions job;
   std::string backend;  // "" = auto
   bool json = false;
   std::string dump_dir;
@@ -63,8 +63,8 @@ struct RunArgs {
 // Returns false when --help was printed.
 bool parse_args(const std::vector<std::string>& args, RunArgs* out) {
   RunArgs& a = *out;
-  a.job.batch = runtime::default_job_batch();
-  a.job.quant = runtime::default_job_quant();
+  a.job.batch = app::default_job_batch();
+  a.job.quant = app::default_job_quant();
   int64_t layers = 1, heads = a.job.config.num_heads, seed = 0;
   std::string decode_lens = "1,77,300,1000", prefill = "32:0";
   QuantFlags quant;
@@ -139,7 +139,7 @@ std::string ops_str(const std::map<std::string, int64_t>& ops) {
   return s;
 }
 
-void print_json(const RunArgs& a, const runtime::MlaJobReport& r, const std::string& why) {
+void print_json(const RunArgs& a, const app::MlaJobReport& r, const std::string& why) {
   const MlaConfig& c = r.config;
   JsonWriter j;
   j.begin_object();
@@ -180,7 +180,7 @@ void print_json(const RunArgs& a, const runtime::MlaJobReport& r, const std::str
   j.key("o_proj_max_rel_err").value(r.o_proj_max_rel_err);
   j.key("o_proj_rel_err_definition").value("max |y - y_ref| / max |y_ref|");
   j.key("layers").begin_array();
-  for (const runtime::LayerReport& l : r.layers) {
+  for (const app::LayerReport& l : r.layers) {
     j.begin_object().key("layer").value(l.layer);
     j.key("codes_equal").value(l.codes_equal).key("scales_equal").value(l.scales_equal);
     j.key("mismatch").value(l.mismatch).key("y_equal").value(l.y_equal);
@@ -217,7 +217,7 @@ void print_json(const RunArgs& a, const runtime::MlaJobReport& r, const std::str
   std::printf("%s\n", j.str().c_str());
 }
 
-void print_text(const RunArgs& a, const runtime::MlaJobReport& r, const std::string& why) {
+void print_text(const RunArgs& a, const app::MlaJobReport& r, const std::string& why) {
   std::printf("backend: %s (%s)\n", r.backend.c_str(), why.c_str());
   std::printf("model: %d x %s, seeded block-FP8 weights (seed %llu)\n",
               static_cast<int>(r.num_layers), r.config.str().c_str(),
@@ -231,7 +231,7 @@ void print_text(const RunArgs& a, const runtime::MlaJobReport& r, const std::str
               static_cast<long long>(r.num_tokens), static_cast<long long>(r.fused.t_pad),
               static_cast<long long>(r.num_pages));
   std::printf("quantization: %s; %s\n", r.quant.c_str(), r.calibration.c_str());
-  for (const runtime::LayerReport& l : r.layers) {
+  for (const app::LayerReport& l : r.layers) {
     if (l.input_scale > 0 || l.global_scale > 0) {
       std::printf("  layer %lld: amax %.6g -> %s %.6g\n", static_cast<long long>(l.layer), l.amax,
                   l.input_scale > 0 ? "input_scale" : "input_global_scale",
@@ -257,7 +257,7 @@ void print_text(const RunArgs& a, const runtime::MlaJobReport& r, const std::str
 
   std::printf("\nfused quantized codes and scales == unfused, bit for bit: %s\n",
               r.bitwise_equal ? "YES" : "NO");
-  for (const runtime::LayerReport& l : r.layers) {
+  for (const app::LayerReport& l : r.layers) {
     std::printf("  layer %lld: codes %s, scales %s, o_proj output %s%s%s\n",
                 static_cast<long long>(l.layer), l.codes_equal ? "equal" : "DIFFER",
                 l.scales_equal ? "equal" : "DIFFER", l.y_equal ? "equal" : "differs",
@@ -266,7 +266,7 @@ void print_text(const RunArgs& a, const runtime::MlaJobReport& r, const std::str
   std::printf(
       "\no_proj output vs the f32 end-to-end reference (rel = max|y - y_ref| / "
       "max|y_ref|):\n");
-  for (const runtime::LayerReport& l : r.layers) {
+  for (const app::LayerReport& l : r.layers) {
     std::printf(
         "  layer %lld: max|y_ref| %.4g; fused max abs err %.4g, rel %.4g; unfused max abs "
         "err %.4g, rel %.4g\n",
@@ -293,7 +293,7 @@ void print_text(const RunArgs& a, const runtime::MlaJobReport& r, const std::str
 }
 
 // Writes every tensor of the report as DIR/<group>/<name>.npy; returns the file count.
-int dump(const std::string& dir, const runtime::MlaJobReport& r) {
+int dump(const std::string& dir, const app::MlaJobReport& r) {
   namespace fs = std::filesystem;
   int files = 0;
   auto write_group = [&](const char* group, const std::map<std::string, Tensor>& tensors) {
@@ -328,7 +328,7 @@ int run_main(const std::vector<std::string>& args) {
     std::filesystem::create_directories(a.dump_dir, ec);
     MLAFUSE_CHECK(!ec, "--dump: cannot create directory ", a.dump_dir, ": ", ec.message());
   }
-  const runtime::MlaJobReport r = runtime::run_mla_job(*backend, a.job);
+  const app::MlaJobReport r = app::run_mla_job(*backend, a.job);
   if (!a.dump_dir.empty()) dump(a.dump_dir, r);
   if (a.json) {
     print_json(a, r, why);

@@ -56,7 +56,7 @@ class Backend : public passes::FusionCapabilities {
   // Why this backend cannot run ops on this machine, in one clause ("" when it can): the CUDA
   // backend exists in every CUDA build but needs a Hopper GPU to run.
   virtual std::string unusable_reason() const { return ""; }
-  // May the fusion pass fold quantization `req.key` (with these layout flags) into this layer's
+  // May the fusion pass fold quantization `req.quant` into this layer's
   // attention? Backends answer from their kernels' can_implement checks.
   bool fused_output_quant_supported(const FusedQuantRequest& req) const override = 0;
   // Validates every argument (throws mlafuse::Error naming the tensor) and runs the op.

@@ -7,14 +7,29 @@
 
 namespace mlafuse {
 
+// DeepSeek-V3's MLA dimensions (SPEC 4), defined once: MlaConfig's defaults, and the sizes the
+// CUDA decode kernels are specialised for (their kMla* constants are aliases of these).
+namespace deepseek_mla {
+inline constexpr int64_t kNumHeads = 128;
+inline constexpr int64_t kQkNopeDim = 128;                      // P
+inline constexpr int64_t kQkRopeDim = 64;                       // R
+inline constexpr int64_t kVHeadDim = 128;                       // V
+inline constexpr int64_t kKvLoraRank = 512;                     // L
+inline constexpr int64_t kQkHeadDim = kQkNopeDim + kQkRopeDim;  // P + R = 192
+inline constexpr int64_t kCacheRow = kKvLoraRank + kQkRopeDim;  // L + R = 576
+inline constexpr int64_t kHidden = 7168;
+inline constexpr int64_t kPageSize = 64;
+}  // namespace deepseek_mla
+
 struct MlaConfig {
-  int64_t num_heads = 128;      // H (per GPU under tensor parallelism: 16, 32, 64 or 128)
-  int64_t qk_nope_dim = 128;    // P
-  int64_t qk_rope_dim = 64;     // R
-  int64_t v_head_dim = 128;     // V
-  int64_t kv_lora_rank = 512;   // L
-  int64_t hidden = 7168;
-  int64_t page_size = 64;
+  // H (per GPU under tensor parallelism: 16, 32, 64 or 128)
+  int64_t num_heads = deepseek_mla::kNumHeads;
+  int64_t qk_nope_dim = deepseek_mla::kQkNopeDim;
+  int64_t qk_rope_dim = deepseek_mla::kQkRopeDim;
+  int64_t v_head_dim = deepseek_mla::kVHeadDim;
+  int64_t kv_lora_rank = deepseek_mla::kKvLoraRank;
+  int64_t hidden = deepseek_mla::kHidden;
+  int64_t page_size = deepseek_mla::kPageSize;
   double softmax_scale = 0.0;   // 0 means the default 1/sqrt(P+R)
 
   int64_t qk_head_dim() const { return qk_nope_dim + qk_rope_dim; }  // 192

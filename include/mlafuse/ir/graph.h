@@ -23,8 +23,8 @@
 
 #include "mlafuse/core/attributes.h"
 #include "mlafuse/core/dtype.h"
-#include "mlafuse/core/layout.h"
 #include "mlafuse/core/shape.h"
+#include "mlafuse/quant/layout.h"
 
 namespace mlafuse::ir {
 

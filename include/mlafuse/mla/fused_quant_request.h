@@ -4,18 +4,15 @@
 
 #include <cstdint>
 
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/quant/output_quant.h"
 
 namespace mlafuse {
 
 struct FusedQuantRequest {
-  QuantKey key;
+  OutputQuant quant;
   int64_t layer = 0;
   int64_t num_heads = 0;
   int64_t v_head_dim = 0;
-  bool col_major = false;
-  bool ue8m0 = false;
-  bool tma_aligned = false;
 };
 
 }  // namespace mlafuse

@@ -4,7 +4,7 @@
 //   inputs   layers.{i}.q [T, H, P+R] bf16, layers.{i}.kv_c_normed [T, L] bf16,
 //            layers.{i}.k_pe [T, 1, R] bf16, layers.{i}.kv_cache [pages, page, L+R] bf16
 //   mla_attention(layer = i) -> layers.{i}.attn_out [T, H*V] bf16, layers.{i}.kv_cache_out
-//   quant (by OutputQuant):
+//   quant (by OutputQuant, quant/output_quant.h):
 //     fp8-static: input layers.{i}.o_proj.input_scale [1] f32;
 //                 quant_fp8_static -> layers.{i}.xq; linear_fp8_block(xq, input_scale, W, Ws)
 //     fp8-group:  quant_fp8_group -> layers.{i}.xq, layers.{i}.xs; linear_fp8_block(xq, xs, W, Ws)
@@ -23,31 +23,15 @@
 
 #include "mlafuse/core/mla_config.h"
 #include "mlafuse/ir/graph.h"
+#include "mlafuse/quant/output_quant.h"
 
 namespace mlafuse::models {
-
-enum class QuantKind { kNone, kFp8Static, kFp8Group, kNvfp4 };
-
-// The quantization between the attention and o_proj.
-struct OutputQuant {
-  QuantKind kind = QuantKind::kNone;
-  int64_t group_size = 128;  // kFp8Group only: 128 or 64
-  bool col_major = false;    // kFp8Group only: scale layout flags (SPEC 3.2)
-  bool ue8m0 = false;
-  bool tma_aligned = false;
-
-  // "none", "fp8-static", "fp8-group128", "fp8-group64", "nvfp4" (flags are separate).
-  std::string name() const;
-};
-
-// Parses the names above (flags left false); throws naming the accepted ones.
-OutputQuant parse_output_quant(std::string_view name);
 
 struct MlaGraphOptions {
   MlaConfig config;
   int64_t num_layers = 1;
   int64_t num_pages = 1024;  // paged cache extent: [num_pages, config.page_size, L+R]
-  OutputQuant quant;
+  OutputQuant quant;         // the quantization between the attention and o_proj
 };
 
 // N independent MLA blocks (layers 0..N-1). Throws mlafuse::Error naming the field when an

@@ -14,7 +14,7 @@ class FusionCapabilities {
   virtual ~FusionCapabilities() = default;
   // Names the target in rejection reasons ("backend 'cpu' does not support ...").
   virtual std::string name() const = 0;
-  // May quantization `req.key` (with these layout flags) be folded into this layer's attention?
+  // May quantization `req.quant` be folded into this layer's attention?
   virtual bool fused_output_quant_supported(const FusedQuantRequest& req) const = 0;
 };
 

@@ -1,6 +1,8 @@
 // mla-attn-quant-fusion: folds the quantization that follows an MLA attention into the attention
-// (SPEC 5). For every layer it asks the target (FusionCapabilities) which of 18 quantizations it can fuse (static
-// FP8, NVFP4, and group FP8 for G in {128, 64} x col_major x ue8m0 x tma_aligned) and rewrites
+// (SPEC 5). It has one rule per quant op of the format table (quant/output_quant.h: static FP8,
+// group FP8 for the table's group sizes with any layout flags, NVFP4); a match reads the
+// OutputQuant off the quant node, asks the target (FusionCapabilities) whether it can fuse that
+// into this layer's attention, and rewrites
 //
 //   %out, %cache_out = mla_attention(%q, %kv_c, %k_pe, %cache) {layer = i, ...}
 //   %xq, %xs = quant_fp8_group(%out) {group_size = 128, col_major = true, ...}
@@ -19,27 +21,16 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "mlafuse/passes/fusion_capabilities.h"
 #include "mlafuse/passes/pass_manager.h"
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/quant/output_quant.h"
 
 namespace mlafuse::passes {
 
-// One quantization the pass can fold into mla_attention.
-struct FusionVariant {
-  std::string name;           // the pattern's name: "fp8-static", "fp8-group64-col-major-ue8m0"
-  std::string_view quant_op;  // quant_fp8_static, quant_fp8_group or quant_nvfp4
-  QuantKey key;
-  int64_t group_size = 0;  // quant_group_size of the fused node; 0 for static FP8
-  bool col_major = false;
-  bool ue8m0 = false;
-  bool tma_aligned = false;
-};
-
-// The 18 variants: fp8-static, nvfp4, then the 16 group-FP8 ones.
-const std::vector<FusionVariant>& mla_fusion_variants();
+// The name a fusion is counted and refused under in PassStats: the format, then its flags
+// ("fp8-static", "fp8-group64-col-major-tma-aligned-ue8m0").
+std::string fusion_label(const OutputQuant& quant);
 
 class MlaAttnQuantFusion : public Pass {
  public:
@@ -53,7 +44,7 @@ class MlaAttnQuantFusion : public Pass {
  private:
   struct State;
   const FusionCapabilities& target_;
-  std::unique_ptr<State> state_;  // the 18 rules (built once) and the backend's answers
+  std::unique_ptr<State> state_;  // the rules (built once) and the backend's answers
 };
 
 }  // namespace mlafuse::passes

@@ -45,24 +45,32 @@ class RewriteResult {
   static RewriteResult replace(Replacement r);
   static RewriteResult reject(std::string reason);  // recorded in PassStats::rejections
   static RewriteResult no_match();                  // silently not applicable
+  // Counts or records this result under `label` instead of the rule's name: a rule that fuses
+  // several formats names the one it saw.
+  RewriteResult labelled(std::string label) && {
+    label_ = std::move(label);
+    return std::move(*this);
+  }
 
   bool is_replace() const { return kind_ == Kind::kReplace; }
   bool is_reject() const { return kind_ == Kind::kReject; }
   const Replacement& replacement() const { return replacement_; }
   Replacement take_replacement() && { return std::move(replacement_); }
   const std::string& reason() const { return reason_; }
+  const std::string& label() const { return label_; }
 
  private:
   enum class Kind { kReplace, kReject, kNoMatch };
   Kind kind_ = Kind::kNoMatch;
   Replacement replacement_;
   std::string reason_;
+  std::string label_;
 };
 
 using RewriteFn = std::function<RewriteResult(const Match& match)>;
 
 struct Rule {
-  std::string name;  // counts and rejections are reported under this name
+  std::string name;  // counts and rejections are reported under this name (or the result's label)
   NodePat pattern;
   RewriteFn rewrite;
 };

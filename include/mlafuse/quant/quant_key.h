@@ -68,11 +68,4 @@ inline const QuantKey kNvfp4Dynamic{
     DType::kFp4E2M1x2, ScaleDesc{DType::kFp8E4M3, false, GroupShape::per_group(16)},
     ScaleDesc{DType::kF32, true, GroupShape::per_tensor()}, true};
 
-// What an attention op's caller asked for (SPEC 3.4). `block_scale_last_dim` is the last extent
-// of output_block_scale when given. Returns nullopt for "no quantization"; throws mlafuse::Error
-// naming the offending values on every violated precondition.
-std::optional<QuantKey> detect_output_quant_key(DType output_dtype, bool has_output_scale,
-                                                std::optional<int64_t> block_scale_last_dim,
-                                                int64_t output_dim);
-
 }  // namespace mlafuse

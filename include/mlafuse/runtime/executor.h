@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "mlafuse/backends/backend.h"
-#include "mlafuse/core/layout.h"
 #include "mlafuse/core/tensor.h"
 #include "mlafuse/ir/graph.h"
+#include "mlafuse/quant/layout.h"
 
 namespace mlafuse::runtime {
 

@@ -10,7 +10,7 @@
 #include "mlafuse/backends/cpu/reference.h"
 #include "mlafuse/ir/op_contract.h"
 #include "mlafuse/quant/codecs.h"
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/quant/output_quant.h"
 #include "ref_util.h"
 
 namespace mlafuse {
@@ -20,11 +20,11 @@ namespace {
 namespace mla_in = ir::mla_attention::in;
 namespace mla_out = ir::mla_attention::out;
 namespace mla_attr = ir::mla_attention::attr;
-namespace qfg_attr = ir::quant_fp8_group::attr;
 
-constexpr std::string_view kOps[] = {"mla_attention", "quant_fp8_static", "quant_fp8_group",
-                                     "quant_nvfp4",   "linear_fp8_block", "linear_nvfp4",
-                                     "cache_write"};
+constexpr std::string_view kOps[] = {ir::ops::kMlaAttention,   ir::ops::kQuantFp8Static,
+                                     ir::ops::kQuantFp8Group,  ir::ops::kQuantNvfp4,
+                                     ir::ops::kLinearFp8Block, ir::ops::kLinearNvfp4,
+                                     ir::ops::kCacheWrite};
 
 void expect_arity(const OpCall& c, size_t min_in, size_t max_in, size_t min_out, size_t max_out) {
   MLAFUSE_CHECK(c.inputs.size() >= min_in && c.inputs.size() <= max_in, "op ", c.op, " takes ",
@@ -79,32 +79,13 @@ void copy_rows(const Tensor& src, Tensor& dst, int64_t n, const char* name) {
   std::memcpy(dst.raw(), src.raw(), static_cast<size_t>(n * row_bytes));
 }
 
-// The layout flags under their names on a quant_fp8_group node or on a fused mla_attention.
-struct GroupFlagNames {
-  std::string_view ue8m0, col_major, tma_aligned;
-};
-constexpr GroupFlagNames kQuantOpFlags{qfg_attr::kUe8m0, qfg_attr::kColMajor,
-                                       qfg_attr::kTmaAligned};
-constexpr GroupFlagNames kFusedFlags{mla_attr::kQuantScaleUe8m0, mla_attr::kQuantColMajor,
-                                     mla_attr::kQuantTmaAligned};
-
-ref::Fp8GroupParams group_params(const AttrMap& a, const GroupFlagNames& flags,
-                                 int64_t group_size) {
-  ref::Fp8GroupParams p;
-  p.group_size = group_size;
-  p.ue8m0 = a.get_or<bool>(flags.ue8m0, false);
-  p.col_major = a.get_or<bool>(flags.col_major, false);
-  p.tma_aligned = a.get_or<bool>(flags.tma_aligned, false);
-  return p;
-}
-
 void run_mla_attention(const OpCall& c, const RunContext& ctx) {
   expect_arity(c, 4, 5, 2, 3);
-  const Tensor& q = c.inputs[0];
-  const Tensor& kv_c_normed = c.inputs[1];
-  const Tensor& k_pe = c.inputs[2];
+  const Tensor& q = c.inputs[mla_in::kQ];
+  const Tensor& kv_c_normed = c.inputs[mla_in::kKvCNormed];
+  const Tensor& k_pe = c.inputs[mla_in::kKPe];
   const Tensor output_scale = optional_at(c.inputs, mla_in::kOutputScale);
-  Tensor out = c.outputs[0];
+  Tensor out = c.outputs[mla_out::kOut];
   Tensor block_scale = optional_at(c.outputs, mla_out::kOutputBlockScale);
   MLAFUSE_CHECK(ctx.weights != nullptr, "op mla_attention needs weights (RunContext::weights)");
   const AttentionMetadata& meta = metadata(c, ctx);
@@ -116,9 +97,9 @@ void run_mla_attention(const OpCall& c, const RunContext& ctx) {
   cfg.v_head_dim = c.attrs.get<int64_t>(mla_attr::kVHeadDim);
   cfg.kv_lora_rank = c.attrs.get<int64_t>(mla_attr::kKvLoraRank);
   cfg.softmax_scale = c.attrs.get_or<double>(mla_attr::kSoftmaxScale, 0.0);
-  ref::detail::check_host(c.inputs[3], "kv_cache");
-  check_rank(c.inputs[3], "kv_cache", 3);
-  cfg.page_size = c.inputs[3].dim(1);
+  ref::detail::check_host(c.inputs[mla_in::kKvCache], "kv_cache");
+  check_rank(c.inputs[mla_in::kKvCache], "kv_cache", 3);
+  cfg.page_size = c.inputs[mla_in::kKvCache].dim(1);
   const int64_t hv = cfg.output_dim();
 
   ref::detail::check_host(out, "out");
@@ -127,31 +108,18 @@ void run_mla_attention(const OpCall& c, const RunContext& ctx) {
   const std::optional<int64_t> groups =
       block_scale.defined() ? std::optional<int64_t>(block_scale.dim(block_scale.rank() - 1))
                             : std::nullopt;
-  const std::optional<QuantKey> key =
-      detect_output_quant_key(out.dtype(), output_scale.defined(), groups, hv);
-  const bool attrs_quant = c.attrs.has(mla_attr::kQuantGroupSize);
-  MLAFUSE_CHECK(key.has_value() || !attrs_quant,
-                "op mla_attention has quantization attributes (quant_group_size ",
-                attrs_quant ? c.attrs.get<int64_t>(mla_attr::kQuantGroupSize) : 0,
-                ") but neither output_scale nor output_block_scale");
+  const OutputQuant quant =
+      ir::mla_attention_output_quant(c.attrs, out.dtype(), output_scale.defined(), groups, hv);
 
   // Validate the outputs before touching the cache.
   const int64_t t_pad = q.rank() > 0 ? q.dim(0) : 0;
-  if (!key) {
+  if (!quant.quantized()) {
     check_dtype(out, "out", DType::kBF16);
     check_shape(out, "out", {t_pad, hv});
-  } else {
-    const int64_t g = key->group_size();
-    if (attrs_quant && *key != kFp8StaticTensorSym) {
-      MLAFUSE_CHECK(c.attrs.get<int64_t>(mla_attr::kQuantGroupSize) == g,
-                    "op mla_attention: attribute quant_group_size ",
-                    c.attrs.get<int64_t>(mla_attr::kQuantGroupSize), " disagrees with the outputs, which ",
-                    "ask for ", key->str());
-    }
   }
 
   const MlaLayerWeights& w = ctx.weights->layer(c.attrs.get<int64_t>(mla_attr::kLayer));
-  Tensor cache = cache_target(c.inputs[3], c.outputs[1]);
+  Tensor cache = cache_target(c.inputs[mla_in::kKvCache], c.outputs[mla_out::kKvCacheOut]);
   const Tensor o32 =
       ref::mla_attention_f32(q, kv_c_normed, k_pe, cache, meta, w, cfg, ctx.num_tokens);
   // The unfused graph's bf16 attention output; quantized from there (SPEC 5).
@@ -159,15 +127,10 @@ void run_mla_attention(const OpCall& c, const RunContext& ctx) {
   for (int64_t i = 0; i < ctx.num_tokens * hv; ++i) {
     ob.data<uint16_t>()[i] = f32_to_bf16_bits(o32.data<float>()[i]);
   }
-  if (!key) {
-    copy_rows(ob, out, ctx.num_tokens, "out");
-  } else if (*key == kFp8StaticTensorSym) {
-    ref::quant_fp8_static(ob, ctx.num_tokens, output_scale, out);
-  } else if (*key == kNvfp4Dynamic) {
-    ref::quant_nvfp4(ob, ctx.num_tokens, output_scale, out, block_scale);
+  if (quant.quantized()) {
+    ref::quantize_output(quant, ob, ctx.num_tokens, output_scale, out, block_scale);
   } else {
-    ref::quant_fp8_group(ob, ctx.num_tokens, group_params(c.attrs, kFusedFlags, key->group_size()),
-                         out, block_scale);
+    copy_rows(ob, out, ctx.num_tokens, "out");
   }
 }
 
@@ -183,45 +146,58 @@ class CpuBackend final : public Backend {
     return false;
   }
 
-  // The reference quantizes any bf16 output, so every SPEC 2 fusion key is supported with any
+  // The reference quantizes any bf16 output, so every format of the table is supported with any
   // layout flags, as long as the groups tile the output dim.
   bool fused_output_quant_supported(const FusedQuantRequest& req) const override {
     const int64_t hv = req.num_heads * req.v_head_dim;
-    if (req.key == kFp8StaticTensorSym) return true;
-    if (req.key == kFp8Dynamic128Sym || req.key == kFp8Dynamic64Sym || req.key == kNvfp4Dynamic) {
-      return hv <= 0 || hv % req.key.group_size() == 0;
-    }
-    return false;
+    const int64_t g = req.quant.group_size();
+    return req.quant.quantized() && (hv <= 0 || g == 0 || hv % g == 0);
   }
 
   void run(const OpCall& c, const RunContext& ctx) override {
     const int64_t n = ctx.num_tokens;
-    if (c.op == "mla_attention") {
+    if (c.op == ir::ops::kMlaAttention) {
       run_mla_attention(c, ctx);
-    } else if (c.op == "quant_fp8_static") {
+    } else if (c.op == ir::ops::kQuantFp8Static) {
+      namespace io = ir::quant_fp8_static;
       expect_arity(c, 2, 2, 1, 1);
-      ref::quant_fp8_static(c.inputs[0], n, c.inputs[1], c.outputs[0]);
-    } else if (c.op == "quant_fp8_group") {
+      ref::quant_fp8_static(c.inputs[io::in::kX], n, c.inputs[io::in::kScale],
+                            c.outputs[io::out::kQ]);
+    } else if (c.op == ir::ops::kQuantFp8Group) {
+      namespace io = ir::quant_fp8_group;
       expect_arity(c, 1, 1, 2, 2);
-      ref::Fp8GroupParams p = group_params(c.attrs, kQuantOpFlags, c.attrs.get<int64_t>(qfg_attr::kGroupSize));
-      p.eps = static_cast<float>(c.attrs.get_or<double>(qfg_attr::kEps, kDefaultQuantEps));
-      ref::quant_fp8_group(c.inputs[0], n, p, c.outputs[0], c.outputs[1]);
-    } else if (c.op == "quant_nvfp4") {
+      ref::Fp8GroupParams p;
+      p.group_size = c.attrs.get<int64_t>(io::attr::kGroupSize);
+      p.ue8m0 = c.attrs.get_or<bool>(io::attr::kUe8m0, false);
+      p.col_major = c.attrs.get_or<bool>(io::attr::kColMajor, false);
+      p.tma_aligned = c.attrs.get_or<bool>(io::attr::kTmaAligned, false);
+      p.eps = static_cast<float>(c.attrs.get_or<double>(io::attr::kEps, kDefaultQuantEps));
+      ref::quant_fp8_group(c.inputs[io::in::kX], n, p, c.outputs[io::out::kQ],
+                           c.outputs[io::out::kS]);
+    } else if (c.op == ir::ops::kQuantNvfp4) {
+      namespace io = ir::quant_nvfp4;
       expect_arity(c, 2, 2, 2, 2);
-      ref::quant_nvfp4(c.inputs[0], n, c.inputs[1], c.outputs[0], c.outputs[1]);
-    } else if (c.op == "linear_fp8_block") {
+      ref::quant_nvfp4(c.inputs[io::in::kX], n, c.inputs[io::in::kGlobalScale],
+                       c.outputs[io::out::kQ], c.outputs[io::out::kSf]);
+    } else if (c.op == ir::ops::kLinearFp8Block) {
+      namespace io = ir::linear_fp8_block;
       expect_arity(c, 4, 4, 1, 1);
-      const Tensor y = ref::linear_fp8_block(c.inputs[0], c.inputs[1], c.inputs[2], c.inputs[3], n);
-      copy_rows(y, c.outputs[0], n, "y");
-    } else if (c.op == "linear_nvfp4") {
+      const Tensor y = ref::linear_fp8_block(c.inputs[io::in::kXq], c.inputs[io::in::kXs],
+                                             c.inputs[io::in::kWq], c.inputs[io::in::kWs], n);
+      copy_rows(y, c.outputs[io::out::kY], n, "y");
+    } else if (c.op == ir::ops::kLinearNvfp4) {
+      namespace io = ir::linear_nvfp4;
       expect_arity(c, 5, 5, 1, 1);
-      const Tensor y =
-          ref::linear_nvfp4(c.inputs[0], c.inputs[1], c.inputs[2], c.inputs[3], c.inputs[4], n);
-      copy_rows(y, c.outputs[0], n, "y");
-    } else if (c.op == "cache_write") {
+      const Tensor y = ref::linear_nvfp4(c.inputs[io::in::kXq], c.inputs[io::in::kSf],
+                                         c.inputs[io::in::kGlobalScale], c.inputs[io::in::kWq],
+                                         c.inputs[io::in::kWs], n);
+      copy_rows(y, c.outputs[io::out::kY], n, "y");
+    } else if (c.op == ir::ops::kCacheWrite) {
+      namespace io = ir::cache_write;
       expect_arity(c, 3, 3, 1, 1);
-      Tensor cache = cache_target(c.inputs[2], c.outputs[0]);
-      ref::cache_write(c.inputs[0], c.inputs[1], metadata(c, ctx).slot_mapping, n, cache);
+      Tensor cache = cache_target(c.inputs[io::in::kKvCache], c.outputs[io::out::kKvCacheOut]);
+      ref::cache_write(c.inputs[io::in::kKvCNormed], c.inputs[io::in::kKPe],
+                       metadata(c, ctx).slot_mapping, n, cache);
     } else {
       MLAFUSE_FAIL("the cpu backend has no op '", c.op, "'");
     }

@@ -152,4 +152,27 @@ void quant_nvfp4(const Tensor& x, int64_t n, const Tensor& global_scale, Tensor&
   }
 }
 
+void quantize_output(const OutputQuant& quant, const Tensor& x, int64_t n, const Tensor& scale,
+                     Tensor& q, Tensor& block_scale) {
+  const OutputFormatInfo& format = quant.info();
+  MLAFUSE_CHECK(format.key.has_value(), "quantize_output: format ", format.name,
+                " has nothing to quantize");
+  // Group FP8 of any group size the table has: one quantizer with the descriptor's layout.
+  if (format.group_fp8()) {
+    Fp8GroupParams p;
+    p.group_size = quant.group_size();
+    p.ue8m0 = quant.ue8m0;
+    p.col_major = quant.col_major();
+    p.tma_aligned = quant.tma_aligned();
+    quant_fp8_group(x, n, p, q, block_scale);
+  } else if (*format.key == kFp8StaticTensorSym) {
+    quant_fp8_static(x, n, scale, q);
+  } else if (*format.key == kNvfp4Dynamic) {
+    quant_nvfp4(x, n, scale, q, block_scale);
+  } else {
+    MLAFUSE_FAIL("quantize_output: no reference quantizer for ", format.name, " (",
+                 format.key->str(), ")");
+  }
+}
+
 }  // namespace mlafuse::ref

@@ -14,6 +14,7 @@
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/shape.h"
+#include "mlafuse/ir/op_contract.h"
 
 namespace mlafuse {
 
@@ -24,13 +25,13 @@ using Runner = void (*)(const OpCall&, const RunContext&, DeviceContext&);
 
 const std::unordered_map<std::string_view, Runner>& runners() {
   static const std::unordered_map<std::string_view, Runner> table = {
-      {"quant_fp8_static", &cuda::run_quant_fp8_static},
-      {"quant_fp8_group", &cuda::run_quant_fp8_group},
-      {"quant_nvfp4", &cuda::run_quant_nvfp4},
-      {"cache_write", &cuda::run_cache_write},
-      {"linear_fp8_block", &cuda::run_linear_fp8_block},
-      {"linear_nvfp4", &cuda::run_linear_nvfp4},
-      {"mla_attention", &cuda::run_mla_attention},
+      {ir::ops::kQuantFp8Static, &cuda::run_quant_fp8_static},
+      {ir::ops::kQuantFp8Group, &cuda::run_quant_fp8_group},
+      {ir::ops::kQuantNvfp4, &cuda::run_quant_nvfp4},
+      {ir::ops::kCacheWrite, &cuda::run_cache_write},
+      {ir::ops::kLinearFp8Block, &cuda::run_linear_fp8_block},
+      {ir::ops::kLinearNvfp4, &cuda::run_linear_nvfp4},
+      {ir::ops::kMlaAttention, &cuda::run_mla_attention},
   };
   return table;
 }

@@ -15,7 +15,7 @@
 #include "mlafuse/core/shape.h"
 #include "mlafuse/ir/op_contract.h"
 #include "mlafuse/mla/attention_metadata.h"
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/quant/output_quant.h"
 #include "mlafuse/quant/scale_layout.h"
 
 namespace mlafuse::cuda {
@@ -24,11 +24,11 @@ namespace {
 namespace mla_in = ir::mla_attention::in;
 namespace mla_attr = ir::mla_attention::attr;
 
-// The decode kernels are specialised for DeepSeek's MLA dimensions (SPEC 4).
-constexpr int64_t kNope = 128;    // P
-constexpr int64_t kRope = 64;     // R
-constexpr int64_t kLatent = 512;  // L
-constexpr int64_t kVDim = 128;    // V
+// The decode kernels are specialised for DeepSeek's MLA dimensions (SPEC 4, core/mla_config.h).
+constexpr int64_t kNope = deepseek_mla::kQkNopeDim;     // P
+constexpr int64_t kRope = deepseek_mla::kQkRopeDim;     // R
+constexpr int64_t kLatent = deepseek_mla::kKvLoraRank;  // L
+constexpr int64_t kVDim = deepseek_mla::kVHeadDim;      // V
 
 bool supported_heads(int64_t h) { return h == 16 || h == 32 || h == 64 || h == 128; }
 bool supported_page_size(int64_t ps) { return ps == 16 || ps == 32 || ps == 64 || ps == 128; }
@@ -41,10 +41,7 @@ struct MlaCallPlan {
   int64_t num_pages = 0;
   int64_t page_size = 0;  // tokens a cache page
   float softmax_scale = 0.0f;
-  std::optional<QuantKey> key;
-  bool ue8m0 = false;
-  bool col_major = false;
-  bool tma_aligned = false;
+  OutputQuant quant;
 };
 
 void check_cuda_tensor(const Tensor& t, const char* name, DType dtype,
@@ -121,48 +118,38 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
     check_rank(block_scale, "output_block_scale", 2);
     groups = block_scale.dim(1);
   }
-  plan.key = detect_output_quant_key(out.dtype(), out_scale.defined(), groups, d_out);
-  plan.ue8m0 = a.get_or<bool>(mla_attr::kQuantScaleUe8m0, false);
-  plan.col_major = a.get_or<bool>(mla_attr::kQuantColMajor, false);
-  plan.tma_aligned = a.get_or<bool>(mla_attr::kQuantTmaAligned, false);
-  const int64_t g_attr = a.get_or<int64_t>(mla_attr::kQuantGroupSize, 0);
-  if (!plan.key) {
+  plan.quant = ir::mla_attention_output_quant(a, out.dtype(), out_scale.defined(), groups, d_out);
+  const OutputQuant& quant = plan.quant;
+  if (!quant.quantized()) {
     check_cuda_tensor(out, "out", DType::kBF16, {t, d_out});
-    MLAFUSE_CHECK(g_attr == 0, "quant_group_size ", g_attr,
-                  " is set but the call has no output scales (an unquantized bf16 output)");
   } else {
-    FusedQuantRequest req{*plan.key, layer, h, v_dim, plan.col_major, plan.ue8m0, plan.tma_aligned};
+    FusedQuantRequest req{quant, layer, h, v_dim};
     MLAFUSE_CHECK(mla_fused_quant_supported(req), "mla_attention (cuda): fused quantization ",
-                  plan.key->str(), " with col_major=", plan.col_major, " ue8m0=", plan.ue8m0,
-                  " tma_aligned=", plan.tma_aligned, " is not supported by the decode kernels");
-    const int64_t g_key = plan.key->group_size();
-    MLAFUSE_CHECK(plan.key->scale.is_static && plan.key->dtype == DType::kFp8E4M3 ? g_attr <= 0
-                                                                                  : g_attr == g_key,
-                  "quant_group_size attribute ", g_attr, " disagrees with the output buffers, ",
-                  "which ask for ", plan.key->str());
+                  quant.key()->str(), " (", quant.str(),
+                  ") is not supported by the decode kernels");
   }
   if (out_scale.defined()) check_cuda_tensor(out_scale, "output_scale", DType::kF32, {1});
-  if (plan.key == kFp8StaticTensorSym) {
+  if (quant.format == OutputFormat::kFp8Static) {
     check_cuda_tensor(out, "out", DType::kFp8E4M3, {t, d_out});
-  } else if (plan.key == kFp8Dynamic128Sym || plan.key == kFp8Dynamic64Sym) {
+  } else if (quant.info().group_fp8()) {
     check_cuda_tensor(out, "out", DType::kFp8E4M3, {t, d_out});
-    const int64_t ng = d_out / plan.key->group_size();
-    GroupScaleLayout lay{t, ng, plan.col_major, plan.tma_aligned};
+    const int64_t ng = d_out / quant.group_size();
+    GroupScaleLayout lay{t, ng, quant.col_major(), quant.tma_aligned()};
     check_dtype(block_scale, "output_block_scale", DType::kF32);
     check_device(block_scale, "output_block_scale", Device::kCuda);
     check_shape(block_scale, "output_block_scale", {t, ng});
     const std::vector<int64_t> want{lay.token_stride(), lay.group_stride()};
     MLAFUSE_CHECK(block_scale.strides() == want, "output_block_scale ", block_scale.str(),
                   ": strides (", block_scale.strides()[0], ", ", block_scale.strides()[1],
-                  ") do not match the requested layout (col_major=", plan.col_major,
-                  ", tma_aligned=", plan.tma_aligned, "), which needs (", want[0], ", ", want[1],
+                  ") do not match the requested layout (col_major=", quant.col_major(),
+                  ", tma_aligned=", quant.tma_aligned(), "), which needs (", want[0], ", ", want[1],
                   ")");
     MLAFUSE_CHECK(block_scale.storage()->bytes >=
                       static_cast<size_t>(block_scale.offset() + lay.storage_numel()) * 4,
                   "output_block_scale ", block_scale.str(), ": storage holds ",
                   block_scale.storage()->bytes, " bytes, the layout needs ",
                   lay.storage_numel() * 4);
-  } else if (plan.key == kNvfp4Dynamic) {
+  } else if (quant.format == OutputFormat::kNvfp4) {
     MLAFUSE_CHECK(out.dtype() == DType::kFp4E2M1x2 || out.dtype() == DType::kU8, "tensor out ",
                   out.str(), ": NVFP4 output must be fp4e2m1x2 or u8");
     check_cuda_tensor(out, "out", out.dtype(), {t, d_out / 2});
@@ -216,11 +203,10 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
 
 bool mla_fused_quant_supported(const FusedQuantRequest& req) {
   if (req.v_head_dim != kVDim || !supported_heads(req.num_heads)) return false;
-  const QuantKey& k = req.key;
-  if (k == kFp8Dynamic128Sym || k == kFp8Dynamic64Sym) return true;  // every layout flag
-  // Static FP8 and NVFP4 have no group-scale layout: the flags must be unset.
-  const bool no_flags = !req.col_major && !req.ue8m0 && !req.tma_aligned;
-  return no_flags && (k == kFp8StaticTensorSym || k == kNvfp4Dynamic);
+  const OutputQuant& q = req.quant;
+  // Every quantized format has an epilogue; group FP8 takes every layout flag, the others none
+  // (a descriptor with flags on them is none of their quantizations).
+  return q.quantized() && (q.info().group_fp8() || q == OutputQuant{q.format});
 }
 
 void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext& dc) {
@@ -283,13 +269,11 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   p.w_uv = static_cast<const __nv_bfloat16*>(w.w_uv.raw());
 
   const MlaOutputParams out = mla_output_params(
-      plan.key, call.outputs[ir::mla_attention::out::kOut].raw(),
+      plan.quant, call.outputs[ir::mla_attention::out::kOut].raw(),
       call.inputs.size() > mla_in::kOutputScale ? call.inputs[mla_in::kOutputScale].data<float>()
                                                 : nullptr,
-      plan.key && plan.key->group_size() != 0
-          ? call.outputs[ir::mla_attention::out::kOutputBlockScale].raw()
-          : nullptr,
-      plan.col_major, plan.tma_aligned, plan.ue8m0);
+      plan.quant.group_size() != 0 ? call.outputs[ir::mla_attention::out::kOutputBlockScale].raw()
+                                   : nullptr);
   launch_mla_plan(p, ws, stream);
   launch_mla_decode_splitkv(p, ws, stream);
   launch_mla_combine_up_quant(p, ws, out, stream);

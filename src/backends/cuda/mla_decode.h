@@ -22,19 +22,22 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 
-#include "mlafuse/quant/quant_key.h"
+#include "mlafuse/core/mla_config.h"
+#include "mlafuse/quant/output_quant.h"
 
 namespace mlafuse::cuda {
 
-inline constexpr int kMlaLatent = 512;  // L
-inline constexpr int kMlaRope = 64;     // R
-inline constexpr int kMlaRow = 576;     // L + R: one cached token, and one absorbed query head
-inline constexpr int kMlaNope = 128;    // P
-inline constexpr int kMlaQDim = 192;    // P + R
-inline constexpr int kMlaVDim = 128;    // V
-inline constexpr int kMlaPage = 64;     // tokens per KV tile of the kernels (the default page)
+// The kernels' int aliases of DeepSeek's MLA dimensions (core/mla_config.h).
+inline constexpr int kMlaLatent = static_cast<int>(deepseek_mla::kKvLoraRank);  // L
+inline constexpr int kMlaRope = static_cast<int>(deepseek_mla::kQkRopeDim);     // R
+// L + R: one cached token, and one absorbed query head
+inline constexpr int kMlaRow = static_cast<int>(deepseek_mla::kCacheRow);
+inline constexpr int kMlaNope = static_cast<int>(deepseek_mla::kQkNopeDim);  // P
+inline constexpr int kMlaQDim = static_cast<int>(deepseek_mla::kQkHeadDim);  // P + R
+inline constexpr int kMlaVDim = static_cast<int>(deepseek_mla::kVHeadDim);   // V
+// Tokens per KV tile of the kernels (the default page).
+inline constexpr int kMlaPage = static_cast<int>(deepseek_mla::kPageSize);
 // Split-KV cost of one query beyond its KV tiles (Q load, output write, combine), in tiles.
 inline constexpr int kMlaQueryOverheadTiles = 4;
 // Most split-KV parts of one call (a caller's num_kv_splits): the combine's per-tile merge plan
@@ -81,7 +84,9 @@ int mla_num_parts(int num_sms, int num_heads);
 size_t mla_workspace_bytes(int num_queries, int num_heads, int num_parts);
 MlaWorkspace mla_workspace_carve(void* base, int num_queries, int num_heads, int num_parts);
 
-enum class MlaEpilogue { kBf16, kFp8Static, kFp8Group128, kFp8Group64, kNvfp4 };
+// The epilogue of the combine kernel: one per row of the format table (quant/output_quant.h);
+// mla_combine.cu holds the functor of each and checks at compile time that none is missing.
+using MlaEpilogue = OutputFormat;
 
 struct MlaOutputParams {
   MlaEpilogue kind = MlaEpilogue::kBf16;
@@ -98,27 +103,22 @@ struct MlaOutputParams {
   float eps = static_cast<float>(kDefaultQuantEps);
 };
 
-// The epilogue a (validated) output quant key asks for, with its buffers: out, the [1] f32 scale
-// (static FP8, NVFP4's global scale) or null, and the block-scale buffer (group FP8 f32 scales,
-// NVFP4 swizzled e4m3) or null. One place maps keys to epilogues (op runner and Python binding).
-inline MlaOutputParams mla_output_params(const std::optional<QuantKey>& key, void* out,
-                                         const float* scale, void* block_scale, bool col_major,
-                                         bool tma_aligned, bool ue8m0) {
+// The epilogue a (validated) output quantization asks for, with its buffers: out, the [1] f32
+// scale (static FP8, NVFP4's global scale) or null, and the block-scale buffer (group FP8 f32
+// scales, NVFP4 swizzled e4m3) or null. One place maps formats to epilogue parameters (op runner
+// and Python binding).
+inline MlaOutputParams mla_output_params(const OutputQuant& quant, void* out, const float* scale,
+                                         void* block_scale) {
   MlaOutputParams o;
+  o.kind = quant.format;
   o.out = out;
   o.scale = scale;
-  o.col_major = col_major;
-  o.tma_aligned = tma_aligned;
-  o.ue8m0 = ue8m0;
-  if (!key) {
-    o.kind = MlaEpilogue::kBf16;
-  } else if (*key == kFp8StaticTensorSym) {
-    o.kind = MlaEpilogue::kFp8Static;
-  } else if (*key == kNvfp4Dynamic) {
-    o.kind = MlaEpilogue::kNvfp4;
+  o.col_major = quant.col_major();
+  o.tma_aligned = quant.tma_aligned();
+  o.ue8m0 = quant.ue8m0;
+  if (quant.block_scale_layout() == Layout::kNvfp4Swizzled) {
     o.nvfp4_scales = static_cast<uint8_t*>(block_scale);
-  } else {
-    o.kind = key->group_size() == 128 ? MlaEpilogue::kFp8Group128 : MlaEpilogue::kFp8Group64;
+  } else if (quant.group_size() > 0) {
     o.group_scales = static_cast<float*>(block_scale);
   }
   return o;

@@ -10,6 +10,7 @@
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/shape.h"
+#include "mlafuse/ir/op_contract.h"
 
 namespace mlafuse::cuda {
 
@@ -183,20 +184,22 @@ void launch_quant_fp8_group(const QuantFp8GroupArgs& a, int num_sms, cudaStream_
 }
 
 void run_quant_fp8_group(const OpCall& call, const RunContext& ctx, DeviceContext& dc) {
+  namespace io = ir::quant_fp8_group;
+  namespace qfg_attr = io::attr;
   check_arity(call, 1, 2);
-  const Tensor& x = call.inputs[0];
-  Tensor& q = call.outputs[0];
-  Tensor& s = call.outputs[1];
+  const Tensor& x = call.inputs[io::in::kX];
+  Tensor& q = call.outputs[io::out::kQ];
+  Tensor& s = call.outputs[io::out::kS];
   check_activation(x, "x", 2);
   const int64_t t_pad = x.dim(0);
   const int64_t d = x.dim(1);
-  const int64_t g = call.attrs.get<int64_t>("group_size");
+  const int64_t g = call.attrs.get<int64_t>(qfg_attr::kGroupSize);
   MLAFUSE_CHECK(g > 0 && g % 16 == 0 && d % g == 0, "quant_fp8_group: group_size ", g,
                 " must be a positive multiple of 16 dividing the last dim of x ", x.str());
-  const bool ue8m0 = call.attrs.get_or<bool>("ue8m0", false);
-  const bool col_major = call.attrs.get_or<bool>("col_major", false);
-  const bool tma_aligned = call.attrs.get_or<bool>("tma_aligned", false);
-  const double eps = call.attrs.get_or<double>("eps", kDefaultQuantEps);
+  const bool ue8m0 = call.attrs.get_or<bool>(qfg_attr::kUe8m0, false);
+  const bool col_major = call.attrs.get_or<bool>(qfg_attr::kColMajor, false);
+  const bool tma_aligned = call.attrs.get_or<bool>(qfg_attr::kTmaAligned, false);
+  const double eps = call.attrs.get_or<double>(qfg_attr::kEps, kDefaultQuantEps);
   // eps >= 1e-18 keeps every scale a normal f32, which the exact division in the epilogue needs.
   MLAFUSE_CHECK(std::isfinite(eps) && eps >= 1e-18 && eps <= 1e18, "quant_fp8_group: eps ", eps,
                 " must be in [1e-18, 1e18] on the CUDA backend");

@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "mlafuse/backends/backend.h"
-#include "mlafuse/core/layout.h"
 #include "mlafuse/core/tensor.h"
+#include "mlafuse/quant/layout.h"
 
 namespace mlafuse::gpu_test {
 

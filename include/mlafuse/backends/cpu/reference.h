@@ -30,6 +30,7 @@
 
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/core/tensor.h"
+#include "mlafuse/quant/output_quant.h"
 #include "mlafuse/quant/quant_key.h"
 
 namespace mlafuse::ref {
@@ -55,6 +56,14 @@ void quant_fp8_group(const Tensor& x, int64_t n, const Fp8GroupParams& p, Tensor
 // global_scale: [1] f32. q: [T_pad, D/2] u8 (fp4e2m1x2). sf: [round_up(T_pad,128),
 // round_up(D/16,4)] u8 (e4m3 codes, swizzled); rows [0, round_up(n,128)) are written, padding zero.
 void quant_nvfp4(const Tensor& x, int64_t n, const Tensor& global_scale, Tensor& q, Tensor& sf);
+
+// The reference quantizer of each output format (quant/output_quant.h): the CPU dispatch over the
+// table, for the fused attention and `mlafuse quant`. `scale` is the [1] f32 input of the formats
+// that take one (static FP8, NVFP4's global scale), else undefined; `block_scale` the block-scale
+// output of those that write one (laid out per quant.block_scale_layout()), else undefined.
+// quant must be quantized.
+void quantize_output(const OutputQuant& quant, const Tensor& x, int64_t n, const Tensor& scale,
+                     Tensor& q, Tensor& block_scale);
 
 // ---- paged latent cache (SPEC 4) ----------------------------------------------------------
 // kv_c_normed: [T_pad, L] bf16; k_pe: [T_pad, 1, R] bf16; slot_mapping: [T_pad] i32 (-1 skips);

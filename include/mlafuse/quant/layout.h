@@ -11,11 +11,11 @@
 namespace mlafuse {
 
 enum class Layout {
-  kRowMajor,        // contiguous, last dim fastest
-  kColMajor,        // 2-D [T, G] with strides (1, T)
-  kColMajorTma,     // 2-D [T, G] with strides (1, round_up(T, 4))
-  kNvfp4Swizzled,   // 2-D logical [T, D/16] e4m3 block scales stored swizzled as
-                    // u8 [round_up(T, 128), round_up(D/16, 4)] (SPEC 3.3)
+  kRowMajor,       // contiguous, last dim fastest
+  kColMajor,       // 2-D [T, G] with strides (1, T)
+  kColMajorTma,    // 2-D [T, G] with strides (1, round_up(T, 4))
+  kNvfp4Swizzled,  // 2-D logical [T, D/16] e4m3 block scales stored swizzled as
+                   // u8 [round_up(T, 128), round_up(D/16, 4)] (SPEC 3.3)
 };
 
 std::string_view layout_name(Layout l);

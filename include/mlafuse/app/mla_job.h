@@ -1,5 +1,6 @@
-// The main job (what `mlafuse run` does), as a library so tests run exactly what users run:
-// build N MLA blocks with seeded weights and a seeded batch, run the unfused graph and the fused
+// The main job (what `mlafuse run` does), as a library so tests run exactly what users run; the
+// application above the runtime, in four steps (calibrate, compile, run, compare): build N MLA
+// blocks with seeded weights and a seeded batch, run the unfused graph and the fused
 // graph (mla-attn-quant-fusion) on a backend, and compare
 //   - the FP8/NVFP4 codes and scales o_proj reads, fused against unfused, bit for bit;
 //   - each graph's o_proj output against an f32 end-to-end reference: the CPU reference attention
@@ -23,14 +24,14 @@
 #include "mlafuse/passes/pass_manager.h"
 #include "mlafuse/runtime/executor.h"
 
-namespace mlafuse::runtime {
+namespace mlafuse::app {
 
 struct MlaJobOptions {
   MlaConfig config;  // DeepSeek-V3 sizes by default
   int64_t num_layers = 1;
-  models::BatchSpec batch;    // decode lengths, prefills, seed (t_pad: the executor pads)
-  models::OutputQuant quant;  // must not be kNone: the job compares a fusion
-  bool cuda_graphs = false;   // replay a captured bucket (backends that capture)
+  models::BatchSpec batch;   // decode lengths, prefills, seed (t_pad: the executor pads)
+  OutputQuant quant;         // must be quantized: the job compares a fusion
+  bool cuda_graphs = false;  // replay a captured bucket (backends that capture)
   int timing_iters = 1;
   int timing_warmup = 0;
 };
@@ -40,7 +41,7 @@ struct MlaJobOptions {
 models::BatchSpec default_job_batch();
 // The default quantization: group-128 FP8 with column-major, TMA-aligned scales (what
 // cuBLASLt's Hopper block scaling and DeepGEMM read).
-models::OutputQuant default_job_quant();
+OutputQuant default_job_quant();
 
 struct LayerReport {
   int64_t layer = 0;
@@ -72,7 +73,7 @@ struct MlaJobReport {
   bool bitwise_equal = false;     // every layer's codes and scales
   double o_proj_max_abs_err = 0;  // worst layer, fused graph
   double o_proj_max_rel_err = 0;
-  RunStats unfused, fused;
+  runtime::RunStats unfused, fused;
   // Host-side phases, milliseconds.
   double weights_ms = 0, batch_ms = 0, reference_ms = 0, compile_ms = 0;
 
@@ -87,9 +88,6 @@ struct MlaJobReport {
 // (with the pass's recorded reason).
 MlaJobReport run_mla_job(Backend& backend, const MlaJobOptions& options);
 
-// "fp8-group128 col_major ue8m0 tma_aligned" (flags that are set).
-std::string quant_description(const models::OutputQuant& q);
-
 // The job's two graphs for `options`: as built, and after the fusion pipeline
 // (mla-attn-quant-fusion, dce) asked of `backend`.
 struct MlaGraphPair {
@@ -99,4 +97,4 @@ struct MlaGraphPair {
 // Throws when a quantize node is left in the fused graph, with the pass's recorded reasons.
 MlaGraphPair build_fused_pair(Backend& backend, const models::MlaGraphOptions& options);
 
-}  // namespace mlafuse::runtime
+}  // namespace mlafuse::app

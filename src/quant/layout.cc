@@ -1,4 +1,4 @@
-#include "mlafuse/core/layout.h"
+#include "mlafuse/quant/layout.h"
 
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/shape.h"
@@ -9,17 +9,21 @@ namespace mlafuse {
 
 std::string_view layout_name(Layout l) {
   switch (l) {
-    case Layout::kRowMajor: return "row_major";
-    case Layout::kColMajor: return "col_major";
-    case Layout::kColMajorTma: return "col_major_tma";
-    case Layout::kNvfp4Swizzled: return "nvfp4_swizzled";
+    case Layout::kRowMajor:
+      return "row_major";
+    case Layout::kColMajor:
+      return "col_major";
+    case Layout::kColMajorTma:
+      return "col_major_tma";
+    case Layout::kNvfp4Swizzled:
+      return "nvfp4_swizzled";
   }
   return "?";
 }
 
 std::optional<Layout> parse_layout(std::string_view name) {
-  for (Layout l : {Layout::kRowMajor, Layout::kColMajor, Layout::kColMajorTma,
-                   Layout::kNvfp4Swizzled}) {
+  for (Layout l :
+       {Layout::kRowMajor, Layout::kColMajor, Layout::kColMajorTma, Layout::kNvfp4Swizzled}) {
     if (layout_name(l) == name) return l;
   }
   return std::nullopt;
@@ -34,8 +38,8 @@ LayoutPlan plan_layout(Layout layout, const std::vector<int64_t>& s) {
     for (int64_t e : s) p.storage_numel *= e;
     return p;
   }
-  MLAFUSE_CHECK(s.size() == 2, "layout ", layout_name(layout), " needs a 2-D [T, groups] value, got ",
-                shape_str(s));
+  MLAFUSE_CHECK(s.size() == 2, "layout ", layout_name(layout),
+                " needs a 2-D [T, groups] value, got ", shape_str(s));
   if (layout == Layout::kNvfp4Swizzled) {
     Nvfp4ScaleLayout l{s[0], s[1] * 16};
     p.shape = {l.padded_rows(), l.padded_cols()};
