@@ -418,7 +418,9 @@ void run_mixed_case(const MixedCase& mc) {
     std::memset(sp.raw(), 0xff, static_cast<size_t>(lay.storage_numel()) * 4);
     const std::vector<Tensor> gout = run(qa, {}, {qp, sp});
     Tensor wq = qp.clone();
-    Tensor ws = sp.clone();
+    Tensor ws = Tensor::empty_strided(DType::kF32, {t_pad, dim / g},
+                                      {lay.token_stride(), lay.group_stride()}, lay.storage_numel());
+    std::memset(ws.raw(), 0xff, static_cast<size_t>(lay.storage_numel()) * 4);  // clone() packs
     ref::Fp8GroupParams gp;
     gp.group_size = g;
     gp.ue8m0 = ue8m0;

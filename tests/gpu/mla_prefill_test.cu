@@ -245,9 +245,10 @@ void check_bf16_output(const HostProblem& h, const std::vector<uint16_t>& got) {
   expect_untouched(bytes, static_cast<size_t>(h.n * dim) * 2, "bf16 output");
 }
 
-void run_batch(const Batch& b, bool quant_variants) {
+void run_batch(const Batch& b, bool quant_variants, bool pingpong = true) {
   const HostProblem h = make_problem(b);
   DeviceProblem d(h);
+  d.b.pingpong = pingpong;
   const int64_t dim = static_cast<int64_t>(h.heads) * kV;
   DevBuf out(static_cast<size_t>(h.t_pad * dim) * 2);
   out.poison();
@@ -321,6 +322,18 @@ TEST(MlaPrefillSmall, SingleTokenPromptsAndLongContext) {
   run_batch(b, false);
 }
 
+// The free-running schedule (no ping-pong between the math warpgroups) computes the same.
+TEST(MlaPrefillSmall, WithoutPingPong) {
+  MLAFUSE_SKIP_WITHOUT_GPU();
+  Batch b;
+  b.heads = 16;
+  b.q_lens = {1, 129, 300};
+  b.ctx = {0, 63, 200};
+  b.seed = 13;
+  run_batch(b, false, false);
+}
+
+// Every bad problem is refused on the host before anything is launched.
 TEST(MlaPrefillSmall, BadProblemsAreErrors) {
   MLAFUSE_SKIP_WITHOUT_GPU();
   const HostProblem h = make_problem([] {

@@ -50,6 +50,9 @@ struct MlaPrefillProblem {
   const __nv_bfloat16* q = nullptr;     // [q_rows, H, 192]: q_nope | q_pe
   const __nv_bfloat16* kv = nullptr;    // [kv_rows, H, 256]: k_nope | v
   const __nv_bfloat16* k_pe = nullptr;  // [kv_rows, 64]
+  // The two math warpgroups take turns issuing MMAs (named-barrier ping-pong); false lets them
+  // run free (the first schedule, kept to measure the ping-pong against and as a fallback).
+  bool pingpong = true;
 };
 
 // out rows of every sequence's queries, through the epilogue `out` asks for. Rows outside
@@ -57,6 +60,9 @@ struct MlaPrefillProblem {
 // business: launch_mla_prefill_nvfp4_pad). Throws mlafuse::Error on a bad problem.
 void launch_mla_prefill_attention(const MlaPrefillProblem& p, const MlaOutputParams& out,
                                   cudaStream_t stream);
+
+// Throws mlafuse::Error unless `out` has the buffers its epilogue needs.
+void check_mla_prefill_output(const MlaOutputParams& out);
 
 // NVFP4 only: zeroes the block scales of rows [n, round_up(n, 128)) (SPEC 6), for callers whose
 // other kernels leave them alone.
@@ -80,8 +86,9 @@ struct MlaPrefillGather {
   int page_size = kMlaPage;
   int64_t num_pages = 0;
   const __nv_bfloat16* kv_cache = nullptr;  // [num_pages, page_size, 576]
-  __nv_bfloat16* latent = nullptr;          // [S_total, 512]
-  __nv_bfloat16* k_pe = nullptr;            // [S_total, 64]
+  __nv_bfloat16* latent = nullptr;          // [rows, 512]
+  __nv_bfloat16* k_pe = nullptr;            // [rows, 64]
+  int64_t rows = 0;                         // rows of latent / k_pe: rows past it are skipped
 };
 void launch_mla_prefill_gather(const MlaPrefillGather& g, cudaStream_t stream);
 
@@ -122,6 +129,7 @@ struct MlaPrefillBatch {
   const __nv_bfloat16* kv_cache = nullptr;   // [num_pages, page_size, 576], this step written
   const __nv_bfloat16* q = nullptr;          // [q_rows, H, 192]
   const __nv_bfloat16* kv_b_proj = nullptr;  // [H*256, 512] bf16 (dequantized)
+  bool pingpong = true;                      // MlaPrefillProblem::pingpong
 };
 
 // Scratch of launch_mla_prefill: kv_start, the packed latent / k_pe rows, and kv.

@@ -41,6 +41,18 @@ __global__ void mla_prefill_nvfp4_pad_kernel(uint8_t* sf, Nvfp4ScaleLayout layou
 }  // namespace
 }  // namespace mla
 
+void check_mla_prefill_output(const MlaOutputParams& out) {
+  MLAFUSE_CHECK(out.out != nullptr, "mla_prefill: null output pointer");
+  MLAFUSE_CHECK(out.kind == MlaEpilogue::kBf16 || out.scale != nullptr ||
+                    out.kind == MlaEpilogue::kFp8Group128 || out.kind == MlaEpilogue::kFp8Group64,
+                "mla_prefill: static FP8 and NVFP4 outputs need the [1] scale");
+  MLAFUSE_CHECK((out.kind != MlaEpilogue::kFp8Group128 && out.kind != MlaEpilogue::kFp8Group64) ||
+                    out.group_scales != nullptr,
+                "mla_prefill: group FP8 output needs the scale buffer");
+  MLAFUSE_CHECK(out.kind != MlaEpilogue::kNvfp4 || out.nvfp4_scales != nullptr,
+                "mla_prefill: NVFP4 output needs the block-scale buffer");
+}
+
 void launch_mla_prefill_attention(const MlaPrefillProblem& p, const MlaOutputParams& out,
                                   cudaStream_t stream) {
   const int h = p.num_heads;
@@ -59,19 +71,12 @@ void launch_mla_prefill_attention(const MlaPrefillProblem& p, const MlaOutputPar
                 " cannot hold a sequence of ", p.max_q_len,
                 " queries (each query is a context row)");
   MLAFUSE_CHECK(p.q_start != nullptr && p.kv_start != nullptr && p.q != nullptr &&
-                    p.kv != nullptr && p.k_pe != nullptr && out.out != nullptr,
-                "mla_prefill_attention: null q_start / kv_start / q / kv / k_pe / out pointer");
+                    p.kv != nullptr && p.k_pe != nullptr,
+                "mla_prefill_attention: null q_start / kv_start / q / kv / k_pe pointer");
   MLAFUSE_CHECK(std::isfinite(p.softmax_scale) && p.softmax_scale > 0.0f,
                 "mla_prefill_attention: softmax_scale ", p.softmax_scale,
                 " must be finite and > 0");
-  MLAFUSE_CHECK(out.kind == MlaEpilogue::kBf16 || out.scale != nullptr ||
-                    out.kind == MlaEpilogue::kFp8Group128 || out.kind == MlaEpilogue::kFp8Group64,
-                "mla_prefill_attention: static FP8 and NVFP4 need the [1] scale");
-  MLAFUSE_CHECK((out.kind != MlaEpilogue::kFp8Group128 && out.kind != MlaEpilogue::kFp8Group64) ||
-                    out.group_scales != nullptr,
-                "mla_prefill_attention: group FP8 needs the scale buffer");
-  MLAFUSE_CHECK(out.kind != MlaEpilogue::kNvfp4 || out.nvfp4_scales != nullptr,
-                "mla_prefill_attention: NVFP4 needs the block-scale buffer");
+  check_mla_prefill_output(out);
 
   mla::PrefillMaps maps;
   maps.q = tma::make_map_2d_bf16_sw128(

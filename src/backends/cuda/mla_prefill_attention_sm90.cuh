@@ -93,7 +93,112 @@ __device__ __forceinline__ int prefill_last_key(int i, int q_len, int kv_len) {
   return min(kv_len - 1, kv_len - q_len + i);
 }
 
+// 2^x (MUFU; -inf gives +0). The scores never need the denormal range.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// S [64, 128] = Q K^T of one warpgroup over one K stage (12 k-steps of 16), committed as one group.
+__device__ __forceinline__ void prefill_issue_qk(float (&s)[64], uint32_t sq, uint32_t sk) {
+  wgmma_fence();
+#pragma unroll
+  for (int c = 0; c < kPrefillQChunks; ++c) {
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+      const uint32_t off = c * kPrefillChunkBytes + ks * 32;
+      wgmma_m64n128k16_ss(s, desc_kmajor(sq + off), desc_kmajor(sk + off), c > 0 || ks > 0);
+    }
+  }
+  wgmma_commit();
+}
+
+// O [64, 128] += P V over one V stage: P from registers (the S accumulator layout in bf16), V
+// [128 tokens, 128] as two 64-column chunks kPrefillChunkBytes apart (the MN-major leading byte
+// offset); 16 tokens = 16 rows of 128 bytes a k-step.
+__device__ __forceinline__ void prefill_issue_pv(float (&o)[64], const uint32_t (&pa)[32],
+                                                 uint32_t sv) {
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kMlaPrefillTileN / 16; ++kk) {
+    const uint32_t a[4] = {pa[4 * kk], pa[4 * kk + 1], pa[4 * kk + 2], pa[4 * kk + 3]};
+    wgmma_m64n128k16_rs(o, a, desc_mnmajor(sv + kk * 16 * 128, kPrefillChunkBytes));
+  }
+  wgmma_commit();
+}
+
+// Online softmax of one tile of raw scores s (thread layout of the m64n128 accumulator: s[4j + e]
+// is row (e < 2 ? a : b), column 8j + 2*quad + (e & 1)). Masks columns past each row's last
+// visible key when `masked`, updates the running max (log2 domain) and row sums, turns s into
+// P = 2^(s*scale_log2 - m) and returns the factor O must be rescaled by.
+struct SoftmaxRows {
+  float m[2];  // running max of the scaled scores
+  float l[2];  // this thread's part of the row sums
+};
+__device__ __forceinline__ void prefill_softmax(float (&s)[64], SoftmaxRows& st, float (&alpha)[2],
+                                                float scale_log2, bool masked, int key0, int last_a,
+                                                int last_b, int quad) {
+  if (true) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (key0 + 8 * j + 2 * quad + (e & 1) > (e < 2 ? last_a : last_b)) s[4 * j + e] = -INFINITY;
+      }
+    }
+  }
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) mx[e / 2] = fmaxf(mx[e / 2], s[4 * j + e]);
+  }
+  float neg_m[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    // Finite: context token 0 is visible to every row, and tile 0 comes first.
+    const float m_new = fmaxf(st.m[r], mx[r] * scale_log2);
+    alpha[r] = fast_exp2(st.m[r] - m_new);  // 0 on the first tile (m = -inf)
+    st.m[r] = m_new;
+    st.l[r] *= alpha[r];
+    neg_m[r] = -m_new;
+  }
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float pv = fast_exp2(__fmaf_rn(s[4 * j + e], scale_log2, neg_m[e / 2]));
+      s[4 * j + e] = pv;
+      st.l[e / 2] += pv;
+    }
+  }
+}
+
+// P (f32, in s) -> the bf16 A fragments of P V: k-step kk covers columns 16kk .. 16kk+15, i.e.
+// s[8kk .. 8kk+7].
+__device__ __forceinline__ void prefill_pack_p(const float (&s)[64], uint32_t (&pa)[32]) {
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    pa[2 * j] = pack_bf16x2(s[4 * j], s[4 * j + 1]);
+    pa[2 * j + 1] = pack_bf16x2(s[4 * j + 2], s[4 * j + 3]);
+  }
+}
+
+// Named barriers of the two math warpgroups' ping-pong (0 is __syncthreads): warpgroup cw waits
+// on barrier kPingPongBarrier + cw for its turn to issue MMAs; the other one arrives on it once
+// it has issued its own.
+inline constexpr int kPingPongBarrier = 1;
+
 // One math warpgroup's tile loop and epilogue. cw: 0 or 1 (rows 64*cw .. of the CTA's 128).
+// Per tile n (P_n in registers): issue O += P_n V_n and S_{n+1} = Q K_{n+1}^T back to back, wait,
+// hand stage n back, then the softmax of S_{n+1}, rescale O and pack P_{n+1}. The two warpgroups
+// take turns issuing their MMAs (FlashAttention-3's inter-warpgroup ping-pong), so one's softmax
+// runs while the other's MMAs keep the tensor cores busy; nothing of a warpgroup's own softmax
+// overlaps its own MMAs (the compiler would wait for them anyway: see the report of issue 10).
+// Tiles past the warpgroup's last visible key (a suffix) are only waited for and handed back.
 template <class Epi>
 __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, const Epi& epi,
                                                 PrefillSmem& sm, int cw, int h, int m0, int q0,
@@ -108,79 +213,59 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
   const int row_a = m0 + 64 * cw + 16 * warp + lane / 4;
   const int last_a = prefill_last_key(row_a, q_len, kv_len);
   const int last_b = prefill_last_key(row_a + 8, q_len, kv_len);
-  // The warpgroup's first and last rows: tiles past `wg_last` are invisible to all of its rows;
-  // tiles up to `wg_first` are visible to all of them (no mask).
+  // The warpgroup's first row sees least: tiles ending at or before its last key need no mask.
   const int wg_first = prefill_last_key(m0 + 64 * cw, q_len, kv_len);
-  const int wg_last = prefill_last_key(m0 + 64 * cw + 63, q_len, kv_len);
+  auto tiles_of = [&](int w) {  // tiles warpgroup w computes: >= 1, warpgroup 0's <= 1's
+    return min(num_tiles, prefill_last_key(m0 + 64 * w + 63, q_len, kv_len) / kMlaPrefillTileN + 1);
+  };
+  const int wg_tiles = tiles_of(cw);
+  const int tiles0 = tiles_of(0), tiles1 = tiles_of(1);
+  auto masked = [&](int n) { return (n + 1) * kMlaPrefillTileN - 1 > wg_first; };
+  const int my_turn = kPingPongBarrier + cw;
+  const int their_turn = kPingPongBarrier + 1 - cw;
 
   float o[64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) o[i] = 0.0f;
-  float m_run[2] = {-INFINITY, -INFINITY};  // running max, log2 domain
-  float l_run[2] = {0.0f, 0.0f};            // this thread's part of the row sums
+  SoftmaxRows st{{-INFINITY, -INFINITY}, {0.0f, 0.0f}};
+  float alpha[2];
+  float s[64];
+  uint32_t pa[32];
 
   tma::mbar_wait(smem_addr(&sm.bar_q), 0);
-  for (int n = 0; n < num_tiles; ++n) {
-    const int stage = n % kPrefillStages;
-    const uint32_t phase = (n / kPrefillStages) & 1;
-    const int key0 = n * kMlaPrefillTileN;
-    const bool active = key0 <= wg_last;
-    tma::mbar_wait(smem_addr(&sm.bar_k[stage]), phase);
-    float s[64];
-    if (active) {
-      const uint32_t sk = smem_addr(sm.k[stage]);
-      wgmma_fence();
-#pragma unroll
-      for (int c = 0; c < kPrefillQChunks; ++c) {
-#pragma unroll
-        for (int ks = 0; ks < 4; ++ks) {
-          const uint32_t off = c * kPrefillChunkBytes + ks * 32;
-          wgmma_m64n128k16_ss(s, desc_kmajor(sq + off), desc_kmajor(sk + off), c > 0 || ks > 0);
-        }
-      }
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_regs(s);
+  tma::mbar_wait(smem_addr(&sm.bar_k[0]), 0);
+  prefill_issue_qk(s, sq, smem_addr(sm.k[0]));
+  wgmma_wait<0>();
+  fence_regs(s);
+  prefill_softmax(s, st, alpha, scale_log2, masked(0), 0, last_a, last_b, quad);
+  prefill_pack_p(s, pa);
+  // Warpgroup 0 takes the first turn. Turns balance: warpgroup 0 waits tiles0 times and gets
+  // tiles0 arrivals (this one and one per tile of warpgroup 1 but its last tiles1 - tiles0 + 1);
+  // warpgroup 1 waits tiles1 times and gets tiles0 from warpgroup 0's tiles and the rest from
+  // warpgroup 0's tail below.
+  const bool pingpong = p.pingpong;
+  if (pingpong && cw == 1) tma::bar_arrive(their_turn, 256);
 
-      // Scale to the log2 domain, mask, and take the row maxima (over the quad's 4 lanes).
-      const bool masked = key0 + kMlaPrefillTileN - 1 > wg_first;
-      float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int j = 0; j < 16; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float v = s[4 * j + e] * scale_log2;
-          if (masked && key0 + 8 * j + 2 * quad + (e & 1) > (e < 2 ? last_a : last_b)) {
-            v = -INFINITY;
-          }
-          s[4 * j + e] = v;
-          mx[e / 2] = fmaxf(mx[e / 2], v);
-        }
-      }
-      float alpha[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        const float m_new = fmaxf(m_run[r], mx[r]);  // finite: token 0 is seen by every row
-        alpha[r] = exp2f(m_run[r] - m_new);          // 0 on the first tile (m_run = -inf)
-        m_run[r] = m_new;
-        l_run[r] *= alpha[r];
-      }
-      // P = 2^(S - m) in place; the bf16 fragments of P V's A operand (accumulator layout of S:
-      // k-step kk covers columns 16kk .. 16kk+15, i.e. s[8kk .. 8kk+7]).
-      uint32_t pa[32];
-#pragma unroll
-      for (int j = 0; j < 16; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float pv = exp2f(s[4 * j + e] - m_run[e / 2]);
-          s[4 * j + e] = pv;
-          l_run[e / 2] += pv;
-        }
-        pa[2 * j] = pack_bf16x2(s[4 * j], s[4 * j + 1]);
-        pa[2 * j + 1] = pack_bf16x2(s[4 * j + 2], s[4 * j + 3]);
-      }
+  for (int n = 0; n < wg_tiles; ++n) {
+    const int stage = n % kPrefillStages;
+    const bool more = n + 1 < wg_tiles;
+    tma::mbar_wait(smem_addr(&sm.bar_v[stage]), (n / kPrefillStages) & 1);
+    if (more) {
+      tma::mbar_wait(smem_addr(&sm.bar_k[(n + 1) % kPrefillStages]),
+                     ((n + 1) / kPrefillStages) & 1);
+    }
+    if (pingpong) tma::bar_sync(my_turn, 256);
+    prefill_issue_pv(o, pa, smem_addr(sm.v[stage]));
+    if (more) prefill_issue_qk(s, sq, smem_addr(sm.k[(n + 1) % kPrefillStages]));
+    if (pingpong && (cw == 0 || n + 1 < tiles0)) tma::bar_arrive(their_turn, 256);
+    wgmma_wait<0>();
+    fence_regs(o);
+    fence_regs(s);
+    fence_regs_u32(pa);
+    tma::mbar_arrive(smem_addr(&sm.bar_empty[stage]));
+    if (more) {
+      prefill_softmax(s, st, alpha, scale_log2, masked(n + 1), (n + 1) * kMlaPrefillTileN, last_a,
+                      last_b, quad);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         o[4 * j] *= alpha[0];
@@ -188,25 +273,16 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
         o[4 * j + 2] *= alpha[1];
         o[4 * j + 3] *= alpha[1];
       }
-
-      tma::mbar_wait(smem_addr(&sm.bar_v[stage]), phase);
-      const uint32_t sv = smem_addr(sm.v[stage]);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kMlaPrefillTileN / 16; ++kk) {
-        const uint32_t a[4] = {pa[4 * kk], pa[4 * kk + 1], pa[4 * kk + 2], pa[4 * kk + 3]};
-        // V chunk [128 tokens, 64]: 16 tokens = 16 rows of 128 bytes; the two 64-column chunks
-        // are kPrefillChunkBytes apart (the MN-major leading byte offset).
-        wgmma_m64n128k16_rs(o, a, desc_mnmajor(sv + kk * 16 * 128, kPrefillChunkBytes));
-      }
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_regs(o);
-      fence_regs_u32(pa);
-    } else {
-      tma::mbar_wait(smem_addr(&sm.bar_v[stage]), phase);  // keeps the phases in step
+      prefill_pack_p(s, pa);
     }
+  }
+  for (int n = wg_tiles; n < num_tiles; ++n) {  // invisible to all of this warpgroup's rows
+    const int stage = n % kPrefillStages;
+    const uint32_t phase = (n / kPrefillStages) & 1;
+    tma::mbar_wait(smem_addr(&sm.bar_k[stage]), phase);
+    tma::mbar_wait(smem_addr(&sm.bar_v[stage]), phase);
     tma::mbar_arrive(smem_addr(&sm.bar_empty[stage]));
+    if (pingpong && cw == 0 && n < tiles1) tma::bar_arrive(their_turn, 256);  // 1's turns
   }
 
   // Normalize, round to bf16 and stage the warpgroup's [64, 128] tile in its own Q rows (chunks
@@ -215,7 +291,7 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
   float inv[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    float l = l_run[r];
+    float l = st.l[r];
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
     inv[r] = 1.0f / l;
@@ -234,6 +310,9 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
     }
   }
   __syncwarp();
+  // Unrolled: rows are independent, so one row's shuffles and divisions overlap the next ones
+  // (a warp alone on its rows is otherwise latency-bound here, with 8 math warps an SM).
+#pragma unroll
   for (int rr = 0; rr < 16; ++rr) {
     const int lr = 16 * warp + rr;
     const int i = m0 + 64 * cw + lr;  // row in the sequence
@@ -260,8 +339,12 @@ __global__ void __launch_bounds__(kPrefillThreads, 1)
   const int kv0 = p.kv_start[seq];
   const int kv_len = p.kv_start[seq + 1] - kv0;
   const int m0 = m_block * kMlaPrefillTileM;
-  // Uniform over the CTA: nothing to do (or a malformed sequence the host could not see).
-  if (m0 >= q_len || kv_len < q_len) return;
+  // Uniform over the CTA: nothing to do, or metadata that disagrees with the buffers (the host
+  // validates its copy; a device copy that differs must still not make us touch other memory).
+  if (m0 >= q_len || kv_len < q_len || q0 < 0 || q0 + q_len > p.q_rows || kv0 < 0 ||
+      kv0 + kv_len > p.kv_rows) {
+    return;
+  }
   const int cta_last = prefill_last_key(min(m0 + kMlaPrefillTileM, q_len) - 1, q_len, kv_len);
   const int num_tiles = cta_last / kMlaPrefillTileN + 1;
 

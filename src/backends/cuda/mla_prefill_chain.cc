@@ -49,6 +49,11 @@ void launch_mla_prefill(const MlaPrefillBatch& b, void* workspace, cublasHandle_
                 "mla_prefill: negative sizes (num_seqs ", b.num_seqs, ", total_kv ", b.total_kv,
                 ", max_seq_len ", b.max_seq_len, ", max_q_len ", b.max_q_len, ")");
   if (b.num_seqs == 0 || b.max_q_len == 0) return;
+  // Everything the attention launcher would refuse is refused before anything is launched.
+  MLAFUSE_CHECK(b.num_heads == 16 || b.num_heads == 32 || b.num_heads == 64 || b.num_heads == 128,
+                "mla_prefill: num_heads ", b.num_heads,
+                " is not supported; expected 16, 32, 64 or 128");
+  check_mla_prefill_output(out);
   MLAFUSE_CHECK(b.total_kv >= b.max_seq_len && b.max_seq_len >= b.max_q_len &&
                     b.total_kv < (int64_t{1} << 31),
                 "mla_prefill: total_kv ", b.total_kv, " must hold the longest context ",
@@ -72,6 +77,7 @@ void launch_mla_prefill(const MlaPrefillBatch& b, void* workspace, cublasHandle_
   g.kv_cache = b.kv_cache;
   g.latent = w.latent;
   g.k_pe = w.k_pe;
+  g.rows = b.total_kv;
   launch_mla_prefill_gather(g, stream);
   launch_mla_prefill_up_proj_bf16(cublas, w.latent, b.kv_b_proj, w.kv, static_cast<int>(b.total_kv),
                                   b.num_heads, stream);
@@ -89,6 +95,7 @@ void launch_mla_prefill(const MlaPrefillBatch& b, void* workspace, cublasHandle_
   p.q = b.q;
   p.kv = w.kv;
   p.k_pe = w.k_pe;
+  p.pingpong = b.pingpong;
   launch_mla_prefill_attention(p, out, stream);
 }
 

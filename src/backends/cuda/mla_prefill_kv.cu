@@ -42,12 +42,14 @@ __global__ void __launch_bounds__(kGatherThreads) mla_prefill_gather_kernel(MlaP
     const int u = i % kUnitsPerRow;
     if (j >= len) continue;
     const int slot = j / g.page_size;
+    if (slot >= g.block_table_stride) continue;
     // The host validated the block table; a bad page id still never reads outside the cache.
     const int64_t page = pages[slot];
     if (page < 0 || page >= g.num_pages) continue;
     const uint4 v = *reinterpret_cast<const uint4*>(
         g.kv_cache + (page * g.page_size + j % g.page_size) * kMlaRow + 8 * u);
     const int64_t row = static_cast<int64_t>(base) + j;
+    if (base < 0 || row >= g.rows) continue;  // device metadata that disagrees with the host's
     if (u < kLatentUnits) {
       *reinterpret_cast<uint4*>(g.latent + row * kMlaLatent + 8 * u) = v;
     } else {
