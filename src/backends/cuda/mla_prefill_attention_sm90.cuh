@@ -219,7 +219,7 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
     return min(num_tiles, prefill_last_key(m0 + 64 * w + 63, q_len, kv_len) / kMlaPrefillTileN + 1);
   };
   const int wg_tiles = tiles_of(cw);
-  const int tiles0 = tiles_of(0), tiles1 = tiles_of(1);
+  const int tiles0 = tiles_of(0);  // <= warpgroup 1's: its rows are the earlier ones
   auto masked = [&](int n) { return (n + 1) * kMlaPrefillTileN - 1 > wg_first; };
   const int my_turn = kPingPongBarrier + cw;
   const int their_turn = kPingPongBarrier + 1 - cw;
@@ -239,10 +239,13 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
   fence_regs(s);
   prefill_softmax(s, st, alpha, scale_log2, masked(0), 0, last_a, last_b, quad);
   prefill_pack_p(s, pa);
-  // Warpgroup 0 takes the first turn. Turns balance: warpgroup 0 waits tiles0 times and gets
-  // tiles0 arrivals (this one and one per tile of warpgroup 1 but its last tiles1 - tiles0 + 1);
-  // warpgroup 1 waits tiles1 times and gets tiles0 from warpgroup 0's tiles and the rest from
-  // warpgroup 0's tail below.
+  // Warpgroup 0 takes the first turn. The turns alternate over the first tiles0 tiles (warpgroup
+  // 0 has no more: its rows are the earlier ones); warpgroup 1's remaining diagonal tiles run
+  // free. Each barrier gets exactly one arrival per wait, and never a second before the first is
+  // consumed: warpgroup 0 waits tiles0 times on its barrier and gets this arrival plus one from
+  // each of warpgroup 1's tiles n < tiles0 - 1; warpgroup 1 waits on tiles n < tiles0 and gets
+  // one arrival from each of warpgroup 0's tiles. (Arrivals paced by nothing, e.g. from a
+  // finished warpgroup, could land twice in one barrier phase.)
   const bool pingpong = p.pingpong;
   if (pingpong && cw == 1) tma::bar_arrive(their_turn, 256);
 
@@ -254,7 +257,7 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
       tma::mbar_wait(smem_addr(&sm.bar_k[(n + 1) % kPrefillStages]),
                      ((n + 1) / kPrefillStages) & 1);
     }
-    if (pingpong) tma::bar_sync(my_turn, 256);
+    if (pingpong && (cw == 0 || n < tiles0)) tma::bar_sync(my_turn, 256);
     prefill_issue_pv(o, pa, smem_addr(sm.v[stage]));
     if (more) prefill_issue_qk(s, sq, smem_addr(sm.k[(n + 1) % kPrefillStages]));
     if (pingpong && (cw == 0 || n + 1 < tiles0)) tma::bar_arrive(their_turn, 256);
@@ -282,7 +285,6 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
     tma::mbar_wait(smem_addr(&sm.bar_k[stage]), phase);
     tma::mbar_wait(smem_addr(&sm.bar_v[stage]), phase);
     tma::mbar_arrive(smem_addr(&sm.bar_empty[stage]));
-    if (pingpong && cw == 0 && n < tiles1) tma::bar_arrive(their_turn, 256);  // 1's turns
   }
 
   // Normalize, round to bf16 and stage the warpgroup's [64, 128] tile in its own Q rows (chunks
