@@ -40,83 +40,14 @@ namespace {
 
 constexpr int kL = kMlaLatent, kRow = kMlaRow, kV = kMlaVDim, kPage = kMlaPage;
 
-__global__ void fill_random_bf16(__nv_bfloat16* p, size_t n, uint32_t seed, float amp) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    uint32_t x = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    x ^= x >> 13;
-    x *= 0x5bd1e995u;
-    x ^= x >> 15;
-    p[i] = __float2bfloat16(amp * (static_cast<float>(x & 0xffffff) / 8388608.0f - 1.0f));
-  }
-}
-
-void random_bf16(void* p, size_t n, uint32_t seed, float amp) {
-  fill_random_bf16<<<1024, 256>>>(static_cast<__nv_bfloat16*>(p), n, seed, amp);
-  MLAFUSE_CUDA_CHECK(cudaGetLastError());
-}
-
-void* dalloc(size_t bytes) {
-  void* p = nullptr;
-  MLAFUSE_CUDA_CHECK(cudaMalloc(&p, bytes));
-  return p;
-}
+using bench::Ceilings;
+using bench::dalloc;
+using bench::random_bf16;
+using bench::time_graph;
 
 struct Case {
   int b, ctx, h;
 };
-
-// The hardware ceilings of this run.
-struct Ceilings {
-  double read_gbs = 0, copy_gbs = 0, gemm_tflops = 0;
-};
-
-__global__ void read_stream_kernel(const uint4* p, size_t n, uint32_t* sink) {
-  uint32_t acc = 0;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const uint4 v = p[i];
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) *sink = acc;  // keeps the loads alive; practically never true
-}
-
-Ceilings measure_ceilings(cublasHandle_t cublas, cudaStream_t stream, int num_sms) {
-  Ceilings c;
-  const size_t bytes = size_t{2} << 30;
-  void* a = nullptr;
-  void* b = nullptr;
-  MLAFUSE_CUDA_CHECK(cudaMalloc(&a, bytes));
-  MLAFUSE_CUDA_CHECK(cudaMalloc(&b, bytes / 2));
-  MLAFUSE_CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, stream));
-  uint32_t* sink = nullptr;
-  MLAFUSE_CUDA_CHECK(cudaMalloc(&sink, 4));
-  const double read_ms = bench::median_event_ms(stream, 1, 10, [&] {
-    read_stream_kernel<<<num_sms * 8, 512, 0, stream>>>(static_cast<const uint4*>(a), bytes / 16,
-                                                       sink);
-    MLAFUSE_CUDA_CHECK(cudaGetLastError());
-  });
-  c.read_gbs = bytes / read_ms / 1e6;
-  const double copy_ms = bench::median_event_ms(stream, 1, 10, [&] {
-    MLAFUSE_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes / 2, cudaMemcpyDeviceToDevice, stream));
-  });
-  c.copy_gbs = bytes / copy_ms / 1e6;  // read + write of bytes / 2
-  const int n = 8192;                   // bf16 [n, n] x [n, n], f32 accumulate
-  const float one = 1.0f, zero = 0.0f;
-  void* c_mat = nullptr;
-  MLAFUSE_CUDA_CHECK(cudaMalloc(&c_mat, size_t{2} * n * n));
-  random_bf16(a, size_t{n} * n * 2, 7, 1.0f);
-  MLAFUSE_CUBLAS_CHECK(cublasSetStream(cublas, stream));
-  const double gemm_ms = bench::median_event_ms(stream, 1, 10, [&] {
-    MLAFUSE_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a,
-                                      CUDA_R_16BF, n, static_cast<char*>(a) + size_t{2} * n * n,
-                                      CUDA_R_16BF, n, &zero, c_mat, CUDA_R_16BF, n,
-                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  });
-  c.gemm_tflops = 2.0 * n * n * n / gemm_ms / 1e9;
-  for (void* p : {a, b, c_mat, static_cast<void*>(sink)}) MLAFUSE_CUDA_CHECK(cudaFree(p));
-  return c;
-}
 
 struct Result {
   Case c;
@@ -132,12 +63,6 @@ struct InputSet {
   void *q = nullptr, *q_cat = nullptr, *w_uk_t = nullptr, *kv_c = nullptr, *k_pe = nullptr;
   int32_t* slots = nullptr;
 };
-
-// Median microseconds of one of the graph's R calls.
-template <class F>
-double time_graph(cudaStream_t stream, int reps, F&& body) {
-  return 1000.0 * bench::median_graph_replay_ms(stream, 3, 15, body) / reps;
-}
 
 Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t cublas,
                cudaStream_t stream) {
@@ -322,21 +247,11 @@ int main(int argc, char** argv) {
     double us;
     while (f >> b >> ctx >> h >> us) torch_us[{b, ctx, h}] = us;
   }
-  cudaDeviceProp prop{};
-  MLAFUSE_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s (%d SMs, L2 %d MB)\n", prop.name, prop.multiProcessorCount,
-              prop.l2CacheSize >> 20);
-  cublasHandle_t cublas;
-  MLAFUSE_CUBLAS_CHECK(cublasCreate(&cublas));
-  cudaStream_t stream;
-  MLAFUSE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  void* cublas_ws = nullptr;
-  MLAFUSE_CUDA_CHECK(cudaMalloc(&cublas_ws, 32u << 20));
-  MLAFUSE_CUBLAS_CHECK(cublasSetWorkspace(cublas, cublas_ws, 32u << 20));
-
-  const Ceilings ceil = measure_ceilings(cublas, stream, prop.multiProcessorCount);
-  std::printf("ceilings: read %.0f GB/s, copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s\n", ceil.read_gbs,
-              ceil.copy_gbs, ceil.gemm_tflops);
+  const mlafuse::bench::BenchDevice dev = mlafuse::bench::open_bench_device();
+  const cudaDeviceProp& prop = dev.prop;
+  cublasHandle_t cublas = dev.cublas;
+  cudaStream_t stream = dev.stream;
+  const Ceilings& ceil = dev.ceil;
   std::vector<Case> cases = only;
   for (int h : {16, 128})
     for (int b : {1, 16, 64, 128})

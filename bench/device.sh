@@ -73,8 +73,9 @@ if want sanitize; then
       "$bin" >> "$OUT_DIR/sanitizer.log" 2>&1
     note "memcheck $name: rc=$? ($(elapsed))"
   done
-  # Shared-memory kernels: the SIMT GEMM fallback and the MLA decode kernels.
-  for spec in "gpu_linear_test:Linear.Fp8BlockFallbackLayouts:Linear.Nvfp4" "gpu_mla_decode_test:*"; do
+  # Shared-memory kernels: the SIMT GEMM fallback and the MLA decode and prefill kernels.
+  for spec in "gpu_linear_test:Linear.Fp8BlockFallbackLayouts:Linear.Nvfp4" "gpu_mla_decode_test:*" \
+              "gpu_mla_prefill_test:MlaPrefillSmall.*"; do
     bin="$BUILD/tests/${spec%%:*}"
     filter="${spec#*:}"
     [ -x "$bin" ] || continue
@@ -110,9 +111,11 @@ if want bench; then
       > "$OUT_DIR/$name.txt" 2>&1
     note "$name: rc=$? ($(elapsed))"
   done
-  # Pictures of the run (bench/plot.py: decode vs the floor, roofline, quant GB/s).
+  # Pictures of the run (bench/plot.py: decode vs the floor, roofline, quant GB/s; it reads the
+  # decode and quant JSON only).
   python3 bench/plot.py --out "$OUT_DIR" --date "$MLAFUSE_DATE" --commit "$MLAFUSE_COMMIT" \
-    "$OUT_DIR"/bench_*.json > "$OUT_DIR/plot.log" 2>&1
+    $(ls "$OUT_DIR"/bench_mla_decode.json "$OUT_DIR"/bench_quant.json 2>/dev/null) \
+    > "$OUT_DIR/plot.log" 2>&1
   note "plot.py: rc=$? ($(elapsed))"
 fi
 

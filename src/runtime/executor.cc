@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <vector>
 
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/shape.h"
@@ -63,14 +64,29 @@ struct PreparedCall {
 
 // What a captured graph was recorded for. Decode-only batches are captured at T_pad decodes
 // (padding sequences have length 0), so one graph serves every n <= T_pad; a batch with prefills
-// replays only with the same composition.
+// replays only with the same composition, down to each prefill's context and prompt length (the
+// CUDA prefill path sizes its grid and scratch from them on the host).
 struct GraphKey {
   bool decode_only = true;
   int64_t num_decodes = 0;
   int64_t num_prefills = 0;
   int64_t num_prefill_tokens = 0;
   int64_t block_table_cols = 0;  // capacity: later batches may use fewer
+  // seq_len, then query length, of each prefill sequence
+  std::vector<int32_t> prefill_shape;
 };
+
+// The prefill sequences' (seq_len, query length) pairs of host metadata, flattened.
+static std::vector<int32_t> prefill_shape(const AttentionMetadata& meta) {
+  std::vector<int32_t> shape;
+  const int32_t* lens = meta.seq_lens.data<int32_t>();
+  const int32_t* qsl = meta.query_start_loc.data<int32_t>();
+  for (int64_t i = meta.num_decodes; i < meta.num_seqs(); ++i) {
+    shape.push_back(lens[i]);
+    shape.push_back(qsl[i + 1] - qsl[i]);
+  }
+  return shape;
+}
 
 struct Executor::Bucket {
   int64_t t_pad = 0;
@@ -422,7 +438,8 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
       b.work != nullptr && b.key->decode_only == decode_only && cols <= b.key->block_table_cols;
   if (fits && !decode_only) {
     fits = b.key->num_decodes == meta.num_decodes && b.key->num_prefills == meta.num_prefills &&
-           b.key->num_prefill_tokens == meta.num_prefill_tokens;
+           b.key->num_prefill_tokens == meta.num_prefill_tokens &&
+           b.key->prefill_shape == prefill_shape(meta);
   }
   RunStats stats;
   stats.num_tokens = n;
@@ -437,6 +454,7 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
     key.num_decodes = decode_only ? b.t_pad : meta.num_decodes;
     key.num_prefills = meta.num_prefills;
     key.num_prefill_tokens = meta.num_prefill_tokens;
+    if (!decode_only) key.prefill_shape = prefill_shape(meta);
     int64_t capacity = options_.graph_block_table_cols;
     if (capacity == 0) {
       for (const ir::Node* node : graph_.nodes()) {

@@ -1,18 +1,24 @@
 // GPU tests of the CUDA `mla_attention` op through the backend: a mixed batch (decodes, a prefill,
 // padded rows) with the cache write and the absorbed query, against the CPU reference
 // `mla_attention_f32` (normalized error <= 1e-2 per token row; bf16 operands), and the fused
-// group-FP8 output bit-exact against the reference quantizer on the op's own bf16 output.
+// group-FP8 output bit-exact against the reference quantizer on the op's own bf16 output. Mixed
+// batches with real prompts (decode tokens on the decode kernels, prefill tokens on the expanded
+// prefill path) check every output key the same way.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "backends/cuda/device_context.h"
+#include "gpu/common/mla_output_check.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/backends/cpu/reference.h"
 #include "mlafuse/backends/cuda/cuda_check.h"
@@ -32,19 +38,11 @@ constexpr double kFloatTol = 1e-2;
     if (!cuda::device_available(&reason)) GTEST_SKIP() << reason; \
   } while (0)
 
+using gpu_test::bf16_to_f32;
+using gpu_test::expect_untouched;
+using gpu_test::host_tensor;
+
 uint16_t bf16(float f) { return f32_to_bf16_bits(f); }
-
-Tensor host_tensor(DType dt, std::vector<int64_t> shape, const void* src) {
-  Tensor t = Tensor::empty(dt, std::move(shape));
-  std::memcpy(t.raw(), src, static_cast<size_t>(t.numel()) * dtype_size(dt));
-  return t;
-}
-
-std::vector<float> bf16_to_f32(const std::vector<uint16_t>& v) {
-  std::vector<float> f(v.size());
-  for (size_t i = 0; i < v.size(); ++i) f[i] = bf16_bits_to_f32(v[i]);
-  return f;
-}
 
 void expect_rows_close(const std::vector<float>& got, const float* want, int rows, int cols,
                        const std::string& what) {
@@ -62,12 +60,6 @@ void expect_rows_close(const std::vector<float>& got, const float* want, int row
         << what << ": token " << t << " normalized error " << std::sqrt(num / den)
         << (nan ? " with NaN" : "");
   }
-}
-
-void expect_untouched(const std::vector<uint8_t>& bytes, size_t begin, const std::string& what) {
-  size_t bad = 0;
-  for (size_t i = begin; i < bytes.size(); ++i) bad += bytes[i] != 0xff;
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " bytes written past the real tokens";
 }
 
 // ---- the op through the CUDA backend (cache write, absorbed q, fused and unfused outputs) ----
@@ -92,6 +84,55 @@ Tensor random_bf16(std::vector<int64_t> shape, float amp, std::mt19937& rng) {
   std::uniform_real_distribution<float> u(-amp, amp);
   for (int64_t i = 0; i < t.numel(); ++i) t.data<uint16_t>()[i] = bf16(u(rng));
   return t;
+}
+
+// Random W_UK_T / W_UV, and kv_b_proj holding the same weights (head h: W_UK rows, then W_UV^T
+// rows), so the reference's expanded prefill and the kernels' absorbed form compute the same
+// function.
+MlaLayerWeights random_weights(int64_t h, std::mt19937& rng) {
+  MlaLayerWeights w;
+  w.w_uk_t = random_bf16({h, 128, kL}, 0.1f, rng);
+  w.w_uv = random_bf16({h, kL, kV}, 0.08f, rng);
+  w.kv_b_proj = Tensor::empty(DType::kBF16, {h * (128 + kV), kL});
+  for (int64_t hh = 0; hh < h; ++hh) {
+    uint16_t* dst = w.kv_b_proj.data<uint16_t>() + hh * (128 + kV) * kL;
+    std::memcpy(dst, w.w_uk_t.data<uint16_t>() + hh * 128 * kL, 128 * kL * 2);
+    for (int v = 0; v < kV; ++v)
+      for (int l = 0; l < kL; ++l)
+        dst[(128 + v) * kL + l] = w.w_uv.data<uint16_t>()[(hh * kL + l) * kV + v];
+  }
+  return w;
+}
+
+// The op's attributes for DeepSeek's dimensions, layer 0, the default softmax scale.
+AttrMap mla_attrs(int64_t h) {
+  AttrMap attrs;
+  attrs.set("layer", int64_t{0});
+  attrs.set("num_heads", h);
+  attrs.set("qk_nope_dim", int64_t{128});
+  attrs.set("qk_rope_dim", int64_t{64});
+  attrs.set("v_head_dim", int64_t{128});
+  attrs.set("kv_lora_rank", int64_t{512});
+  attrs.set("softmax_scale", 0.0);
+  return attrs;
+}
+
+// The device copy of host metadata (its tensors on the GPU).
+AttentionMetadata device_metadata(Backend& be, const AttentionMetadata& hm) {
+  AttentionMetadata dm = hm;
+  dm.seq_lens = to_device(be, hm.seq_lens);
+  dm.query_start_loc = to_device(be, hm.query_start_loc);
+  dm.block_table = to_device(be, hm.block_table);
+  dm.slot_mapping = to_device(be, hm.slot_mapping);
+  return dm;
+}
+
+// A one-layer store of `w` on the GPU.
+WeightStore device_weights(Backend& be, const MlaLayerWeights& w, const MlaConfig& cfg) {
+  WeightStore ws;
+  ws.config = cfg;
+  ws.layers.push_back({to_device(be, w.w_uk_t), to_device(be, w.w_uv), to_device(be, w.kv_b_proj)});
+  return ws;
 }
 
 TEST(MlaAttentionOp, MixedBatchFusedAndUnfusedAgree) {
@@ -122,19 +163,7 @@ TEST(MlaAttentionOp, MixedBatchFusedAndUnfusedAgree) {
   fill_rows(4, 0, 64);
   fill_rows(1, 0, 6);   // seq 0 holds 70 cached tokens before this step
   fill_rows(5, 0, 60);  // seq 2 holds 60
-  MlaLayerWeights w;
-  w.w_uk_t = random_bf16({h, 128, kL}, 0.1f, rng);
-  w.w_uv = random_bf16({h, kL, kV}, 0.08f, rng);
-  // kv_b_proj holds the same weights (head h: W_UK rows, then W_UV^T rows), so the reference's
-  // expanded prefill and the kernels' absorbed form compute the same function.
-  w.kv_b_proj = Tensor::empty(DType::kBF16, {h * (128 + kV), kL});
-  for (int64_t hh = 0; hh < h; ++hh) {
-    uint16_t* dst = w.kv_b_proj.data<uint16_t>() + hh * (128 + kV) * kL;
-    std::memcpy(dst, w.w_uk_t.data<uint16_t>() + hh * 128 * kL, 128 * kL * 2);
-    for (int v = 0; v < kV; ++v)
-      for (int l = 0; l < kL; ++l)
-        dst[(128 + v) * kL + l] = w.w_uv.data<uint16_t>()[(hh * kL + l) * kV + v];
-  }
+  const MlaLayerWeights w = random_weights(h, rng);
   Tensor q = random_bf16({t_pad, h, 192}, 1.0f, rng);
   Tensor kv_c = random_bf16({t_pad, kL}, 1.0f, rng);
   Tensor k_pe = random_bf16({t_pad, 1, kR}, 1.0f, rng);
@@ -147,21 +176,14 @@ TEST(MlaAttentionOp, MixedBatchFusedAndUnfusedAgree) {
   hm.query_start_loc = host_tensor(DType::kI32, {4}, qsl.data());
   hm.block_table = host_tensor(DType::kI32, {3, bt_cols}, bt.data());
   hm.slot_mapping = host_tensor(DType::kI32, {t_pad}, slots.data());
-  AttentionMetadata dm = hm;
-  dm.seq_lens = to_device(*be, hm.seq_lens);
-  dm.query_start_loc = to_device(*be, hm.query_start_loc);
-  dm.block_table = to_device(*be, hm.block_table);
-  dm.slot_mapping = to_device(*be, hm.slot_mapping);
+  const AttentionMetadata dm = device_metadata(*be, hm);
 
   // Reference: cache write + absorbed decode / expanded prefill, in f32.
   Tensor ref_cache = cache.clone();
   const MlaConfig ref_cfg = cfg;
   Tensor want = ref::mla_attention_f32(q, kv_c, k_pe, ref_cache, hm, w, ref_cfg, n);
 
-  WeightStore ws_dev;
-  ws_dev.config = cfg;
-  ws_dev.layers.push_back(
-      {to_device(*be, w.w_uk_t), to_device(*be, w.w_uv), to_device(*be, w.kv_b_proj)});
+  const WeightStore ws_dev = device_weights(*be, w, cfg);
   Tensor n_dev_host = Tensor::empty(DType::kI32, {1});
   n_dev_host.data<int32_t>()[0] = static_cast<int32_t>(n);
   Tensor n_dev = to_device(*be, n_dev_host);
@@ -172,14 +194,7 @@ TEST(MlaAttentionOp, MixedBatchFusedAndUnfusedAgree) {
   ctx.num_tokens = n;
   ctx.num_tokens_device = n_dev.data<int32_t>();
 
-  AttrMap attrs;
-  attrs.set("layer", int64_t{0});
-  attrs.set("num_heads", h);
-  attrs.set("qk_nope_dim", int64_t{128});
-  attrs.set("qk_rope_dim", int64_t{64});
-  attrs.set("v_head_dim", int64_t{128});
-  attrs.set("kv_lora_rank", int64_t{512});
-  attrs.set("softmax_scale", 0.0);
+  const AttrMap attrs = mla_attrs(h);
 
   // Unquantized run.
   Tensor d_cache = to_device(*be, cache);
@@ -249,6 +264,222 @@ TEST(MlaAttentionOp, MixedBatchFusedAndUnfusedAgree) {
   EXPECT_EQ(std::memcmp(got_q.raw(), want_q.raw(), static_cast<size_t>(t_pad * dim)), 0);
   EXPECT_EQ(std::memcmp(got_s.raw(), want_s.raw(), static_cast<size_t>(lay.storage_numel()) * 4),
             0);
+}
+
+// ---- mixed batches with real prompts: decode tokens on the decode kernels, prefill tokens on the
+// expanded-form prefill path, one set of output buffers ----------------------------------------
+
+struct MixedCase {
+  int64_t heads = 16;
+  std::vector<int> decode_ctx;                 // cached tokens of each decode before this step
+  std::vector<std::pair<int, int>> prefills;   // (cached tokens, new tokens)
+  int64_t pad = 3;
+  uint32_t seed = 1;
+};
+
+void run_mixed_case(const MixedCase& mc) {
+  std::unique_ptr<Backend> be = make_backend("cuda");
+  std::mt19937 rng(mc.seed);
+  MlaConfig cfg;
+  cfg.num_heads = mc.heads;
+  const int64_t h = cfg.num_heads, dim = h * kV;
+  const int nd = static_cast<int>(mc.decode_ctx.size());
+  const int np = static_cast<int>(mc.prefills.size());
+  const int num_seqs = nd + np;
+  std::vector<int32_t> seq_lens, ctxs, qsl{0};
+  for (int c : mc.decode_ctx) {
+    ctxs.push_back(c);
+    seq_lens.push_back(c + 1);
+    qsl.push_back(qsl.back() + 1);
+  }
+  for (const auto& [c, q] : mc.prefills) {
+    ctxs.push_back(c);
+    seq_lens.push_back(c + q);
+    qsl.push_back(qsl.back() + q);
+  }
+  const int64_t n = qsl.back(), t_pad = n + mc.pad;
+  int64_t max_pages = 1, total_pages = 0;
+  for (int32_t len : seq_lens) {
+    max_pages = std::max<int64_t>(max_pages, (len + 63) / 64);
+    total_pages += (len + 63) / 64;
+  }
+  const int64_t pages = total_pages + 2, bt_cols = max_pages + 1;
+  std::vector<int32_t> pool(static_cast<size_t>(pages));
+  std::iota(pool.begin(), pool.end(), 0);
+  std::shuffle(pool.begin(), pool.end(), rng);
+  std::vector<int32_t> bt(static_cast<size_t>(num_seqs * bt_cols));
+  for (size_t i = 0; i < bt.size(); ++i) bt[i] = 0x3ffffff0 + static_cast<int32_t>(i % 8);
+  Tensor cache = Tensor::empty(DType::kBF16, {pages, 64, kRow});
+  for (int64_t i = 0; i < cache.numel(); ++i) cache.data<uint16_t>()[i] = kBf16NaN;
+  std::vector<int32_t> slots(static_cast<size_t>(t_pad), -1);
+  std::uniform_real_distribution<float> u(-1, 1);
+  int next = 0;
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int64_t pg = 0; pg < (seq_lens[s] + 63) / 64; ++pg) bt[s * bt_cols + pg] = pool[next++];
+    for (int j = 0; j < seq_lens[s]; ++j) {
+      const int64_t slot = static_cast<int64_t>(bt[s * bt_cols + j / 64]) * 64 + j % 64;
+      if (j < ctxs[s]) {
+        for (int c = 0; c < kRow; ++c) cache.data<uint16_t>()[slot * kRow + c] = bf16(u(rng));
+      } else {
+        slots[static_cast<size_t>(qsl[s] + (j - ctxs[s]))] = static_cast<int32_t>(slot);
+      }
+    }
+  }
+  const MlaLayerWeights w = random_weights(h, rng);
+  Tensor q = random_bf16({t_pad, h, 192}, 1.0f, rng);
+  Tensor kv_c = random_bf16({t_pad, kL}, 1.0f, rng);
+  Tensor k_pe = random_bf16({t_pad, 1, kR}, 1.0f, rng);
+
+  AttentionMetadata hm;
+  hm.num_decodes = nd;
+  hm.num_prefills = np;
+  hm.num_prefill_tokens = n - nd;
+  hm.seq_lens = host_tensor(DType::kI32, {num_seqs}, seq_lens.data());
+  hm.query_start_loc = host_tensor(DType::kI32, {num_seqs + 1}, qsl.data());
+  hm.block_table = host_tensor(DType::kI32, {num_seqs, bt_cols}, bt.data());
+  hm.slot_mapping = host_tensor(DType::kI32, {t_pad}, slots.data());
+  const AttentionMetadata dm = device_metadata(*be, hm);
+
+  Tensor ref_cache = cache.clone();
+  Tensor want = ref::mla_attention_f32(q, kv_c, k_pe, ref_cache, hm, w, cfg, n);
+
+  const WeightStore ws_dev = device_weights(*be, w, cfg);
+  RunContext ctx;
+  ctx.host_meta = &hm;
+  ctx.device_meta = &dm;
+  ctx.weights = &ws_dev;
+  ctx.num_tokens = n;
+  const AttrMap attrs = mla_attrs(h);
+  const std::vector<Tensor> base_ins{to_device(*be, q), to_device(*be, kv_c), to_device(*be, k_pe)};
+
+  // Runs the op on a fresh copy of the cache; returns the outputs on the host.
+  auto run = [&](const AttrMap& a, const std::vector<Tensor>& extra_in,
+                 const std::vector<Tensor>& host_outs) {
+    Tensor d_cache = to_device(*be, cache);
+    std::vector<Tensor> ins = base_ins;
+    ins.push_back(d_cache);
+    for (const Tensor& t : extra_in) ins.push_back(to_device(*be, t));
+    std::vector<Tensor> outs{to_device(*be, host_outs[0]), d_cache};
+    for (size_t i = 1; i < host_outs.size(); ++i) outs.push_back(to_device(*be, host_outs[i]));
+    be->run(OpCall{"mla_attention", a, ins, outs}, ctx);
+    be->synchronize();
+    std::vector<Tensor> got;
+    got.push_back(to_host(*be, outs[0]));
+    for (size_t i = 2; i < outs.size(); ++i) got.push_back(to_host(*be, outs[i]));
+    Tensor got_cache = to_host(*be, d_cache);
+    EXPECT_EQ(
+        std::memcmp(got_cache.raw(), ref_cache.raw(), static_cast<size_t>(cache.numel()) * 2), 0)
+        << "the op's cache write differs from the reference's";
+    return got;
+  };
+
+  Tensor poison_bf16 = Tensor::empty(DType::kBF16, {t_pad, dim});
+  std::memset(poison_bf16.raw(), 0xff, static_cast<size_t>(t_pad * dim) * 2);
+  const Tensor got = run(attrs, {}, {poison_bf16})[0];
+  std::vector<uint16_t> got_bits(got.data<uint16_t>(), got.data<uint16_t>() + t_pad * dim);
+  expect_rows_close(bf16_to_f32(got_bits), want.data<float>(), static_cast<int>(n),
+                    static_cast<int>(dim), "mla_attention (cuda) vs reference");
+  {
+    std::vector<uint8_t> bytes(got_bits.size() * 2);
+    std::memcpy(bytes.data(), got_bits.data(), bytes.size());
+    expect_untouched(bytes, static_cast<size_t>(n * dim) * 2, "mla_attention bf16 output");
+  }
+  Tensor x = host_tensor(DType::kBF16, {t_pad, dim}, got_bits.data());
+  float amax = 0.0f;
+  for (int64_t i = 0; i < n * dim; ++i)
+    amax = std::max(amax, std::fabs(bf16_bits_to_f32(got_bits[static_cast<size_t>(i)])));
+
+  {  // static FP8
+    SCOPED_TRACE("fp8 static");
+    const float sv = std::max(amax, 1e-6f) / 300.0f;
+    Tensor scale = host_tensor(DType::kF32, {1}, &sv);
+    Tensor qp = Tensor::empty(DType::kFp8E4M3, {t_pad, dim});
+    std::memset(qp.raw(), 0xff, static_cast<size_t>(t_pad * dim));
+    const Tensor gq = run(attrs, {scale}, {qp})[0];
+    Tensor wq = qp.clone();
+    ref::quant_fp8_static(x, n, scale, wq);
+    EXPECT_EQ(std::memcmp(gq.raw(), wq.raw(), static_cast<size_t>(t_pad * dim)), 0);
+  }
+  for (const auto& [g, col, tma, ue8m0] :
+       {std::tuple<int64_t, bool, bool, bool>{128, false, false, false}, {128, true, true, true},
+        {64, true, false, false}, {64, false, false, true}}) {
+    SCOPED_TRACE("fp8 group " + std::to_string(g) + (col ? " col" : "") + (tma ? " tma" : "") +
+                 (ue8m0 ? " ue8m0" : ""));
+    AttrMap qa = attrs;
+    qa.set("quant_group_size", g);
+    qa.set("quant_scale_ue8m0", ue8m0);
+    qa.set("quant_col_major", col);
+    qa.set("quant_tma_aligned", tma);
+    GroupScaleLayout lay{t_pad, dim / g, col, tma};
+    Tensor qp = Tensor::empty(DType::kFp8E4M3, {t_pad, dim});
+    std::memset(qp.raw(), 0xff, static_cast<size_t>(t_pad * dim));
+    Tensor sp = Tensor::empty_strided(DType::kF32, {t_pad, dim / g},
+                                      {lay.token_stride(), lay.group_stride()}, lay.storage_numel());
+    std::memset(sp.raw(), 0xff, static_cast<size_t>(lay.storage_numel()) * 4);
+    const std::vector<Tensor> gout = run(qa, {}, {qp, sp});
+    Tensor wq = qp.clone();
+    Tensor ws = Tensor::empty_strided(DType::kF32, {t_pad, dim / g},
+                                      {lay.token_stride(), lay.group_stride()}, lay.storage_numel());
+    std::memset(ws.raw(), 0xff, static_cast<size_t>(lay.storage_numel()) * 4);  // clone() packs
+    ref::Fp8GroupParams gp;
+    gp.group_size = g;
+    gp.ue8m0 = ue8m0;
+    gp.col_major = col;
+    gp.tma_aligned = tma;
+    ref::quant_fp8_group(x, n, gp, wq, ws);
+    EXPECT_EQ(std::memcmp(gout[0].raw(), wq.raw(), static_cast<size_t>(t_pad * dim)), 0)
+        << "codes differ";
+    EXPECT_EQ(std::memcmp(gout[1].raw(), ws.raw(), static_cast<size_t>(lay.storage_numel()) * 4), 0)
+        << "scales differ";
+  }
+  {  // NVFP4
+    SCOPED_TRACE("nvfp4");
+    const float gs = 448.0f * 6.0f / std::max(amax, 1e-6f);
+    Tensor scale = host_tensor(DType::kF32, {1}, &gs);
+    Nvfp4ScaleLayout lay{t_pad, dim};
+    Tensor qp = Tensor::empty(DType::kFp4E2M1x2, {t_pad, dim / 2});
+    std::memset(qp.raw(), 0xff, static_cast<size_t>(t_pad * dim / 2));
+    Tensor sp = Tensor::empty(DType::kU8, {lay.padded_rows(), lay.padded_cols()});
+    std::memset(sp.raw(), 0xff, static_cast<size_t>(lay.storage_bytes()));
+    const std::vector<Tensor> gout = run(attrs, {scale}, {qp, sp});
+    Tensor wq = qp.clone();
+    Tensor ws = sp.clone();
+    ref::quant_nvfp4(x, n, scale, wq, ws);
+    EXPECT_EQ(std::memcmp(gout[0].raw(), wq.raw(), static_cast<size_t>(t_pad * dim / 2)), 0)
+        << "codes differ";
+    EXPECT_EQ(std::memcmp(gout[1].raw(), ws.raw(), static_cast<size_t>(lay.storage_bytes())), 0)
+        << "block scales (or their zero padding) differ";
+  }
+}
+
+TEST(MlaAttentionOp, MixedBatchWithPromptsH16) {
+  SKIP_WITHOUT_GPU();
+  MixedCase mc;
+  mc.heads = 16;
+  mc.decode_ctx = {70, 0, 200};
+  mc.prefills = {{0, 1}, {63, 17}, {0, 129}, {130, 64}};
+  mc.seed = 21;
+  run_mixed_case(mc);
+}
+
+TEST(MlaAttentionOp, MixedBatchWithPromptsH128) {
+  SKIP_WITHOUT_GPU();
+  MixedCase mc;
+  mc.heads = 128;
+  mc.decode_ctx = {5};
+  mc.prefills = {{63, 17}, {0, 130}};
+  mc.seed = 22;
+  run_mixed_case(mc);
+}
+
+TEST(MlaAttentionOp, PrefillOnlyBatch) {
+  SKIP_WITHOUT_GPU();
+  MixedCase mc;
+  mc.heads = 32;
+  mc.prefills = {{0, 200}, {64, 1}};
+  mc.pad = 130;  // NVFP4 padding rows reach past round_up(n, 128)
+  mc.seed = 23;
+  run_mixed_case(mc);
 }
 
 TEST(MlaAttentionOp, FusedQuantSupport) {

@@ -23,6 +23,7 @@
 
 #include "backends/cuda/device_context.h"
 #include "backends/cuda/mla_decode.h"
+#include "gpu/common/mla_output_check.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/backends/cpu/reference.h"
 #include "mlafuse/backends/cuda/cuda_check.h"
@@ -36,6 +37,13 @@ using cuda::MlaDecodeProblem;
 using cuda::MlaEpilogue;
 using cuda::MlaOutputParams;
 using cuda::MlaWorkspace;
+using gpu_test::all_variants;
+using gpu_test::bf16_to_f32;
+using gpu_test::check_quant_variant;
+using gpu_test::DevBuf;
+using gpu_test::expect_untouched;
+using gpu_test::host_tensor;
+using gpu_test::QuantVariant;
 
 constexpr int kL = 512, kRow = 576, kV = 128, kPage = 64;
 constexpr uint16_t kBf16NaN = 0x7fc0;
@@ -46,27 +54,6 @@ constexpr double kFloatTol = 1e-2;
     std::string reason;                                           \
     if (!cuda::device_available(&reason)) GTEST_SKIP() << reason; \
   } while (0)
-
-// A device buffer that frees itself.
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  explicit DevBuf(size_t b) : bytes(b) { MLAFUSE_CUDA_CHECK(cudaMalloc(&p, b == 0 ? 1 : b)); }
-  ~DevBuf() { cudaFree(p); }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  template <class T>
-  T* as() const {
-    return static_cast<T*>(p);
-  }
-  void upload(const void* src) {
-    MLAFUSE_CUDA_CHECK(cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice));
-  }
-  void download(void* dst) const {
-    MLAFUSE_CUDA_CHECK(cudaMemcpy(dst, p, bytes, cudaMemcpyDeviceToHost));
-  }
-  void poison() { MLAFUSE_CUDA_CHECK(cudaMemset(p, 0xff, bytes)); }
-};
 
 uint16_t bf16(float f) { return f32_to_bf16_bits(f); }
 
@@ -144,12 +131,6 @@ HostProblem make_problem(const Batch& b) {
     }
   }
   return h;
-}
-
-Tensor host_tensor(DType dt, std::vector<int64_t> shape, const void* src) {
-  Tensor t = Tensor::empty(dt, std::move(shape));
-  std::memcpy(t.raw(), src, static_cast<size_t>(t.numel()) * dtype_size(dt));
-  return t;
 }
 
 // Reference latent output [n, H, 512] f32 and up-projection [n, H*128] f32.
@@ -255,126 +236,6 @@ void expect_rows_close(const std::vector<float>& got, const float* want, int row
   EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << rows << " rows out of tolerance";
 }
 
-std::vector<float> bf16_to_f32(const std::vector<uint16_t>& v) {
-  std::vector<float> f(v.size());
-  for (size_t i = 0; i < v.size(); ++i) f[i] = bf16_bits_to_f32(v[i]);
-  return f;
-}
-
-void expect_untouched(const std::vector<uint8_t>& bytes, size_t begin, const std::string& what) {
-  size_t bad = 0;
-  for (size_t i = begin; i < bytes.size(); ++i) bad += bytes[i] != 0xff;
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " bytes written past the real tokens";
-}
-
-struct QuantVariant {
-  MlaEpilogue kind;
-  bool col_major = false, ue8m0 = false, tma_aligned = false;
-  std::string name() const {
-    std::string s = kind == MlaEpilogue::kFp8Static     ? "fp8_static"
-                    : kind == MlaEpilogue::kFp8Group128 ? "fp8_group128"
-                    : kind == MlaEpilogue::kFp8Group64  ? "fp8_group64"
-                                                        : "nvfp4";
-    if (col_major) s += "_col";
-    if (ue8m0) s += "_ue8m0";
-    if (tma_aligned) s += "_tma";
-    return s;
-  }
-};
-
-std::vector<QuantVariant> all_variants() {
-  std::vector<QuantVariant> v{{MlaEpilogue::kFp8Static}, {MlaEpilogue::kNvfp4}};
-  for (MlaEpilogue k : {MlaEpilogue::kFp8Group128, MlaEpilogue::kFp8Group64})
-    for (int f = 0; f < 8; ++f) v.push_back({k, (f & 1) != 0, (f & 2) != 0, (f & 4) != 0});
-  return v;
-}
-
-// Fused epilogue `v` vs the CPU reference quantizer on the kernel's bf16 output `out_bf16`.
-void check_quant_variant(DeviceProblem& d, const HostProblem& h,
-                         const std::vector<uint16_t>& out_bf16, const QuantVariant& v) {
-  SCOPED_TRACE(v.name());
-  const int64_t t_pad = h.t_pad, dim = static_cast<int64_t>(h.heads) * kV;
-  Tensor x = host_tensor(DType::kBF16, {t_pad, dim}, out_bf16.data());
-  MlaOutputParams op;
-  op.kind = v.kind;
-  op.col_major = v.col_major;
-  op.ue8m0 = v.ue8m0;
-  op.tma_aligned = v.tma_aligned;
-  DevBuf scale(4);
-  float amax = 0.0f;
-  for (int64_t i = 0; i < h.n * dim; ++i)
-    amax = std::max(amax, std::fabs(bf16_bits_to_f32(out_bf16[i])));
-  const float scale_v = v.kind == MlaEpilogue::kNvfp4 ? 448.0f * 6.0f / std::max(amax, 1e-6f)
-                                                      : std::max(amax, 1e-6f) / 300.0f;
-  scale.upload(&scale_v);
-  op.scale = scale.as<float>();
-  Tensor scale_t = host_tensor(DType::kF32, {1}, &scale_v);
-
-  if (v.kind == MlaEpilogue::kFp8Static) {
-    DevBuf q(static_cast<size_t>(t_pad * dim));
-    q.poison();
-    op.out = q.p;
-    cuda::launch_mla_combine_up_quant(d.p, d.ws, op, nullptr);
-    MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<uint8_t> got(q.bytes);
-    q.download(got.data());
-    Tensor want = Tensor::empty(DType::kFp8E4M3, {t_pad, dim});
-    std::memset(want.raw(), 0xff, q.bytes);
-    ref::quant_fp8_static(x, h.n, scale_t, want);
-    EXPECT_EQ(std::memcmp(got.data(), want.raw(), q.bytes), 0) << "static FP8 codes differ";
-    return;
-  }
-  if (v.kind == MlaEpilogue::kNvfp4) {
-    Nvfp4ScaleLayout lay{t_pad, dim};
-    DevBuf q(static_cast<size_t>(t_pad * dim / 2));
-    DevBuf sf(static_cast<size_t>(lay.storage_bytes()));
-    q.poison();
-    sf.poison();
-    op.out = q.p;
-    op.nvfp4_scales = sf.as<uint8_t>();
-    cuda::launch_mla_combine_up_quant(d.p, d.ws, op, nullptr);
-    MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<uint8_t> got_q(q.bytes), got_sf(sf.bytes);
-    q.download(got_q.data());
-    sf.download(got_sf.data());
-    Tensor want_q = Tensor::empty(DType::kU8, {t_pad, dim / 2});
-    Tensor want_sf = Tensor::empty(DType::kU8, {lay.padded_rows(), lay.padded_cols()});
-    std::memset(want_q.raw(), 0xff, q.bytes);
-    std::memset(want_sf.raw(), 0xff, sf.bytes);
-    ref::quant_nvfp4(x, h.n, scale_t, want_q, want_sf);
-    EXPECT_EQ(std::memcmp(got_q.data(), want_q.raw(), q.bytes), 0) << "NVFP4 codes differ";
-    EXPECT_EQ(std::memcmp(got_sf.data(), want_sf.raw(), sf.bytes), 0)
-        << "NVFP4 block scales (or their zero padding) differ";
-    return;
-  }
-  const int64_t g = v.kind == MlaEpilogue::kFp8Group128 ? 128 : 64;
-  GroupScaleLayout lay{t_pad, dim / g, v.col_major, v.tma_aligned};
-  DevBuf q(static_cast<size_t>(t_pad * dim));
-  DevBuf s(static_cast<size_t>(lay.storage_numel()) * 4);
-  q.poison();
-  s.poison();
-  op.out = q.p;
-  op.group_scales = s.as<float>();
-  cuda::launch_mla_combine_up_quant(d.p, d.ws, op, nullptr);
-  MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<uint8_t> got_q(q.bytes), got_s(s.bytes);
-  q.download(got_q.data());
-  s.download(got_s.data());
-  Tensor want_q = Tensor::empty(DType::kFp8E4M3, {t_pad, dim});
-  Tensor want_s = Tensor::empty_strided(
-      DType::kF32, {t_pad, dim / g}, {lay.token_stride(), lay.group_stride()}, lay.storage_numel());
-  std::memset(want_q.raw(), 0xff, q.bytes);
-  std::memset(want_s.raw(), 0xff, s.bytes);
-  ref::Fp8GroupParams gp;
-  gp.group_size = g;
-  gp.ue8m0 = v.ue8m0;
-  gp.col_major = v.col_major;
-  gp.tma_aligned = v.tma_aligned;
-  ref::quant_fp8_group(x, h.n, gp, want_q, want_s);
-  EXPECT_EQ(std::memcmp(got_q.data(), want_q.raw(), q.bytes), 0) << "group FP8 codes differ";
-  EXPECT_EQ(std::memcmp(got_s.data(), want_s.raw(), s.bytes), 0) << "group FP8 scales differ";
-}
-
 // Runs the decode kernels on a batch and checks the bf16 output, the unfused baseline, and
 // (optionally) every quantization epilogue.
 void run_batch(const Batch& b, bool quant_variants) {
@@ -430,7 +291,14 @@ void run_batch(const Batch& b, bool quant_variants) {
                       "unfused (cuBLAS) output");
   }
   if (quant_variants) {
-    for (const QuantVariant& v : all_variants()) check_quant_variant(d, h, got, v);
+    for (const QuantVariant& v : all_variants()) {
+      check_quant_variant(
+          [&](const MlaOutputParams& o) {
+            cuda::launch_mla_combine_up_quant(d.p, d.ws, o, nullptr);
+            MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+          },
+          h.heads, h.t_pad, h.n, got, v);
+    }
   }
 }
 

@@ -1,7 +1,10 @@
 // The CUDA runner of `mla_attention` (docs/ops.md) and the fused decode kernels' can_implement.
 // Host code only: it validates every argument against the op contract, then launches the chain
 // cache write -> absorbed q (cuBLAS) -> device plan -> split-KV attention -> combine + W_UV +
-// quantization epilogue.
+// quantization epilogue for decode tokens, and the expanded-form prefill chain (mla_prefill.h:
+// context gather -> kv_b_proj up-projection -> causal flash attention with the same epilogue) for
+// prefill tokens, both writing into the same output and scale buffers.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -11,6 +14,7 @@
 #include "backends/cuda/cache_write.h"
 #include "backends/cuda/device_context.h"
 #include "backends/cuda/mla_decode.h"
+#include "backends/cuda/mla_prefill.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/shape.h"
 #include "mlafuse/ir/op_contract.h"
@@ -42,6 +46,12 @@ struct MlaCallPlan {
   int64_t page_size = 0;  // tokens a cache page
   float softmax_scale = 0.0f;
   OutputQuant quant;
+  // Prefill sequences (host metadata): they take the expanded-form path.
+  int num_decodes = 0;
+  int num_prefills = 0;
+  int max_prefill_q = 0;
+  int max_prefill_len = 0;
+  int64_t prefill_kv = 0;  // sum of the prefill sequences' seq_lens
 };
 
 void check_cuda_tensor(const Tensor& t, const char* name, DType dtype,
@@ -196,6 +206,26 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   const MlaLayerWeights& w = ctx.weights->layer(layer);
   check_cuda_tensor(w.w_uk_t, "W_UK_T", DType::kBF16, {h, p_dim, l_dim});
   check_cuda_tensor(w.w_uv, "W_UV", DType::kBF16, {h, l_dim, v_dim});
+
+  plan.num_decodes = static_cast<int>(hm.num_decodes);
+  plan.num_prefills = static_cast<int>(hm.num_prefills);
+  if (plan.num_prefills > 0) {
+    MLAFUSE_CHECK(hm.seq_lens.defined() && hm.seq_lens.device() == Device::kCpu &&
+                      hm.query_start_loc.defined() && hm.query_start_loc.device() == Device::kCpu,
+                  "mla_attention (cuda): a batch with prefills needs the host AttentionMetadata's "
+                  "seq_lens and query_start_loc on the CPU (they size the prefill grid)");
+    check_cuda_tensor(w.kv_b_proj, "kv_b_proj", DType::kBF16, {h * (p_dim + v_dim), l_dim});
+    const int32_t* lens = hm.seq_lens.data<int32_t>();
+    const int32_t* qsl = hm.query_start_loc.data<int32_t>();
+    for (int64_t s = hm.num_decodes; s < hm.num_seqs(); ++s) {
+      plan.max_prefill_q = std::max(plan.max_prefill_q, qsl[s + 1] - qsl[s]);
+      plan.max_prefill_len = std::max(plan.max_prefill_len, lens[s]);
+      plan.prefill_kv += lens[s];
+    }
+    MLAFUSE_CHECK(hm.num_tokens() == plan.n, "mla_attention (cuda): a batch with prefills runs ",
+                  "with its real token count: metadata holds ", hm.num_tokens(),
+                  " tokens, RunContext::num_tokens is ", plan.n);
+  }
   return plan;
 }
 
@@ -237,18 +267,24 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   launch_cache_write(cw, stream);
   if (t == 0) return;
 
-  // 2. Workspace: the absorbed query, then the decode kernels' scratch.
+  // 2. Workspace: the absorbed query, the decode kernels' scratch, then the prefill chain's.
   const int num_parts = mla_num_parts(dc.num_sms, h);
   const size_t q_cat_bytes = (static_cast<size_t>(t) * h * kMlaRow * 2 + 255) / 256 * 256;
+  const size_t decode_bytes = (mla_workspace_bytes(t, h, num_parts) + 255) / 256 * 256;
+  const size_t prefill_bytes =
+      plan.num_prefills > 0 ? mla_prefill_workspace_bytes(plan.prefill_kv, plan.num_prefills, h)
+                            : 0;
   char* base =
-      static_cast<char*>(dc.ensure_workspace(q_cat_bytes + mla_workspace_bytes(t, h, num_parts)));
+      static_cast<char*>(dc.ensure_workspace(q_cat_bytes + decode_bytes + prefill_bytes));
   auto* q_cat = reinterpret_cast<__nv_bfloat16*>(base);  // [T_pad, H, 576]
   const MlaWorkspace ws = mla_workspace_carve(base + q_cat_bytes, t, h, num_parts);
 
   // 3. q_cat = [q_nope @ W_UK_T | q_pe] on tensor cores (cuBLAS).
   const MlaLayerWeights& w = ctx.weights->layer(call.attrs.get<int64_t>(mla_attr::kLayer));
+  // (Only the decode rows when the batch has prefills: those take the expanded form.)
   launch_mla_absorb_q(dc.cublas, static_cast<const __nv_bfloat16*>(q.raw()),
-                      static_cast<const __nv_bfloat16*>(w.w_uk_t.raw()), q_cat, t, h, stream);
+                      static_cast<const __nv_bfloat16*>(w.w_uk_t.raw()), q_cat,
+                      plan.num_prefills > 0 ? plan.num_decodes : t, h, stream);
 
   // 4. Plan, split-KV attention, combine + W_UV + quantization epilogue.
   MlaDecodeProblem p;
@@ -274,9 +310,44 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
                                                 : nullptr,
       plan.quant.group_size() != 0 ? call.outputs[ir::mla_attention::out::kOutputBlockScale].raw()
                                    : nullptr);
-  launch_mla_plan(p, ws, stream);
-  launch_mla_decode_splitkv(p, ws, stream);
-  launch_mla_combine_up_quant(p, ws, out, stream);
+  if (plan.num_prefills == 0) {
+    launch_mla_plan(p, ws, stream);
+    launch_mla_decode_splitkv(p, ws, stream);
+    launch_mla_combine_up_quant(p, ws, out, stream);
+    return;
+  }
+
+  // 5. A batch with prefills: the decode kernels take the decode tokens (rows < num_decodes; the
+  // host count, which a batch with prefills always runs with), the prefill chain the rest. Decode
+  // runs first: its NVFP4 scale padding starts at num_decodes and the prefill rows overwrite it.
+  if (plan.num_decodes > 0) {
+    p.num_tokens = plan.num_decodes;
+    p.num_tokens_device = nullptr;
+    launch_mla_plan(p, ws, stream);
+    launch_mla_decode_splitkv(p, ws, stream);
+    launch_mla_combine_up_quant(p, ws, out, stream);
+  }
+  const int nd = plan.num_decodes;
+  MlaPrefillBatch pb;
+  pb.num_heads = h;
+  pb.num_seqs = plan.num_prefills;
+  pb.max_q_len = plan.max_prefill_q;
+  pb.max_seq_len = plan.max_prefill_len;
+  pb.total_kv = plan.prefill_kv;
+  pb.q_rows = t;
+  pb.out_rows = t;
+  pb.softmax_scale = plan.softmax_scale;
+  pb.seq_lens = meta.seq_lens.data<int32_t>() + nd;
+  pb.q_start = meta.query_start_loc.data<int32_t>() + nd;
+  pb.block_table = meta.block_table.data<int32_t>() + static_cast<int64_t>(nd) * p.block_table_stride;
+  pb.block_table_stride = p.block_table_stride;
+  pb.num_pages = plan.num_pages;
+  pb.page_size = p.page_size;
+  pb.kv_cache = p.kv_cache;
+  pb.q = static_cast<const __nv_bfloat16*>(q.raw());
+  pb.kv_b_proj = static_cast<const __nv_bfloat16*>(w.kv_b_proj.raw());
+  launch_mla_prefill(pb, base + q_cat_bytes + decode_bytes, dc.cublas, out, stream);
+  launch_mla_prefill_nvfp4_pad(out, t, h, static_cast<int>(plan.n), stream);
 }
 
 }  // namespace mlafuse::cuda

@@ -1,0 +1,11 @@
+// Instantiation of mla_prefill_attention with the EpiFp8Group<128> epilogue (one file per epilogue,
+// so the five heavy kernels compile in parallel).
+#include "backends/cuda/mla_prefill_attention_sm90.cuh"
+
+namespace mlafuse::cuda::mla {
+
+template void launch_prefill_attention<EpiFp8Group<128>>(const MlaPrefillProblem&,
+                                                         const PrefillMaps&, const MlaOutputParams&,
+                                                         cudaStream_t);
+
+}  // namespace mlafuse::cuda::mla
