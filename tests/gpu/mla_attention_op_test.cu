@@ -441,7 +441,9 @@ void run_mixed_case(const MixedCase& mc) {
     std::memset(qp.raw(), 0xff, static_cast<size_t>(t_pad * dim / 2));
     Tensor sp = Tensor::empty(DType::kU8, {lay.padded_rows(), lay.padded_cols()});
     std::memset(sp.raw(), 0xff, static_cast<size_t>(lay.storage_bytes()));
-    const std::vector<Tensor> gout = run(attrs, {scale}, {qp, sp});
+    AttrMap na = attrs;
+    na.set("quant_group_size", int64_t{16});  // NVFP4's 16-element blocks
+    const std::vector<Tensor> gout = run(na, {scale}, {qp, sp});
     Tensor wq = qp.clone();
     Tensor ws = sp.clone();
     ref::quant_nvfp4(x, n, scale, wq, ws);

@@ -312,18 +312,22 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
     }
   }
   __syncwarp();
-  // Unrolled: rows are independent, so one row's shuffles and divisions overlap the next ones
-  // (a warp alone on its rows is otherwise latency-bound here, with 8 math warps an SM).
+  // The functor's rows run one after another (each is a chain of shuffles and a division with
+  // branches, which the compiler does not interleave across rows), so at least the shared-memory
+  // reads of all 16 rows are issued up front rather than one per row.
+  // Lane owns columns 4*lane .. 4*lane + 3: chunk lane/16, 16-byte unit (lane%16)/2, half lane%2.
+  uint32_t w[16][2];
 #pragma unroll
   for (int rr = 0; rr < 16; ++rr) {
     const int lr = 16 * warp + rr;
-    const int i = m0 + 64 * cw + lr;  // row in the sequence
-    // Lane owns columns 4*lane .. 4*lane + 3: chunk lane/16, 16-byte unit (lane%16)/2, half lane%2.
     const uint32_t addr = sq + (lane / 16) * kPrefillChunkBytes + lr * 128 +
                           ((((lane % 16) / 2) ^ (lr % 8)) * 16) + (lane % 2) * 8;
-    uint32_t w0, w1;
-    asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(w0), "=r"(w1) : "r"(addr));
-    const float x[4] = {bf16_lo(w0), bf16_hi(w0), bf16_lo(w1), bf16_hi(w1)};
+    asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(w[rr][0]), "=r"(w[rr][1]) : "r"(addr));
+  }
+#pragma unroll
+  for (int rr = 0; rr < 16; ++rr) {
+    const int i = m0 + 64 * cw + 16 * warp + rr;  // row in the sequence
+    const float x[4] = {bf16_lo(w[rr][0]), bf16_hi(w[rr][0]), bf16_lo(w[rr][1]), bf16_hi(w[rr][1])};
     epi.row(x, static_cast<int64_t>(q0) + i, h, lane, i < q_len);
   }
 }
