@@ -1,0 +1,157 @@
+// CUDA-graph capture per padded token bucket: persistent capture-shaped metadata, the device
+// token count, and replay.
+#include <algorithm>
+#include <cstring>
+#include <optional>
+
+#include "executor_bucket.h"
+#include "mlafuse/core/error.h"
+#include "mlafuse/core/shape.h"
+#include "mlafuse/ir/op_registry.h"
+#include "mlafuse/mla/attention_metadata.h"
+#include "mlafuse/runtime/executor.h"
+
+namespace mlafuse::runtime {
+
+namespace {
+
+const int32_t* i32(const Tensor& t) { return t.data<int32_t>(); }
+
+// The prefill sequences' (seq_len, query length) pairs of host metadata, flattened (GraphKey).
+std::vector<int32_t> prefill_shape(const AttentionMetadata& meta) {
+  std::vector<int32_t> shape;
+  const int32_t* lens = meta.seq_lens.data<int32_t>();
+  const int32_t* qsl = meta.query_start_loc.data<int32_t>();
+  for (int64_t i = meta.num_decodes; i < meta.num_seqs(); ++i) {
+    shape.push_back(lens[i]);
+    shape.push_back(qsl[i + 1] - qsl[i]);
+  }
+  return shape;
+}
+
+// Writes `meta` into the persistent, capture-shaped metadata of a bucket (see GraphKey).
+void fill_graph_meta(const AttentionMetadata& meta, int64_t n, int64_t t_pad,
+                     AttentionMetadata& out) {
+  const bool decode_only = meta.num_prefills == 0;
+  const int64_t s = meta.num_seqs(), s_out = out.num_seqs();
+  const int64_t cols = meta.block_table.dim(1), cols_out = out.block_table.dim(1);
+  int32_t* lens = out.seq_lens.data<int32_t>();        // [S']
+  int32_t* qsl = out.query_start_loc.data<int32_t>();  // [S' + 1]
+  int32_t* bt = out.block_table.data<int32_t>();       // [S', cols']
+  int32_t* slots = out.slot_mapping.data<int32_t>();   // [T_pad]
+  std::fill(lens, lens + s_out, 0);
+  std::fill(bt, bt + s_out * cols_out, 0);
+  std::fill(slots, slots + t_pad, -1);
+  std::memcpy(lens, meta.seq_lens.raw(), static_cast<size_t>(s) * sizeof(int32_t));
+  for (int64_t i = 0; i < s; ++i) {
+    std::memcpy(bt + i * cols_out, i32(meta.block_table) + i * cols,
+                static_cast<size_t>(cols) * sizeof(int32_t));
+  }
+  std::memcpy(slots, meta.slot_mapping.raw(), static_cast<size_t>(n) * sizeof(int32_t));
+  if (decode_only) {
+    for (int64_t i = 0; i <= s_out; ++i) qsl[i] = static_cast<int32_t>(i);
+  } else {
+    std::memcpy(qsl, meta.query_start_loc.raw(), static_cast<size_t>(s + 1) * sizeof(int32_t));
+  }
+}
+
+}  // namespace
+
+RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n) {
+  const bool decode_only = meta.num_prefills == 0;
+  const int64_t cols = meta.block_table.dim(1);
+  bool fits =
+      b.work != nullptr && b.key->decode_only == decode_only && cols <= b.key->block_table_cols;
+  if (fits && !decode_only) {
+    fits = b.key->num_decodes == meta.num_decodes && b.key->num_prefills == meta.num_prefills &&
+           b.key->num_prefill_tokens == meta.num_prefill_tokens &&
+           b.key->prefill_shape == prefill_shape(meta);
+  }
+  RunStats stats;
+  stats.num_tokens = n;
+  stats.t_pad = b.t_pad;
+  if (!fits) {
+    // An eager run first: it sizes the backend's workspaces (which must not grow while
+    // capturing), gives per-node times, and leaves correct results should capture be unsupported.
+    const RunStats eager = run_eager(b, meta, n);
+    stats.nodes = eager.nodes;
+    GraphKey key;
+    key.decode_only = decode_only;
+    key.num_decodes = decode_only ? b.t_pad : meta.num_decodes;
+    key.num_prefills = meta.num_prefills;
+    key.num_prefill_tokens = meta.num_prefill_tokens;
+    if (!decode_only) key.prefill_shape = prefill_shape(meta);
+    int64_t capacity = options_.graph_block_table_cols;
+    if (capacity == 0) {
+      for (const ir::Node* node : graph_.nodes()) {
+        const int ci = node->schema().input_index("kv_cache");
+        if (ci >= 0 && node->input(static_cast<size_t>(ci)) != nullptr) {
+          capacity =
+              std::max(capacity, node->input(static_cast<size_t>(ci))->shape().resolve(0)[0]);
+        }
+      }
+    }
+    key.block_table_cols = std::max(cols, capacity);
+    const int64_t s = key.num_decodes + key.num_prefills;
+    AttentionMetadata& h = b.host_meta;
+    h.num_decodes = key.num_decodes;
+    h.num_prefills = key.num_prefills;
+    h.num_prefill_tokens = key.num_prefill_tokens;
+    h.page_size = meta.page_size;
+    h.seq_lens = Tensor::empty(DType::kI32, {s});
+    h.query_start_loc = Tensor::empty(DType::kI32, {s + 1});
+    h.block_table = Tensor::empty(DType::kI32, {s, key.block_table_cols});
+    h.slot_mapping = Tensor::empty(DType::kI32, {b.t_pad});
+    fill_graph_meta(meta, n, b.t_pad, h);
+    // Fresh device copies (never the host tensors, even on the CPU: replays read these).
+    auto dev_copy = [&](const Tensor& t) {
+      Tensor d = backend_.allocate(t.dtype(), t.shape(), t.strides(), t.numel());
+      backend_.copy(t, d);
+      return d;
+    };
+    b.device_meta = h;
+    b.device_meta.seq_lens = dev_copy(h.seq_lens);
+    b.device_meta.query_start_loc = dev_copy(h.query_start_loc);
+    b.device_meta.block_table = dev_copy(h.block_table);
+    b.device_meta.slot_mapping = dev_copy(h.slot_mapping);
+    b.n_host = Tensor::empty(DType::kI32, {1});
+    b.n_host.data<int32_t>()[0] = static_cast<int32_t>(n);
+    b.n_device = dev_copy(b.n_host);
+    b.ctx = RunContext{};
+    b.ctx.host_meta = &b.host_meta;
+    b.ctx.device_meta = &b.device_meta;
+    b.ctx.weights = &device_weights_;
+    b.ctx.num_tokens = decode_only ? b.t_pad : n;  // launches cover this; n is read on device
+    b.ctx.num_tokens_device = b.n_device.data<int32_t>();
+    Bucket* bp = &b;
+    Backend* be = &backend_;
+    // Everything the body touches lives in the bucket, so a backend may keep it for replays.
+    b.work = backend_.capture([bp, be] {
+      for (PreparedCall& c : bp->calls) {
+        be->run(OpCall{c.node->op(), c.node->attrs(), c.inputs, c.outputs}, bp->ctx);
+      }
+    });
+    if (b.work == nullptr) {  // nothing to capture on this backend: run eagerly from now on
+      b.cannot_capture = true;
+      b.key.reset();
+      return eager;
+    }
+    b.key = key;
+    stats.graph_captured = true;
+  }
+  fill_graph_meta(meta, n, b.t_pad, b.host_meta);
+  backend_.copy(b.host_meta.seq_lens, b.device_meta.seq_lens);
+  backend_.copy(b.host_meta.query_start_loc, b.device_meta.query_start_loc);
+  backend_.copy(b.host_meta.block_table, b.device_meta.block_table);
+  backend_.copy(b.host_meta.slot_mapping, b.device_meta.slot_mapping);
+  b.n_host.data<int32_t>()[0] = static_cast<int32_t>(n);
+  backend_.copy(b.n_host, b.n_device);
+  stats.replay_us =
+      backend_.time_us([&] { b.work->replay(); }, options_.timing_iters, options_.timing_warmup);
+  stats.total_us = stats.replay_us;
+  stats.graph_replayed = true;
+  backend_.synchronize();
+  return stats;
+}
+
+}  // namespace mlafuse::runtime
