@@ -6,7 +6,8 @@ include(CMakePackageConfigHelpers)
 set(MLAFUSE_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/mlafuse CACHE STRING
     "Where mlafuseConfig.cmake goes, relative to the prefix")
 
-set(mlafuse_install_targets mlafuse_core mlafuse_mla mlafuse_ir mlafuse_cpu mlafuse_models
+set(mlafuse_install_targets mlafuse_core mlafuse_quant mlafuse_mla mlafuse_ir mlafuse_passes
+                            mlafuse_cpu mlafuse_models
                             mlafuse_runtime mlafuse_app mlafuse_backends mlafuse_all mlafuse)
 if(MLAFUSE_WITH_CUDA)
   list(APPEND mlafuse_install_targets mlafuse_cuda)

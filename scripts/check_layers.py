@@ -16,10 +16,10 @@ import sys
 # pass's FusionCapabilities), models/ below runtime/ and app/.
 LAYERS = ["core", "quant", "mla", "ir", "passes", "backends", "models", "runtime", "app"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
-# CMake targets by the folders they build (mlafuse_core holds core and quant, mlafuse_ir ir and
-# passes, mlafuse_cpu the Backend interface and the CPU reference).
-TARGET_RANK = {"mlafuse_core": RANK["quant"], "mlafuse_mla": RANK["mla"],
-               "mlafuse_ir": RANK["passes"], "mlafuse_cpu": RANK["backends"],
+# CMake targets by the folder they build (mlafuse_cpu: the Backend interface and the CPU reference).
+TARGET_RANK = {"mlafuse_core": RANK["core"], "mlafuse_quant": RANK["quant"],
+               "mlafuse_mla": RANK["mla"], "mlafuse_ir": RANK["ir"],
+               "mlafuse_passes": RANK["passes"], "mlafuse_cpu": RANK["backends"],
                "mlafuse_models": RANK["models"], "mlafuse_runtime": RANK["runtime"],
                "mlafuse_app": RANK["app"]}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"mlafuse/([a-z_]+)/')
