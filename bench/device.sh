@@ -87,10 +87,13 @@ if want sanitize; then
   grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT_DIR/sanitizer.log" | sort | uniq -c | tee -a "$SUMMARY"
   # Calibration: racecheck on a correct bar.arrive / bar.sync hand-off (the decode kernel's
   # pattern between warpgroups). Hazards it reports there are racecheck's, not the kernel's.
+  # Second program: a 64-thread named barrier of warps 0-1, then __syncthreads() exchanges.
   if [ -x "$BUILD/tests/gpu_racecheck_calibration" ]; then
-    compute-sanitizer --tool racecheck "$BUILD/tests/gpu_racecheck_calibration" \
-      > "$OUT_DIR/racecheck_calibration.log" 2>&1
-    note "racecheck calibration (correct named-barrier hand-off): rc=$?, $(grep -E 'RACECHECK SUMMARY' "$OUT_DIR/racecheck_calibration.log" | sed 's/=* //')"
+    for mode in handoff partial; do
+      compute-sanitizer --tool racecheck "$BUILD/tests/gpu_racecheck_calibration" "$mode" \
+        > "$OUT_DIR/racecheck_calibration_$mode.log" 2>&1
+      note "racecheck calibration ($mode, correct code): rc=$?, $(grep -E 'RACECHECK SUMMARY' "$OUT_DIR/racecheck_calibration_$mode.log" | sed 's/=* //')"
+    done
   fi
 fi
 

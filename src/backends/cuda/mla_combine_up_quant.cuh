@@ -365,15 +365,21 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   //    its q_cum in closed form (partial_slot), so one round of loads gives them all.
   const int per_part = ws.sched[0];
   const int rows = min(kTM, n - t0);
-  if (threadIdx.x < 64) {  // warps 0 and 1 list the rows that merge (kTM <= 64)
-    const int r = threadIdx.x;
-    SplitRow sr{0, 0, 0};
+  // Warps 0 and 1 list the rows that merge (kTM <= 64). Every thread passes both barriers (a
+  // named barrier of warps 0-1 alone left racecheck reporting hazards across the later
+  // __syncthreads(): docs/kernels/mla_decode.md, "Sanitizers").
+  const int r = threadIdx.x;
+  SplitRow sr{0, 0, 0};
+  bool merge = false;
+  int splits = 0;
+  uint32_t bal = 0;
+  if (r < 64) {
     if (r < rows) sr = split_row(ws, per_part, t0 + r);
     if (r < kTM) sm.rows[r] = sr;
     // Padding rows are never stored; premerged: every real row's latent is in ws.o_lat already.
-    const bool merge = r < rows && sr.count != 1 && !premerged;
-    const uint32_t bal = __ballot_sync(0xffffffffu, merge);
-    int splits = merge ? sr.count : 0;  // inclusive scan over the warp
+    merge = r < rows && sr.count != 1 && !premerged;
+    bal = __ballot_sync(0xffffffffu, merge);
+    splits = merge ? sr.count : 0;  // inclusive scan over the warp
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
       const int v = __shfl_up_sync(0xffffffffu, splits, o);
@@ -383,7 +389,9 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
       sm.ballot[warp] = bal;
       sm.split_total[warp] = splits;
     }
-    asm volatile("bar.sync 1, 64;" ::: "memory");  // both warps' ballots and totals are in
+  }
+  __syncthreads();  // both warps' ballots and totals are in
+  if (r < 64) {
     const int pos = __popc(bal & ((1u << lane) - 1u)) + (warp == 1 ? __popc(sm.ballot[0]) : 0);
     const int end = splits + (warp == 1 ? sm.split_total[0] : 0);
     if (merge) {
