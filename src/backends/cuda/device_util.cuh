@@ -28,6 +28,23 @@ __device__ __forceinline__ int32_t real_tokens(const int32_t* num_tokens_device,
   return n < 0 ? 0 : (n > t_pad ? t_pad : n);
 }
 
+// Programmatic dependent launch (sm_90): a kernel started by launch_pdl (launch_pdl.h) may begin
+// while the kernel before it in the stream still runs. It calls pdl_wait() before it reads that
+// kernel's results (the wait returns once that grid has completed and its writes are visible);
+// pdl_launch_dependents() lets the next such kernel start early. Both are no-ops for a kernel
+// launched the ordinary way. Every CTA waits before it exits, so a kernel's completion still
+// implies its predecessor's for the ordinary launches after it.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // Activation element types, as 16-byte vectors unpacked to f32. bf16 and f16 decode bit-exactly
 // (NaN keeps its sign), as the host reference does.
 struct Bf16In {

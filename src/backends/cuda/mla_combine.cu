@@ -1,5 +1,6 @@
 // Launchers of the combine step: the fused combine + W_UV + quantization epilogue (dispatching to
 // one instantiation file per epilogue), and the unfused baseline's latent-only combine.
+#include "backends/cuda/launch_pdl.h"
 #include "backends/cuda/mla_combine_up_quant.cuh"
 #include "backends/cuda/mla_decode.h"
 #include "mlafuse/backends/cuda/cuda_check.h"
@@ -44,9 +45,8 @@ void launch_mla_combine_latent(const MlaDecodeProblem& p, const MlaWorkspace& ws
                                cudaStream_t stream) {
   if (p.num_queries == 0) return;
   const dim3 grid(static_cast<unsigned>(p.num_queries), static_cast<unsigned>(p.num_heads));
-  mla::mla_combine_latent_kernel<mla::kCombineThreads>
-      <<<grid, mla::kCombineThreads, 0, stream>>>(p, ws);
-  MLAFUSE_CUDA_CHECK_LAUNCH("mla_combine_latent_kernel");
+  launch_pdl("mla_combine_latent_kernel", mla::mla_combine_latent_kernel<mla::kCombineThreads>,
+             grid, dim3(mla::kCombineThreads), 0, stream, p, ws);
 }
 
 }  // namespace mlafuse::cuda

@@ -19,6 +19,8 @@
 
 #include <cstdint>
 
+#include "backends/cuda/device_util.cuh"
+#include "backends/cuda/launch_pdl.h"
 #include "backends/cuda/mla_decode.h"
 #include "backends/cuda/mla_decode_plan.cuh"
 #include "backends/cuda/mla_mma.cuh"
@@ -351,7 +353,10 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   Epi epi;
   epi.init(op, p.num_heads, p.num_queries);
   epi.pad(t0, kTM, n, h);
-  if (t0 >= n) return;  // uniform over the CTA: nothing real in this tile
+  if (t0 >= n) {  // uniform over the CTA: nothing real in this tile
+    pdl_wait();
+    return;
+  }
 
   // 1. The first kStages chunks of W_UV[h] -> shared memory (all of it when kStages = 8).
   const __nv_bfloat16* gw = p.w_uv + static_cast<int64_t>(h) * kMlaLatent * kMlaVDim;
@@ -360,6 +365,8 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
 #pragma unroll
   for (int k = 0; k < kStages; ++k) load_w_chunk(sw + k * kChunkBytes, gw, k);
   cp_async_commit();
+  // The W_UV loads above overlap the attention's tail (programmatic launch); its results from here.
+  pdl_wait();
 
   // 2. Merge the splits of each token in f32 and round to bf16. Every row's splits follow from
   //    its q_cum in closed form (partial_slot), so one round of loads gives them all.
@@ -587,6 +594,8 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x % 32;
   const int t = blockIdx.x;
   const int h = blockIdx.y;
+  pdl_wait();
+  pdl_launch_dependents();  // the combine after this kernel may start its W_UV loads
   if (t >= real_tokens(p)) return;
   const int per_part = ws.sched[0];
   const SplitRow row[1] = {split_row(ws, per_part, t)};
@@ -619,11 +628,11 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
       p.num_queries >= 4 && ceil_div(p.num_queries, kTM) * p.num_heads * 2 <= num_sms;
   if (premerge) {
     const dim3 latent_grid(static_cast<unsigned>(p.num_queries), static_cast<unsigned>(p.num_heads));
-    mla_combine_latent_kernel<kCombineThreads><<<latent_grid, kCombineThreads, 0, stream>>>(p, ws);
-    MLAFUSE_CUDA_CHECK_LAUNCH("mla_combine_latent_kernel");
+    launch_pdl("mla_combine_latent_kernel", mla_combine_latent_kernel<kCombineThreads>,
+               latent_grid, dim3(kCombineThreads), 0, stream, p, ws);
   }
-  kernel<<<grid, kCombineThreads, smem, stream>>>(p, ws, op, premerge);
-  MLAFUSE_CUDA_CHECK_LAUNCH("mla_combine_up_quant_kernel");
+  launch_pdl("mla_combine_up_quant_kernel", kernel, grid, dim3(kCombineThreads), smem, stream, p,
+             ws, op, premerge);
 }
 
 // The launch shape: the smallest token tile of 16/32/64 rows whose grid (tiles x heads) fits in

@@ -17,6 +17,7 @@
 #include <cub/block/block_scan.cuh>
 #include <cuda/functional>
 
+#include "backends/cuda/device_util.cuh"
 #include "backends/cuda/mla_decode.h"
 
 namespace mlafuse::cuda::mla {
@@ -57,6 +58,7 @@ __global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, 
   __shared__ typename Reduce::TempStorage reduce_tmp;
   __shared__ int carry;
   __shared__ int cost_min, cost_max, busy;  // over queries with KV: smallest, largest cost, count
+  pdl_launch_dependents();  // the attention's prologue may overlap this kernel
   const int t_pad = p.num_queries;
   // Tokens past the batch's own count (query_start_loc's last entry) are padding as well.
   const int n = min(real_tokens(p), p.query_start_loc[p.num_seqs]);

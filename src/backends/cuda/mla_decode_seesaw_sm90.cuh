@@ -31,6 +31,7 @@
 
 #include <cstdint>
 
+#include "backends/cuda/device_util.cuh"
 #include "backends/cuda/mla_decode.h"
 #include "backends/cuda/mla_decode_plan.cuh"
 #include "backends/cuda/mla_mma.cuh"
@@ -246,9 +247,6 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
   const int lane = threadIdx.x % 32;
   const int row0 = 16 * ((threadIdx.x % 128) / 32) + lane / 4;  // rows row0, row0 + 8
   const bool leader = threadIdx.x % 128 == 0;                 // issues TMA and expect_tx
-  const int per_part = ws.sched[0];
-  const int part_begin = part * per_part;
-  const int part_end = part_begin + per_part;
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
 
   if (threadIdx.x == 0) {
@@ -269,6 +267,13 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     fence_proxy_async();
   }
   __syncthreads();
+  // Everything above overlaps the plan kernel (programmatic launch); the plan's results are read
+  // from here on. The combine may launch now: its CTAs take SMs as this grid's leave.
+  pdl_wait();
+  pdl_launch_dependents();
+  const int per_part = ws.sched[0];
+  const int part_begin = part * per_part;
+  const int part_end = part_begin + per_part;
 
   uint32_t phase_q = 0;
   uint32_t phase_kv = 0;  // warpgroup w waits only on buffer w's barriers: one phase bit

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "backends/cuda/launch_pdl.h"
 #include "backends/cuda/mla_decode.h"
 #include "backends/cuda/mla_decode_seesaw_sm90.cuh"
 #include "backends/cuda/tma_map.h"
@@ -28,8 +29,8 @@ void launch_seesaw(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream
                                           mla::kSeesawSmemBytes));
   const int head_blocks = p.num_heads > mla::kSeesawRows ? p.num_heads / mla::kSeesawRows : 1;
   const dim3 grid(static_cast<unsigned>(head_blocks), static_cast<unsigned>(ws.num_parts));
-  kernel<<<grid, mla::kSeesawThreads, mla::kSeesawSmemBytes, stream>>>(p, ws, maps);
-  MLAFUSE_CUDA_CHECK_LAUNCH("mla_decode_seesaw_kernel");
+  launch_pdl("mla_decode_seesaw_kernel", kernel, grid, dim3(mla::kSeesawThreads),
+             mla::kSeesawSmemBytes, stream, p, ws, maps);
 }
 
 }  // namespace
