@@ -74,6 +74,42 @@ struct CombineUpSmem {
 
 // ---- epilogue functors: `row` gets one token's 128 bf16-rounded outputs of head h -------------
 // Called by a whole warp (shuffles inside); lane i holds elements 4i .. 4i+3 (x).
+//
+// The quantizing functors also take a warp's 16 rows at once in the wgmma accumulator layout
+// (`quad_rows`, for the prefill attention): lane l holds local rows l/4 and l/4 + 8 (r = 0, 1),
+// columns 8j + 2(l%4) + e at x[r][2j + e] (j < 16), bf16-rounded. A group then lives in one quad
+// (4 lanes), so the 16 rows reduce side by side instead of one after another. Rows lr < valid
+// (tokens t0 + lr) are written. Codes pass through `stage`, this warp's 16 rows x 128 B of shared
+// memory (16-byte units XOR-swizzled by row: no bank conflicts either way), so the global stores
+// are whole rows of 16-byte units. Same per-element arithmetic as `row`: same codes and scales.
+__device__ __forceinline__ uint32_t quad_stage_at(uint32_t stage, int lr, int byte) {
+  return stage + lr * 128 + ((((byte >> 4) ^ (lr & 7)) << 4) | (byte & 15));
+}
+__device__ __forceinline__ void st_shared_u16(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(addr), "h"(static_cast<uint16_t>(v)) : "memory");
+}
+__device__ __forceinline__ void st_shared_u8(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.u8 [%0], %1;\n" ::"r"(addr), "h"(static_cast<uint16_t>(v)) : "memory");
+}
+// The staged rows to global memory: row lr's kRowBytes bytes to row_ptr(lr) (16-byte aligned).
+template <int kRowBytes, class RowPtr>
+__device__ __forceinline__ void quad_stage_flush(uint32_t stage, int valid, int lane,
+                                                 RowPtr row_ptr) {
+  static_assert(kRowBytes % 16 == 0 && kRowBytes <= 128, "a staged row is at most 128 bytes");
+  constexpr int kUnits = kRowBytes / 16;
+  __syncwarp();
+#pragma unroll
+  for (int u = lane; u < 16 * kUnits; u += 32) {
+    const int lr = u / kUnits;
+    const int c = u % kUnits;
+    if (lr >= valid) continue;
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(stage + lr * 128 + ((c ^ (lr & 7)) << 4)));
+    *reinterpret_cast<uint4*>(row_ptr(lr) + 16 * c) = v;
+  }
+}
 
 struct EpiBf16 {
   static constexpr MlaEpilogue kKind = MlaEpilogue::kBf16;
@@ -111,6 +147,23 @@ struct EpiFp8Static {
     *reinterpret_cast<uint32_t*>(out + t * dim + h * kMlaVDim + 4 * lane) =
         qe::quant_fp8_static_x4(x[0], x[1], x[2], x[3], inv);
   }
+  __device__ __forceinline__ void quad_rows(const float (&x)[2][32], int64_t t0, int valid, int h,
+                                            int lane, uint32_t stage) const {
+    const int q = lane % 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int lr = lane / 4 + 8 * r;
+#pragma unroll
+      for (int j = 0; j < 16; j += 2) {  // columns 8j + 2q + {0, 1} and 8(j + 1) + 2q + {0, 1}
+        const uint32_t c = qe::quant_fp8_static_x4(x[r][2 * j], x[r][2 * j + 1], x[r][2 * j + 2],
+                                                   x[r][2 * j + 3], inv);
+        st_shared_u16(quad_stage_at(stage, lr, 8 * j + 2 * q), c & 0xffffu);
+        st_shared_u16(quad_stage_at(stage, lr, 8 * j + 8 + 2 * q), c >> 16);
+      }
+    }
+    quad_stage_flush<kMlaVDim>(stage, valid, lane,
+                               [&](int lr) { return out + (t0 + lr) * dim + h * kMlaVDim; });
+  }
 };
 
 template <int kGroup>
@@ -145,6 +198,38 @@ struct EpiFp8Group {
     const int64_t col = static_cast<int64_t>(h) * kMlaVDim + 4 * lane;
     *reinterpret_cast<uint32_t*>(out + t * dim + col) = qe::quant_fp8x4(x[0], x[1], x[2], x[3], sc);
     if (lane % kLanesPerGroup == 0) qe::store_group_scale(scales, layout, t, col / kGroup, sc.s);
+  }
+  __device__ __forceinline__ void quad_rows(const float (&x)[2][32], int64_t t0, int valid, int h,
+                                            int lane, uint32_t stage) const {
+    constexpr int kGroups = kMlaVDim / kGroup;  // groups in a row: 1 or 2
+    constexpr int kPer = 32 / kGroups;          // values of one group a lane holds
+    const int q = lane % 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int lr = lane / 4 + 8 * r;
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) {  // group g: columns kGroup*g .., j in [kPer/2 g, ..)
+        float amax = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) amax = qe::abs_max(amax, x[r][kPer * g + i]);
+        amax = qe::group_amax<3>(amax);
+        const qe::Fp8GroupScale sc = qe::fp8_group_scale(amax, eps, ue8m0);
+#pragma unroll
+        for (int jj = 0; jj < kPer / 4; ++jj) {
+          const int j = (kPer / 2) * g + 2 * jj;  // columns of j and j + 1
+          const uint32_t c = qe::quant_fp8x4(x[r][2 * j], x[r][2 * j + 1], x[r][2 * j + 2],
+                                             x[r][2 * j + 3], sc);
+          st_shared_u16(quad_stage_at(stage, lr, 8 * j + 2 * q), c & 0xffffu);
+          st_shared_u16(quad_stage_at(stage, lr, 8 * j + 8 + 2 * q), c >> 16);
+        }
+        if (q == 0 && lr < valid) {
+          qe::store_group_scale(scales, layout, t0 + lr, (int64_t{h} * kMlaVDim) / kGroup + g,
+                                sc.s);
+        }
+      }
+    }
+    quad_stage_flush<kMlaVDim>(stage, valid, lane,
+                               [&](int lr) { return out + (t0 + lr) * dim + h * kMlaVDim; });
   }
 };
 
@@ -197,6 +282,34 @@ struct EpiNvfp4 {
     const int64_t col = static_cast<int64_t>(h) * kMlaVDim + 4 * base + 8 * (lane & 1);
     *reinterpret_cast<uint32_t*>(out + (t * dim + col) / 2) = packed;
     if ((lane & 3) == 0) qe::store_nvfp4_scale(sf, layout, t, col / 16, bs.sf);
+  }
+  // Block b (columns 16b .. 16b + 15) is j = 2b, 2b + 1: four values a lane, one quad.
+  __device__ __forceinline__ void quad_rows(const float (&x)[2][32], int64_t t0, int valid, int h,
+                                            int lane, uint32_t stage) const {
+    const int q = lane % 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int lr = lane / 4 + 8 * r;
+#pragma unroll
+      for (int b = 0; b < kMlaVDim / 16; ++b) {
+        const float* v = &x[r][4 * b];
+        float amax = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) amax = qe::abs_max(amax, v[i]);
+        amax = qe::group_amax<3>(amax);
+        const qe::Nvfp4BlockScale bs = qe::nvfp4_block_scale(amax, gs);
+        // Columns 16b + 2q + {0, 1} -> byte 8b + q; 16b + 8 + 2q + {0, 1} -> byte 8b + 4 + q.
+        st_shared_u8(quad_stage_at(stage, lr, 8 * b + q), qe::quant_nvfp4x2(v[0], v[1], bs.out_scale));
+        st_shared_u8(quad_stage_at(stage, lr, 8 * b + 4 + q),
+                     qe::quant_nvfp4x2(v[2], v[3], bs.out_scale));
+        if (q == 0 && lr < valid) {
+          qe::store_nvfp4_scale(sf, layout, t0 + lr, int64_t{h} * (kMlaVDim / 16) + b, bs.sf);
+        }
+      }
+    }
+    quad_stage_flush<kMlaVDim / 2>(stage, valid, lane, [&](int lr) {
+      return out + ((t0 + lr) * dim + int64_t{h} * kMlaVDim) / 2;
+    });
   }
 };
 

@@ -21,12 +21,14 @@
 // A math warpgroup whose 64 rows see nothing of a tile skips its MMAs but still takes part in
 // the stage hand-off.
 //
-// Epilogue: O / l rounded to bf16 (the value an unfused graph's quant op would read) is staged in
-// the warpgroup's own (dead) Q rows, and each warp hands its 16 rows, one row at a time, to the
-// decode combine's epilogue functor (mla_combine_up_quant.cuh: lane i holds outputs 4i..4i+3 of
-// head h). Group 128 is exactly one head's 128 outputs; the codes and scales are those of the
-// standalone quant kernels on this kernel's bf16 output, bit for bit (quant_epilogue.cuh). Rows
-// past a sequence's queries are not written.
+// Epilogue: O / l rounded to bf16 (the value an unfused graph's quant op would read) goes to the
+// decode combine's epilogue functors (mla_combine_up_quant.cuh). Quantized formats take a warp's
+// 16 rows straight from the accumulator layout (`quad_rows`: one head's group of 128, or 64, or a
+// 16-element NVFP4 block lies in one quad of lanes, so all 16 rows reduce at once), the codes
+// staged in the warp's dead Q rows for whole-row stores; bf16 is staged in the warpgroup's dead Q
+// rows and stored row by row. The codes and scales are those of the standalone quant kernels on
+// this kernel's bf16 output, bit for bit (quant_epilogue.cuh). Rows past a sequence's queries are
+// not written.
 #pragma once
 
 #include <cuda.h>
@@ -287,9 +289,8 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
     tma::mbar_arrive(smem_addr(&sm.bar_empty[stage]));
   }
 
-  // Normalize, round to bf16 and stage the warpgroup's [64, 128] tile in its own Q rows (chunks
-  // 0 and 1, SW128: no bank conflicts either way). Each warp reads back only the 16 rows its own
-  // lanes wrote, so a warp barrier orders the two.
+  // Normalize and round to bf16. Each warp stages only its own 16 rows (of the warpgroup's dead
+  // Q rows) and reads back only those, so a warp barrier orders the two.
   float inv[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -299,6 +300,24 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
     inv[r] = 1.0f / l;
   }
   const int lrow_a = 16 * warp + lane / 4;  // local rows lrow_a, lrow_a + 8
+  if constexpr (Epi::kKind != MlaEpilogue::kBf16) {
+    // Quantized: the functor takes the warp's 16 rows straight from the accumulator layout (a
+    // group is one quad's values), staged through the warp's own 16 dead Q rows of chunk 0.
+    float x[2][32];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const uint32_t v = pack_bf16x2(o[4 * j + 2 * r] * inv[r], o[4 * j + 2 * r + 1] * inv[r]);
+        x[r][2 * j] = bf16_lo(v);
+        x[r][2 * j + 1] = bf16_hi(v);
+      }
+    }
+    const int i0 = m0 + 64 * cw + 16 * warp;  // the warp's first row in the sequence
+    epi.quad_rows(x, static_cast<int64_t>(q0) + i0, min(max(q_len - i0, 0), 16), h, lane,
+                  sq + 16 * warp * 128);
+    return;
+  }
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
 #pragma unroll
@@ -312,10 +331,9 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
     }
   }
   __syncwarp();
-  // The functor's rows run one after another (each is a chain of shuffles and a division with
-  // branches, which the compiler does not interleave across rows), so at least the shared-memory
-  // reads of all 16 rows are issued up front rather than one per row.
-  // Lane owns columns 4*lane .. 4*lane + 3: chunk lane/16, 16-byte unit (lane%16)/2, half lane%2.
+  // bf16, staged in chunks 0 and 1 (SW128: no bank conflicts either way): each row is one
+  // 256-byte store of the warp (lane owns columns 4*lane .. 4*lane + 3: chunk lane/16, 16-byte
+  // unit (lane%16)/2, half lane%2), the reads of all 16 rows issued first.
   uint32_t w[16][2];
 #pragma unroll
   for (int rr = 0; rr < 16; ++rr) {

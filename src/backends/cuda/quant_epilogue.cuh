@@ -160,14 +160,18 @@ __device__ __forceinline__ Nvfp4BlockScale nvfp4_block_scale(float amax, float g
   return r;
 }
 
-// Eight consecutive elements -> 4 bytes of packed e2m1 (element 2i in the low nibble of byte i).
+// Two consecutive elements -> one byte of packed e2m1 (the first in the low nibble).
 // Software codec: sm_90 has no e2m1 cvt; rounding ties to even and NaN -> 0x7 as SPEC 1 says.
+__device__ __forceinline__ uint32_t quant_nvfp4x2(float x0, float x1, float out_scale) {
+  return static_cast<uint32_t>(f32_to_e2m1(__fmul_rn(x0, out_scale))) |
+         (static_cast<uint32_t>(f32_to_e2m1(__fmul_rn(x1, out_scale))) << 4);
+}
+
+// Eight consecutive elements -> 4 bytes of packed e2m1 (element 2i in the low nibble of byte i).
 __device__ __forceinline__ uint32_t quant_nvfp4x8(const float (&x)[8], float out_scale) {
   uint32_t packed = 0;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    packed |= static_cast<uint32_t>(f32_to_e2m1(__fmul_rn(x[i], out_scale))) << (4 * i);
-  }
+  for (int i = 0; i < 4; ++i) packed |= quant_nvfp4x2(x[2 * i], x[2 * i + 1], out_scale) << (8 * i);
   return packed;
 }
 
