@@ -299,7 +299,8 @@ struct EpiNvfp4 {
         amax = qe::group_amax<3>(amax);
         const qe::Nvfp4BlockScale bs = qe::nvfp4_block_scale(amax, gs);
         // Columns 16b + 2q + {0, 1} -> byte 8b + q; 16b + 8 + 2q + {0, 1} -> byte 8b + 4 + q.
-        st_shared_u8(quad_stage_at(stage, lr, 8 * b + q), qe::quant_nvfp4x2(v[0], v[1], bs.out_scale));
+        st_shared_u8(quad_stage_at(stage, lr, 8 * b + q),
+                     qe::quant_nvfp4x2(v[0], v[1], bs.out_scale));
         st_shared_u8(quad_stage_at(stage, lr, 8 * b + 4 + q),
                      qe::quant_nvfp4x2(v[2], v[3], bs.out_scale));
         if (q == 0 && lr < valid) {

@@ -316,37 +316,40 @@ __device__ __forceinline__ void prefill_consume(const MlaPrefillProblem& p, cons
     const int i0 = m0 + 64 * cw + 16 * warp;  // the warp's first row in the sequence
     epi.quad_rows(x, static_cast<int64_t>(q0) + i0, min(max(q_len - i0, 0), 16), h, lane,
                   sq + 16 * warp * 128);
-    return;
-  }
+  } else {
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
+    for (int j = 0; j < 16; ++j) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int lr = lrow_a + 8 * r;
-      const int col = 8 * j + 2 * quad;
-      const uint32_t addr = sq + (col / 64) * kPrefillChunkBytes + lr * 128 +
-                            ((((col % 64) / 8) ^ (lr % 8)) * 16) + (col % 8) * 2;
-      const uint32_t v = pack_bf16x2(o[4 * j + 2 * r] * inv[r], o[4 * j + 2 * r + 1] * inv[r]);
-      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+      for (int r = 0; r < 2; ++r) {
+        const int lr = lrow_a + 8 * r;
+        const int col = 8 * j + 2 * quad;
+        const uint32_t addr = sq + (col / 64) * kPrefillChunkBytes + lr * 128 +
+                              ((((col % 64) / 8) ^ (lr % 8)) * 16) + (col % 8) * 2;
+        const uint32_t v = pack_bf16x2(o[4 * j + 2 * r] * inv[r], o[4 * j + 2 * r + 1] * inv[r]);
+        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+      }
     }
-  }
-  __syncwarp();
-  // bf16, staged in chunks 0 and 1 (SW128: no bank conflicts either way): each row is one
-  // 256-byte store of the warp (lane owns columns 4*lane .. 4*lane + 3: chunk lane/16, 16-byte
-  // unit (lane%16)/2, half lane%2), the reads of all 16 rows issued first.
-  uint32_t w[16][2];
+    __syncwarp();
+    // bf16, staged in chunks 0 and 1 (SW128: no bank conflicts either way): each row is one
+    // 256-byte store of the warp (lane owns columns 4*lane .. 4*lane + 3: chunk lane/16, 16-byte
+    // unit (lane%16)/2, half lane%2), the reads of all 16 rows issued first.
+    uint32_t w[16][2];
 #pragma unroll
-  for (int rr = 0; rr < 16; ++rr) {
-    const int lr = 16 * warp + rr;
-    const uint32_t addr = sq + (lane / 16) * kPrefillChunkBytes + lr * 128 +
-                          ((((lane % 16) / 2) ^ (lr % 8)) * 16) + (lane % 2) * 8;
-    asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(w[rr][0]), "=r"(w[rr][1]) : "r"(addr));
-  }
+    for (int rr = 0; rr < 16; ++rr) {
+      const int lr = 16 * warp + rr;
+      const uint32_t addr = sq + (lane / 16) * kPrefillChunkBytes + lr * 128 +
+                            ((((lane % 16) / 2) ^ (lr % 8)) * 16) + (lane % 2) * 8;
+      asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n"
+                   : "=r"(w[rr][0]), "=r"(w[rr][1])
+                   : "r"(addr));
+    }
 #pragma unroll
-  for (int rr = 0; rr < 16; ++rr) {
-    const int i = m0 + 64 * cw + 16 * warp + rr;  // row in the sequence
-    const float x[4] = {bf16_lo(w[rr][0]), bf16_hi(w[rr][0]), bf16_lo(w[rr][1]), bf16_hi(w[rr][1])};
-    epi.row(x, static_cast<int64_t>(q0) + i, h, lane, i < q_len);
+    for (int rr = 0; rr < 16; ++rr) {
+      const int i = m0 + 64 * cw + 16 * warp + rr;  // row in the sequence
+      const float x[4] = {bf16_lo(w[rr][0]), bf16_hi(w[rr][0]), bf16_lo(w[rr][1]),
+                          bf16_hi(w[rr][1])};
+      epi.row(x, static_cast<int64_t>(q0) + i, h, lane, i < q_len);
+    }
   }
 }
 
