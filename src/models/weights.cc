@@ -82,16 +82,6 @@ BlockFp8Weight random_block_fp8(int64_t n_dim, int64_t k_dim, double std, bool v
   return w;
 }
 
-// e4m3 code -> f32, for the dequantizing loops over 117M-code weights.
-const std::array<float, 256>& e4m3_values() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int c = 0; c < 256; ++c) t[static_cast<size_t>(c)] = e4m3_to_f32(static_cast<uint8_t>(c));
-    return t;
-  }();
-  return table;
-}
-
 std::string layer_name(int64_t layer, const char* suffix) {
   return "layers." + std::to_string(layer) + "." + suffix;
 }
@@ -137,7 +127,7 @@ Tensor dequantize_block_fp8(const BlockFp8Weight& w) {
   const uint8_t* codes = w.weight.data<uint8_t>();         // [N, K] fp8e4m3
   const float* scales = w.weight_scale_inv.data<float>();  // [ceil(N/128), ceil(K/128)]
   float* o = out.data<float>();                            // [N, K] f32
-  const std::array<float, 256>& lut = e4m3_values();
+  const std::array<float, 256>& lut = e4m3_decode_table();
   for (int64_t r = 0; r < n_dim; ++r) {
     for (int64_t c = 0; c < k_dim; ++c) {
       o[r * k_dim + c] = lut[codes[r * k_dim + c]] * scales[(r / kB) * kb + c / kB];
@@ -173,7 +163,7 @@ Tensor linear_block_fp8_f32(const Tensor& x, const BlockFp8Weight& w) {
   // Dequantize one weight row at a time (the o_proj is 117M codes; never all of it in f32), then
   // dot it with every token. Sixteen partial sums let the compiler vectorize the f32 reduction.
   std::vector<float> wrow(static_cast<size_t>(k_dim));
-  const std::array<float, 256>& lut = e4m3_values();
+  const std::array<float, 256>& lut = e4m3_decode_table();
   constexpr int kLanes = 16;
   for (int64_t o = 0; o < n_dim; ++o) {
     const uint8_t* crow = codes + o * k_dim;
