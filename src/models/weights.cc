@@ -88,23 +88,6 @@ std::string layer_name(int64_t layer, const char* suffix) {
 
 }  // namespace
 
-void check_block_fp8(const BlockFp8Weight& w, const std::string& name) {
-  MLAFUSE_CHECK(w.weight.defined(), "block-FP8 weight ", name, " is absent");
-  MLAFUSE_CHECK(w.weight_scale_inv.defined(), "block-FP8 weight ", name,
-                " has no weight_scale_inv");
-  check_device(w.weight, (name + ".weight").c_str(), Device::kCpu);
-  check_device(w.weight_scale_inv, (name + ".weight_scale_inv").c_str(), Device::kCpu);
-  MLAFUSE_CHECK(w.weight.dtype() == DType::kFp8E4M3 || w.weight.dtype() == DType::kU8, "tensor ",
-                name, ".weight: expected fp8e4m3 (or u8 codes), got ", w.weight.str());
-  check_rank(w.weight, (name + ".weight").c_str(), 2);
-  MLAFUSE_CHECK(w.weight.is_contiguous(), "tensor ", name, ".weight must be contiguous");
-  check_dtype(w.weight_scale_inv, (name + ".weight_scale_inv").c_str(), DType::kF32);
-  check_shape(w.weight_scale_inv, (name + ".weight_scale_inv").c_str(),
-              {ceil_div(w.weight.dim(0), kB), ceil_div(w.weight.dim(1), kB)});
-  MLAFUSE_CHECK(w.weight_scale_inv.is_contiguous(), "tensor ", name,
-                ".weight_scale_inv must be contiguous");
-}
-
 BlockFp8Weight quantize_block_fp8(const Tensor& w) {
   check_dtype(w, "weight", DType::kF32);
   check_rank(w, "weight", 2);
@@ -116,22 +99,6 @@ BlockFp8Weight quantize_block_fp8(const Tensor& w) {
   out.weight_scale_inv = Tensor::empty(DType::kF32, {ceil_div(n_dim, kB), ceil_div(k_dim, kB)});
   for (int64_t r0 = 0; r0 < n_dim; r0 += kB) {
     quantize_block_row(src.data<float>() + r0 * k_dim, r0, std::min(kB, n_dim - r0), k_dim, out);
-  }
-  return out;
-}
-
-Tensor dequantize_block_fp8(const BlockFp8Weight& w) {
-  check_block_fp8(w, "weight");
-  const int64_t n_dim = w.weight.dim(0), k_dim = w.weight.dim(1), kb = ceil_div(k_dim, kB);
-  Tensor out = Tensor::empty(DType::kF32, {n_dim, k_dim});
-  const uint8_t* codes = w.weight.data<uint8_t>();         // [N, K] fp8e4m3
-  const float* scales = w.weight_scale_inv.data<float>();  // [ceil(N/128), ceil(K/128)]
-  float* o = out.data<float>();                            // [N, K] f32
-  const std::array<float, 256>& lut = e4m3_decode_table();
-  for (int64_t r = 0; r < n_dim; ++r) {
-    for (int64_t c = 0; c < k_dim; ++c) {
-      o[r * k_dim + c] = lut[codes[r * k_dim + c]] * scales[(r / kB) * kb + c / kB];
-    }
   }
   return out;
 }

@@ -1,6 +1,8 @@
 // Seeded random MLA weights stored as a DeepSeek-V3 checkpoint stores them: `kv_b_proj` and
 // `o_proj` in block FP8 (e4m3 codes, one f32 `weight_scale_inv` per 128x128 block), dequantized
 // to bf16 where the attention math needs bf16 (W_UK_T, W_UV, kv_b_proj), exactly as vLLM does.
+// The weight type itself (BlockFp8Weight, its check and dequantization) is the MLA contract's:
+// mla/block_fp8_weight.h.
 #pragma once
 
 #include <cstdint>
@@ -8,26 +10,14 @@
 
 #include "mlafuse/core/mla_config.h"
 #include "mlafuse/core/tensor.h"
+#include "mlafuse/mla/block_fp8_weight.h"
 #include "mlafuse/mla/weight_store.h"
 
 namespace mlafuse::models {
 
-inline constexpr int64_t kWeightBlock = 128;  // DeepSeek-V3's block-FP8 weight tile
-
-// A weight as the checkpoint stores it. Dequantized value: w[n, k] = e4m3(weight[n, k]) *
-// weight_scale_inv[n / 128, k / 128] (the name is the checkpoint's: it multiplies).
-struct BlockFp8Weight {
-  Tensor weight;            // [N, K] fp8e4m3
-  Tensor weight_scale_inv;  // [ceil(N/128), ceil(K/128)] f32
-};
-
 // Quantizes an f32 [N, K] matrix per 128x128 block as DeepSeek's conversion does:
 // scale = amax(block) / 448 (an all-zero block gets scale 1), codes = e4m3(w / scale).
 BlockFp8Weight quantize_block_fp8(const Tensor& w);
-// Checks shapes and dtypes of a block-FP8 weight; throws naming `name` and the expected shapes.
-void check_block_fp8(const BlockFp8Weight& w, const std::string& name);
-// f32 [N, K]: codes times their block's scale, in f32 (exact: e4m3 times an f32 scale).
-Tensor dequantize_block_fp8(const BlockFp8Weight& w);
 // bf16 [N, K]: the f32 dequantized value rounded to bf16, what vLLM feeds the bf16 matmuls.
 Tensor dequantize_block_fp8_bf16(const BlockFp8Weight& w);
 // y[t, n] = sum_k x[t, k] * dequant(w)[n, k], all in f32 (no activation quantization): the
