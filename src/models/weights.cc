@@ -175,6 +175,16 @@ MlaLayerWeights mla_layer_weights_from_kv_b_proj(const Tensor& kv_b_proj, const 
   return out;
 }
 
+MlaLayerWeights mla_layer_weights_from_block_fp8(const BlockFp8Weight& kv_b_proj,
+                                                 const MlaConfig& cfg) {
+  cfg.validate();
+  check_block_fp8(kv_b_proj, "kv_b_proj", Device::kCpu,
+                  {cfg.num_heads * (cfg.qk_nope_dim + cfg.v_head_dim), cfg.kv_lora_rank});
+  MlaLayerWeights out = mla_layer_weights_from_kv_b_proj(dequantize_block_fp8_bf16(kv_b_proj), cfg);
+  if (cfg.kv_lora_rank % kB == 0) out.kv_b_proj_fp8 = kv_b_proj;
+  return out;
+}
+
 std::string o_proj_weight_name(int64_t layer) { return layer_name(layer, "o_proj.weight"); }
 std::string o_proj_scale_name(int64_t layer) {
   return layer_name(layer, "o_proj.weight_scale_inv");
@@ -200,7 +210,7 @@ WeightStore make_mla_weights(const MlaConfig& cfg, int64_t num_layers, uint64_t 
         cfg.hidden, cfg.output_dim(),
         init.o_proj_std_times_sqrt_hv / std::sqrt(static_cast<double>(cfg.output_dim())),
         init.vary_block_magnitude, seed, purpose(i, kOProj));
-    store.layers.push_back(mla_layer_weights_from_kv_b_proj(dequantize_block_fp8_bf16(kvb), cfg));
+    store.layers.push_back(mla_layer_weights_from_block_fp8(kvb, cfg));
     store.tensors[kv_b_proj_weight_name(i)] = kvb.weight;
     store.tensors[kv_b_proj_scale_name(i)] = kvb.weight_scale_inv;
     store.tensors[o_proj_weight_name(i)] = o.weight;

@@ -31,6 +31,12 @@ Tensor linear_block_fp8_f32(const Tensor& x, const BlockFp8Weight& w);
 // Both are exact copies of bf16 values, so the absorbed (decode) and expanded (prefill) forms use
 // the same numbers.
 MlaLayerWeights mla_layer_weights_from_kv_b_proj(const Tensor& kv_b_proj, const MlaConfig& cfg);
+// The same from the checkpoint's block-FP8 kv_b_proj ([H*(P+V), L]): the bf16 tensors from its
+// dequantized value (dequantize_block_fp8_bf16), and the checkpoint form itself as kv_b_proj_fp8
+// when L is a multiple of 128 (whole groups for the latents' quantization; DeepSeek's L is 512).
+// Configs with another L keep only the bf16 form.
+MlaLayerWeights mla_layer_weights_from_block_fp8(const BlockFp8Weight& kv_b_proj,
+                                                 const MlaConfig& cfg);
 
 // How the random weights are drawn (standard deviations of the pre-quantization f32 values).
 // Defaults keep activations O(1): with q, kv_c_normed, k_pe ~ N(0, 1), kv_b_proj's 2/sqrt(L)
@@ -50,8 +56,9 @@ std::string kv_b_proj_weight_name(int64_t layer);  // "layers.{i}.kv_b_proj.weig
 std::string kv_b_proj_scale_name(int64_t layer);   // "layers.{i}.kv_b_proj.weight_scale_inv"
 
 // Host weights of `num_layers` independent MLA layers, deterministic in `seed` (the same on every
-// platform and thread count). `layers[i]` holds the bf16 tensors the attention reads; `tensors`
-// holds each layer's block-FP8 kv_b_proj and o_proj ([hidden, H*V]) with their scales.
+// platform and thread count). `layers[i]` holds what the attention reads
+// (mla_layer_weights_from_block_fp8); `tensors` holds each layer's block-FP8 kv_b_proj and o_proj
+// ([hidden, H*V]) with their scales.
 WeightStore make_mla_weights(const MlaConfig& cfg, int64_t num_layers, uint64_t seed,
                              const WeightInit& init = {});
 
