@@ -82,38 +82,11 @@ BlockFp8Weight random_block_fp8(int64_t n_dim, int64_t k_dim, double std, bool v
   return w;
 }
 
-// e4m3 code -> f32, for the dequantizing loops over 117M-code weights.
-const std::array<float, 256>& e4m3_values() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int c = 0; c < 256; ++c) t[static_cast<size_t>(c)] = e4m3_to_f32(static_cast<uint8_t>(c));
-    return t;
-  }();
-  return table;
-}
-
 std::string layer_name(int64_t layer, const char* suffix) {
   return "layers." + std::to_string(layer) + "." + suffix;
 }
 
 }  // namespace
-
-void check_block_fp8(const BlockFp8Weight& w, const std::string& name) {
-  MLAFUSE_CHECK(w.weight.defined(), "block-FP8 weight ", name, " is absent");
-  MLAFUSE_CHECK(w.weight_scale_inv.defined(), "block-FP8 weight ", name,
-                " has no weight_scale_inv");
-  check_device(w.weight, (name + ".weight").c_str(), Device::kCpu);
-  check_device(w.weight_scale_inv, (name + ".weight_scale_inv").c_str(), Device::kCpu);
-  MLAFUSE_CHECK(w.weight.dtype() == DType::kFp8E4M3 || w.weight.dtype() == DType::kU8, "tensor ",
-                name, ".weight: expected fp8e4m3 (or u8 codes), got ", w.weight.str());
-  check_rank(w.weight, (name + ".weight").c_str(), 2);
-  MLAFUSE_CHECK(w.weight.is_contiguous(), "tensor ", name, ".weight must be contiguous");
-  check_dtype(w.weight_scale_inv, (name + ".weight_scale_inv").c_str(), DType::kF32);
-  check_shape(w.weight_scale_inv, (name + ".weight_scale_inv").c_str(),
-              {ceil_div(w.weight.dim(0), kB), ceil_div(w.weight.dim(1), kB)});
-  MLAFUSE_CHECK(w.weight_scale_inv.is_contiguous(), "tensor ", name,
-                ".weight_scale_inv must be contiguous");
-}
 
 BlockFp8Weight quantize_block_fp8(const Tensor& w) {
   check_dtype(w, "weight", DType::kF32);
@@ -126,22 +99,6 @@ BlockFp8Weight quantize_block_fp8(const Tensor& w) {
   out.weight_scale_inv = Tensor::empty(DType::kF32, {ceil_div(n_dim, kB), ceil_div(k_dim, kB)});
   for (int64_t r0 = 0; r0 < n_dim; r0 += kB) {
     quantize_block_row(src.data<float>() + r0 * k_dim, r0, std::min(kB, n_dim - r0), k_dim, out);
-  }
-  return out;
-}
-
-Tensor dequantize_block_fp8(const BlockFp8Weight& w) {
-  check_block_fp8(w, "weight");
-  const int64_t n_dim = w.weight.dim(0), k_dim = w.weight.dim(1), kb = ceil_div(k_dim, kB);
-  Tensor out = Tensor::empty(DType::kF32, {n_dim, k_dim});
-  const uint8_t* codes = w.weight.data<uint8_t>();         // [N, K] fp8e4m3
-  const float* scales = w.weight_scale_inv.data<float>();  // [ceil(N/128), ceil(K/128)]
-  float* o = out.data<float>();                            // [N, K] f32
-  const std::array<float, 256>& lut = e4m3_values();
-  for (int64_t r = 0; r < n_dim; ++r) {
-    for (int64_t c = 0; c < k_dim; ++c) {
-      o[r * k_dim + c] = lut[codes[r * k_dim + c]] * scales[(r / kB) * kb + c / kB];
-    }
   }
   return out;
 }
@@ -173,7 +130,7 @@ Tensor linear_block_fp8_f32(const Tensor& x, const BlockFp8Weight& w) {
   // Dequantize one weight row at a time (the o_proj is 117M codes; never all of it in f32), then
   // dot it with every token. Sixteen partial sums let the compiler vectorize the f32 reduction.
   std::vector<float> wrow(static_cast<size_t>(k_dim));
-  const std::array<float, 256>& lut = e4m3_values();
+  const std::array<float, 256>& lut = e4m3_decode_table();
   constexpr int kLanes = 16;
   for (int64_t o = 0; o < n_dim; ++o) {
     const uint8_t* crow = codes + o * k_dim;
@@ -218,6 +175,16 @@ MlaLayerWeights mla_layer_weights_from_kv_b_proj(const Tensor& kv_b_proj, const 
   return out;
 }
 
+MlaLayerWeights mla_layer_weights_from_block_fp8(const BlockFp8Weight& kv_b_proj,
+                                                 const MlaConfig& cfg) {
+  cfg.validate();
+  check_block_fp8(kv_b_proj, "kv_b_proj", Device::kCpu,
+                  {cfg.num_heads * (cfg.qk_nope_dim + cfg.v_head_dim), cfg.kv_lora_rank});
+  MlaLayerWeights out = mla_layer_weights_from_kv_b_proj(dequantize_block_fp8_bf16(kv_b_proj), cfg);
+  if (cfg.kv_lora_rank % kB == 0) out.kv_b_proj_fp8 = kv_b_proj;
+  return out;
+}
+
 std::string o_proj_weight_name(int64_t layer) { return layer_name(layer, "o_proj.weight"); }
 std::string o_proj_scale_name(int64_t layer) {
   return layer_name(layer, "o_proj.weight_scale_inv");
@@ -243,7 +210,7 @@ WeightStore make_mla_weights(const MlaConfig& cfg, int64_t num_layers, uint64_t 
         cfg.hidden, cfg.output_dim(),
         init.o_proj_std_times_sqrt_hv / std::sqrt(static_cast<double>(cfg.output_dim())),
         init.vary_block_magnitude, seed, purpose(i, kOProj));
-    store.layers.push_back(mla_layer_weights_from_kv_b_proj(dequantize_block_fp8_bf16(kvb), cfg));
+    store.layers.push_back(mla_layer_weights_from_block_fp8(kvb, cfg));
     store.tensors[kv_b_proj_weight_name(i)] = kvb.weight;
     store.tensors[kv_b_proj_scale_name(i)] = kvb.weight_scale_inv;
     store.tensors[o_proj_weight_name(i)] = o.weight;

@@ -71,12 +71,22 @@ void Executor::bind_weights(const WeightStore& weights) {
     check_shape(w.w_uk_t, (who + "w_uk_t").c_str(), {h, p, l});
     check_shape(w.w_uv, (who + "w_uv").c_str(), {h, l, v});
     check_shape(w.kv_b_proj, (who + "kv_b_proj").c_str(), {h * (p + v), l});
+    if (!w.kv_b_proj_fp8.empty()) {
+      check_block_fp8(w.kv_b_proj_fp8, who + "kv_b_proj_fp8", Device::kCpu, {h * (p + v), l});
+    }
     if (static_cast<int64_t>(device_weights_.layers.size()) <= layer) {
       device_weights_.layers.resize(static_cast<size_t>(layer + 1));
     }
     MlaLayerWeights& d = device_weights_.layers[static_cast<size_t>(layer)];
-    if (!d.w_uk_t.defined())
-      d = MlaLayerWeights{to_device(w.w_uk_t), to_device(w.w_uv), to_device(w.kv_b_proj)};
+    if (!d.w_uk_t.defined()) {
+      d.w_uk_t = to_device(w.w_uk_t);
+      d.w_uv = to_device(w.w_uv);
+      d.kv_b_proj = to_device(w.kv_b_proj);
+      if (!w.kv_b_proj_fp8.empty()) {
+        d.kv_b_proj_fp8 = {to_device(w.kv_b_proj_fp8.weight),
+                           to_device(w.kv_b_proj_fp8.weight_scale_inv)};
+      }
+    }
   }
 }
 

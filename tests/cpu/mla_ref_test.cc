@@ -6,11 +6,15 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "cpu/mla_test_util.h"
 #include "cpu/ref_test_util.h"
 #include "mlafuse/backends/cpu/reference.h"
+#include "mlafuse/quant/codecs.h"
+#include "mlafuse/quant/scale_layout.h"
 
 namespace mlafuse {
 namespace {
@@ -299,6 +303,196 @@ TEST(MlaReference, MixedBatchAgainstOracle) {
 
 TEST(MlaReference, MixedBatchDeepSeekDims) {
   check_mixed(make_mixed(deepseek_config(16), {3, 65}, {{4, 4}}, 1, 80), 1e-2);
+}
+
+// ---- the block-FP8 up-projection (kv_b_proj as the checkpoint stores it) ---------------------
+MlaConfig fp8_config(int64_t heads) {
+  MlaConfig c = small_config(heads, 16);
+  c.kv_lora_rank = 256;  // two latent groups of 128
+  return c;
+}
+
+// Random e4m3 codes (never NaN) with a power-of-two scale per 128x128 block, different across
+// blocks: the dequantized weight is exact in bf16, so the bf16 path can run the same numbers.
+BlockFp8Weight pow2_block_fp8(int64_t n, int64_t k, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  BlockFp8Weight w{Tensor::empty(DType::kFp8E4M3, {n, k}),
+                   Tensor::empty(DType::kF32, {ceil_div(n, 128), ceil_div(k, 128)})};
+  for (int64_t i = 0; i < w.weight_scale_inv.numel(); ++i) {
+    w.weight_scale_inv.data<float>()[i] = std::ldexp(1.0f, -12 - static_cast<int>(i % 3));
+  }
+  for (int64_t i = 0; i < w.weight.numel(); ++i) {
+    w.weight.data<uint8_t>()[i] = f32_to_e4m3(u(rng) * 440.0f);
+  }
+  return w;
+}
+
+// The dequantized weight rounded to bf16, checked to be exact.
+Tensor exact_bf16(const BlockFp8Weight& w) {
+  const Tensor f = dequantize_block_fp8(w);
+  Tensor b = Tensor::empty(DType::kBF16, f.shape());
+  for (int64_t i = 0; i < f.numel(); ++i) {
+    b.data<uint16_t>()[i] = f32_to_bf16_bits(f.data<float>()[i]);
+    EXPECT_EQ(bf16_bits_to_f32(b.data<uint16_t>()[i]), f.data<float>()[i]);
+  }
+  return b;
+}
+
+// Calls fn(seq, pos, row) on every cached row of pc (its first L bf16 values are the latent).
+template <typename Fn>
+void for_each_latent(PagedCache& pc, Fn fn) {
+  const int64_t ps = pc.page_size, mp = pc.block_table.dim(1);
+  for (int64_t s = 0; s < pc.block_table.dim(0); ++s) {
+    for (int64_t j = 0; j < pc.seq_lens.data<int32_t>()[s]; ++j) {
+      const int64_t page = pc.block_table.data<int32_t>()[s * mp + j / ps];
+      fn(s, j, pc.kv_cache.data<uint16_t>() + (page * ps + j % ps) * pc.row);
+    }
+  }
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.storage()->bytes) == 0;
+}
+
+// Latents whose every group of 128 has amax 1.75 (one element +-1.75, the rest inside), so the
+// group scale is 1.75 / 448 = 2^-8 exactly and the dequantized latents are exact in bf16: a cache
+// holding those, up-projected by the bf16 path, must give the FP8 path's result bit for bit.
+TEST(MlaReferenceFp8, UpProjectionIsTheQuantizedLinearBitForBit) {
+  const MlaConfig cfg = fp8_config(3);  // N = 3 * 64 = 192: a partial 128-row weight block
+  const int64_t h = cfg.num_heads, l = cfg.kv_lora_rank, n = h * (cfg.qk_nope_dim + cfg.v_head_dim);
+  PagedCache pc = make_paged({40, 7, 130}, cfg.page_size, cfg.cache_row(), 200);
+  std::mt19937 rng(201);
+  std::uniform_real_distribution<float> u(-1.75f, 1.75f);
+  for_each_latent(pc, [&](int64_t, int64_t j, uint16_t* lat) {
+    for (int64_t i = 0; i < l; ++i) lat[i] = f32_to_bf16_bits(u(rng));
+    for (int64_t g = 0; g < l / 128; ++g) {
+      lat[g * 128 + (j * 7 + g * 13) % 128] = f32_to_bf16_bits((j + g) % 2 ? 1.75f : -1.75f);
+    }
+  });
+  // The same cache with every latent row replaced by its quantize-dequantize image.
+  PagedCache pc_dq = pc;
+  pc_dq.kv_cache = pc.kv_cache.clone();
+  for_each_latent(pc_dq, [&](int64_t, int64_t, uint16_t* lat) {
+    Tensor x = Tensor::empty(DType::kBF16, {1, l});
+    std::copy_n(lat, l, x.data<uint16_t>());
+    Tensor codes = Tensor::empty(DType::kFp8E4M3, {1, l});
+    Tensor scales = Tensor::empty(DType::kF32, {1, l / 128});
+    ref::quant_fp8_group(x, 1, ref::Fp8GroupParams{}, codes, scales);
+    for (int64_t i = 0; i < l; ++i) {
+      ASSERT_EQ(scales.data<float>()[i / 128], 1.0f / 256.0f);
+      const float v = e4m3_to_f32(codes.data<uint8_t>()[i]) * scales.data<float>()[i / 128];
+      lat[i] = f32_to_bf16_bits(v);
+      ASSERT_EQ(bf16_bits_to_f32(lat[i]), v);
+    }
+  });
+  const BlockFp8Weight wq = pow2_block_fp8(n, l, 202);
+  const Tensor w_bf16 = exact_bf16(wq);
+  for (int64_t s = 0; s < 3; ++s) {
+    const int64_t len = pc.seq_lens.data<int32_t>()[s], tq = std::min<int64_t>(len, 5);
+    const Tensor q = random_bf16({tq, h, cfg.qk_head_dim()}, 203 + static_cast<uint32_t>(s), 1.0f);
+    for (bool round_kv : {true, false}) {
+      SCOPED_TRACE("seq " + std::to_string(s) + (round_kv ? " bf16 kv" : " f32 kv"));
+      // kv_b_proj (bf16) is not read when the block-FP8 weight is present.
+      const Tensor got = ref::mla_prefill_expanded(q, pc.kv_cache, pc.block_table, s, len,
+                                                   Tensor(), cfg, round_kv, wq);
+      const Tensor want = ref::mla_prefill_expanded(q, pc_dq.kv_cache, pc_dq.block_table, s, len,
+                                                    w_bf16, cfg, round_kv);
+      EXPECT_TRUE(same_bits(got, want)) << "FP8 path != bf16 path on the dequantized operands";
+      // The latents' quantization is not the identity here: without it the result differs.
+      const Tensor plain = ref::mla_prefill_expanded(q, pc.kv_cache, pc.block_table, s, len,
+                                                     w_bf16, cfg, round_kv);
+      EXPECT_FALSE(same_bits(got, plain)) << "the latents were not quantized";
+    }
+  }
+}
+
+// mla_attention_f32 takes the block-FP8 weight from the layer's weights for its prefill rows; the
+// decode rows (absorbed form, w_uk_t / w_uv) are unchanged by it.
+TEST(MlaReferenceFp8, MixedBatchPrefillUsesTheLayersFp8Weight) {
+  const MlaConfig cfg = fp8_config(4);
+  const int64_t n_rows = cfg.num_heads * (cfg.qk_nope_dim + cfg.v_head_dim);
+  MixedBatch mb = make_mixed(cfg, {3, 20}, {{5, 0}, {3, 17}}, 2, 210);
+  const BlockFp8Weight wq = pow2_block_fp8(n_rows, cfg.kv_lora_rank, 211);
+  mb.w = testing::split_kv_b_proj(exact_bf16(wq), cfg);
+  MlaLayerWeights w_fp8 = mb.w;
+  w_fp8.kv_b_proj_fp8 = wq;
+  w_fp8.kv_b_proj = Tensor();  // not read for prefill when the FP8 form is present
+  auto run = [&](const MlaLayerWeights& w, Tensor* cache_after) {
+    Tensor cache = mb.pc.kv_cache.clone();
+    Tensor out = ref::mla_attention_f32(mb.q, mb.kv_c_normed, mb.k_pe, cache, mb.meta, w, cfg, mb.n);
+    if (cache_after) *cache_after = cache;
+    return out;
+  };
+  Tensor cache;
+  const Tensor got = run(w_fp8, &cache);
+  const Tensor bf16_out = run(mb.w, nullptr);
+  const int64_t dim = cfg.output_dim(), nd = mb.meta.num_decodes;
+  const int32_t* qsl = mb.meta.query_start_loc.data<int32_t>();
+  EXPECT_EQ(std::memcmp(got.raw(), bf16_out.raw(), static_cast<size_t>(nd * dim) * 4), 0)
+      << "decode rows changed";
+  for (int64_t s = nd; s < mb.meta.num_seqs(); ++s) {
+    const int64_t tq = qsl[s + 1] - qsl[s];
+    const Tensor q = mb.q.view(DType::kBF16, {tq, cfg.num_heads, cfg.qk_head_dim()},
+                               Tensor::contiguous_strides({tq, cfg.num_heads, cfg.qk_head_dim()}),
+                               qsl[s] * cfg.num_heads * cfg.qk_head_dim());
+    const Tensor want =
+        ref::mla_prefill_expanded(q, cache, mb.meta.block_table, s,
+                                  mb.meta.seq_lens.data<int32_t>()[s], Tensor(), cfg, true, wq);
+    EXPECT_EQ(std::memcmp(got.data<float>() + qsl[s] * dim, want.raw(),
+                          static_cast<size_t>(tq * dim) * 4),
+              0)
+        << "prefill sequence " << s;
+    EXPECT_NE(std::memcmp(got.data<float>() + qsl[s] * dim, bf16_out.data<float>() + qsl[s] * dim,
+                          static_cast<size_t>(tq * dim) * 4),
+              0)
+        << "prefill sequence " << s << " did not use the FP8 weight";
+  }
+}
+
+TEST(MlaReferenceFp8, BadWeightsNameTheTensor) {
+  const MlaConfig cfg = fp8_config(3);
+  const int64_t l = cfg.kv_lora_rank, n = cfg.num_heads * (cfg.qk_nope_dim + cfg.v_head_dim);
+  PagedCache pc = make_paged({9}, cfg.page_size, cfg.cache_row(), 220);
+  const Tensor q = random_bf16({2, cfg.num_heads, cfg.qk_head_dim()}, 221, 1.0f);
+  const BlockFp8Weight good = pow2_block_fp8(n, l, 222);
+  auto run = [&](const BlockFp8Weight& w, const MlaConfig& c) {
+    ref::mla_prefill_expanded(q, pc.kv_cache, pc.block_table, 0, 9, Tensor(), c, true, w);
+  };
+  EXPECT_NO_THROW(run(good, cfg));
+  BlockFp8Weight w = good;
+  w.weight_scale_inv = Tensor::empty(DType::kF32, {1, 2});
+  expect_error([&] { run(w, cfg); }, {"kv_b_proj_fp8.weight_scale_inv", "[1, 2]", "[2, 2]"});
+  w.weight_scale_inv = Tensor();
+  expect_error([&] { run(w, cfg); }, {"kv_b_proj_fp8", "no weight_scale_inv"});
+  w = good;
+  w.weight_scale_inv = Tensor::empty(DType::kBF16, {2, 2});
+  expect_error([&] { run(w, cfg); }, {"kv_b_proj_fp8.weight_scale_inv", "f32"});
+  w = pow2_block_fp8(n, l + 128, 223);
+  expect_error([&] { run(w, cfg); }, {"kv_b_proj_fp8.weight", "[192, 256]"});
+  w = good;
+  w.weight = Tensor::empty(DType::kBF16, {n, l});
+  expect_error([&] { run(w, cfg); }, {"kv_b_proj_fp8.weight", "fp8e4m3"});
+  // Latents of 64 are no whole group of 128.
+  MlaConfig c64 = cfg;
+  c64.kv_lora_rank = 64;
+  PagedCache pc64 = make_paged({9}, c64.page_size, c64.cache_row(), 224);
+  expect_error(
+      [&] {
+        ref::mla_prefill_expanded(q, pc64.kv_cache, pc64.block_table, 0, 9, Tensor(), c64, true,
+                                  pow2_block_fp8(n, 64, 225));
+      },
+      {"kv_lora_rank", "multiple of 128"});
+  // Through the op: the layer's weights are validated the same way.
+  MixedBatch mb = make_mixed(cfg, {3}, {{4, 2}}, 1, 226);
+  mb.w.kv_b_proj_fp8 = good;
+  mb.w.kv_b_proj_fp8.weight_scale_inv = Tensor::empty(DType::kF32, {2, 1});
+  expect_error(
+      [&] {
+        ref::mla_attention_f32(mb.q, mb.kv_c_normed, mb.k_pe, mb.pc.kv_cache, mb.meta, mb.w, cfg,
+                               mb.n);
+      },
+      {"kv_b_proj_fp8.weight_scale_inv", "[2, 2]"});
 }
 
 // ---- bad inputs ------------------------------------------------------------------------------

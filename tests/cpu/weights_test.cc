@@ -162,6 +162,27 @@ TEST(MlaWeights, AbsorbedWeightsAreSlicesOfKvBProj) {
   }
 }
 
+// The layers carry the checkpoint's kv_b_proj itself (prefill's block-FP8 up-projection) when the
+// latent dim is whole groups of 128; otherwise only its bf16 form.
+TEST(MlaWeights, LayersCarryTheBlockFp8KvBProjForWholeLatentGroups) {
+  MlaConfig cfg = small_config();
+  cfg.kv_lora_rank = 256;
+  const WeightStore ws = make_mla_weights(cfg, 2, 9);
+  for (int64_t i = 0; i < 2; ++i) {
+    const MlaLayerWeights& w = ws.layer(i);
+    const BlockFp8Weight kvb = kv_b_proj_of(ws, i);
+    ASSERT_FALSE(w.kv_b_proj_fp8.empty());
+    EXPECT_TRUE(same_bytes(w.kv_b_proj_fp8.weight, kvb.weight));
+    EXPECT_TRUE(same_bytes(w.kv_b_proj_fp8.weight_scale_inv, kvb.weight_scale_inv));
+    EXPECT_TRUE(same_bytes(w.kv_b_proj, dequantize_block_fp8_bf16(kvb)));
+  }
+  EXPECT_TRUE(make_mla_weights(small_config(), 1, 9).layer(0).kv_b_proj_fp8.empty())
+      << "L = 160 is no whole number of groups of 128";
+  BlockFp8Weight bad = kv_b_proj_of(ws, 0);
+  bad.weight_scale_inv = Tensor::empty(DType::kF32, {1, 1});
+  EXPECT_THROW(mla_layer_weights_from_block_fp8(bad, cfg), Error);
+}
+
 TEST(MlaWeights, DeterministicBySeedAndDifferentAcrossSeedsAndLayers) {
   const MlaConfig cfg = small_config();
   const WeightStore a = make_mla_weights(cfg, 2, 11);

@@ -3,7 +3,9 @@
 // `mla_attention_f32` (normalized error <= 1e-2 per token row; bf16 operands), and the fused
 // group-FP8 output bit-exact against the reference quantizer on the op's own bf16 output. Mixed
 // batches with real prompts (decode tokens on the decode kernels, prefill tokens on the expanded
-// prefill path) check every output key the same way.
+// prefill path) check every output key the same way, also with the layer carrying the
+// checkpoint's block-FP8 kv_b_proj (the prefill up-projection then runs as W8A8 block FP8, on
+// both sides).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -22,6 +24,7 @@
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/backends/cpu/reference.h"
 #include "mlafuse/backends/cuda/cuda_check.h"
+#include "mlafuse/models/weights.h"
 #include "mlafuse/quant/codecs.h"
 #include "mlafuse/quant/scale_layout.h"
 
@@ -104,6 +107,17 @@ MlaLayerWeights random_weights(int64_t h, std::mt19937& rng) {
   return w;
 }
 
+// A checkpoint-style layer: kv_b_proj drawn in f32, quantized to block FP8 as DeepSeek's
+// conversion does; the bf16 tensors are its dequantized value (models' store builder).
+MlaLayerWeights random_fp8_weights(int64_t h, std::mt19937& rng) {
+  MlaConfig cfg;
+  cfg.num_heads = h;
+  Tensor w = Tensor::empty(DType::kF32, {h * (128 + kV), kL});
+  std::normal_distribution<float> nd(0.0f, 2.0f / std::sqrt(static_cast<float>(kL)));
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = nd(rng);
+  return models::mla_layer_weights_from_block_fp8(models::quantize_block_fp8(w), cfg);
+}
+
 // The op's attributes for DeepSeek's dimensions, layer 0, the default softmax scale.
 AttrMap mla_attrs(int64_t h) {
   AttrMap attrs;
@@ -131,7 +145,15 @@ AttentionMetadata device_metadata(Backend& be, const AttentionMetadata& hm) {
 WeightStore device_weights(Backend& be, const MlaLayerWeights& w, const MlaConfig& cfg) {
   WeightStore ws;
   ws.config = cfg;
-  ws.layers.push_back({to_device(be, w.w_uk_t), to_device(be, w.w_uv), to_device(be, w.kv_b_proj)});
+  MlaLayerWeights d;
+  d.w_uk_t = to_device(be, w.w_uk_t);
+  d.w_uv = to_device(be, w.w_uv);
+  d.kv_b_proj = to_device(be, w.kv_b_proj);
+  if (!w.kv_b_proj_fp8.empty()) {
+    d.kv_b_proj_fp8 = {to_device(be, w.kv_b_proj_fp8.weight),
+                       to_device(be, w.kv_b_proj_fp8.weight_scale_inv)};
+  }
+  ws.layers.push_back(d);
   return ws;
 }
 
@@ -275,6 +297,7 @@ struct MixedCase {
   std::vector<std::pair<int, int>> prefills;   // (cached tokens, new tokens)
   int64_t pad = 3;
   uint32_t seed = 1;
+  bool fp8_kv_b_proj = false;  // the layer carries the block-FP8 kv_b_proj (random_fp8_weights)
 };
 
 void run_mixed_case(const MixedCase& mc) {
@@ -325,7 +348,7 @@ void run_mixed_case(const MixedCase& mc) {
       }
     }
   }
-  const MlaLayerWeights w = random_weights(h, rng);
+  const MlaLayerWeights w = mc.fp8_kv_b_proj ? random_fp8_weights(h, rng) : random_weights(h, rng);
   Tensor q = random_bf16({t_pad, h, 192}, 1.0f, rng);
   Tensor kv_c = random_bf16({t_pad, kL}, 1.0f, rng);
   Tensor k_pe = random_bf16({t_pad, 1, kR}, 1.0f, rng);
@@ -482,6 +505,80 @@ TEST(MlaAttentionOp, PrefillOnlyBatch) {
   mc.pad = 130;  // NVFP4 padding rows reach past round_up(n, 128)
   mc.seed = 23;
   run_mixed_case(mc);
+}
+
+TEST(MlaAttentionOp, MixedBatchFp8KvBProjH16) {
+  SKIP_WITHOUT_GPU();
+  MixedCase mc;
+  mc.heads = 16;
+  mc.decode_ctx = {70, 0};
+  mc.prefills = {{0, 1}, {63, 17}, {0, 129}, {130, 64}};  // context 404: a padded FP8 GEMM row
+  mc.seed = 31;
+  mc.fp8_kv_b_proj = true;
+  run_mixed_case(mc);
+}
+
+TEST(MlaAttentionOp, PrefillOnlyFp8KvBProjH128) {
+  SKIP_WITHOUT_GPU();
+  MixedCase mc;
+  mc.heads = 128;
+  mc.prefills = {{63, 17}, {0, 130}, {5, 2}};
+  mc.pad = 130;
+  mc.seed = 32;
+  mc.fp8_kv_b_proj = true;
+  run_mixed_case(mc);
+}
+
+// A block-FP8 kv_b_proj of the wrong shape is refused, naming the tensor and the expected shape.
+TEST(MlaAttentionOp, BadFp8KvBProjIsAnError) {
+  SKIP_WITHOUT_GPU();
+  std::unique_ptr<Backend> be = make_backend("cuda");
+  std::mt19937 rng(33);
+  const int64_t h = 16, t_pad = 4, pages = 2;
+  MlaConfig cfg;
+  cfg.num_heads = h;
+  const std::vector<int32_t> seq_lens{4}, qsl{0, 4}, bt{1}, slots{64, 65, 66, 67};
+  AttentionMetadata hm;
+  hm.num_prefills = 1;
+  hm.num_prefill_tokens = 4;
+  hm.seq_lens = host_tensor(DType::kI32, {1}, seq_lens.data());
+  hm.query_start_loc = host_tensor(DType::kI32, {2}, qsl.data());
+  hm.block_table = host_tensor(DType::kI32, {1, 1}, bt.data());
+  hm.slot_mapping = host_tensor(DType::kI32, {t_pad}, slots.data());
+  const AttentionMetadata dm = device_metadata(*be, hm);
+  MlaLayerWeights w = random_fp8_weights(h, rng);
+  Tensor cache = Tensor::empty(DType::kBF16, {pages, 64, kRow});
+  std::memset(cache.raw(), 0, static_cast<size_t>(cache.numel()) * 2);
+  Tensor d_cache = to_device(*be, cache);
+  const std::vector<Tensor> ins{to_device(*be, random_bf16({t_pad, h, 192}, 1.0f, rng)),
+                                to_device(*be, random_bf16({t_pad, kL}, 1.0f, rng)),
+                                to_device(*be, random_bf16({t_pad, 1, kR}, 1.0f, rng)), d_cache};
+  std::vector<Tensor> outs{to_device(*be, Tensor::empty(DType::kBF16, {t_pad, h * kV})), d_cache};
+  auto expect_refused = [&](const MlaLayerWeights& bad, const std::vector<std::string>& needles) {
+    const WeightStore ws = device_weights(*be, bad, cfg);
+    RunContext ctx;
+    ctx.host_meta = &hm;
+    ctx.device_meta = &dm;
+    ctx.weights = &ws;
+    ctx.num_tokens = 4;
+    try {
+      be->run(OpCall{"mla_attention", mla_attrs(h), ins, outs}, ctx);
+      ADD_FAILURE() << "no error for a bad kv_b_proj_fp8";
+    } catch (const Error& e) {
+      for (const std::string& n : needles)
+        EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+    }
+  };
+  MlaLayerWeights bad = w;
+  bad.kv_b_proj_fp8.weight_scale_inv = Tensor::empty(DType::kF32, {h * 2, 3});
+  expect_refused(bad, {"kv_b_proj_fp8.weight_scale_inv", "[32, 4]"});
+  bad = w;
+  bad.kv_b_proj_fp8.weight = Tensor::empty(DType::kFp8E4M3, {h * 256, 256});
+  expect_refused(bad, {"kv_b_proj_fp8.weight", "[4096, 512]"});
+  bad = w;
+  bad.kv_b_proj_fp8.weight = Tensor::empty(DType::kBF16, {h * 256, kL});
+  expect_refused(bad, {"kv_b_proj_fp8.weight", "fp8e4m3"});
+  be->synchronize();
 }
 
 TEST(MlaAttentionOp, FusedQuantSupport) {

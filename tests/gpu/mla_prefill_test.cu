@@ -1,6 +1,8 @@
 // GPU tests of the expanded-form MLA prefill (mla_prefill.h): context gather out of the paged
-// cache, kv_b_proj up-projection, causal flash attention with the quantized-output epilogue,
-// against the CPU reference `ref::mla_prefill_expanded`.
+// cache, kv_b_proj up-projection (bf16, or the checkpoint's block FP8), causal flash attention
+// with the quantized-output epilogue, against the CPU reference `ref::mla_prefill_expanded` (given
+// the same block-FP8 weight: cuBLASLt's accumulation order differs from the reference's, so the
+// float comparison's tolerance covers it).
 //
 // Float output: normalized error ||out - ref|| / ||ref|| <= 1e-2 per checked (token, head) row.
 // The reference costs O(context x 256 x 512) a head, so it is evaluated on windows of rows (the
@@ -29,6 +31,7 @@
 #include "gpu/common/gpu_harness.h"
 #include "gpu/common/mla_output_check.h"
 #include "mlafuse/backends/cpu/reference.h"
+#include "mlafuse/mla/block_fp8_weight.h"
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/quant/codecs.h"
 #include "mlafuse/quant/scale_layout.h"
@@ -62,6 +65,7 @@ struct Batch {
   int pad = 5;  // padded token rows after the real ones
   int page_size = 64;
   uint32_t seed = 1;
+  bool fp8_weight = false;  // kv_b_proj as the checkpoint stores it: block FP8
 };
 
 struct HostProblem {
@@ -71,6 +75,10 @@ struct HostProblem {
   float scale = 0.0f;
   std::vector<int32_t> seq_lens, qsl, block_table;
   std::vector<uint16_t> cache, q, kv_b_proj;
+  // With Batch::fp8_weight: codes [H*256, 512] and one scale per 128x128 block [H*2, 4]
+  // (kv_b_proj then holds their dequantized value, which the chain does not read).
+  std::vector<uint8_t> wq;
+  std::vector<float> ws;
 };
 
 HostProblem make_problem(const Batch& b) {
@@ -119,14 +127,33 @@ HostProblem make_problem(const Batch& b) {
   h.q.assign(static_cast<size_t>(h.t_pad) * h.heads * kQ, kBf16NaN);  // padded rows stay NaN
   for (size_t i = 0; i < static_cast<size_t>(h.n) * h.heads * kQ; ++i) h.q[i] = bf16(u(rng));
   h.kv_b_proj.resize(static_cast<size_t>(h.heads) * kKv * kL);
-  for (auto& w : h.kv_b_proj) w = bf16(uw(rng));
+  if (!b.fp8_weight) {
+    for (auto& w : h.kv_b_proj) w = bf16(uw(rng));
+    return h;
+  }
+  // Block scales that differ across blocks; dequantized values within +-0.15.
+  const int n = h.heads * kKv;
+  h.wq.resize(h.kv_b_proj.size());
+  h.ws.resize(static_cast<size_t>(n / 128) * (kL / 128));
+  for (int bi = 0; bi < n / 128; ++bi) {
+    for (int bk = 0; bk < kL / 128; ++bk) {
+      const float sc = 0.1f / 448.0f * (1.0f + 0.25f * static_cast<float>((bi + 2 * bk) % 3));
+      h.ws[static_cast<size_t>(bi) * (kL / 128) + bk] = sc;
+      for (int r = 0; r < 128; ++r)
+        for (int c = 0; c < 128; ++c) {
+          const size_t i = static_cast<size_t>(bi * 128 + r) * kL + bk * 128 + c;
+          h.wq[i] = f32_to_e4m3(u(rng) * 448.0f);
+          h.kv_b_proj[i] = bf16(e4m3_to_f32(h.wq[i]) * sc);
+        }
+    }
+  }
   return h;
 }
 
 struct DeviceProblem {
-  DevBuf seq_lens, qsl, bt, cache, q, kv_b_proj, ws;
+  DevBuf seq_lens, qsl, bt, cache, q, kv_b_proj, wq, wscale, ws;
   cuda::MlaPrefillBatch b;
-  cublasHandle_t cublas = nullptr;
+  cuda::DeviceContext dc;  // cuBLAS and cuBLASLt handles, SM count
   explicit DeviceProblem(const HostProblem& h)
       : seq_lens(h.seq_lens.size() * 4),
         qsl(h.qsl.size() * 4),
@@ -134,15 +161,27 @@ struct DeviceProblem {
         cache(h.cache.size() * 2),
         q(h.q.size() * 2),
         kv_b_proj(h.kv_b_proj.size() * 2),
-        ws(cuda::mla_prefill_workspace_bytes(h.total_kv, h.num_seqs, h.heads)) {
+        wq(h.wq.size()),
+        wscale(h.ws.size() * 4),
+        ws(cuda::mla_prefill_workspace_bytes(h.total_kv, h.num_seqs, h.heads, !h.wq.empty())) {
     seq_lens.upload(h.seq_lens.data());
     qsl.upload(h.qsl.data());
     bt.upload(h.block_table.data());
     cache.upload(h.cache.data());
     q.upload(h.q.data());
     kv_b_proj.upload(h.kv_b_proj.data());
+    if (!h.wq.empty()) {
+      wq.upload(h.wq.data());
+      wscale.upload(h.ws.data());
+      b.kv_b_proj_fp8 = wq.p;
+      b.kv_b_proj_scale = wscale.as<float>();
+    }
     ws.poison();  // NaN bytes: stale scratch must not matter
-    MLAFUSE_CUBLAS_CHECK(cublasCreate(&cublas));
+    MLAFUSE_CUDA_CHECK(cudaGetDevice(&dc.device));
+    MLAFUSE_CUDA_CHECK(
+        cudaDeviceGetAttribute(&dc.num_sms, cudaDevAttrMultiProcessorCount, dc.device));
+    MLAFUSE_CUBLAS_CHECK(cublasCreate(&dc.cublas));
+    MLAFUSE_CUBLAS_CHECK(cublasLtCreate(&dc.cublaslt));
     b.num_heads = h.heads;
     b.num_seqs = h.num_seqs;
     b.max_q_len = h.max_q_len;
@@ -159,11 +198,17 @@ struct DeviceProblem {
     b.page_size = h.page_size;
     b.kv_cache = cache.as<__nv_bfloat16>();
     b.q = q.as<__nv_bfloat16>();
+    // With the block-FP8 weight the chain must not read this: a NaN copy would show it did.
+    if (!h.wq.empty()) kv_b_proj.poison();
     b.kv_b_proj = kv_b_proj.as<__nv_bfloat16>();
   }
-  ~DeviceProblem() { cublasDestroy(cublas); }
+  ~DeviceProblem() {
+    cublasDestroy(dc.cublas);
+    cublasLtDestroy(dc.cublaslt);
+    if (dc.workspace != nullptr) cudaFree(dc.workspace);
+  }
   void run(const MlaOutputParams& out, int n) {
-    cuda::launch_mla_prefill(b, ws.p, cublas, out, nullptr);
+    cuda::launch_mla_prefill(b, ws.p, dc, out, nullptr);
     cuda::launch_mla_prefill_nvfp4_pad(out, b.out_rows, b.num_heads, n, nullptr);
     MLAFUSE_CUDA_CHECK(cudaGetLastError());
     MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
@@ -190,12 +235,20 @@ Tensor reference_window(const HostProblem& h, const RefInputs& in, int s, int hh
   Tensor q = host_tensor(DType::kBF16, {rows, 1, kQ}, qw.data());
   Tensor w =
       host_tensor(DType::kBF16, {kKv, kL}, h.kv_b_proj.data() + static_cast<size_t>(hh) * kKv * kL);
+  BlockFp8Weight w_fp8;  // head hh's rows: whole 128-row blocks, so its scale rows are hh*2, +1
+  if (!h.wq.empty()) {
+    w_fp8.weight = host_tensor(DType::kFp8E4M3, {kKv, kL},
+                               h.wq.data() + static_cast<size_t>(hh) * kKv * kL);
+    w_fp8.weight_scale_inv =
+        host_tensor(DType::kF32, {kKv / 128, kL / 128},
+                    h.ws.data() + static_cast<size_t>(hh) * (kKv / 128) * (kL / 128));
+  }
   MlaConfig cfg;
   cfg.num_heads = 1;
   cfg.page_size = h.page_size;
   const int q_len = h.qsl[s + 1] - h.qsl[s];
   const int cut_len = h.seq_lens[s] - (q_len - r1);
-  return ref::mla_prefill_expanded(q, in.cache, in.block_table, s, cut_len, w, cfg, true);
+  return ref::mla_prefill_expanded(q, in.cache, in.block_table, s, cut_len, w, cfg, true, w_fp8);
 }
 
 // Checks the bf16 output against the reference on windows of rows, and every real row for NaN.
@@ -301,13 +354,17 @@ INSTANTIATE_TEST_SUITE_P(HeadsAndContexts, MlaPrefillSweep,
 TEST(MlaPrefillSmall, HeadCounts32And64SmallPages) {
   MLAFUSE_SKIP_WITHOUT_GPU();
   for (int heads : {32, 64}) {
-    Batch b;
-    b.heads = heads;
-    b.q_lens = {3, 130, 255};
-    b.ctx = {5, 0, 300};
-    b.page_size = 16;
-    b.seed = static_cast<uint32_t>(heads);
-    run_batch(b, false);
+    for (bool fp8 : {false, true}) {  // total context 693: 3 padding rows for the FP8 GEMM
+      SCOPED_TRACE("H" + std::to_string(heads) + (fp8 ? " block-FP8 kv_b_proj" : ""));
+      Batch b;
+      b.heads = heads;
+      b.q_lens = {3, 130, 255};
+      b.ctx = {5, 0, 300};
+      b.page_size = 16;
+      b.seed = static_cast<uint32_t>(heads);
+      b.fp8_weight = fp8;
+      run_batch(b, false);
+    }
   }
 }
 
@@ -333,6 +390,20 @@ TEST(MlaPrefillSmall, WithoutPingPong) {
   run_batch(b, false, false);
 }
 
+// The block-FP8 up-projection (the checkpoint's kv_b_proj, as engines run it) in the whole chain,
+// against the reference given the same weight, every epilogue on the kernel's own bf16 output.
+// Total contexts 9848 and 6067: the second pads the FP8 GEMM's rows to a multiple of 4.
+TEST(MlaPrefillFp8Weight, MatchesReferenceEveryEpilogue) {
+  MLAFUSE_SKIP_WITHOUT_GPU();
+  for (const auto& [heads, ctx] : {std::pair<int, int>{16, -1}, {128, 63}}) {
+    SCOPED_TRACE("H" + std::to_string(heads) + " ctx " + std::to_string(ctx));
+    Batch b = prompt_batch(heads, ctx, static_cast<uint32_t>(heads * 17 + ctx + 101));
+    b.fp8_weight = true;
+    run_batch(b, true);
+  }
+}
+
+
 // Every bad problem is refused on the host before anything is launched.
 TEST(MlaPrefillSmall, BadProblemsAreErrors) {
   MLAFUSE_SKIP_WITHOUT_GPU();
@@ -348,16 +419,19 @@ TEST(MlaPrefillSmall, BadProblemsAreErrors) {
   op.out = out.p;
   cuda::MlaPrefillBatch bad = d.b;
   bad.num_heads = 48;
-  EXPECT_THROW(cuda::launch_mla_prefill(bad, d.ws.p, d.cublas, op, nullptr), Error);
+  EXPECT_THROW(cuda::launch_mla_prefill(bad, d.ws.p, d.dc, op, nullptr), Error);
   bad = d.b;
   bad.max_seq_len = bad.max_q_len - 1;  // a context shorter than its prompt
-  EXPECT_THROW(cuda::launch_mla_prefill(bad, d.ws.p, d.cublas, op, nullptr), Error);
+  EXPECT_THROW(cuda::launch_mla_prefill(bad, d.ws.p, d.dc, op, nullptr), Error);
   bad = d.b;
   bad.kv_b_proj = nullptr;
-  EXPECT_THROW(cuda::launch_mla_prefill(bad, d.ws.p, d.cublas, op, nullptr), Error);
+  EXPECT_THROW(cuda::launch_mla_prefill(bad, d.ws.p, d.dc, op, nullptr), Error);
   MlaOutputParams no_scale = op;
   no_scale.kind = MlaEpilogue::kFp8Static;
-  EXPECT_THROW(cuda::launch_mla_prefill(d.b, d.ws.p, d.cublas, no_scale, nullptr), Error);
+  EXPECT_THROW(cuda::launch_mla_prefill(d.b, d.ws.p, d.dc, no_scale, nullptr), Error);
+  bad = d.b;
+  bad.kv_b_proj_fp8 = d.kv_b_proj.p;  // block-FP8 codes without their scales
+  EXPECT_THROW(cuda::launch_mla_prefill(bad, d.ws.p, d.dc, op, nullptr), Error);
   MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
 }
 

@@ -1,6 +1,8 @@
 // Seeded random MLA weights stored as a DeepSeek-V3 checkpoint stores them: `kv_b_proj` and
 // `o_proj` in block FP8 (e4m3 codes, one f32 `weight_scale_inv` per 128x128 block), dequantized
 // to bf16 where the attention math needs bf16 (W_UK_T, W_UV, kv_b_proj), exactly as vLLM does.
+// The weight type itself (BlockFp8Weight, its check and dequantization) is the MLA contract's:
+// mla/block_fp8_weight.h.
 #pragma once
 
 #include <cstdint>
@@ -8,26 +10,14 @@
 
 #include "mlafuse/core/mla_config.h"
 #include "mlafuse/core/tensor.h"
+#include "mlafuse/mla/block_fp8_weight.h"
 #include "mlafuse/mla/weight_store.h"
 
 namespace mlafuse::models {
 
-inline constexpr int64_t kWeightBlock = 128;  // DeepSeek-V3's block-FP8 weight tile
-
-// A weight as the checkpoint stores it. Dequantized value: w[n, k] = e4m3(weight[n, k]) *
-// weight_scale_inv[n / 128, k / 128] (the name is the checkpoint's: it multiplies).
-struct BlockFp8Weight {
-  Tensor weight;            // [N, K] fp8e4m3
-  Tensor weight_scale_inv;  // [ceil(N/128), ceil(K/128)] f32
-};
-
 // Quantizes an f32 [N, K] matrix per 128x128 block as DeepSeek's conversion does:
 // scale = amax(block) / 448 (an all-zero block gets scale 1), codes = e4m3(w / scale).
 BlockFp8Weight quantize_block_fp8(const Tensor& w);
-// Checks shapes and dtypes of a block-FP8 weight; throws naming `name` and the expected shapes.
-void check_block_fp8(const BlockFp8Weight& w, const std::string& name);
-// f32 [N, K]: codes times their block's scale, in f32 (exact: e4m3 times an f32 scale).
-Tensor dequantize_block_fp8(const BlockFp8Weight& w);
 // bf16 [N, K]: the f32 dequantized value rounded to bf16, what vLLM feeds the bf16 matmuls.
 Tensor dequantize_block_fp8_bf16(const BlockFp8Weight& w);
 // y[t, n] = sum_k x[t, k] * dequant(w)[n, k], all in f32 (no activation quantization): the
@@ -41,6 +31,12 @@ Tensor linear_block_fp8_f32(const Tensor& x, const BlockFp8Weight& w);
 // Both are exact copies of bf16 values, so the absorbed (decode) and expanded (prefill) forms use
 // the same numbers.
 MlaLayerWeights mla_layer_weights_from_kv_b_proj(const Tensor& kv_b_proj, const MlaConfig& cfg);
+// The same from the checkpoint's block-FP8 kv_b_proj ([H*(P+V), L]): the bf16 tensors from its
+// dequantized value (dequantize_block_fp8_bf16), and the checkpoint form itself as kv_b_proj_fp8
+// when L is a multiple of 128 (whole groups for the latents' quantization; DeepSeek's L is 512).
+// Configs with another L keep only the bf16 form.
+MlaLayerWeights mla_layer_weights_from_block_fp8(const BlockFp8Weight& kv_b_proj,
+                                                 const MlaConfig& cfg);
 
 // How the random weights are drawn (standard deviations of the pre-quantization f32 values).
 // Defaults keep activations O(1): with q, kv_c_normed, k_pe ~ N(0, 1), kv_b_proj's 2/sqrt(L)
@@ -60,8 +56,9 @@ std::string kv_b_proj_weight_name(int64_t layer);  // "layers.{i}.kv_b_proj.weig
 std::string kv_b_proj_scale_name(int64_t layer);   // "layers.{i}.kv_b_proj.weight_scale_inv"
 
 // Host weights of `num_layers` independent MLA layers, deterministic in `seed` (the same on every
-// platform and thread count). `layers[i]` holds the bf16 tensors the attention reads; `tensors`
-// holds each layer's block-FP8 kv_b_proj and o_proj ([hidden, H*V]) with their scales.
+// platform and thread count). `layers[i]` holds what the attention reads
+// (mla_layer_weights_from_block_fp8); `tensors` holds each layer's block-FP8 kv_b_proj and o_proj
+// ([hidden, H*V]) with their scales.
 WeightStore make_mla_weights(const MlaConfig& cfg, int64_t num_layers, uint64_t seed,
                              const WeightInit& init = {});
 

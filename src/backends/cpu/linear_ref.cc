@@ -38,7 +38,7 @@ WeightDims check_weight(const Tensor& wq, const Tensor& ws, int64_t k) {
 // activations. Each weight row is dequantized once and dotted with every activation row.
 Tensor gemm_dequant_weight(const std::vector<float>& a, int64_t n, int64_t t_pad, const Tensor& wq,
                            const Tensor& ws, WeightDims d) {
-  const auto& lut = detail::e4m3_table();
+  const auto& lut = e4m3_decode_table();
   const uint8_t* w = wq.data<uint8_t>();  // [N, K] e4m3
   const float* wsd = ws.data<float>();    // [ceil(N/128), ceil(K/128)]
   const int64_t ws_cols = ceil_div(d.k, 128);
@@ -81,7 +81,7 @@ Tensor linear_fp8_block(const Tensor& xq, const Tensor& xs, const Tensor& wq, co
     MLAFUSE_CHECK(g == 128 || g == 64, "tensor xs ", xs.str(), ": group size K/", xs.dim(1), " = ",
                   g, "; expected 128 or 64");
   }
-  const auto& lut = detail::e4m3_table();
+  const auto& lut = e4m3_decode_table();
   const uint8_t* x = xq.data<uint8_t>();  // [T_pad, K] e4m3
   const float* s = xs.data<float>();
   std::vector<float> a(static_cast<size_t>(n * k));  // [n, K] dequantized activations
@@ -110,7 +110,7 @@ Tensor linear_nvfp4(const Tensor& xq, const Tensor& sf, const Tensor& global_sca
   const float gs = detail::scalar_scale(global_scale, "global_scale");
   const WeightDims d = check_weight(wq, ws, k);
 
-  const auto& lut = detail::e4m3_table();
+  const auto& lut = e4m3_decode_table();
   const uint8_t* x = xq.data<uint8_t>();    // [T_pad, K/2] e2m1x2
   const uint8_t* sfd = sf.data<uint8_t>();  // swizzled e4m3 block scales
   std::vector<float> a(static_cast<size_t>(n * k));

@@ -2,6 +2,7 @@
 // the per-head V up-projection, expanded causal prefill, and the mixed-batch op. Straight loops in
 // f32 with the innermost loop over contiguous memory.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -287,9 +288,37 @@ Tensor mla_up_proj(const Tensor& o_lat, const Tensor& w_uv, bool round_input_bf1
 }
 
 // ---- expanded prefill -----------------------------------------------------------------------
+namespace {
+
+// The latents of gathered rows ([S, L+R] f32) as the W8A8 block-FP8 linear sees them: quantized
+// per row by the reference group quantizer (groups of 128, f32 scales, row-major), then each code
+// times its group's scale in f32, as linear_fp8_block dequantizes its activations. -> [S, L].
+std::vector<float> fp8_dequantized_latents(const std::vector<float>& rows, int64_t s, int64_t l,
+                                           int64_t r) {
+  constexpr int64_t kGroup = 128;
+  Tensor x = Tensor::empty(DType::kF32, {s, l});  // the cached bf16 values, exact in f32
+  for (int64_t j = 0; j < s; ++j) {
+    std::copy_n(rows.data() + j * (l + r), l, x.data<float>() + j * l);
+  }
+  Tensor codes = Tensor::empty(DType::kFp8E4M3, {s, l});
+  Tensor scales = Tensor::empty(DType::kF32, {s, l / kGroup});
+  Fp8GroupParams p;
+  p.group_size = kGroup;
+  quant_fp8_group(x, s, p, codes, scales);
+  const std::array<float, 256>& lut = e4m3_decode_table();
+  const uint8_t* c = codes.data<uint8_t>();  // [S, L] e4m3
+  const float* sc = scales.data<float>();    // [S, L/128]
+  std::vector<float> out(static_cast<size_t>(s * l));
+  for (int64_t i = 0; i < s * l; ++i) out[static_cast<size_t>(i)] = lut[c[i]] * sc[i / kGroup];
+  return out;
+}
+
+}  // namespace
+
 Tensor mla_prefill_expanded(const Tensor& q, const Tensor& kv_cache, const Tensor& block_table,
                             int64_t seq, int64_t seq_len, const Tensor& kv_b_proj,
-                            const MlaConfig& cfg, bool round_kv_bf16) {
+                            const MlaConfig& cfg, bool round_kv_bf16,
+                            const BlockFp8Weight& kv_b_proj_fp8) {
   cfg.validate();
   const int64_t h = cfg.num_heads, p = cfg.qk_nope_dim, r = cfg.qk_rope_dim;
   const int64_t v = cfg.v_head_dim, l = cfg.kv_lora_rank;
@@ -302,13 +331,27 @@ Tensor mla_prefill_expanded(const Tensor& q, const Tensor& kv_cache, const Tenso
                 " has no row in block_table ", block_table.str());
   MLAFUSE_CHECK(seq_len >= tq, "sequence ", seq, ": seq_len ", seq_len, " is shorter than its ", tq,
                 " query tokens (the cache write must come first)");
-  check_bf16(kv_b_proj, "kv_b_proj", 2);
-  check_shape(kv_b_proj, "kv_b_proj", {h * (p + v), l});
+  const bool fp8 = !kv_b_proj_fp8.empty();
+  if (fp8) {
+    check_block_fp8(kv_b_proj_fp8, "kv_b_proj_fp8", Device::kCpu, {h * (p + v), l});
+    MLAFUSE_CHECK(l % 128 == 0, "kv_b_proj_fp8: kv_lora_rank L = ", l,
+                  " must be a multiple of 128 (the latents are quantized in groups of 128)");
+  } else {
+    check_bf16(kv_b_proj, "kv_b_proj", 2);
+    check_shape(kv_b_proj, "kv_b_proj", {h * (p + v), l});
+  }
 
   std::vector<float> rows;
   gather_sequence(kv_cache, block_table, seq, seq_len, &rows);  // [S, L+R]
-  const std::vector<float> w = detail::to_f32(kv_b_proj);       // [H*(P+V), L]
-  const std::vector<float> qf = detail::to_f32(q);              // [Tq, H, P+R]
+  // The up-projection's operands in f32: the cached latents (row stride L+R) and the bf16 weight,
+  // or, for the block-FP8 linear, both dequantized (row stride L).
+  const std::vector<float> w = fp8 ? detail::to_f32(dequantize_block_fp8(kv_b_proj_fp8))
+                                   : detail::to_f32(kv_b_proj);  // [H*(P+V), L]
+  std::vector<float> lat_fp8;
+  if (fp8) lat_fp8 = fp8_dequantized_latents(rows, seq_len, l, r);  // [S, L]
+  const float* lat = fp8 ? lat_fp8.data() : rows.data();
+  const int64_t lat_stride = fp8 ? l : l + r;
+  const std::vector<float> qf = detail::to_f32(q);  // [Tq, H, P+R]
   const float scale = cfg.scale();
   Tensor out = Tensor::empty(DType::kF32, {tq, h * v});
   std::vector<float> kv(static_cast<size_t>(seq_len * (p + v)));
@@ -318,7 +361,7 @@ Tensor mla_prefill_expanded(const Tensor& q, const Tensor& kv_cache, const Tenso
     // kv [S, P+V] = c[:, :L] @ kv_b_proj[h]^T.
     const float* wh = w.data() + hi * (p + v) * l;  // [P+V, L]
     for (int64_t j = 0; j < seq_len; ++j) {
-      const float* c = rows.data() + j * (l + r);
+      const float* c = lat + j * lat_stride;
       for (int64_t o = 0; o < p + v; ++o) {
         const float x = dot(wh + o * l, c, l);
         kv[static_cast<size_t>(j * (p + v) + o)] = round_kv_bf16 ? round_to_bf16(x) : x;
@@ -380,7 +423,9 @@ Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tenso
                 ": expected ", num_seqs, " rows (one per sequence)");
   check_shape(w.w_uk_t, "w_uk_t", {h, p, l});
   check_shape(w.w_uv, "w_uv", {h, l, v});
-  if (meta.num_prefills > 0) check_shape(w.kv_b_proj, "kv_b_proj", {h * (p + v), l});
+  if (meta.num_prefills > 0 && w.kv_b_proj_fp8.empty()) {
+    check_shape(w.kv_b_proj, "kv_b_proj", {h * (p + v), l});
+  }
 
   const int32_t* qsl = meta.query_start_loc.data<int32_t>();  // [num_seqs + 1]
   const int32_t* lens = meta.seq_lens.data<int32_t>();        // [num_seqs]
@@ -415,7 +460,8 @@ Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tenso
   }
   for (int64_t i = nd; i < num_seqs; ++i) {
     const Tensor o = mla_prefill_expanded(slice_rows(q, qsl[i], qsl[i + 1]), kv_cache,
-                                          meta.block_table, i, lens[i], w.kv_b_proj, cfg, true);
+                                          meta.block_table, i, lens[i], w.kv_b_proj, cfg, true,
+                                          w.kv_b_proj_fp8);
     std::copy(o.data<float>(), o.data<float>() + o.numel(), out.data<float>() + qsl[i] * h * v);
   }
   return out;

@@ -2,7 +2,6 @@
 // table and a fixed-order dot product. Private to src/backends/cpu.
 #pragma once
 
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -86,16 +85,6 @@ inline std::vector<float> to_f32(const Tensor& t) {
   std::vector<float> v(static_cast<size_t>(t.numel()));
   load_span_f32(t, 0, t.numel(), v.data());
   return v;
-}
-
-// f32 value of every e4m3 code: decoding through a table keeps the GEMM loops branch-free.
-inline const std::array<float, 256>& e4m3_table() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int c = 0; c < 256; ++c) t[static_cast<size_t>(c)] = e4m3_to_f32(static_cast<uint8_t>(c));
-    return t;
-  }();
-  return table;
 }
 
 // sum_i a[i] * b[i] in f32 with a fixed order: 16 interleaved partial sums (element i goes to

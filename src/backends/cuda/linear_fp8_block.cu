@@ -30,7 +30,7 @@ namespace mlafuse::cuda {
 
 namespace {
 
-constexpr size_t kCublasWorkspace = 32u << 20;
+constexpr size_t kCublasWorkspace = kLinearFp8CublasltWorkspaceBytes;
 
 // Heuristic results per problem shape: querying per call costs tens of microseconds of host time.
 struct AlgoKey {
@@ -88,7 +88,7 @@ void make_lt_objects(LtObjects& lt, int64_t t, int64_t n, int64_t k, const void*
 
 bool linear_fp8_block_cublaslt(DeviceContext& dc, cudaStream_t stream, const void* xq,
                                const float* xs, const void* wq, const float* ws, void* y, int64_t t,
-                               int64_t n, int64_t k) {
+                               int64_t n, int64_t k, void* gemm_workspace) {
   LtObjects lt;
   make_lt_objects(lt, t, n, k, ws, xs);
   const AlgoKey key{dc.cublaslt, t, n, k};
@@ -115,7 +115,8 @@ bool linear_fp8_block_cublaslt(DeviceContext& dc, cudaStream_t stream, const voi
     }
   }
   if (!entry.ok) return false;
-  void* workspace = dc.ensure_workspace(kCublasWorkspace);
+  void* workspace =
+      gemm_workspace != nullptr ? gemm_workspace : dc.ensure_workspace(kCublasWorkspace);
   const float alpha = 1.0f, beta = 0.0f;
   MLAFUSE_CUBLAS_CHECK(cublasLtMatmul(dc.cublaslt, lt.desc, &alpha, wq, lt.a, xq, lt.b, &beta, y,
                                       lt.c, y, lt.c, &entry.algo, workspace, kCublasWorkspace,

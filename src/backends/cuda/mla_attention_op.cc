@@ -2,8 +2,9 @@
 // Host code only: it validates every argument against the op contract, then launches the chain
 // cache write -> absorbed q (cuBLAS) -> device plan -> split-KV attention -> combine + W_UV +
 // quantization epilogue for decode tokens, and the expanded-form prefill chain (mla_prefill.h:
-// context gather -> kv_b_proj up-projection -> causal flash attention with the same epilogue) for
-// prefill tokens, both writing into the same output and scale buffers.
+// context gather -> kv_b_proj up-projection (block FP8 when the layer's weights carry the
+// checkpoint form, else bf16) -> causal flash attention with the same epilogue) for prefill
+// tokens, both writing into the same output and scale buffers.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -19,6 +20,7 @@
 #include "mlafuse/core/shape.h"
 #include "mlafuse/ir/op_contract.h"
 #include "mlafuse/mla/attention_metadata.h"
+#include "mlafuse/mla/block_fp8_weight.h"
 #include "mlafuse/quant/output_quant.h"
 #include "mlafuse/quant/scale_layout.h"
 
@@ -52,6 +54,7 @@ struct MlaCallPlan {
   int max_prefill_q = 0;
   int max_prefill_len = 0;
   int64_t prefill_kv = 0;  // sum of the prefill sequences' seq_lens
+  bool fp8_up_proj = false;  // the layer carries the block-FP8 kv_b_proj: prefill runs on it
 };
 
 void check_cuda_tensor(const Tensor& t, const char* name, DType dtype,
@@ -214,7 +217,13 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
                       hm.query_start_loc.defined() && hm.query_start_loc.device() == Device::kCpu,
                   "mla_attention (cuda): a batch with prefills needs the host AttentionMetadata's "
                   "seq_lens and query_start_loc on the CPU (they size the prefill grid)");
-    check_cuda_tensor(w.kv_b_proj, "kv_b_proj", DType::kBF16, {h * (p_dim + v_dim), l_dim});
+    plan.fp8_up_proj = !w.kv_b_proj_fp8.empty();
+    if (plan.fp8_up_proj) {  // codes [H*256, 512], scales [H*2, 4]: whole 128x128 blocks
+      check_block_fp8(w.kv_b_proj_fp8, "kv_b_proj_fp8", Device::kCuda,
+                      {h * (p_dim + v_dim), l_dim});
+    } else {
+      check_cuda_tensor(w.kv_b_proj, "kv_b_proj", DType::kBF16, {h * (p_dim + v_dim), l_dim});
+    }
     const int32_t* lens = hm.seq_lens.data<int32_t>();
     const int32_t* qsl = hm.query_start_loc.data<int32_t>();
     for (int64_t s = hm.num_decodes; s < hm.num_seqs(); ++s) {
@@ -272,8 +281,9 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   const size_t q_cat_bytes = (static_cast<size_t>(t) * h * kMlaRow * 2 + 255) / 256 * 256;
   const size_t decode_bytes = (mla_workspace_bytes(t, h, num_parts) + 255) / 256 * 256;
   const size_t prefill_bytes =
-      plan.num_prefills > 0 ? mla_prefill_workspace_bytes(plan.prefill_kv, plan.num_prefills, h)
-                            : 0;
+      plan.num_prefills > 0
+          ? mla_prefill_workspace_bytes(plan.prefill_kv, plan.num_prefills, h, plan.fp8_up_proj)
+          : 0;
   char* base =
       static_cast<char*>(dc.ensure_workspace(q_cat_bytes + decode_bytes + prefill_bytes));
   auto* q_cat = reinterpret_cast<__nv_bfloat16*>(base);  // [T_pad, H, 576]
@@ -345,8 +355,13 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   pb.page_size = p.page_size;
   pb.kv_cache = p.kv_cache;
   pb.q = static_cast<const __nv_bfloat16*>(q.raw());
-  pb.kv_b_proj = static_cast<const __nv_bfloat16*>(w.kv_b_proj.raw());
-  launch_mla_prefill(pb, base + q_cat_bytes + decode_bytes, dc.cublas, out, stream);
+  if (plan.fp8_up_proj) {
+    pb.kv_b_proj_fp8 = w.kv_b_proj_fp8.weight.raw();
+    pb.kv_b_proj_scale = w.kv_b_proj_fp8.weight_scale_inv.data<float>();
+  } else {
+    pb.kv_b_proj = static_cast<const __nv_bfloat16*>(w.kv_b_proj.raw());
+  }
+  launch_mla_prefill(pb, base + q_cat_bytes + decode_bytes, dc, out, stream);
   launch_mla_prefill_nvfp4_pad(out, t, h, static_cast<int>(plan.n), stream);
 }
 

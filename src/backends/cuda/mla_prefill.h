@@ -10,7 +10,8 @@
 //                                  [S_total, 512] and k_pe [S_total, 64] (shared by every head)
 //   launch_mla_prefill_up_proj_*   kv [S_total, H, 256] = latent @ kv_b_proj^T: per head the 128
 //                                  K_nope columns, then the 128 V columns (the GEMM's natural
-//                                  output layout; the attention kernel reads both halves in place)
+//                                  output layout; the attention kernel reads both halves in place);
+//                                  bf16, or block FP8 when the weights carry the checkpoint form
 //   launch_mla_prefill_attention   causal flash attention (TMA + wgmma, a producer warpgroup and
 //                                  two math warpgroups), bf16-rounded output handed to the same
 //                                  epilogue functors as the decode combine (bf16, FP8 static,
@@ -102,11 +103,12 @@ void launch_mla_prefill_up_proj_bf16(cublasHandle_t handle, const __nv_bfloat16*
 // kernel (FP8 e4m3, groups of 128, column-major scales) into latent_q / latent_s, then cuBLASLt's
 // block-scaled FP8 GEMM. rows % 4 == 0 (cuBLASLt's scale layout); latent_s holds rows * 4 floats.
 // wq [H*256, 512] e4m3, ws [H*2, 4] f32 (128x128 blocks). Returns false when cuBLASLt has no
-// algorithm (nothing launched).
+// algorithm (the quantization launched, no GEMM). gemm_workspace: cuBLASLt's scratch
+// (linear_fp8_block_cublaslt), null for dc's workspace.
 bool launch_mla_prefill_up_proj_fp8(DeviceContext& dc, const __nv_bfloat16* latent,
                                     uint8_t* latent_q, float* latent_s, const void* wq,
                                     const float* ws, __nv_bfloat16* kv, int rows, int num_heads,
-                                    cudaStream_t stream);
+                                    cudaStream_t stream, void* gemm_workspace = nullptr);
 
 // ---- the whole chain ------------------------------------------------------------------------
 // The prefill sequences of one batch, as the op runner (and the tests and benchmark) hand them
@@ -129,16 +131,26 @@ struct MlaPrefillBatch {
   const __nv_bfloat16* kv_cache = nullptr;   // [num_pages, page_size, 576], this step written
   const __nv_bfloat16* q = nullptr;          // [q_rows, H, 192]
   const __nv_bfloat16* kv_b_proj = nullptr;  // [H*256, 512] bf16 (dequantized)
-  bool pingpong = true;                      // MlaPrefillProblem::pingpong
+  // The checkpoint's block-FP8 kv_b_proj: codes [H*256, 512] e4m3 and scales [H*2, 4] f32. When
+  // set, the up-projection runs on it (launch_mla_prefill_up_proj_fp8) and kv_b_proj is not read.
+  const void* kv_b_proj_fp8 = nullptr;
+  const float* kv_b_proj_scale = nullptr;
+  bool pingpong = true;  // MlaPrefillProblem::pingpong
 };
 
-// Scratch of launch_mla_prefill: kv_start, the packed latent / k_pe rows, and kv.
-size_t mla_prefill_workspace_bytes(int64_t total_kv, int num_seqs, int num_heads);
+// Scratch of launch_mla_prefill: kv_start, the packed latent / k_pe rows, and kv; with the
+// block-FP8 up-projection (fp8_up_proj) also the quantized latent, its scales and cuBLASLt's
+// scratch.
+size_t mla_prefill_workspace_bytes(int64_t total_kv, int num_seqs, int num_heads,
+                                   bool fp8_up_proj = false);
 
-// kv plan -> gather -> bf16 up-projection (cuBLAS) -> attention with the `out` epilogue. Writes
-// only the query rows of the batch's prefill sequences (NVFP4 scale padding: see
-// launch_mla_prefill_nvfp4_pad). `workspace` holds mla_prefill_workspace_bytes, 256-byte aligned.
-void launch_mla_prefill(const MlaPrefillBatch& b, void* workspace, cublasHandle_t cublas,
+// kv plan -> gather -> up-projection (bf16 on cuBLAS, or block FP8 when b.kv_b_proj_fp8 is set)
+// -> attention with the `out` epilogue. Writes only the query rows of the batch's prefill
+// sequences (NVFP4 scale padding: see launch_mla_prefill_nvfp4_pad). `workspace` holds
+// mla_prefill_workspace_bytes (fp8_up_proj as the batch), 256-byte aligned. Throws when cuBLASLt
+// offers no block-scaled FP8 algorithm (there is no silent bf16 fallback: the numbers would
+// change).
+void launch_mla_prefill(const MlaPrefillBatch& b, void* workspace, DeviceContext& dc,
                         const MlaOutputParams& out, cudaStream_t stream);
 
 }  // namespace mlafuse::cuda

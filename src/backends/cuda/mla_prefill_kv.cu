@@ -103,7 +103,7 @@ void launch_mla_prefill_up_proj_bf16(cublasHandle_t handle, const __nv_bfloat16*
 bool launch_mla_prefill_up_proj_fp8(DeviceContext& dc, const __nv_bfloat16* latent,
                                     uint8_t* latent_q, float* latent_s, const void* wq,
                                     const float* ws, __nv_bfloat16* kv, int rows, int num_heads,
-                                    cudaStream_t stream) {
+                                    cudaStream_t stream, void* gemm_workspace) {
   MLAFUSE_CHECK(rows >= 0 && rows % 4 == 0 && num_heads > 0, "mla_prefill_up_proj_fp8: rows ", rows,
                 " must be a multiple of 4 (cuBLASLt's scale layout), num_heads ", num_heads);
   if (rows == 0) return true;
@@ -119,7 +119,8 @@ bool launch_mla_prefill_up_proj_fp8(DeviceContext& dc, const __nv_bfloat16* late
   qa.num_tokens = rows;
   launch_quant_fp8_group(qa, dc.num_sms, stream);
   return linear_fp8_block_cublaslt(dc, stream, latent_q, latent_s, wq, ws, kv, rows,
-                                   static_cast<int64_t>(num_heads) * kMlaPrefillKvDim, kMlaLatent);
+                                   static_cast<int64_t>(num_heads) * kMlaPrefillKvDim, kMlaLatent,
+                                   gemm_workspace);
 }
 
 }  // namespace mlafuse::cuda

@@ -30,6 +30,7 @@
 
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/core/tensor.h"
+#include "mlafuse/mla/block_fp8_weight.h"
 #include "mlafuse/quant/output_quant.h"
 #include "mlafuse/quant/quant_key.h"
 
@@ -102,20 +103,25 @@ Tensor mla_up_proj(const Tensor& o_lat, const Tensor& w_uv, bool round_input_bf1
 // Expanded (prefill) attention of one sequence's Tq query tokens, which are its last Tq cached
 // positions: query i attends causally over positions [0, seq_len - Tq + i]. Keys are
 // [k_nope | k_pe] with k_nope, v up-projected from the cached latents by kv_b_proj (rounded to
-// bf16 when round_kv_bf16, as an engine's bf16 GEMM would leave them) and k_pe the cached rope
-// part shared by all heads. QK dim P+R, V dim V, scale cfg.scale().
+// bf16 when round_kv_bf16, as an engine's GEMM would leave them) and k_pe the cached rope part
+// shared by all heads. QK dim P+R, V dim V, scale cfg.scale().
 // q: [Tq, H, P+R] bf16 (or f32); kv_cache: [pages, page_size, L+R] bf16; block_table: [B,
 // max_pages] i32 (row `seq` is read); kv_b_proj: [H*(P+V), L] bf16. Returns [Tq, H*V] f32.
+// With kv_b_proj_fp8 present (codes [H*(P+V), L], scales [ceil(H*(P+V)/128), L/128], L a
+// multiple of 128) the up-projection is the W8A8 block-FP8 linear instead and kv_b_proj is not
+// read: each latent row quantized as quant_fp8_group does (groups of 128, f32 scales, no ue8m0),
+// dequantized, and dotted with the dequantized weight in f32, the arithmetic of linear_fp8_block.
 Tensor mla_prefill_expanded(const Tensor& q, const Tensor& kv_cache, const Tensor& block_table,
                             int64_t seq, int64_t seq_len, const Tensor& kv_b_proj,
-                            const MlaConfig& cfg, bool round_kv_bf16);
+                            const MlaConfig& cfg, bool round_kv_bf16,
+                            const BlockFp8Weight& kv_b_proj_fp8 = {});
 
 // The whole op on a mixed batch (decode tokens first, then prefill tokens): cache write, then
 // absorbed decode for decode tokens and expanded causal prefill (with earlier cached context) for
 // prefill tokens. Returns out [T_pad, H*V] f32 (rows >= n zero); the caller rounds/quantizes.
 // Intermediate roundings follow the kernels: q_cat and the latent output o_lat are rounded to
 // bf16 (tensor-core operands), as are the prefill's up-projected k_nope and v; everything else
-// is f32. meta must describe exactly n tokens (decodes first, one token each; each prefill's
+// is f32. The prefill up-projection uses w.kv_b_proj_fp8 when the weights carry it. meta must describe exactly n tokens (decodes first, one token each; each prefill's
 // seq_len >= its query length); rows >= n of q / kv_c_normed / k_pe are never read.
 Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tensor& k_pe,
                          Tensor& kv_cache, const AttentionMetadata& meta, const MlaLayerWeights& w,
