@@ -51,17 +51,34 @@ _raw_stream = None
 if torch is not None:
     _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
+# torch tensors reach C++ as DLPack capsules from torch's C++ exporter: Tensor.__dlpack__, which
+# nanobind would call otherwise, is Python code with checks (a few us a tensor, 9 tensors a
+# mla_decode call).
+_to_dlpack = None
+if torch is not None:
+    try:
+        import torch.utils.dlpack
+        _to_dlpack = torch.utils.dlpack.to_dlpack
+    except (ImportError, AttributeError):  # pragma: no cover - torch without it
+        _to_dlpack = None
+
 
 def _is_torch(x):
     return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _array(x, name, written=False):
-    """x as something DLPack can export, with its dtype tag ('' = the array's own type)."""
+    """x as something DLPack can export (a capsule for torch tensors), with its dtype tag ('' =
+    the array's own type)."""
     if _is_torch(x):
         if x.requires_grad:  # DLPack refuses tensors that require grad; the ops never need it
             x = x.detach()
-    elif not isinstance(x, np.ndarray):
+        view = _VIEWS.get(x.dtype)
+        tag = ""
+        if view is not None:
+            x, tag = x.view(view[0]), view[1]
+        return (x if _to_dlpack is None else _to_dlpack(x)), tag
+    if not isinstance(x, np.ndarray):
         raise TypeError(f"argument {name}: expected a numpy array or a torch tensor, "
                         f"got {type(x).__name__}")
     elif written and not x.flags.writeable:

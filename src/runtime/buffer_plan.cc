@@ -67,12 +67,16 @@ void Executor::bind_weights(const WeightStore& weights) {
     const std::string who = "layer " + std::to_string(layer) + " weights: ";
     check_dtype(w.w_uk_t, (who + "w_uk_t").c_str(), DType::kBF16);
     check_dtype(w.w_uv, (who + "w_uv").c_str(), DType::kBF16);
-    check_dtype(w.kv_b_proj, (who + "kv_b_proj").c_str(), DType::kBF16);
     check_shape(w.w_uk_t, (who + "w_uk_t").c_str(), {h, p, l});
     check_shape(w.w_uv, (who + "w_uv").c_str(), {h, l, v});
-    check_shape(w.kv_b_proj, (who + "kv_b_proj").c_str(), {h * (p + v), l});
-    if (!w.kv_b_proj_fp8.empty()) {
+    // Prefill up-projects with the block-FP8 kv_b_proj when the layer carries it; the bf16 one is
+    // then neither checked nor uploaded (32 MiB a layer at DeepSeek-V3's dims).
+    const bool fp8_kv_b = !w.kv_b_proj_fp8.empty();
+    if (fp8_kv_b) {
       check_block_fp8(w.kv_b_proj_fp8, who + "kv_b_proj_fp8", Device::kCpu, {h * (p + v), l});
+    } else {
+      check_dtype(w.kv_b_proj, (who + "kv_b_proj").c_str(), DType::kBF16);
+      check_shape(w.kv_b_proj, (who + "kv_b_proj").c_str(), {h * (p + v), l});
     }
     if (static_cast<int64_t>(device_weights_.layers.size()) <= layer) {
       device_weights_.layers.resize(static_cast<size_t>(layer + 1));
@@ -81,10 +85,11 @@ void Executor::bind_weights(const WeightStore& weights) {
     if (!d.w_uk_t.defined()) {
       d.w_uk_t = to_device(w.w_uk_t);
       d.w_uv = to_device(w.w_uv);
-      d.kv_b_proj = to_device(w.kv_b_proj);
-      if (!w.kv_b_proj_fp8.empty()) {
+      if (fp8_kv_b) {
         d.kv_b_proj_fp8 = {to_device(w.kv_b_proj_fp8.weight),
                            to_device(w.kv_b_proj_fp8.weight_scale_inv)};
+      } else {
+        d.kv_b_proj = to_device(w.kv_b_proj);
       }
     }
   }

@@ -192,6 +192,43 @@ TEST(Executor, PoisonedPaddingAndCacheDoNotChangeResults) {
   EXPECT_EQ(rows_bytes(a.read("layers.0.xq"), 10), rows_bytes(p.read("layers.0.xq"), 10));
 }
 
+// A layer that carries the block-FP8 kv_b_proj needs no bf16 copy of it: prefill up-projects with
+// the FP8 weight, and the executor neither checks nor uploads the bf16 one. Without either, the
+// error names kv_b_proj.
+TEST(Executor, Fp8KvBProjLayersNeedNoBf16Copy) {
+  MlaConfig cfg = small_config();
+  cfg.kv_lora_rank = 128;  // whole groups of 128: the store attaches the FP8 form
+  models::BatchSpec spec;
+  spec.decode_lens = {5, 70};
+  spec.prefills = {{7, 30}, {3, 0}};
+  spec.seed = 11;
+  const models::Batch b = models::make_batch(cfg, 1, spec);
+  models::MlaGraphOptions o;
+  o.config = cfg;
+  o.num_pages = b.num_pages;
+  o.quant = group_quant(128, true, true);
+  const ir::Graph g = models::build_mla_graph(o);
+  const WeightStore w = models::make_mla_weights(cfg, 1, 11);
+  ASSERT_FALSE(w.layer(0).kv_b_proj_fp8.empty());
+  WeightStore no_bf16 = w;
+  no_bf16.layers[0].kv_b_proj = Tensor();
+  auto be = make_cpu_backend();
+  Executor full(g, *be, w), lean(g, *be, no_bf16);
+  full.run(b.graph_inputs(), b.meta);
+  lean.run(b.graph_inputs(), b.meta);
+  const int64_t n = b.meta.num_tokens();
+  EXPECT_EQ(rows_bytes(full.read("layers.0.y"), n), rows_bytes(lean.read("layers.0.y"), n));
+  EXPECT_EQ(rows_bytes(full.read("layers.0.xq"), n), rows_bytes(lean.read("layers.0.xq"), n));
+  WeightStore neither = no_bf16;
+  neither.layers[0].kv_b_proj_fp8 = BlockFp8Weight{};
+  try {
+    Executor bad(g, *be, neither);
+    FAIL() << "no throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("kv_b_proj"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Executor, RejectsMissingUnknownAndMisshapedInputs) {
   const models::Batch b = make_batch({5, 70}, {});
   const ir::Graph g = make_graph(b, 1, group_quant(128, false, false));

@@ -23,8 +23,9 @@ struct MlaLayerWeights {
   // kv_b_proj as the checkpoint stores it, when the weights come from one (empty otherwise):
   // codes [H*(P+V), L], scales [ceil(H*(P+V)/128), L/128], L a multiple of 128. Present, prefill
   // up-projects with it as engines run this linear (W8A8 block FP8: the latents quantized per
-  // token in groups of 128, SPEC 4 "Expanded prefill") and kv_b_proj above is not read there;
-  // decode's w_uk_t / w_uv are copies of its dequantized value either way.
+  // token in groups of 128, SPEC 4 "Expanded prefill") and kv_b_proj above is not read (it may
+  // be left undefined; the executor does not upload it then); decode's w_uk_t / w_uv are copies
+  // of its dequantized value either way.
   BlockFp8Weight kv_b_proj_fp8;
 };
 

@@ -46,6 +46,10 @@ struct AlgoEntry {
 };
 std::mutex g_algo_mutex;
 std::map<AlgoKey, AlgoEntry> g_algos;
+// Prefill up-projections bring a new row count with almost every batch: past this many shapes
+// the cache starts over, so a long-running engine's cache stays bounded (a miss costs one
+// heuristic query).
+constexpr size_t kMaxCachedShapes = 256;
 
 struct LtObjects {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -111,6 +115,7 @@ bool linear_fp8_block_cublaslt(DeviceContext& dc, cudaStream_t stream, const voi
       cublasLtMatmulPreferenceDestroy(pref);
       entry.ok = st == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS;
       if (entry.ok) entry.algo = result.algo;
+      if (g_algos.size() >= kMaxCachedShapes) g_algos.clear();
       g_algos[key] = entry;
     }
   }
