@@ -84,10 +84,11 @@ def main():
     qs = mlafuse.group_scale_buffer(x, t, d // 128, True, True)
     bs = mlafuse.group_scale_buffer(x, t, d // 128, True, True)
 
-    # The C++ loops get exactly the arrays and tags the eager path hands to _C.
-    xa, xt = _ops._array(x, "x")
-    oa, ot = _ops._array(out, "out")
-    qa, _ = _ops._array(qo, "out")
+    # The C++ loops get the arrays and tags the eager path hands to _C (torch tensors themselves,
+    # not the single-use DLPack capsules: each round is another call).
+    xa, xt = _ops._array(x, "x", capsule=False)
+    oa, ot = _ops._array(out, "out", capsule=False)
+    qa, _ = _ops._array(qo, "out", capsule=False)
     stream = _ops._stream(x)
     rows = []
 
@@ -113,9 +114,9 @@ def main():
                                                               False, 0),
                          a.iters, a.rounds, sync)
     cpp = statistics.median(_C.mla_decode(
-        _ops._array(q, "q")[0], _ops._array(cache, "kv_cache")[0], table, seq_lens,
-        _ops._array(w_uv, "w_uv")[0], oa, ot, None, bs, "", -1, None, ws, 0.0, False, 0, stream,
-        iters=a.iters) for _ in range(a.rounds))
+        _ops._array(q, "q", capsule=False)[0], _ops._array(cache, "kv_cache", capsule=False)[0],
+        table, seq_lens, _ops._array(w_uv, "w_uv", capsule=False)[0], oa, ot, None, bs, "", -1,
+        None, ws, 0.0, False, 0, stream, iters=a.iters) for _ in range(a.rounds))
     rows.append(("mla_decode (group-128 FP8 out)", py, tops, cpp))
 
     print(f"eager call overhead, T={t} H={h} context={ctx}, {label}")

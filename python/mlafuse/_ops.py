@@ -67,9 +67,10 @@ def _is_torch(x):
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def _array(x, name, written=False):
-    """x as something DLPack can export (a capsule for torch tensors), with its dtype tag ('' =
-    the array's own type)."""
+def _array(x, name, written=False, capsule=True):
+    """x as something DLPack can export, with its dtype tag ('' = the array's own type). A torch
+    tensor comes back as a capsule, which one call consumes; capsule=False keeps the tensor (for
+    callers that pass the result to several calls)."""
     if _is_torch(x):
         if x.requires_grad:  # DLPack refuses tensors that require grad; the ops never need it
             x = x.detach()
@@ -77,7 +78,7 @@ def _array(x, name, written=False):
         tag = ""
         if view is not None:
             x, tag = x.view(view[0]), view[1]
-        return (x if _to_dlpack is None else _to_dlpack(x)), tag
+        return (x if _to_dlpack is None or not capsule else _to_dlpack(x)), tag
     if not isinstance(x, np.ndarray):
         raise TypeError(f"argument {name}: expected a numpy array or a torch tensor, "
                         f"got {type(x).__name__}")
