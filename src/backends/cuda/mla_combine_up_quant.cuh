@@ -91,6 +91,13 @@ __device__ __forceinline__ void st_shared_u16(uint32_t addr, uint32_t v) {
 __device__ __forceinline__ void st_shared_u8(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.u8 [%0], %1;\n" ::"r"(addr), "h"(static_cast<uint16_t>(v)) : "memory");
 }
+// Four e4m3 codes of row lr from quant_fp8*_x4 on a lane's columns of blocks j and j + 1:
+// the low two at columns 8j + 2q, +1, the high two at 8(j + 1) + 2q, +1.
+__device__ __forceinline__ void quad_stage_fp8x4(uint32_t stage, int lr, int j, int q,
+                                                 uint32_t codes) {
+  st_shared_u16(quad_stage_at(stage, lr, 8 * j + 2 * q), codes & 0xffffu);
+  st_shared_u16(quad_stage_at(stage, lr, 8 * j + 8 + 2 * q), codes >> 16);
+}
 // The staged rows to global memory: row lr's kRowBytes bytes to row_ptr(lr) (16-byte aligned).
 template <int kRowBytes, class RowPtr>
 __device__ __forceinline__ void quad_stage_flush(uint32_t stage, int valid, int lane,
@@ -155,10 +162,9 @@ struct EpiFp8Static {
       const int lr = lane / 4 + 8 * r;
 #pragma unroll
       for (int j = 0; j < 16; j += 2) {  // columns 8j + 2q + {0, 1} and 8(j + 1) + 2q + {0, 1}
-        const uint32_t c = qe::quant_fp8_static_x4(x[r][2 * j], x[r][2 * j + 1], x[r][2 * j + 2],
-                                                   x[r][2 * j + 3], inv);
-        st_shared_u16(quad_stage_at(stage, lr, 8 * j + 2 * q), c & 0xffffu);
-        st_shared_u16(quad_stage_at(stage, lr, 8 * j + 8 + 2 * q), c >> 16);
+        quad_stage_fp8x4(stage, lr, j, q,
+                         qe::quant_fp8_static_x4(x[r][2 * j], x[r][2 * j + 1], x[r][2 * j + 2],
+                                                 x[r][2 * j + 3], inv));
       }
     }
     quad_stage_flush<kMlaVDim>(stage, valid, lane,
@@ -217,10 +223,9 @@ struct EpiFp8Group {
 #pragma unroll
         for (int jj = 0; jj < kPer / 4; ++jj) {
           const int j = (kPer / 2) * g + 2 * jj;  // columns of j and j + 1
-          const uint32_t c = qe::quant_fp8x4(x[r][2 * j], x[r][2 * j + 1], x[r][2 * j + 2],
-                                             x[r][2 * j + 3], sc);
-          st_shared_u16(quad_stage_at(stage, lr, 8 * j + 2 * q), c & 0xffffu);
-          st_shared_u16(quad_stage_at(stage, lr, 8 * j + 8 + 2 * q), c >> 16);
+          quad_stage_fp8x4(stage, lr, j, q,
+                           qe::quant_fp8x4(x[r][2 * j], x[r][2 * j + 1], x[r][2 * j + 2],
+                                           x[r][2 * j + 3], sc));
         }
         if (q == 0 && lr < valid) {
           qe::store_group_scale(scales, layout, t0 + lr, (int64_t{h} * kMlaVDim) / kGroup + g,
