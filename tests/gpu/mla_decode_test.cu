@@ -400,9 +400,8 @@ TEST(MlaDecodeSmall, SeesawH64) {
 }
 
 // More than one wave of 64-token tiles (H = 128, 95 token rows: 256 CTAs on an H100's 132 SMs):
-// the combine takes 128-row tiles (both warpgroups multiply, rows past 95 are never stored) and
-// streams W_UV through a ring of four chunks; the split rows are listed by four warps. Small
-// enough to run under compute-sanitizer too (every quantization variant outside it).
+// the combine streams W_UV through a ring of two chunks, two CTAs per SM. Small enough to run
+// under compute-sanitizer too (every quantization variant outside it).
 TEST(MlaDecodeSmall, StreamedWuvH128) {
   SKIP_WITHOUT_GPU();
   Batch b = decode_batch(128, 90, 5, 4242u);

@@ -4,14 +4,12 @@
 //      bf16 latent rows of tokens done by one split-KV part (already final: copied as they are),
 //      while
 //   2. the warps merge the split-KV results of the other tokens in f32 (log-sum-exp weights) and
-//      round the latent output to bf16 (the A tile [kTM, 512] in shared memory);
-//   3. out[kTM, 128] = o_lat @ W_UV[h] on the tensor cores with wgmma (m64n128k16, f32
-//      accumulate): warpgroup g owns rows 64g .. 64g + 63, both operands read from shared memory
-//      once per warpgroup;
+//      round the latent output to bf16 ([kTM, 512] tile in shared memory);
+//   3. out[kTM, 128] = o_lat @ W_UV[h] on tensor cores (mma.sync, f32 accumulate), warp w owns
+//      output columns 16*w .. + 16;
 //   4. the f32 result is rounded to bf16 (the value the unfused graph's quant op would read) and
-//      each warp hands its 16 rows, straight from the accumulator registers, to the epilogue
-//      functor (`quad_rows`): bf16 store, static FP8, group FP8 (one head's 128 outputs are one
-//      group of 128 or two of 64), or NVFP4 (eight 16-element blocks).
+//      handed, row by row, to the epilogue functor: bf16 store, static FP8, group FP8 (one head's
+//      128 outputs are one group of 128 or two of 64), or NVFP4 (eight 16-element blocks).
 // Every functor quantizes with the shared quant_epilogue.cuh, so the codes and scales equal the
 // standalone quant kernels' on this kernel's own bf16 output, bit for bit. Tokens t >= n are not
 // written (NVFP4 zeroes its scale padding rows up to round_up(n, 128), SPEC 6).
@@ -26,7 +24,6 @@
 #include "backends/cuda/mla_decode.h"
 #include "backends/cuda/mla_decode_plan.cuh"
 #include "backends/cuda/mla_mma.cuh"
-#include "backends/cuda/mla_wgmma.cuh"
 #include "backends/cuda/quant_epilogue.cuh"
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/core/error.h"
@@ -35,6 +32,7 @@
 namespace mlafuse::cuda::mla {
 
 inline constexpr int kCombineThreads = 256;
+inline constexpr int kOutStride = kMlaVDim + 8;  // padded bf16 row of the staged output tile
 // The split-KV parts holding one query's tiles: parts first .. first + count - 1 (count 0: no KV).
 struct SplitRow {
   int first;
@@ -48,67 +46,44 @@ __device__ __forceinline__ SplitRow split_row(const MlaWorkspace& ws, int per_pa
 }
 
 
-// W_UV[h] moves in chunks of 64 latent rows (16 KB), which are also the A tile's SW128 blocks:
-// chunk k multiplies latent columns 64k .. 64k + 63.
+// W_UV[h] moves in chunks of 64 latent rows (16 KB); a ring of kStages chunk buffers. kStages =
+// kWChunks holds W_UV[h] whole (every chunk in flight from the start); kStages = 2 streams it so
+// that two CTAs fit on an SM, for grids of more than one wave.
 inline constexpr int kWChunkRows = 64;
 inline constexpr int kWChunks = kMlaLatent / kWChunkRows;
-inline constexpr uint32_t kWChunkBytes = kWChunkRows * kMlaVDim * 2;
 
-// The shape of one combine CTA of kTM tokens. wgmma's M is 64 rows a warpgroup, so the A tile has
-// at least 64 rows (rows past the tile's real tokens are never stored, whatever they hold);
-// warpgroup g multiplies rows 64g .. 64g + 63. W_UV[h] is whole in shared memory (all its chunks
-// in flight from the start) except beside a 128-row A tile, where a ring of four chunks keeps
-// the CTA within one SM's shared memory.
-template <int kTM>
-struct CombineShape {
-  static_assert(kTM == 16 || kTM == 32 || kTM == 64 || kTM == 128, "combine tiles: 16 to 128 rows");
-  static constexpr int kARows = kTM < 64 ? 64 : kTM;
-  static constexpr int kMathWarpgroups = kARows / 64;
-  static constexpr int kStages = kTM == 128 ? 4 : kWChunks;
-  static constexpr int kListWarps = kARows / 32;  // warps that list the rows that merge
-  // Split entries of one tile: at most kTM + num_parts (each part boundary splits one token once
-  // more); the host keeps num_parts <= kMlaMaxParts.
-  static constexpr int kMaxMergeEntries = kTM + kMlaMaxParts;
-};
-// Epilogue staging of one warp (16 rows of up to 256 bytes, quad_stage_at), carved from the W_UV
-// buffers once the MMA is done.
-inline constexpr uint32_t kWarpStageBytes = 4096;
+// Split entries of one token tile: at most kTM + num_parts (each part boundary splits one token
+// once more); kMlaMaxParts keeps num_parts within it.
+inline constexpr int kMaxMergeEntries = 1024;
+static_assert(64 + kMlaMaxParts <= kMaxMergeEntries, "kMlaMaxParts must fit the merge plan");
 
-template <int kTM>
+template <int kTM, int kStages>
 struct CombineUpSmem {
-  using Shape = CombineShape<kTM>;
-  // Merged o_lat [kARows, 512] bf16 as 8 SW128 blocks [kARows, 64] (sw128_offset): wgmma's
-  // K-major A operand. 1024-byte aligned (the kernel aligns the base), as is every block.
-  __nv_bfloat16 a[Shape::kARows * kMlaLatent];
-  // W_UV[h] chunks: chunk [64 latent rows, 128] as two SW128 blocks [64, 64] (columns 0-63,
-  // 64-127): the MN-major B operand. After the MMA, the warps' epilogue staging.
-  __nv_bfloat16 w[Shape::kStages * kWChunkRows * kMlaVDim];
+  __nv_bfloat16 w[kStages * kWChunkRows * kMlaVDim];  // W_UV[h] chunks [64, 128], rows of 16
+                                                      // swizzled 16-byte chunks
+  __nv_bfloat16 a[kTM * kMlaLatent];  // merged o_lat [kTM, 512], rows of 64 swizzled chunks;
+                                      // reused as the bf16 output tile [kTM, kOutStride]
   SplitRow rows[kTM];       // each row's split-KV parts
   int merge_rows[kTM];      // real rows with 0 or >= 2 splits (merged or zeroed by the warps)
   int merge_off[kTM + 1];   // merge_rows[i]'s split entries: [merge_off[i], merge_off[i + 1])
-  uint32_t ballot[Shape::kListWarps];    // rows 32w .. 32w + 31 that merge
-  int split_total[Shape::kListWarps];    // their splits
-  int ent_slot[Shape::kMaxMergeEntries];  // an entry's partial slot, and its log-sum-exp, then
-  float ent_w[Shape::kMaxMergeEntries];   // weight
+  uint32_t ballot[2];       // rows 0..31, 32..63 that merge
+  int split_total[2];       // their splits
+  int ent_slot[kMaxMergeEntries];  // an entry's partial slot, and its log-sum-exp, then weight
+  float ent_w[kMaxMergeEntries];
 };
-static_assert(8 * kWarpStageBytes <= CombineShape<128>::kStages * kWChunkBytes,
-              "the epilogue staging fits in the W_UV buffers");
 
-// ---- epilogue functors: `quad_rows` gets a warp's 16 rows of head h, bf16-rounded, in the wgmma
-// accumulator layout: lane l holds local rows l/4 and l/4 + 8 (r = 0, 1), columns 8j + 2(l%4) + e
-// at x[r][2j + e] (j < 16). A group then lives in one quad (4 lanes), so the 16 rows reduce side
-// by side instead of one after another. Rows lr < valid (tokens t0 + lr) are written. The output
-// passes through `stage`, the warp's 16 rows of shared memory (16-byte units XOR-swizzled by row:
-// no bank conflicts either way; bytes 128-255 of a row in a second half kStageHalf further on),
-// so the global stores are whole rows of 16-byte units. The bf16 functor also takes one row at a
-// time (`row`, the prefill kernel's bf16 path): lane i holds elements 4i .. 4i+3.
-inline constexpr uint32_t kStageHalf = 16 * 128;
+// ---- epilogue functors: `row` gets one token's 128 bf16-rounded outputs of head h -------------
+// Called by a whole warp (shuffles inside); lane i holds elements 4i .. 4i+3 (x).
+//
+// The quantizing functors also take a warp's 16 rows at once in the wgmma accumulator layout
+// (`quad_rows`, for the prefill attention): lane l holds local rows l/4 and l/4 + 8 (r = 0, 1),
+// columns 8j + 2(l%4) + e at x[r][2j + e] (j < 16), bf16-rounded. A group then lives in one quad
+// (4 lanes), so the 16 rows reduce side by side instead of one after another. Rows lr < valid
+// (tokens t0 + lr) are written. Codes pass through `stage`, this warp's 16 rows x 128 B of shared
+// memory (16-byte units XOR-swizzled by row: no bank conflicts either way), so the global stores
+// are whole rows of 16-byte units. Same per-element arithmetic as `row`: same codes and scales.
 __device__ __forceinline__ uint32_t quad_stage_at(uint32_t stage, int lr, int byte) {
-  return stage + (byte >> 7) * kStageHalf + lr * 128 +
-         (((((byte >> 4) & 7) ^ (lr & 7)) << 4) | (byte & 15));
-}
-__device__ __forceinline__ void st_shared_u32(uint32_t addr, uint32_t v) {
-  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+  return stage + lr * 128 + ((((byte >> 4) ^ (lr & 7)) << 4) | (byte & 15));
 }
 __device__ __forceinline__ void st_shared_u16(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(addr), "h"(static_cast<uint16_t>(v)) : "memory");
@@ -127,7 +102,7 @@ __device__ __forceinline__ void quad_stage_fp8x4(uint32_t stage, int lr, int j, 
 template <int kRowBytes, class RowPtr>
 __device__ __forceinline__ void quad_stage_flush(uint32_t stage, int valid, int lane,
                                                  RowPtr row_ptr) {
-  static_assert(kRowBytes % 16 == 0 && kRowBytes <= 256, "a staged row is at most 256 bytes");
+  static_assert(kRowBytes % 16 == 0 && kRowBytes <= 128, "a staged row is at most 128 bytes");
   constexpr int kUnits = kRowBytes / 16;
   __syncwarp();
 #pragma unroll
@@ -138,7 +113,7 @@ __device__ __forceinline__ void quad_stage_flush(uint32_t stage, int valid, int 
     uint4 v;
     asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "r"(quad_stage_at(stage, lr, 16 * c)));
+                 : "r"(stage + lr * 128 + ((c ^ (lr & 7)) << 4)));
     *reinterpret_cast<uint4*>(row_ptr(lr) + 16 * c) = v;
   }
 }
@@ -160,23 +135,6 @@ struct EpiBf16 {
     v.y = pack_bf16x2(x[2], x[3]);
     *reinterpret_cast<uint2*>(out + t * dim + h * kMlaVDim + 4 * lane) = v;
   }
-  // 256 bytes a row: the stage needs both halves (2 * kStageHalf bytes).
-  __device__ __forceinline__ void quad_rows(const float (&x)[2][32], int64_t t0, int valid, int h,
-                                            int lane, uint32_t stage) const {
-    const int q = lane % 4;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int lr = lane / 4 + 8 * r;
-#pragma unroll
-      for (int j = 0; j < 16; ++j) {  // columns 8j + 2q, +1: bytes 16j + 4q .. + 3
-        st_shared_u32(quad_stage_at(stage, lr, 16 * j + 4 * q),
-                      pack_bf16x2(x[r][2 * j], x[r][2 * j + 1]));
-      }
-    }
-    quad_stage_flush<kMlaVDim * 2>(stage, valid, lane, [&](int lr) {
-      return reinterpret_cast<uint8_t*>(out + (t0 + lr) * dim + h * kMlaVDim);
-    });
-  }
 };
 
 struct EpiFp8Static {
@@ -190,6 +148,12 @@ struct EpiFp8Static {
     inv = qe::fp8_static_inv(*o.scale);
   }
   __device__ __forceinline__ void pad(int, int, int, int) const {}
+  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane,
+                                      bool valid) const {
+    if (!valid) return;
+    *reinterpret_cast<uint32_t*>(out + t * dim + h * kMlaVDim + 4 * lane) =
+        qe::quant_fp8_static_x4(x[0], x[1], x[2], x[3], inv);
+  }
   __device__ __forceinline__ void quad_rows(const float (&x)[2][32], int64_t t0, int valid, int h,
                                             int lane, uint32_t stage) const {
     const int q = lane % 4;
@@ -213,6 +177,7 @@ struct EpiFp8Group {
   static_assert(kGroup == 128 || kGroup == 64, "fused group FP8 supports groups of 128 and 64");
   static constexpr MlaEpilogue kKind =
       kGroup == 128 ? MlaEpilogue::kFp8Group128 : MlaEpilogue::kFp8Group64;
+  static constexpr int kLanesPerGroup = kGroup / 4;
   uint8_t* out;  // [T_pad, H*128] e4m3
   float* scales;
   GroupScaleLayout layout;
@@ -228,6 +193,18 @@ struct EpiFp8Group {
     ue8m0 = o.ue8m0;
   }
   __device__ __forceinline__ void pad(int, int, int, int) const {}
+  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane,
+                                      bool valid) const {
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) amax = qe::abs_max(amax, x[i]);
+    amax = qe::group_amax<kLanesPerGroup - 1>(amax);
+    const qe::Fp8GroupScale sc = qe::fp8_group_scale(amax, eps, ue8m0);
+    if (!valid) return;
+    const int64_t col = static_cast<int64_t>(h) * kMlaVDim + 4 * lane;
+    *reinterpret_cast<uint32_t*>(out + t * dim + col) = qe::quant_fp8x4(x[0], x[1], x[2], x[3], sc);
+    if (lane % kLanesPerGroup == 0) qe::store_group_scale(scales, layout, t, col / kGroup, sc.s);
+  }
   __device__ __forceinline__ void quad_rows(const float (&x)[2][32], int64_t t0, int valid, int h,
                                             int lane, uint32_t stage) const {
     constexpr int kGroups = kMlaVDim / kGroup;  // groups in a row: 1 or 2
@@ -261,6 +238,7 @@ struct EpiFp8Group {
   }
 };
 
+// NVFP4 needs eight elements a lane (a 16-element block is two lanes): `row` regroups them.
 struct EpiNvfp4 {
   static constexpr MlaEpilogue kKind = MlaEpilogue::kNvfp4;
   uint8_t* out;  // [T_pad, H*64] packed e2m1x2
@@ -285,6 +263,30 @@ struct EpiNvfp4 {
   }
   __device__ __forceinline__ void layout_store_zero(int64_t t, int64_t k) const {
     qe::store_nvfp4_scale(sf, layout, t, k, 0);
+  }
+  __device__ __forceinline__ void row(const float (&x)[4], int64_t t, int h, int lane,
+                                      bool valid) const {
+    // Lane l holds elements 4l..4l+3, so 16-element block b spans lanes 4b..4b+3. Lane 4b
+    // gathers elements 16b..16b+7 (lanes 4b, 4b+1) and lane 4b+1 elements 16b+8..16b+15 (lanes
+    // 4b+2, 4b+3); lanes 4b+2 and 4b+3 compute duplicates and store nothing.
+    float y[8];
+    const int base = lane & ~3;
+    const int src0 = base + 2 * (lane & 1);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      y[i] = __shfl_sync(0xffffffffu, x[i], src0);
+      y[4 + i] = __shfl_sync(0xffffffffu, x[i], src0 + 1);
+    }
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) amax = qe::abs_max(amax, x[i]);
+    amax = qe::group_amax<3>(amax);  // the 4 lanes of one 16-element block
+    const qe::Nvfp4BlockScale bs = qe::nvfp4_block_scale(amax, gs);
+    const uint32_t packed = qe::quant_nvfp4x8(y, bs.out_scale);
+    if (!valid || (lane & 2) != 0) return;
+    const int64_t col = static_cast<int64_t>(h) * kMlaVDim + 4 * base + 8 * (lane & 1);
+    *reinterpret_cast<uint32_t*>(out + (t * dim + col) / 2) = packed;
+    if ((lane & 3) == 0) qe::store_nvfp4_scale(sf, layout, t, col / 16, bs.sf);
   }
   // Block b (columns 16b .. 16b + 15) is j = 2b, 2b + 1: four values a lane, one quad.
   __device__ __forceinline__ void quad_rows(const float (&x)[2][32], int64_t t0, int valid, int h,
@@ -441,28 +443,26 @@ __device__ __forceinline__ void cp_async_wait_dyn(int pending) {
   }
 }
 
-// Chunk k of W_UV[h] ([64, 128] bf16, rows 64k .. 64k+63) into the chunk buffer at `dst`: the
-// two column halves as SW128 blocks [64, 64].
+// Chunk k of W_UV[h] ([64, 128] bf16, rows 64k .. 64k+63) into the ring buffer at `dst`.
 __device__ __forceinline__ void load_w_chunk(uint32_t dst, const __nv_bfloat16* gw, int k) {
   const __nv_bfloat16* src = gw + static_cast<int64_t>(k) * kWChunkRows * kMlaVDim;
   for (int i = threadIdx.x; i < kWChunkRows * kMlaVDim / 8; i += kCombineThreads) {
     const int r = i / 16;
     const int c = i % 16;
-    cp_async16(dst + sw128_offset(kWChunkRows, r, c), src + r * kMlaVDim + c * 8);
+    cp_async16(dst + (r * kMlaVDim + ((c & 8) | swz(r, c & 7)) * 8) * 2,
+               src + r * kMlaVDim + c * 8);
   }
 }
 
-template <class Epi, int kTM>
-__global__ void __launch_bounds__(kCombineThreads, 1)
+template <class Epi, int kTM, int kStages>
+__global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     mla_combine_up_quant_kernel(MlaDecodeProblem p, MlaWorkspace ws, MlaOutputParams op,
                                 bool premerged) {
-  using Shape = CombineShape<kTM>;
-  using Smem = CombineUpSmem<kTM>;
-  constexpr int kStages = Shape::kStages;
-  extern __shared__ __align__(16) uint8_t smem_raw[];
-  const uint32_t raw_addr = smem_addr(smem_raw);
-  Smem& sm =
-      *reinterpret_cast<Smem*>(smem_raw + (((raw_addr + 1023u) & ~1023u) - raw_addr));
+  static_assert(kStages == kWChunks || kStages == 2, "W_UV: whole, or a ring of two chunks");
+  using Smem = CombineUpSmem<kTM, kStages>;
+  constexpr int kMT = kTM / 16;
+  extern __shared__ __align__(128) uint8_t smem_raw[];
+  Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
   const int t0 = blockIdx.x * kTM;
   const int h = blockIdx.y;
   const int warp = threadIdx.x / 32;
@@ -477,11 +477,12 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
     return;
   }
 
-  // 1. The first kStages chunks of W_UV[h] -> shared memory (all of it but beside 128 rows).
+  // 1. The first kStages chunks of W_UV[h] -> shared memory (all of it when kStages = 8).
   const __nv_bfloat16* gw = p.w_uv + static_cast<int64_t>(h) * kMlaLatent * kMlaVDim;
   const uint32_t sw = smem_addr(sm.w);
+  constexpr uint32_t kChunkBytes = kWChunkRows * kMlaVDim * 2;
 #pragma unroll
-  for (int k = 0; k < kStages; ++k) load_w_chunk(sw + k * kWChunkBytes, gw, k);
+  for (int k = 0; k < kStages; ++k) load_w_chunk(sw + k * kChunkBytes, gw, k);
   cp_async_commit();
   // The W_UV loads above overlap the attention's tail (programmatic launch); its results from here.
   pdl_wait();
@@ -490,16 +491,15 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
   //    its q_cum in closed form (partial_slot), so one round of loads gives them all.
   const int per_part = ws.sched[0];
   const int rows = min(kTM, n - t0);
-  // Warps 0 .. kListWarps - 1 list the rows that merge. Every thread passes both barriers (a
-  // named barrier of the listing warps alone left racecheck reporting hazards across the later
+  // Warps 0 and 1 list the rows that merge (kTM <= 64). Every thread passes both barriers (a
+  // named barrier of warps 0-1 alone left racecheck reporting hazards across the later
   // __syncthreads(): docs/kernels/mla_decode.md, "Sanitizers").
-  constexpr int kListWarps = Shape::kListWarps;
   const int r = threadIdx.x;
   SplitRow sr{0, 0, 0};
   bool merge = false;
   int splits = 0;
   uint32_t bal = 0;
-  if (r < 32 * kListWarps) {
+  if (r < 64) {
     if (r < rows) sr = split_row(ws, per_part, t0 + r);
     if (r < kTM) sm.rows[r] = sr;
     // Padding rows are never stored; premerged: every real row's latent is in ws.o_lat already.
@@ -516,14 +516,10 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
       sm.split_total[warp] = splits;
     }
   }
-  __syncthreads();  // every listing warp's ballot and total is in
-  if (r < 32 * kListWarps) {
-    int pos = __popc(bal & ((1u << lane) - 1u));
-    int end = splits;
-    for (int w = 0; w < warp; ++w) {
-      pos += __popc(sm.ballot[w]);
-      end += sm.split_total[w];
-    }
+  __syncthreads();  // both warps' ballots and totals are in
+  if (r < 64) {
+    const int pos = __popc(bal & ((1u << lane) - 1u)) + (warp == 1 ? __popc(sm.ballot[0]) : 0);
+    const int end = splits + (warp == 1 ? sm.split_total[0] : 0);
     if (merge) {
       sm.merge_rows[pos] = r;
       sm.merge_off[pos + 1] = end;
@@ -531,9 +527,7 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
     if (r == 0) sm.merge_off[0] = 0;
   }
   __syncthreads();
-  int num_merge = 0;
-#pragma unroll
-  for (int w = 0; w < kListWarps; ++w) num_merge += __popc(sm.ballot[w]);
+  const int num_merge = __popc(sm.ballot[0]) + __popc(sm.ballot[1]);
   // Single-split rows: the attention already wrote their bf16 latent output; copy it into the
   // swizzled A tile with cp.async (whole tile in flight at once, overlapping the W_UV load and
   // the merge below). Row r, 16-byte chunk c of 64.
@@ -543,7 +537,7 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
       const int r = i / (kMlaLatent / 8);
       const int c = i % (kMlaLatent / 8);
       if (!(premerged ? r < rows : sm.rows[r].count == 1)) continue;
-      cp_async16(sa + sw128_offset(Shape::kARows, r, c),
+      cp_async16(sa + (r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8) * 2,
                  ws.o_lat + (static_cast<int64_t>(t0 + r) * p.num_heads + h) * kMlaLatent + c * 8);
     }
     cp_async_commit();
@@ -552,8 +546,9 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
   // even a single token keeps all eight warps loading.
   const int d0 = 64 * warp + 2 * lane;
   auto store_row = [&](int r, float2 v) {
-    st_shared_u32(smem_addr(sm.a) + sw128_offset(Shape::kARows, r, d0 / 8) + (d0 % 8) * 2,
-                  pack_bf16x2(v.x, v.y));
+    const int c = d0 / 8;
+    *reinterpret_cast<uint32_t*>(sm.a + r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8 + d0 % 8) =
+        pack_bf16x2(v.x, v.y);
   };
   // Several merging rows: every split entry of the tile (merge row i owns entries merge_off[i] ..
   // merge_off[i + 1] - 1, in split order) gets its partial slot and log-sum-exp, all in one round
@@ -639,69 +634,73 @@ __global__ void __launch_bounds__(kCombineThreads, 1)
     }
   }
   cp_async_wait<0>();
-  fence_proxy_async();  // the A tile and W_UV chunks (cp.async, st.shared) reach wgmma's proxy
   __syncthreads();
 
-  // 3. [kARows, 512] x [512, 128] on wgmma: warpgroup g multiplies A rows 64g .. 64g + 63 by each
-  //    W_UV chunk as it lands (4 k-steps a chunk, one commit group). With a ring of four, chunk
-  //    k + 3 refills chunk k - 1's buffer once both warpgroups' MMAs on it are done (wait<1>
-  //    keeps chunk k's in flight), and chunk k is waited for at the top of step k.
-  const int wg = threadIdx.x / 128;
-  const bool math = Shape::kMathWarpgroups == 2 || wg == 0;  // uniform over each warpgroup
-  constexpr uint32_t kABlockBytes = Shape::kARows * 128;
-  const uint32_t sa_wg = smem_addr(sm.a) + wg * 64 * 128;
-  float acc[64];
+  // 3. [kTM, 512] x [512, 128]: warp w computes columns 16w .. 16w+15 of every row.
+  float c[kMT][2][4];
 #pragma unroll
+  for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) c[mi][j][e] = 0.0f;
+  //    Chunk k (latent rows 64k ..) sits in ring buffer k % kStages. With a ring of two, chunk k is
+  //    waited for at the top of step k, and chunk k + 2 is issued into the buffer just read once
+  //    every warp is done with it; the prologue's chunks are complete already (waited above).
+  const uint32_t sa = smem_addr(sm.a);
+#pragma unroll 1
   for (int k = 0; k < kWChunks; ++k) {
     if (k >= kStages) {
-      cp_async_wait_dyn(min(k + kStages - 2, kWChunks - 1) - k);
-      fence_proxy_async();
+      cp_async_wait_dyn(min(k - 1 + kStages, kWChunks - 1) - k);
       __syncthreads();
     }
-    if (math) {
-      const uint32_t swk = sw + (k % kStages) * kWChunkBytes;
-      wgmma_fence();
+    const uint32_t swk = sw + (k % kStages) * kChunkBytes;
 #pragma unroll
-      for (int kl = 0; kl < kWChunkRows / 16; ++kl) {
-        wgmma_m64n128k16_ss<1>(acc, desc_kmajor(sa_wg + k * kABlockBytes + kl * 32),
-                               desc_mnmajor(swk + kl * 16 * 128, kWChunkBytes / 2),
-                               k > 0 || kl > 0);
+    for (int kl = 0; kl < kWChunkRows / 16; ++kl) {
+      const int kk = k * (kWChunkRows / 16) + kl;  // 16-wide step of the latent dim
+      uint32_t b[4];
+      {
+        const int r = kl * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+        const int ch = 2 * warp + lane / 16;
+        ldmatrix_x4_trans(b, swk + (r * kMlaVDim + ((ch & 8) | swz(r, ch & 7)) * 8) * 2);
       }
-      wgmma_commit();
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi) {
+        uint32_t a[4];
+        const int r = mi * 16 + (lane % 16);
+        const int ch = 2 * kk + lane / 16;
+        ldmatrix_x4(a, sa + (r * kMlaLatent + ((ch & ~7) | swz(r, ch & 7)) * 8) * 2);
+        mma_bf16_16816(c[mi][0], a, b[0], b[1]);
+        mma_bf16_16816(c[mi][1], a, b[2], b[3]);
+      }
     }
-    if constexpr (kStages < kWChunks) {
-      if (k >= 1 && k - 1 + kStages < kWChunks) {
-        if (math) wgmma_wait<1>();
-        __syncthreads();  // chunk k - 1's buffer is free
-        load_w_chunk(sw + ((k - 1) % kStages) * kWChunkBytes, gw, k - 1 + kStages);
-        cp_async_commit();
-      }
+    if (k + kStages < kWChunks) {
+      __syncthreads();  // every warp has read buffer k % kStages
+      load_w_chunk(swk, gw, k + kStages);
+      cp_async_commit();
     }
   }
-  if (math) {
-    wgmma_wait<0>();
-    fence_regs(acc);
-  }
-  __syncthreads();  // no MMA reads W_UV any more: its buffers become the epilogue staging
+  __syncthreads();  // sm.a becomes the output tile
 
-  // 4. Each warp rounds its 16 rows to bf16 in registers and hands them to the epilogue.
-  if (math) {
-    const int lr0 = 64 * wg + 16 * (warp % 4);  // the warp's first row in the tile
-    const int valid = min(16, min(kTM, n - t0) - lr0);
-    if (valid > 0) {
-      float x[2][32];
+  // 4. bf16-rounded outputs to shared memory, then the epilogue row by row.
+  __nv_bfloat16* so = sm.a;  // [kTM, kOutStride]
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
+  for (int mi = 0; mi < kMT; ++mi)
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const uint32_t v = pack_bf16x2(acc[4 * j + 2 * r], acc[4 * j + 2 * r + 1]);
-          x[r][2 * j] = bf16_lo(v);
-          x[r][2 * j + 1] = bf16_hi(v);
-        }
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = mi * 16 + lane / 4 + 8 * r;
+        const int col = 16 * warp + 8 * j + 2 * (lane % 4);
+        *reinterpret_cast<uint32_t*>(so + row * kOutStride + col) =
+            pack_bf16x2(c[mi][j][2 * r], c[mi][j][2 * r + 1]);
       }
-      epi.quad_rows(x, static_cast<int64_t>(t0) + lr0, valid, h, lane,
-                    sw + warp * kWarpStageBytes);
-    }
+  __syncthreads();
+  for (int r = warp; r < kTM; r += kCombineThreads / 32) {
+    const int t = t0 + r;
+    const uint2 v = *reinterpret_cast<const uint2*>(so + r * kOutStride + 4 * lane);
+    const float x[4] = {bf16_lo(v.x), bf16_hi(v.x), bf16_lo(v.y), bf16_hi(v.y)};
+    epi.row(x, t, h, lane, t < n);
   }
 }
 
@@ -728,7 +727,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // Host side: launches one CTA per (token tile, head). NVFP4's grid reaches round_up(T_pad, 128)
 // rows for its scale padding.
-template <class Epi, int kTM>
+template <class Epi, int kTM, int kStages>
 void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                   const MlaOutputParams& op, cudaStream_t stream, int num_sms) {
   const int64_t rows =
@@ -736,8 +735,8 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   const dim3 grid(static_cast<unsigned>(ceil_div(rows, kTM)), static_cast<unsigned>(p.num_heads));
   MLAFUSE_CHECK(ws.num_parts >= 1 && ws.num_parts <= kMlaMaxParts, "mla_combine_up_quant: ",
                 ws.num_parts, " split-KV parts; the merge plan holds 1 to ", kMlaMaxParts);
-  const size_t smem = sizeof(CombineUpSmem<kTM>) + 1024;  // + the 1024-byte alignment
-  auto kernel = mla_combine_up_quant_kernel<Epi, kTM>;
+  const size_t smem = sizeof(CombineUpSmem<kTM, kStages>);
+  auto kernel = mla_combine_up_quant_kernel<Epi, kTM, kStages>;
   MLAFUSE_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   // A grid of at most half the SMs (few tokens, few heads: B = 16, H = 16 is 16 CTAs) would merge
@@ -756,14 +755,18 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
 }
 
 // The launch shape: the smallest token tile of 16/32/64 rows whose grid (tiles x heads) fits in
-// one wave of one CTA per SM, so a small grid (H = 16, or few tokens) spreads over more SMs; when
-// even 64-row tiles take more than one wave, 128 rows (W_UV[h] read the fewest times, streamed
-// through a ring of four chunks).
-inline int combine_launch_shape(int64_t rows, int num_heads, int num_sms) {
+// one wave of one CTA per SM (W_UV[h] whole in shared memory), so a small grid (H = 16, or few
+// tokens) spreads over more SMs. When even 64-row tiles take more than one wave: 64 rows (each
+// W_UV[h] read the fewest times; the tiles of a head are adjacent in the grid, so they share it
+// through L2) with W_UV streamed through a ring of two chunks, two CTAs per SM, so one CTA's
+// merge overlaps another's loads and MMA. Returns kTM, and sets *stages.
+inline int combine_launch_shape(int64_t rows, int num_heads, int num_sms, int* stages) {
+  *stages = kWChunks;
   for (const int tm : {16, 32, 64}) {
     if (ceil_div(rows, tm) * num_heads <= num_sms) return tm;
   }
-  return 128;
+  *stages = 2;
+  return 64;
 }
 
 template <class Epi>
@@ -773,18 +776,20 @@ void launch_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& ws,
   int num_sms = 0;
   MLAFUSE_CUDA_CHECK(cudaGetDevice(&device));
   MLAFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
-  switch (combine_launch_shape(p.num_queries, p.num_heads, num_sms)) {
+  int stages = kWChunks;
+  switch (combine_launch_shape(p.num_queries, p.num_heads, num_sms, &stages)) {
     case 16:
-      launch_combine_up_quant_tile<Epi, 16>(p, ws, op, stream, num_sms);
+      launch_combine_up_quant_tile<Epi, 16, kWChunks>(p, ws, op, stream, num_sms);
       break;
     case 32:
-      launch_combine_up_quant_tile<Epi, 32>(p, ws, op, stream, num_sms);
-      break;
-    case 64:
-      launch_combine_up_quant_tile<Epi, 64>(p, ws, op, stream, num_sms);
+      launch_combine_up_quant_tile<Epi, 32, kWChunks>(p, ws, op, stream, num_sms);
       break;
     default:
-      launch_combine_up_quant_tile<Epi, 128>(p, ws, op, stream, num_sms);
+      if (stages == 2) {
+        launch_combine_up_quant_tile<Epi, 64, 2>(p, ws, op, stream, num_sms);
+      } else {
+        launch_combine_up_quant_tile<Epi, 64, kWChunks>(p, ws, op, stream, num_sms);
+      }
       break;
   }
 }
