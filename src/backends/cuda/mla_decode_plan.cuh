@@ -50,6 +50,10 @@ __device__ __forceinline__ int partial_slot(int part, int per_part, int cum) {
   return 2 * part + (cum <= part * per_part ? 0 : 1);
 }
 
+// query_start_loc and q_cum entries the plan keeps in shared memory for its binary searches (a
+// search over global memory is a chain of dependent ~0.5 us loads; beyond this, it reads global).
+inline constexpr int kPlanCachedEntries = 4096;
+
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, MlaWorkspace ws) {
   using Scan = cub::BlockScan<int, kThreads>;
@@ -58,11 +62,19 @@ __global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, 
   __shared__ typename Reduce::TempStorage reduce_tmp;
   __shared__ int carry;
   __shared__ int cost_min, cost_max, busy;  // over queries with KV: smallest, largest cost, count
+  __shared__ int s_qsl[kPlanCachedEntries];
+  __shared__ int s_cum[kPlanCachedEntries];
   pdl_launch_dependents();  // the attention's prologue may overlap this kernel
   const int t_pad = p.num_queries;
   // Tokens past the batch's own count (query_start_loc's last entry) are padding as well.
   const int n = min(real_tokens(p), p.query_start_loc[p.num_seqs]);
   const int max_len = p.block_table_stride * p.page_size;
+  const bool qsl_cached = p.num_seqs + 1 <= kPlanCachedEntries;
+  const bool cum_cached = t_pad + 1 <= kPlanCachedEntries;
+  if (qsl_cached) {
+    for (int i = threadIdx.x; i <= p.num_seqs; i += kThreads) s_qsl[i] = p.query_start_loc[i];
+  }
+  auto qsl = [&](int i) { return qsl_cached ? s_qsl[i] : p.query_start_loc[i]; };
   if (threadIdx.x == 0) {
     carry = 0;
     cost_min = INT_MAX;
@@ -80,7 +92,7 @@ __global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, 
       int hi = p.num_seqs;
       while (hi - lo > 1) {
         const int mid = (lo + hi) / 2;
-        if (p.query_start_loc[mid] <= t) {
+        if (qsl(mid) <= t) {
           lo = mid;
         } else {
           hi = mid;
@@ -88,7 +100,7 @@ __global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, 
       }
       row = lo;
       // Causal: the j-th of a sequence's q tokens sees context + j + 1 cached tokens.
-      len = p.seq_lens[lo] - (p.query_start_loc[lo + 1] - 1 - t);
+      len = p.seq_lens[lo] - (qsl(lo + 1) - 1 - t);
       len = min(max(len, 0), max_len);
     }
     const int tiles = ceil_tiles(len);
@@ -100,6 +112,7 @@ __global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, 
       ws.q_len[t] = len;
       ws.q_row[t] = row;
       ws.q_cum[t] = carry + excl;
+      if (cum_cached) s_cum[t] = carry + excl;
     }
     const int lo_c = Reduce(reduce_tmp).Reduce(cost > 0 ? cost : INT_MAX, ::cuda::minimum<int>{});
     __syncthreads();
@@ -136,7 +149,7 @@ __global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, 
     int hi = max(t_pad, 1);
     while (hi - lo > 1) {  // the last query whose cost range begins at or before `start`
       const int mid = (lo + hi) / 2;
-      if (ws.q_cum[mid] <= start) {
+      if ((cum_cached ? s_cum[mid] : ws.q_cum[mid]) <= start) {
         lo = mid;
       } else {
         hi = mid;
