@@ -294,8 +294,9 @@ int main(int argc, char** argv) {
           "\"op_us\": %.2f, \"attn_us\": %.2f, \"combine_us\": %.2f, \"fused_step_us\": %.2f, "
           "\"torch_us\": %.2f, "
           "\"floor_us\": %.2f, \"bytes\": %.0f, \"flop\": %.0f}%s\n",
-          r.c.b, r.c.ctx, r.c.h, r.fused_us, r.unfused_us, r.op_us, r.attn_us,
-          r.combine_us, r.fused_step_us, r.torch_us, r.floor_us, r.bytes, r.flop, i + 1 < results.size() ? "," : "");
+          r.c.b, r.c.ctx, r.c.h, r.fused_us, r.unfused_us, r.op_us, r.attn_us, r.combine_us,
+          r.fused_step_us, r.torch_us, r.floor_us, r.bytes, r.flop,
+          i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "]}\n");
     std::fclose(f);
@@ -314,15 +315,15 @@ int main(int argc, char** argv) {
         r.c.b, r.c.ctx, r.c.h, r.fused_us, r.bytes / r.fused_us / 1e3, r.flop / r.fused_us / 1e6,
         r.floor_us, r.floor_us / r.fused_us, r.unfused_us, r.floor_us / r.unfused_us,
         r.fused_us / r.unfused_us, r.torch_us, r.torch_us > 0 ? r.torch_us / r.fused_us : 0.0,
-        r.attn_us, attn_flop / r.attn_us / 1e6 / ceil.gemm_tflops, r.combine_us,
-        r.op_us, r.fused_step_us);
+        r.attn_us, attn_flop / r.attn_us / 1e6 / ceil.gemm_tflops, r.combine_us, r.op_us,
+        r.fused_step_us);
   }
   std::printf(
       "f/flr, u/flr = floor / time (fraction of the floor) of fused and unfused; f/unf = fused / "
       "unfused; t/f = torch / fused; attn = plan + split-KV alone, a/gemm = its TFLOP/s over the "
       "GEMM ceiling; combine = combine + W_UV + quant alone; op = "
-      "cache write + absorb + fused chain; step = fused without the plan (the schedule computed once a "
-      "decode step, reused by every layer)\n");
+      "cache write + absorb + fused chain; step = fused without the plan (the schedule computed "
+      "once a decode step, reused by every layer)\n");
   cublasDestroy(cublas);
   return 0;
 }
