@@ -40,6 +40,10 @@ inline constexpr int kMlaVDim = static_cast<int>(deepseek_mla::kVHeadDim);   // 
 inline constexpr int kMlaPage = static_cast<int>(deepseek_mla::kPageSize);
 // Split-KV cost of one query beyond its KV tiles (Q load, output write, combine), in tiles.
 inline constexpr int kMlaQueryOverheadTiles = 4;
+// Batches of at most kMlaFewQueries queries with KV run on about half the split-KV parts, with
+// at most kMlaSmallPartCost cost units a part (mla_decode_plan.cuh).
+inline constexpr int kMlaFewQueries = 4;
+inline constexpr int kMlaSmallPartCost = 8;
 // Most split-KV parts of one call (a caller's num_kv_splits): the combine's per-tile merge plan
 // holds 64 rows + one entry a part (mla_combine_up_quant.cuh, kMaxMergeEntries).
 inline constexpr int kMlaMaxParts = 960;

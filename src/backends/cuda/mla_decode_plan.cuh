@@ -131,6 +131,15 @@ __global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, 
   const int total = carry;
   // At least two tiles a part: a one-tile split costs a Q load and a partial write per tile.
   int per_part = max(2, (total + ws.num_parts - 1) / ws.num_parts);
+  // A few queries: about half the parts, up to kMlaSmallPartCost a part. Each query is then split
+  // over half as many parts, so the combine's merge of its row (rounds of 16 partials) is shorter,
+  // and the attention leaves SMs free where the combine's CTAs start early (programmatic dependent
+  // launch) and load W_UV while it runs (docs/PERF.md, run 27: up to -6 us at B <= 4; at B = 16,
+  // ctx 1024, H = 16 the longer parts cost more than the merge saves).
+  if (busy <= kMlaFewQueries) {
+    const int half_parts = max(1, ws.num_parts / 2);
+    per_part = max(per_part, min(kMlaSmallPartCost, (total + half_parts / 2) / half_parts));
+  }
   // Queries of equal cost that fill the grid: a whole number of queries a part, so no query is
   // split (no f32 partials to write and merge), when that costs at most 1/8 more time a part.
   if (busy > 0 && cost_min == cost_max) {
