@@ -112,7 +112,7 @@ def cache_write(kv_c_normed, k_pe, kv_cache, slot_mapping):
 
 def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
                output_block_scale=None, num_tokens=None, *, softmax_scale=0.0,
-               scale_ue8m0=False, num_kv_splits=0, workspace=None):
+               scale_ue8m0=False, num_kv_splits=0, workspace=None, reuse_schedule=False):
     """Absorbed MLA decode, one query token per sequence, into `out`.
 
     q [T_pad, H, 576] bf16 (q_nope @ W_UK_T | q_pe); kv_cache [pages, page_size, 576] bf16
@@ -134,7 +134,14 @@ def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
     except for split queries whose merge path the combine's H-dependent tiling changes (see
     docs/kernels/mla_decode.md, "Tensor parallelism").
     workspace: CUDA scratch of mla_decode_workspace_bytes(T_pad, H, device, num_kv_splits)
-    bytes; by default taken from torch.
+    bytes; by default taken from torch. It also holds the split-KV schedule the call computes.
+    reuse_schedule: skip that computation (one small kernel, ~4-13 us of the chain) and use the
+    schedule an earlier call on the same stream wrote into `workspace`: compute it in the first
+    layer of a decode step, reuse it in the others (as engines reuse FlashMLA's metadata).
+    Allowed while T_pad, the part count (H and num_kv_splits), the page size, the block-table
+    width and the seq_lens / num_tokens tensors are those of the computing call (checked; a
+    mismatch raises) and their contents are unchanged (not checked: a stale schedule gives wrong
+    output). Ignored on the CPU; refused under torch.compile.
     Before capturing a CUDA graph, call it once eagerly at the largest T_pad (as torch's warm-up
     does): the first call on a device sets up the backend and a small index table."""
     n_int, n_dev = -1, None
@@ -147,6 +154,11 @@ def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
         else:
             n_dev = num_tokens
     if _traced(q):
+        if reuse_schedule:
+            # The custom op takes no workspace: torch.compile allocates each call's own.
+            raise ValueError("mla_decode(reuse_schedule=True) is not supported under "
+                             "torch.compile (the traced op allocates its own workspace); call "
+                             "it eagerly or inside a torch.cuda.CUDAGraph capture")
         _torch.ops.mlafuse.mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out,
                                       output_scale, output_block_scale, n_int, n_dev,
                                       float(softmax_scale), bool(scale_ue8m0),
@@ -154,4 +166,4 @@ def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
     else:
         _ops.mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale,
                          output_block_scale, n_int, n_dev, softmax_scale, scale_ue8m0,
-                         int(num_kv_splits), workspace)
+                         int(num_kv_splits), workspace, bool(reuse_schedule))

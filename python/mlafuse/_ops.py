@@ -181,13 +181,19 @@ def mla_decode_workspace_bytes(t_pad, heads, device=None, num_kv_splits=0):
 
 def mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale, output_block_scale,
                 num_tokens, num_tokens_device, softmax_scale, scale_ue8m0, num_kv_splits=0,
-                workspace=None):
+                workspace=None, reuse_schedule=False):
+    if reuse_schedule and workspace is None and _is_torch(q) and q.is_cuda:
+        # A fresh workspace holds no schedule (and may sit where an earlier one was).
+        raise ValueError("mla_decode(reuse_schedule=True) needs workspace=: the buffer the "
+                         "step's first call (reuse_schedule=False) computed the schedule into")
+    temporary = False
     if workspace is None and _is_torch(q) and q.is_cuda and q.dim() == 3 and _C.built_with_cuda:
         # From torch's caching allocator: no cudaMalloc in steady state, and inside a CUDA-graph
         # capture it comes from the graph's own pool.
         nbytes = mla_decode_workspace_bytes(q.shape[0], q.shape[1], q.get_device(),
                                             num_kv_splits)
         workspace = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
+        temporary = True
     oa, ot = _array(out, "out", True)
     sa, st = (None, "") if output_block_scale is None else _array(output_block_scale,
                                                                    "output_block_scale", True)
@@ -198,7 +204,8 @@ def mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale, out
         num_tokens,
         None if num_tokens_device is None else _array(num_tokens_device, "num_tokens")[0],
         None if workspace is None else _array(workspace, "workspace", True)[0],
-        softmax_scale, scale_ue8m0, num_kv_splits, _stream(q))
+        softmax_scale, scale_ue8m0, num_kv_splits, _stream(q),
+        reuse_schedule=bool(reuse_schedule), workspace_temporary=temporary)
 
 
 def dtype_name(dtype):

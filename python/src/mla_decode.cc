@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "mlafuse/backends/cpu/reference.h"
@@ -174,6 +176,64 @@ int kv_parts(int64_t num_kv_splits, int device, int64_t heads) {
                            : cuda::mla_num_parts(num_sms(device), static_cast<int>(heads));
 }
 
+// What the split-KV schedule in a workspace was computed for. reuse_schedule=True compares a call
+// with the last call that computed the schedule into the same workspace (keyed by its address).
+struct ScheduleKey {
+  int device = 0;
+  int64_t t_pad = 0;
+  int parts = 0;
+  int64_t page_size = 0;
+  int64_t table_width = 0;
+  const void* seq_lens = nullptr;
+  int64_t num_tokens = -1;
+  const void* num_tokens_device = nullptr;
+};
+
+std::string schedule_diff(const ScheduleKey& had, const ScheduleKey& now) {
+  std::string d;
+  auto field = [&d](const char* name, auto a, auto b) {
+    if (a == b) return;
+    d += d.empty() ? "" : ", ";
+    d += detail::concat(name, " ", a, " there, ", b, " here");
+  };
+  field("device", had.device, now.device);
+  field("T_pad", had.t_pad, now.t_pad);
+  field("split-KV parts", had.parts, now.parts);
+  field("page size", had.page_size, now.page_size);
+  field("block_table width", had.table_width, now.table_width);
+  field("seq_lens at", had.seq_lens, now.seq_lens);
+  field("num_tokens", had.num_tokens, now.num_tokens);
+  field("num_tokens tensor at", had.num_tokens_device, now.num_tokens_device);
+  return d;
+}
+
+// Records the schedule a call computes into a caller's workspace, forgets the address of a
+// temporary one, or (reuse) checks that the workspace holds a schedule for this call's shape and
+// tensors.
+void track_schedule(const void* workspace, const ScheduleKey& key, bool reuse, bool temporary) {
+  static std::mutex mu;
+  static std::unordered_map<const void*, ScheduleKey> computed;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!reuse) {
+    if (temporary) {
+      computed.erase(workspace);
+    } else {
+      computed[workspace] = key;
+    }
+    return;
+  }
+  const auto it = computed.find(workspace);
+  MLAFUSE_CHECK(it != computed.end(), "mla_decode(reuse_schedule=True): tensor workspace at ",
+                workspace,
+                " holds no schedule; compute it first with a reuse_schedule=False call on the "
+                "same workspace (the first layer of the step)");
+  const std::string diff = schedule_diff(it->second, key);
+  MLAFUSE_CHECK(diff.empty(),
+                "mla_decode(reuse_schedule=True): the schedule in tensor workspace at ", workspace,
+                " was computed for another call (", diff,
+                "); call with reuse_schedule=False when any of these changes");
+}
+
 void check_aligned(const Tensor& t, const char* name, uintptr_t bytes) {
   MLAFUSE_CHECK(reinterpret_cast<uintptr_t>(t.raw()) % bytes == 0, "tensor ", name, " ", t.str(),
                 ": its data must be ", bytes, "-byte aligned");
@@ -238,7 +298,20 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
       a.output_block_scale.defined() ? a.output_block_scale.raw() : nullptr);
   const MlaWorkspace ws = mla_workspace_carve(a.workspace.raw(), static_cast<int>(t_pad),
                                               static_cast<int>(heads), parts);
-  launch_mla_plan(p, ws, stream);
+  ScheduleKey key;
+  key.device = dev;
+  key.t_pad = t_pad;
+  key.parts = parts;
+  key.page_size = page_size;
+  key.table_width = a.block_table.dim(1);
+  key.seq_lens = a.seq_lens.raw();
+  key.num_tokens = p.num_tokens_device != nullptr ? -1 : p.num_tokens;
+  key.num_tokens_device = p.num_tokens_device;
+  MLAFUSE_CHECK(
+      !(a.reuse_schedule && a.workspace_temporary),
+      "mla_decode(reuse_schedule=True) needs the caller's workspace, not a temporary one");
+  track_schedule(a.workspace.raw(), key, a.reuse_schedule, a.workspace_temporary);
+  if (!a.reuse_schedule) launch_mla_plan(p, ws, stream);
   launch_mla_decode_splitkv(p, ws, stream);
   launch_mla_combine_up_quant(p, ws, out, stream);
 }

@@ -34,6 +34,17 @@ struct MlaDecodeArgs {
   // reproduce the single-GPU output of their heads bit for bit (the exception: see
   // docs/kernels/mla_decode.md, "Tensor parallelism").
   int64_t num_kv_splits = 0;
+  // CUDA: skip the plan and use the split-KV schedule an earlier call on the same stream wrote
+  // into `workspace` (the first call of a decode step computes it, the other layers reuse it, as
+  // engines reuse FlashMLA's metadata). The schedule depends on T_pad, the part count, the page
+  // size and block-table width, and on the contents of seq_lens and num_tokens: run_cuda checks
+  // the first four and the tensors' identity against the computing call; the caller promises the
+  // contents are unchanged. The CPU computes everything each call and ignores it.
+  bool reuse_schedule = false;
+  // The workspace was allocated for this call alone (the Python wrapper's default): its schedule
+  // is not recorded, and a record left at its address by an earlier buffer is dropped, so a later
+  // buffer at that address is not taken for one that holds a schedule.
+  bool workspace_temporary = false;
 };
 
 // The key the buffers ask for (SPEC 3.4) with the group-scale layout read off the strides of

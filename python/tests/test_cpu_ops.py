@@ -341,6 +341,7 @@ def test_mla_decode_errors_name_the_argument():
     with pytest.raises(ValueError, match="num_kv_splits"):
         call(num_kv_splits=-1)
     call(num_kv_splits=24)  # a fixed split count is accepted (the CPU reference does not split)
+    call(reuse_schedule=True)  # accepted and ignored: the CPU has no schedule to reuse
     with pytest.raises(ValueError, match="block_table"):
         bad = table.copy()
         bad[0, 0] = 99  # a page outside the cache, inside the sequence

@@ -182,6 +182,58 @@ def test_mla_decode_fixed_split_counts(splits):
         mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, num_kv_splits=961)
 
 
+def test_mla_decode_reuse_schedule():
+    # The first layer of a step computes the schedule into the workspace, later layers (their own
+    # q and W_UV) reuse it: each output equals a call that plans for itself.
+    lens = [1, 64, 65, 977, 0, 300, 4000]
+    t, heads = len(lens), 128
+    q, cache, table, seq_lens, w_uv = decode_inputs(t, heads, lens)
+    q2, _, _, _, w2 = decode_inputs(t, heads, lens, seed=5)
+    ws = torch.empty(mlafuse.mla_decode_workspace_bytes(t, heads, 0), dtype=torch.uint8,
+                     device=DEV)
+    out = torch.zeros((t, heads * 128), dtype=torch.bfloat16, device=DEV)
+    out2 = torch.zeros_like(out)
+    mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, workspace=ws)
+    mlafuse.mla_decode(q2, cache, table, seq_lens, w2, out2, workspace=ws, reuse_schedule=True)
+    assert torch.equal(out, decode_bf16(q, cache, table, seq_lens, w_uv))
+    assert torch.equal(out2, decode_bf16(q2, cache, table, seq_lens, w2))
+    # The reusing call really skips the plan: with seq_lens changed in place (which breaks the
+    # contract) it still follows the schedule of the old lengths.
+    original = seq_lens.clone()
+    seq_lens.copy_(torch.minimum(seq_lens, torch.full_like(seq_lens, 64)))
+    stale = torch.zeros_like(out)
+    mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, stale, workspace=ws, reuse_schedule=True)
+    assert torch.equal(stale, out)
+    assert not torch.equal(decode_bf16(q, cache, table, seq_lens, w_uv), out)
+    seq_lens.copy_(original)
+    # With a fixed part count the schedule does not depend on H: a 16-head shard may reuse the
+    # 128-head call's schedule and gets the output of a 16-head call that plans for itself.
+    mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, workspace=ws, num_kv_splits=5)
+    shard = torch.zeros((t, 16 * 128), dtype=torch.bfloat16, device=DEV)
+    q16, w16 = q[:, :16].contiguous(), w_uv[:16].contiguous()
+    mlafuse.mla_decode(q16, cache, table, seq_lens, w16, shard, workspace=ws, num_kv_splits=5,
+                       reuse_schedule=True)
+    own = torch.zeros_like(shard)
+    mlafuse.mla_decode(q16, cache, table, seq_lens, w16, own, num_kv_splits=5)
+    assert torch.equal(shard, own)
+    # Misuse is refused, naming what differs.
+    with pytest.raises(ValueError, match="workspace="):
+        mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, reuse_schedule=True)
+    fresh = torch.empty_like(ws)
+    with pytest.raises(ValueError, match="holds no schedule"):
+        mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, workspace=fresh,
+                           reuse_schedule=True)
+    with pytest.raises(ValueError, match="split-KV parts 5 there"):
+        mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, workspace=ws,
+                           reuse_schedule=True)
+    with pytest.raises(ValueError, match="T_pad 7 there, 3 here"):
+        mlafuse.mla_decode(q[:3], cache, table[:3], seq_lens[:3], w_uv, out[:3], workspace=ws,
+                           num_kv_splits=5, reuse_schedule=True)
+    with pytest.raises(ValueError, match="num_tokens 7 there, 4 here"):
+        mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, num_tokens=4, workspace=ws,
+                           num_kv_splits=5, reuse_schedule=True)
+
+
 @pytest.mark.parametrize("g", [128, 64])
 @pytest.mark.parametrize("col_major,tma", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("ue8m0", [False, True])
