@@ -8,7 +8,11 @@
 namespace mlafuse::cuda {
 namespace {
 
+// Threads of the plan's one CTA: 1024 for large batches (a scan step covers 1024 queries), 128
+// for up to 128 queries, where the kernel is latency-bound and each of its block-wide scans and
+// reductions waits on 4 warps instead of 32.
 constexpr int kPlanThreads = 1024;
+constexpr int kPlanThreadsSmall = 128;
 
 size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
 
@@ -64,7 +68,11 @@ MlaWorkspace mla_workspace_carve(void* base, int num_queries, int num_heads, int
 }
 
 void launch_mla_plan(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t stream) {
-  mla::mla_plan_kernel<kPlanThreads><<<1, kPlanThreads, 0, stream>>>(p, ws);
+  if (p.num_queries <= kPlanThreadsSmall) {
+    mla::mla_plan_kernel<kPlanThreadsSmall><<<1, kPlanThreadsSmall, 0, stream>>>(p, ws);
+  } else {
+    mla::mla_plan_kernel<kPlanThreads><<<1, kPlanThreads, 0, stream>>>(p, ws);
+  }
   MLAFUSE_CUDA_CHECK_LAUNCH("mla_plan_kernel");
 }
 
