@@ -135,7 +135,7 @@ def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
     docs/kernels/mla_decode.md, "Tensor parallelism").
     workspace: CUDA scratch of mla_decode_workspace_bytes(T_pad, H, device, num_kv_splits)
     bytes; by default taken from torch. It also holds the split-KV schedule the call computes.
-    reuse_schedule: skip that computation (one small kernel, ~4-13 us of the chain) and use the
+    reuse_schedule: skip that computation (one small kernel, 2-5 us of the chain) and use the
     schedule an earlier call on the same stream wrote into `workspace`: compute it in the first
     layer of a decode step, reuse it in the others (as engines reuse FlashMLA's metadata).
     Allowed while T_pad, the part count (H and num_kv_splits), the page size, the block-table
