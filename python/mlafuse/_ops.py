@@ -182,10 +182,6 @@ def mla_decode_workspace_bytes(t_pad, heads, device=None, num_kv_splits=0):
 def mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale, output_block_scale,
                 num_tokens, num_tokens_device, softmax_scale, scale_ue8m0, num_kv_splits=0,
                 workspace=None, reuse_schedule=False):
-    if reuse_schedule and workspace is None and _is_torch(q) and q.is_cuda:
-        # A fresh workspace holds no schedule (and may sit where an earlier one was).
-        raise ValueError("mla_decode(reuse_schedule=True) needs workspace=: the buffer the "
-                         "step's first call (reuse_schedule=False) computed the schedule into")
     temporary = False
     if workspace is None and _is_torch(q) and q.is_cuda and q.dim() == 3 and _C.built_with_cuda:
         # From torch's caching allocator: no cudaMalloc in steady state, and inside a CUDA-graph

@@ -307,9 +307,10 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
   key.seq_lens = a.seq_lens.raw();
   key.num_tokens = p.num_tokens_device != nullptr ? -1 : p.num_tokens;
   key.num_tokens_device = p.num_tokens_device;
-  MLAFUSE_CHECK(
-      !(a.reuse_schedule && a.workspace_temporary),
-      "mla_decode(reuse_schedule=True) needs the caller's workspace, not a temporary one");
+  // A temporary workspace holds no schedule (and may sit where an earlier buffer was).
+  MLAFUSE_CHECK(!(a.reuse_schedule && a.workspace_temporary),
+                "mla_decode(reuse_schedule=True) needs workspace=: the buffer the step's first "
+                "call (reuse_schedule=False) computed the schedule into");
   track_schedule(a.workspace.raw(), key, a.reuse_schedule, a.workspace_temporary);
   if (!a.reuse_schedule) launch_mla_plan(p, ws, stream);
   launch_mla_decode_splitkv(p, ws, stream);

@@ -152,13 +152,14 @@ __global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, 
     ws.sched[1] = total;
   }
   __syncthreads();  // q_cum written by this block is visible to it
+  auto cum = [&](int i) { return cum_cached ? s_cum[i] : ws.q_cum[i]; };
   for (int part = threadIdx.x; part < ws.num_parts; part += kThreads) {
     const int start = part * per_part;
     int lo = 0;
     int hi = max(t_pad, 1);
     while (hi - lo > 1) {  // the last query whose cost range begins at or before `start`
       const int mid = (lo + hi) / 2;
-      if ((cum_cached ? s_cum[mid] : ws.q_cum[mid]) <= start) {
+      if (cum(mid) <= start) {
         lo = mid;
       } else {
         hi = mid;
