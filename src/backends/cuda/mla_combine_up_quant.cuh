@@ -5,8 +5,10 @@
 //      while
 //   2. the warps merge the split-KV results of the other tokens in f32 (log-sum-exp weights) and
 //      round the latent output to bf16 ([kTM, 512] tile in shared memory);
-//   3. out[kTM, 128] = o_lat @ W_UV[h] on tensor cores (mma.sync, f32 accumulate), warp w owns
-//      output columns 16*w .. + 16;
+//   3. out[kTM, 128] = o_lat @ W_UV[h] on tensor cores (f32 accumulate): for 64-row tiles on
+//      wgmma, as W_UV[h]^T @ o_lat^T (M = 64 output columns a warpgroup, N = the 64 tokens, both
+//      operands in shared memory); for 16- and 32-row tiles on mma.sync (warp w: output columns
+//      16w .. 16w+15);
 //   4. the f32 result is rounded to bf16 (the value the unfused graph's quant op would read) and
 //      handed, row by row, to the epilogue functor: bf16 store, static FP8, group FP8 (one head's
 //      128 outputs are one group of 128 or two of 64), or NVFP4 (eight 16-element blocks).
@@ -24,6 +26,7 @@
 #include "backends/cuda/mla_decode.h"
 #include "backends/cuda/mla_decode_plan.cuh"
 #include "backends/cuda/mla_mma.cuh"
+#include "backends/cuda/mla_wgmma.cuh"
 #include "backends/cuda/quant_epilogue.cuh"
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/core/error.h"
@@ -45,7 +48,6 @@ __device__ __forceinline__ SplitRow split_row(const MlaWorkspace& ws, int per_pa
   return SplitRow{sp.first, sp.tiles > 0 ? sp.last - sp.first + 1 : 0, ws.q_cum[t]};
 }
 
-
 // W_UV[h] moves in chunks of 64 latent rows (16 KB); a ring of kStages chunk buffers. kStages =
 // kWChunks holds W_UV[h] whole (every chunk in flight from the start); kStages = 2 streams it so
 // that two CTAs fit on an SM, for grids of more than one wave.
@@ -59,15 +61,15 @@ static_assert(64 + kMlaMaxParts <= kMaxMergeEntries, "kMlaMaxParts must fit the 
 
 template <int kTM, int kStages>
 struct CombineUpSmem {
-  __nv_bfloat16 w[kStages * kWChunkRows * kMlaVDim];  // W_UV[h] chunks [64, 128], rows of 16
-                                                      // swizzled 16-byte chunks
-  __nv_bfloat16 a[kTM * kMlaLatent];  // merged o_lat [kTM, 512], rows of 64 swizzled chunks;
-                                      // reused as the bf16 output tile [kTM, kOutStride]
-  SplitRow rows[kTM];       // each row's split-KV parts
-  int merge_rows[kTM];      // real rows with 0 or >= 2 splits (merged or zeroed by the warps)
-  int merge_off[kTM + 1];   // merge_rows[i]'s split entries: [merge_off[i], merge_off[i + 1])
-  uint32_t ballot[2];       // rows 0..31, 32..63 that merge
-  int split_total[2];       // their splits
+  __nv_bfloat16 w[kStages * kWChunkRows * kMlaVDim];  // W_UV[h] chunks [64, 128]
+                                                      // (w_chunk_offset)
+  __nv_bfloat16 a[kTM * kMlaLatent];  // merged o_lat [kTM, 512] (a_tile_offset); reused as the
+                                      // bf16 output tile [kTM, kOutStride]
+  SplitRow rows[kTM];                 // each row's split-KV parts
+  int merge_rows[kTM];     // real rows with 0 or >= 2 splits (merged or zeroed by the warps)
+  int merge_off[kTM + 1];  // merge_rows[i]'s split entries: [merge_off[i], merge_off[i + 1])
+  uint32_t ballot[2];      // rows 0..31, 32..63 that merge
+  int split_total[2];      // their splits
   int ent_slot[kMaxMergeEntries];  // an entry's partial slot, and its log-sum-exp, then weight
   float ent_w[kMaxMergeEntries];
 };
@@ -223,9 +225,9 @@ struct EpiFp8Group {
 #pragma unroll
         for (int jj = 0; jj < kPer / 4; ++jj) {
           const int j = (kPer / 2) * g + 2 * jj;  // columns of j and j + 1
-          quad_stage_fp8x4(stage, lr, j, q,
-                           qe::quant_fp8x4(x[r][2 * j], x[r][2 * j + 1], x[r][2 * j + 2],
-                                           x[r][2 * j + 3], sc));
+          quad_stage_fp8x4(
+              stage, lr, j, q,
+              qe::quant_fp8x4(x[r][2 * j], x[r][2 * j + 1], x[r][2 * j + 2], x[r][2 * j + 3], sc));
         }
         if (q == 0 && lr < valid) {
           qe::store_group_scale(scales, layout, t0 + lr, (int64_t{h} * kMlaVDim) / kGroup + g,
@@ -334,10 +336,12 @@ __device__ __forceinline__ float2 load_partial(const MlaDecodeProblem& p, const 
 // many-row path does, so all three merges (one row, many rows, the unfused latent) agree.
 template <int kRows, int kPre>
 __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, const MlaWorkspace& ws,
-                                                 int per_part, const SplitRow (&rows)[kRows],
-                                                 int h, int d0, int lane, float2 (&res)[kRows]) {
+                                                 int per_part, const SplitRow (&rows)[kRows], int h,
+                                                 int d0, int lane, float2 (&res)[kRows]) {
   static_assert(kPre >= 1 && kPre <= 32, "prefetch within the first 32 splits");
-  auto slot_of = [&](const SplitRow& r, int k) { return partial_slot(r.first + k, per_part, r.cum); };
+  auto slot_of = [&](const SplitRow& r, int k) {
+    return partial_slot(r.first + k, per_part, r.cum);
+  };
   auto lse_of = [&](const SplitRow& r, int k) {
     return ws.lse_part[static_cast<int64_t>(slot_of(r, k)) * p.num_heads + h];
   };
@@ -398,7 +402,8 @@ __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, cons
         for (int j = 0; j < 16; ++j) {
           const int e = j0 + j;
           wj[j] = __shfl_sync(0xffffffffu, w, e & 31);
-          v[j] = e < nk ? load_partial(p, ws, slot_of(r, base + e), h, d0) : make_float2(0.0f, 0.0f);
+          v[j] =
+              e < nk ? load_partial(p, ws, slot_of(r, base + e), h, d0) : make_float2(0.0f, 0.0f);
         }
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
@@ -443,15 +448,145 @@ __device__ __forceinline__ void cp_async_wait_dyn(int pending) {
   }
 }
 
+// 64-row tiles with W_UV whole (one wave: B = 33..64 at H = 128) run the W_UV product on wgmma,
+// with both operands as SW128 tiles (mla_wgmma.cuh); the other shapes on mma.sync, with rows of
+// XOR-swizzled 16-byte chunks for ldmatrix. wgmma measured faster alone for the ring of two too,
+// but slower in the decode op; and for 16-row tiles slower in the chain (docs/PERF.md, run 29).
+template <int kTM, int kStages>
+inline constexpr bool kCombineWgmma = kTM == 64 && kStages == kWChunks;
+
+// Byte offset of 16-byte chunk c of o_lat row r in the A tile.
+template <bool kWgmma, int kTM>
+__device__ __forceinline__ uint32_t a_tile_offset(int r, int c) {
+  if constexpr (kWgmma) {
+    return sw128_offset(kTM, r, c);
+  } else {
+    return static_cast<uint32_t>(r * kMlaLatent * 2 + ((c & ~7) | swz(r, c & 7)) * 16);
+  }
+}
+// Byte offset of 16-byte chunk c (output columns 8c ..) of latent row r in a W_UV chunk: for
+// wgmma two SW128 blocks of [64, 64] (output columns 0..63, then 64..127).
+template <bool kWgmma>
+__device__ __forceinline__ uint32_t w_chunk_offset(int r, int c) {
+  if constexpr (kWgmma) {
+    return sw128_offset(kWChunkRows, r, c);
+  } else {
+    return static_cast<uint32_t>(r * kMlaVDim * 2 + ((c & 8) | swz(r, c & 7)) * 16);
+  }
+}
+
 // Chunk k of W_UV[h] ([64, 128] bf16, rows 64k .. 64k+63) into the ring buffer at `dst`.
+template <bool kWgmma>
 __device__ __forceinline__ void load_w_chunk(uint32_t dst, const __nv_bfloat16* gw, int k) {
   const __nv_bfloat16* src = gw + static_cast<int64_t>(k) * kWChunkRows * kMlaVDim;
   for (int i = threadIdx.x; i < kWChunkRows * kMlaVDim / 8; i += kCombineThreads) {
     const int r = i / 16;
     const int c = i % 16;
-    cp_async16(dst + (r * kMlaVDim + ((c & 8) | swz(r, c & 7)) * 8) * 2,
-               src + r * kMlaVDim + c * 8);
+    cp_async16(dst + w_chunk_offset<kWgmma>(r, c), src + r * kMlaVDim + c * 8);
   }
+}
+
+// Step 3 on wgmma, for 64-row tiles with W_UV[h] whole in shared memory: out^T [128, 64] =
+// W_UV[h]^T [128, 512] x o_lat^T [512, 64]. Warpgroup g computes output columns 64g .. 64g+63
+// (M) of the 64 tokens (N); A = W_UV read MN-major, B = the o_lat tile K-major, both in shared
+// memory, so each is read once a warpgroup (mma.sync reads the A tile once a warp). All 32
+// k-steps go out before the one wait. The rounded result goes to `so` ([kTM, kOutStride] bf16,
+// over the o_lat tile once both warpgroups are done with it).
+template <int kTM>
+__device__ __forceinline__ void w_uv_product_wgmma(uint32_t sa, uint32_t sw, __nv_bfloat16* so,
+                                                   int warp, int lane) {
+  static_assert(kTM == 64, "wgmma's N is the tile's 64 tokens");
+  constexpr uint32_t kChunkBytes = kWChunkRows * kMlaVDim * 2;
+  constexpr uint32_t kBlockBytes = kWChunkRows * 128;  // one [64, 64] SW128 block of a chunk
+  const int wg = warp / 4;
+  float c[kTM / 2];
+#pragma unroll
+  for (int i = 0; i < kTM / 2; ++i) c[i] = 0.0f;
+  wgmma_fence();
+#pragma unroll
+  for (int k = 0; k < kWChunks; ++k) {
+    const uint64_t dw = desc_mnmajor(sw + k * kChunkBytes + wg * kBlockBytes, kBlockBytes);
+    const uint64_t da = desc_kmajor(sa + k * (kTM * 128));  // latent dims 64k .. 64k+63
+#pragma unroll
+    for (int kl = 0; kl < kWChunkRows / 16; ++kl) {
+      wgmma_m64n64k16_ss_ta(c, desc_advance(dw, kl * 16 * 128), desc_advance(da, kl * 32));
+    }
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_regs(c);
+  __syncthreads();  // the o_lat tile becomes the output tile
+  // Accumulator element 4j + 2r + e: output column 64g + 16(warp % 4) + lane/4 + 8r of token
+  // 8j + 2(lane % 4) + e.
+#pragma unroll
+  for (int j = 0; j < kTM / 8; ++j)
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = 64 * wg + 16 * (warp % 4) + lane / 4 + 8 * r;
+        const int tok = 8 * j + 2 * (lane % 4) + e;
+        so[tok * kOutStride + col] = __float2bfloat16_rn(c[4 * j + 2 * r + e]);
+      }
+}
+
+// Step 3 on mma.sync, for the other shapes: warp w computes output columns 16w .. 16w+15 of every
+// row. Chunk k (latent rows 64k ..) of W_UV[h] sits in ring buffer k % kStages. With a ring of
+// two, chunk k is waited for at the top of step k, and chunk k + 2 is issued into the buffer just
+// read once every warp is done with it; the prologue's chunks are complete already (the caller
+// waited for them and synchronized).
+template <int kTM, int kStages>
+__device__ __forceinline__ void w_uv_product_mma_sync(uint32_t sa, uint32_t sw,
+                                                      const __nv_bfloat16* gw, __nv_bfloat16* so,
+                                                      int warp, int lane) {
+  constexpr uint32_t kChunkBytes = kWChunkRows * kMlaVDim * 2;
+  constexpr int kMT = kTM / 16;
+  float c[kMT][2][4];
+#pragma unroll
+  for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) c[mi][j][e] = 0.0f;
+#pragma unroll 1
+  for (int k = 0; k < kWChunks; ++k) {
+    if (k >= kStages) {
+      cp_async_wait_dyn(min(k - 1 + kStages, kWChunks - 1) - k);
+      __syncthreads();
+    }
+    const uint32_t swk = sw + (k % kStages) * kChunkBytes;
+#pragma unroll
+    for (int kl = 0; kl < kWChunkRows / 16; ++kl) {
+      const int kk = k * (kWChunkRows / 16) + kl;  // 16-wide step of the latent dim
+      uint32_t b[4];
+      ldmatrix_x4_trans(b, swk + w_chunk_offset<false>(kl * 16 + (lane % 8) + ((lane / 8) % 2) * 8,
+                                                       2 * warp + lane / 16));
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi) {
+        uint32_t a[4];
+        ldmatrix_x4(a, sa + a_tile_offset<false, kTM>(mi * 16 + (lane % 16), 2 * kk + lane / 16));
+        mma_bf16_16816(c[mi][0], a, b[0], b[1]);
+        mma_bf16_16816(c[mi][1], a, b[2], b[3]);
+      }
+    }
+    if (k + kStages < kWChunks) {
+      __syncthreads();  // every warp has read buffer k % kStages
+      load_w_chunk<false>(swk, gw, k + kStages);
+      cp_async_commit();
+    }
+  }
+  __syncthreads();  // the o_lat tile becomes the output tile
+#pragma unroll
+  for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = mi * 16 + lane / 4 + 8 * r;
+        const int col = 16 * warp + 8 * j + 2 * (lane % 4);
+        *reinterpret_cast<uint32_t*>(so + row * kOutStride + col) =
+            pack_bf16x2(c[mi][j][2 * r], c[mi][j][2 * r + 1]);
+      }
 }
 
 template <class Epi, int kTM, int kStages>
@@ -460,9 +595,11 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
                                 bool premerged) {
   static_assert(kStages == kWChunks || kStages == 2, "W_UV: whole, or a ring of two chunks");
   using Smem = CombineUpSmem<kTM, kStages>;
-  constexpr int kMT = kTM / 16;
+  constexpr bool kWgmma = kCombineWgmma<kTM, kStages>;
   extern __shared__ __align__(128) uint8_t smem_raw[];
-  Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
+  const uint32_t raw_addr = smem_addr(smem_raw);  // SW128 tiles start on 1024-byte boundaries
+  Smem& sm =
+      *reinterpret_cast<Smem*>(smem_raw + (kWgmma ? ((raw_addr + 1023u) & ~1023u) - raw_addr : 0u));
   const int t0 = blockIdx.x * kTM;
   const int h = blockIdx.y;
   const int warp = threadIdx.x / 32;
@@ -482,7 +619,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   const uint32_t sw = smem_addr(sm.w);
   constexpr uint32_t kChunkBytes = kWChunkRows * kMlaVDim * 2;
 #pragma unroll
-  for (int k = 0; k < kStages; ++k) load_w_chunk(sw + k * kChunkBytes, gw, k);
+  for (int k = 0; k < kStages; ++k) load_w_chunk<kWgmma>(sw + k * kChunkBytes, gw, k);
   cp_async_commit();
   // The W_UV loads above overlap the attention's tail (programmatic launch); its results from here.
   pdl_wait();
@@ -537,7 +674,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
       const int r = i / (kMlaLatent / 8);
       const int c = i % (kMlaLatent / 8);
       if (!(premerged ? r < rows : sm.rows[r].count == 1)) continue;
-      cp_async16(sa + (r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8) * 2,
+      cp_async16(sa + a_tile_offset<kWgmma, kTM>(r, c),
                  ws.o_lat + (static_cast<int64_t>(t0 + r) * p.num_heads + h) * kMlaLatent + c * 8);
     }
     cp_async_commit();
@@ -546,8 +683,8 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   // even a single token keeps all eight warps loading.
   const int d0 = 64 * warp + 2 * lane;
   auto store_row = [&](int r, float2 v) {
-    const int c = d0 / 8;
-    *reinterpret_cast<uint32_t*>(sm.a + r * kMlaLatent + ((c & ~7) | swz(r, c & 7)) * 8 + d0 % 8) =
+    *reinterpret_cast<uint32_t*>(reinterpret_cast<uint8_t*>(sm.a) +
+                                 a_tile_offset<kWgmma, kTM>(r, d0 / 8) + (d0 % 8) * 2) =
         pack_bf16x2(v.x, v.y);
   };
   // Several merging rows: every split entry of the tile (merge row i owns entries merge_off[i] ..
@@ -618,7 +755,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         const int e = e0 + j;
-        if (e >= entries) break;  // uniform over the CTA
+        if (e >= entries) break;              // uniform over the CTA
         while (e >= sm.merge_off[row + 1]) {  // rows before e's are complete (or empty: zero)
           store_row(sm.merge_rows[row], v);
           v = make_float2(0.0f, 0.0f);
@@ -634,68 +771,18 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     }
   }
   cp_async_wait<0>();
+  if constexpr (kWgmma) fence_proxy_async();  // W_UV, A (generic) -> wgmma (async)
   __syncthreads();
 
-  // 3. [kTM, 512] x [512, 128]: warp w computes columns 16w .. 16w+15 of every row.
-  float c[kMT][2][4];
-#pragma unroll
-  for (int mi = 0; mi < kMT; ++mi)
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) c[mi][j][e] = 0.0f;
-  //    Chunk k (latent rows 64k ..) sits in ring buffer k % kStages. With a ring of two, chunk k is
-  //    waited for at the top of step k, and chunk k + 2 is issued into the buffer just read once
-  //    every warp is done with it; the prologue's chunks are complete already (waited above).
-  const uint32_t sa = smem_addr(sm.a);
-#pragma unroll 1
-  for (int k = 0; k < kWChunks; ++k) {
-    if (k >= kStages) {
-      cp_async_wait_dyn(min(k - 1 + kStages, kWChunks - 1) - k);
-      __syncthreads();
-    }
-    const uint32_t swk = sw + (k % kStages) * kChunkBytes;
-#pragma unroll
-    for (int kl = 0; kl < kWChunkRows / 16; ++kl) {
-      const int kk = k * (kWChunkRows / 16) + kl;  // 16-wide step of the latent dim
-      uint32_t b[4];
-      {
-        const int r = kl * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
-        const int ch = 2 * warp + lane / 16;
-        ldmatrix_x4_trans(b, swk + (r * kMlaVDim + ((ch & 8) | swz(r, ch & 7)) * 8) * 2);
-      }
-#pragma unroll
-      for (int mi = 0; mi < kMT; ++mi) {
-        uint32_t a[4];
-        const int r = mi * 16 + (lane % 16);
-        const int ch = 2 * kk + lane / 16;
-        ldmatrix_x4(a, sa + (r * kMlaLatent + ((ch & ~7) | swz(r, ch & 7)) * 8) * 2);
-        mma_bf16_16816(c[mi][0], a, b[0], b[1]);
-        mma_bf16_16816(c[mi][1], a, b[2], b[3]);
-      }
-    }
-    if (k + kStages < kWChunks) {
-      __syncthreads();  // every warp has read buffer k % kStages
-      load_w_chunk(swk, gw, k + kStages);
-      cp_async_commit();
-    }
-  }
-  __syncthreads();  // sm.a becomes the output tile
-
-  // 4. bf16-rounded outputs to shared memory, then the epilogue row by row.
+  // 3. o_lat @ W_UV[h], bf16-rounded into the output tile (sm.a, free again afterwards).
   __nv_bfloat16* so = sm.a;  // [kTM, kOutStride]
-#pragma unroll
-  for (int mi = 0; mi < kMT; ++mi)
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = mi * 16 + lane / 4 + 8 * r;
-        const int col = 16 * warp + 8 * j + 2 * (lane % 4);
-        *reinterpret_cast<uint32_t*>(so + row * kOutStride + col) =
-            pack_bf16x2(c[mi][j][2 * r], c[mi][j][2 * r + 1]);
-      }
+  if constexpr (kWgmma) {
+    w_uv_product_wgmma<kTM>(smem_addr(sm.a), sw, so, warp, lane);
+  } else {
+    w_uv_product_mma_sync<kTM, kStages>(smem_addr(sm.a), sw, gw, so, warp, lane);
+  }
   __syncthreads();
+  // 4. The epilogue, row by row.
   for (int r = warp; r < kTM; r += kCombineThreads / 32) {
     const int t = t0 + r;
     const uint2 v = *reinterpret_cast<const uint2*>(so + r * kOutStride + 4 * lane);
@@ -733,9 +820,12 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   const int64_t rows =
       Epi::kKind == MlaEpilogue::kNvfp4 ? round_up(p.num_queries, 128) : p.num_queries;
   const dim3 grid(static_cast<unsigned>(ceil_div(rows, kTM)), static_cast<unsigned>(p.num_heads));
-  MLAFUSE_CHECK(ws.num_parts >= 1 && ws.num_parts <= kMlaMaxParts, "mla_combine_up_quant: ",
-                ws.num_parts, " split-KV parts; the merge plan holds 1 to ", kMlaMaxParts);
-  const size_t smem = sizeof(CombineUpSmem<kTM, kStages>);
+  MLAFUSE_CHECK(ws.num_parts >= 1 && ws.num_parts <= kMlaMaxParts,
+                "mla_combine_up_quant: ", ws.num_parts,
+                " split-KV parts; the merge plan holds 1 to ", kMlaMaxParts);
+  // wgmma's SW128 tiles: + the 1024-byte alignment.
+  const size_t smem =
+      sizeof(CombineUpSmem<kTM, kStages>) + (kCombineWgmma<kTM, kStages> ? 1024 : 0);
   auto kernel = mla_combine_up_quant_kernel<Epi, kTM, kStages>;
   MLAFUSE_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -746,9 +836,10 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   const bool premerge =
       p.num_queries >= 4 && ceil_div(p.num_queries, kTM) * p.num_heads * 2 <= num_sms;
   if (premerge) {
-    const dim3 latent_grid(static_cast<unsigned>(p.num_queries), static_cast<unsigned>(p.num_heads));
-    launch_pdl("mla_combine_latent_kernel", mla_combine_latent_kernel<kCombineThreads>,
-               latent_grid, dim3(kCombineThreads), 0, stream, p, ws);
+    const dim3 latent_grid(static_cast<unsigned>(p.num_queries),
+                           static_cast<unsigned>(p.num_heads));
+    launch_pdl("mla_combine_latent_kernel", mla_combine_latent_kernel<kCombineThreads>, latent_grid,
+               dim3(kCombineThreads), 0, stream, p, ws);
   }
   launch_pdl("mla_combine_up_quant_kernel", kernel, grid, dim3(kCombineThreads), smem, stream, p,
              ws, op, premerge);
