@@ -5,10 +5,10 @@
 //      while
 //   2. the warps merge the split-KV results of the other tokens in f32 (log-sum-exp weights) and
 //      round the latent output to bf16 ([kTM, 512] tile in shared memory);
-//   3. out[kTM, 128] = o_lat @ W_UV[h] on tensor cores (f32 accumulate): for 64-row tiles on
-//      wgmma, as W_UV[h]^T @ o_lat^T (M = 64 output columns a warpgroup, N = the 64 tokens, both
-//      operands in shared memory); for 16- and 32-row tiles on mma.sync (warp w: output columns
-//      16w .. 16w+15);
+//   3. out[kTM, 128] = o_lat @ W_UV[h] on tensor cores (f32 accumulate): for 64-row tiles with
+//      W_UV whole on wgmma, as W_UV[h]^T @ o_lat^T (M = 64 output columns a warpgroup, N = the
+//      64 tokens, both operands in shared memory); for the other shapes on mma.sync (warp w:
+//      output columns 16w .. 16w+15);
 //   4. the f32 result is rounded to bf16 (the value the unfused graph's quant op would read) and
 //      handed, row by row, to the epilogue functor: bf16 store, static FP8, group FP8 (one head's
 //      128 outputs are one group of 128 or two of 64), or NVFP4 (eight 16-element blocks).
@@ -53,6 +53,7 @@ __device__ __forceinline__ SplitRow split_row(const MlaWorkspace& ws, int per_pa
 // that two CTAs fit on an SM, for grids of more than one wave.
 inline constexpr int kWChunkRows = 64;
 inline constexpr int kWChunks = kMlaLatent / kWChunkRows;
+inline constexpr uint32_t kWChunkBytes = kWChunkRows * kMlaVDim * 2;
 
 // Split entries of one token tile: at most kTM + num_parts (each part boundary splits one token
 // once more); kMlaMaxParts keeps num_parts within it.
@@ -496,7 +497,6 @@ template <int kTM>
 __device__ __forceinline__ void w_uv_product_wgmma(uint32_t sa, uint32_t sw, __nv_bfloat16* so,
                                                    int warp, int lane) {
   static_assert(kTM == 64, "wgmma's N is the tile's 64 tokens");
-  constexpr uint32_t kChunkBytes = kWChunkRows * kMlaVDim * 2;
   constexpr uint32_t kBlockBytes = kWChunkRows * 128;  // one [64, 64] SW128 block of a chunk
   const int wg = warp / 4;
   float c[kTM / 2];
@@ -505,11 +505,11 @@ __device__ __forceinline__ void w_uv_product_wgmma(uint32_t sa, uint32_t sw, __n
   wgmma_fence();
 #pragma unroll
   for (int k = 0; k < kWChunks; ++k) {
-    const uint64_t dw = desc_mnmajor(sw + k * kChunkBytes + wg * kBlockBytes, kBlockBytes);
+    const uint64_t dw = desc_mnmajor(sw + k * kWChunkBytes + wg * kBlockBytes, kBlockBytes);
     const uint64_t da = desc_kmajor(sa + k * (kTM * 128));  // latent dims 64k .. 64k+63
 #pragma unroll
     for (int kl = 0; kl < kWChunkRows / 16; ++kl) {
-      wgmma_m64n64k16_ss_ta(c, desc_advance(dw, kl * 16 * 128), desc_advance(da, kl * 32));
+      wgmma_m64n64k16_ss<1>(c, desc_advance(dw, kl * 16 * 128), desc_advance(da, kl * 32), 1);
     }
   }
   wgmma_commit();
@@ -539,7 +539,6 @@ template <int kTM, int kStages>
 __device__ __forceinline__ void w_uv_product_mma_sync(uint32_t sa, uint32_t sw,
                                                       const __nv_bfloat16* gw, __nv_bfloat16* so,
                                                       int warp, int lane) {
-  constexpr uint32_t kChunkBytes = kWChunkRows * kMlaVDim * 2;
   constexpr int kMT = kTM / 16;
   float c[kMT][2][4];
 #pragma unroll
@@ -554,7 +553,7 @@ __device__ __forceinline__ void w_uv_product_mma_sync(uint32_t sa, uint32_t sw,
       cp_async_wait_dyn(min(k - 1 + kStages, kWChunks - 1) - k);
       __syncthreads();
     }
-    const uint32_t swk = sw + (k % kStages) * kChunkBytes;
+    const uint32_t swk = sw + (k % kStages) * kWChunkBytes;
 #pragma unroll
     for (int kl = 0; kl < kWChunkRows / 16; ++kl) {
       const int kk = k * (kWChunkRows / 16) + kl;  // 16-wide step of the latent dim
@@ -617,9 +616,8 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   // 1. The first kStages chunks of W_UV[h] -> shared memory (all of it when kStages = 8).
   const __nv_bfloat16* gw = p.w_uv + static_cast<int64_t>(h) * kMlaLatent * kMlaVDim;
   const uint32_t sw = smem_addr(sm.w);
-  constexpr uint32_t kChunkBytes = kWChunkRows * kMlaVDim * 2;
 #pragma unroll
-  for (int k = 0; k < kStages; ++k) load_w_chunk<kWgmma>(sw + k * kChunkBytes, gw, k);
+  for (int k = 0; k < kStages; ++k) load_w_chunk<kWgmma>(sw + k * kWChunkBytes, gw, k);
   cp_async_commit();
   // The W_UV loads above overlap the attention's tail (programmatic launch); its results from here.
   pdl_wait();
