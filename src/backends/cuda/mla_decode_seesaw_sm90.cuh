@@ -603,10 +603,25 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       if (whole) {
         __nv_bfloat16* dst =
             ws.o_lat + (static_cast<int64_t>(t) * p.num_heads + head) * kMlaLatent + 256 * wg;
+        // A quad holds 16 columns (32 bytes) of the row for each pair of j; two shuffles give
+        // lane k columns 16jj + 4k .. + 3, so each store fills whole 32-byte sectors (4-byte
+        // stores left half-filled sectors: 64 KB a CTA took ~5.5 us, PERF.md run 30).
+        // (q_rows is a multiple of 16, so a warp's rows are all stored or all skipped.)
+        const int k = lane % 4;
+        const bool send_own = ((k ^ (k >> 1)) & 1) != 0;
 #pragma unroll
-        for (int j = 0; j < 32; ++j) {
-          *reinterpret_cast<uint32_t*>(dst + 8 * j + 2 * (lane % 4)) =
-              pack_bf16x2(o[4 * j + 2 * r] * inv_l, o[4 * j + 2 * r + 1] * inv_l);
+        for (int jj = 0; jj < 16; ++jj) {
+          const int j = 2 * jj;
+          const uint32_t a = pack_bf16x2(o[4 * j + 2 * r] * inv_l, o[4 * j + 2 * r + 1] * inv_l);
+          const uint32_t b =
+              pack_bf16x2(o[4 * j + 4 + 2 * r] * inv_l, o[4 * j + 4 + 2 * r + 1] * inv_l);
+          // Lanes 0-1 collect the a's (columns 16jj .. +7), lanes 2-3 the b's (+8 .. +15).
+          const uint32_t own = (k & 2) ? b : a;
+          const uint32_t recv = __shfl_xor_sync(0xffffffffu, (k & 2) ? a : b, 2);
+          const uint32_t kept = send_own ? recv : own;
+          const uint32_t other = __shfl_xor_sync(0xffffffffu, send_own ? own : recv, 1);
+          *reinterpret_cast<uint2*>(dst + 16 * jj + 4 * k) =
+              (k & 1) ? make_uint2(other, kept) : make_uint2(kept, other);
         }
       } else {
         float* dst =
