@@ -29,8 +29,8 @@ def test_shards_equal_single_gpu_cuda(page, batch):
     # Lengths cross part boundaries: 700 tokens = 11 tiles, the last one partial, with 24 splits.
     # B = 17: the combine tiles differ between H = 128 (one 32-row tile) and the shards (16-row
     # tiles, row 16 alone in its tile), so both merge paths must round alike. B = 128: H = 128
-    # streams W_UV through a ring (64-row tiles, two CTAs an SM), tp = 8 takes 16-row tiles; the
-    # W_UV products (wgmma with N = the tile's rows) must round alike too.
+    # streams W_UV through a ring (64-row tiles, two CTAs an SM, mma.sync), while tp = 2 holds it
+    # whole (64-row tiles, one wave, wgmma): the two MMAs' W_UV products must round alike too.
     out = run("--simulate", "2,4,8", "--batch", str(batch), "--context", "700", "--page",
               str(page), "--splits", "24")
     assert out.count("every rank: True") == 3, out
