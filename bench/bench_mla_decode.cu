@@ -169,8 +169,7 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
 
   r.fused_us = time_graph(stream, reps, [&] {
     for (auto& in : sets) {
-      launch_mla_plan(in.p, in.ws, stream);
-      launch_mla_decode_splitkv(in.p, in.ws, stream);
+      launch_mla_decode_splitkv(in.p, in.ws, MlaSchedule::kCompute, stream);
       launch_mla_combine_up_quant(in.p, in.ws, op, stream);
     }
   });
@@ -178,14 +177,13 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
   // FlashMLA's metadata): each set's workspace holds its schedule from the graphs above.
   r.fused_step_us = time_graph(stream, reps, [&] {
     for (auto& in : sets) {
-      launch_mla_decode_splitkv(in.p, in.ws, stream);
+      launch_mla_decode_splitkv(in.p, in.ws, MlaSchedule::kReuse, stream);
       launch_mla_combine_up_quant(in.p, in.ws, op, stream);
     }
   });
   r.attn_us = time_graph(stream, reps, [&] {
     for (auto& in : sets) {
-      launch_mla_plan(in.p, in.ws, stream);
-      launch_mla_decode_splitkv(in.p, in.ws, stream);
+      launch_mla_decode_splitkv(in.p, in.ws, MlaSchedule::kCompute, stream);
     }
   });
   r.combine_us = time_graph(stream, reps, [&] {
@@ -193,8 +191,7 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
   });
   r.unfused_us = time_graph(stream, reps, [&] {
     for (auto& in : sets) {
-      launch_mla_plan(in.p, in.ws, stream);
-      launch_mla_decode_splitkv(in.p, in.ws, stream);
+      launch_mla_decode_splitkv(in.p, in.ws, MlaSchedule::kCompute, stream);
       launch_mla_combine_latent(in.p, in.ws, stream);
       launch_mla_up_proj_cublas(cublas, in.ws.o_lat, in.p.w_uv,
                                 static_cast<__nv_bfloat16*>(out_bf16), c.b, c.h, stream);
@@ -217,8 +214,7 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
       launch_mla_absorb_q(cublas, static_cast<const __nv_bfloat16*>(in.q),
                           static_cast<const __nv_bfloat16*>(in.w_uk_t),
                           static_cast<__nv_bfloat16*>(in.q_cat), c.b, c.h, stream);
-      launch_mla_plan(in.p, in.ws, stream);
-      launch_mla_decode_splitkv(in.p, in.ws, stream);
+      launch_mla_decode_splitkv(in.p, in.ws, MlaSchedule::kCompute, stream);
       launch_mla_combine_up_quant(in.p, in.ws, op, stream);
     }
   });

@@ -312,8 +312,8 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
                 "mla_decode(reuse_schedule=True) needs workspace=: the buffer the step's first "
                 "call (reuse_schedule=False) computed the schedule into");
   track_schedule(a.workspace.raw(), key, a.reuse_schedule, a.workspace_temporary);
-  if (!a.reuse_schedule) launch_mla_plan(p, ws, stream);
-  launch_mla_decode_splitkv(p, ws, stream);
+  launch_mla_decode_splitkv(p, ws, a.reuse_schedule ? MlaSchedule::kReuse : MlaSchedule::kCompute,
+                            stream);
   launch_mla_combine_up_quant(p, ws, out, stream);
 }
 #endif

@@ -199,9 +199,10 @@ struct DeviceProblem {
     p.kv_cache = cache.as<__nv_bfloat16>();
     p.w_uv = w_uv.as<__nv_bfloat16>();
   }
-  void attention() {
-    cuda::launch_mla_plan(p, ws, nullptr);
-    cuda::launch_mla_decode_splitkv(p, ws, nullptr);
+  // kCompute: up to kMlaOwnPlanQueries queries the attention's CTAs compute the schedule, beyond
+  // that the plan kernel does; kReuse reads the one an earlier call stored.
+  void attention(cuda::MlaSchedule schedule = cuda::MlaSchedule::kCompute) {
+    cuda::launch_mla_decode_splitkv(p, ws, schedule, nullptr);
   }
 };
 
@@ -261,6 +262,18 @@ void run_batch(const Batch& b, bool quant_variants) {
     std::vector<uint8_t> bytes(got.size() * 2);
     std::memcpy(bytes.data(), got.data(), bytes.size());
     expect_untouched(bytes, static_cast<size_t>(h.n * dim) * 2, "fused bf16 output");
+  }
+  {
+    // The schedule the call stored in the workspace, reused (one decode step's later layers):
+    // the same output, bit for bit.
+    out.poison();
+    d.attention(cuda::MlaSchedule::kReuse);
+    cuda::launch_mla_combine_up_quant(d.p, d.ws, op, nullptr);
+    MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<uint16_t> again(got.size());
+    out.download(again.data());
+    EXPECT_EQ(std::memcmp(again.data(), got.data(), got.size() * 2), 0)
+        << "the reused schedule changed the output";
   }
 
   // Unfused baseline: latent combine, then cuBLAS W_UV GEMM.
@@ -389,6 +402,25 @@ TEST(MlaDecodeSmall, PrefillTokensAndEmptyBatch) {
   run_batch(empty, true);
 }
 
+// Sequences without query tokens between others (their query_start_loc entries repeat), and
+// prefill tokens: the attention finds each part's later segments from the inputs.
+TEST(MlaDecodeSmall, EmptySequencesBetween) {
+  SKIP_WITHOUT_GPU();
+  Batch b;
+  b.heads = 16;
+  b.seq_lens = {70, 5, 300, 0, 65, 9, 129};
+  b.q_tokens = {1, 0, 3, 0, 2, 0, 1};
+  b.pad = 3;
+  run_batch(b, false);
+}
+
+// More queries than the attention schedules itself (kMlaOwnPlanQueries): the plan kernel runs.
+TEST(MlaDecodeSmall, PlanKernelBeyondOwnPlan) {
+  SKIP_WITHOUT_GPU();
+  Batch b = decode_batch(16, cuda::kMlaOwnPlanQueries + 37, 2, 999u);
+  run_batch(b, false);
+}
+
 TEST(MlaDecodeSmall, SeesawH64) {
   SKIP_WITHOUT_GPU();
   Batch b;
@@ -424,6 +456,58 @@ TEST(MlaDecodeQuant, AllVariantsH64LongSplit) {
   b.q_tokens.assign(b.seq_lens.size(), 1);
   b.pad = 130;  // the NVFP4 scale padding reaches past one 128-row tile
   run_batch(b, true);
+}
+
+// The absorbed query (cuBLAS, then the q_pe copy): q_cat[t, h] = [q_nope @ W_UK_T[h] | q_pe],
+// every element written.
+TEST(MlaAbsorbQ, MatchesReference) {
+  SKIP_WITHOUT_GPU();
+  constexpr int kNope = 128, kQDim = 192;
+  cublasHandle_t handle;
+  MLAFUSE_CUBLAS_CHECK(cublasCreate(&handle));
+  for (const int heads : {16, 128}) {
+    for (const int t : {1, 3, 4, 5, 16, 17}) {
+      std::mt19937 rng(31u * t + heads);
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+      std::vector<uint16_t> q(static_cast<size_t>(t) * heads * kQDim);
+      std::vector<uint16_t> w(static_cast<size_t>(heads) * kNope * kL);
+      for (auto& v : q) v = bf16(u(rng));
+      for (auto& v : w) v = bf16(0.1f * u(rng));
+      DevBuf dq(q.size() * 2), dw(w.size() * 2), dout(static_cast<size_t>(t) * heads * kRow * 2);
+      dq.upload(q.data());
+      dw.upload(w.data());
+      dout.poison();
+      cuda::launch_mla_absorb_q(handle, dq.as<__nv_bfloat16>(), dw.as<__nv_bfloat16>(),
+                                dout.as<__nv_bfloat16>(), t, heads, nullptr);
+      MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<uint16_t> got(static_cast<size_t>(t) * heads * kRow);
+      dout.download(got.data());
+      const std::vector<float> gf = bf16_to_f32(got);
+      std::vector<float> want(got.size());
+      std::vector<int32_t> nonzero(static_cast<size_t>(t) * heads, 1);
+      for (int i = 0; i < t * heads; ++i) {
+        const int h = i % heads;
+        const uint16_t* qr = q.data() + static_cast<size_t>(i) * kQDim;
+        for (int c = 0; c < kL; ++c) {
+          double acc = 0.0;
+          for (int k = 0; k < kNope; ++k) {
+            acc += static_cast<double>(bf16_bits_to_f32(qr[k])) *
+                   bf16_bits_to_f32(w[(static_cast<size_t>(h) * kNope + k) * kL + c]);
+          }
+          want[static_cast<size_t>(i) * kRow + c] = static_cast<float>(acc);
+        }
+        for (int c = 0; c < kRow - kL; ++c) {
+          // The RoPE part is a copy: bit for bit.
+          EXPECT_EQ(got[static_cast<size_t>(i) * kRow + kL + c], qr[kNope + c])
+              << "q_pe, t = " << t << ", H = " << heads << ", row " << i;
+          want[static_cast<size_t>(i) * kRow + kL + c] = bf16_bits_to_f32(qr[kNope + c]);
+        }
+      }
+      expect_rows_close(gf, want.data(), t * heads, kRow, nonzero,
+                        "absorbed q, t = " + std::to_string(t) + ", H = " + std::to_string(heads));
+    }
+  }
+  cublasDestroy(handle);
 }
 
 }  // namespace

@@ -321,8 +321,7 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
       plan.quant.group_size() != 0 ? call.outputs[ir::mla_attention::out::kOutputBlockScale].raw()
                                    : nullptr);
   if (plan.num_prefills == 0) {
-    launch_mla_plan(p, ws, stream);
-    launch_mla_decode_splitkv(p, ws, stream);
+    launch_mla_decode_splitkv(p, ws, MlaSchedule::kCompute, stream);
     launch_mla_combine_up_quant(p, ws, out, stream);
     return;
   }
@@ -333,8 +332,7 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   if (plan.num_decodes > 0) {
     p.num_tokens = plan.num_decodes;
     p.num_tokens_device = nullptr;
-    launch_mla_plan(p, ws, stream);
-    launch_mla_decode_splitkv(p, ws, stream);
+    launch_mla_decode_splitkv(p, ws, MlaSchedule::kCompute, stream);
     launch_mla_combine_up_quant(p, ws, out, stream);
   }
   const int nd = plan.num_decodes;

@@ -5,11 +5,13 @@
 //
 // The chain for one batch of queries (decode tokens, and prefill tokens run through the same
 // absorbed path with their own causal lengths):
-//   launch_mla_plan               per-query KV length / block-table row, and the split-KV
-//                                 schedule, computed on the device (CUDA-graph capturable)
-//   launch_mla_decode_splitkv     tensor-core attention of H heads over the paged latent cache;
-//                                 bf16 latent output for queries done by one CTA, f32 partials and
-//                                 log-sum-exp for split queries
+//   launch_mla_decode_splitkv     the split-KV schedule (per-query KV length / block-table row,
+//                                 cost prefix, each part's first segment), computed on the device
+//                                 (CUDA-graph capturable) by the attention's CTAs or, for large
+//                                 calls, by launch_mla_plan first; then the tensor-core attention
+//                                 of H heads over the paged latent cache; bf16 latent output for
+//                                 queries done by one CTA, f32 partials and log-sum-exp for split
+//                                 queries
 //   launch_mla_combine_up_quant   merge splits, o_lat (bf16) @ W_UV[h] on tensor cores, bf16 round,
 //                                 then the output epilogue (bf16, FP8 static / group, NVFP4)
 // The unfused baseline replaces the last step by launch_mla_combine_latent + a cuBLAS batched GEMM
@@ -70,14 +72,27 @@ struct MlaDecodeProblem {
 };
 
 // Scratch of one call, carved from one device buffer by mla_workspace_carve.
+// The first segment of a split-KV part (the query tiles [tile0, tile1) of query t that fall in
+// it), written by the plan so the attention's first copies wait on one load instead of a chain
+// of dependent ones (docs/PERF.md, run 31). t < 0: the part has no work.
+struct alignas(16) MlaPartStart {
+  int32_t t;
+  int32_t tile0;
+  int32_t tile1;
+  int32_t tiles;     // all tiles of query t
+  int32_t cum;       // q_cum[t]
+  int32_t row;       // q_row[t]
+  int32_t per_part;  // sched[0]
+  int32_t n;         // real queries of the call
+};
+
 struct MlaWorkspace {
   int num_parts = 0;         // split-KV parts per head block (grid.x of the attention)
   int32_t* q_len = nullptr;  // [T_pad] KV length of each query (0 for t >= n)
   int32_t* q_row = nullptr;  // [T_pad] block-table row of each query
   int32_t* q_cum = nullptr;  // [T_pad + 1] exclusive prefix of the split-KV cost
   int32_t* sched = nullptr;  // [2] tiles per part, total cost
-  int32_t* part_qbegin =
-      nullptr;  // [num_parts] first query whose cost range holds the part's start
+  MlaPartStart* part_start = nullptr;  // [num_parts]
   __nv_bfloat16* o_lat =
       nullptr;                // [T_pad, H, 512] normalized latent output (single-split queries)
   float* o_part = nullptr;    // [2 * num_parts, H, 512] normalized partial outputs
@@ -129,8 +144,19 @@ inline MlaOutputParams mla_output_params(const OutputQuant& quant, void* out, co
 }
 
 void launch_mla_plan(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t stream);
+// Where the attention's split-KV schedule (mla_decode_plan.cuh) comes from.
+enum class MlaSchedule {
+  // Computed for this call and stored in the workspace: up to kMlaOwnPlanQueries queries by the
+  // attention's CTAs themselves (no plan kernel to wait for), else by launch_mla_plan first.
+  kCompute,
+  // The workspace holds the schedule of an earlier kCompute call with the same metadata (the
+  // layers of one decode step).
+  kReuse,
+};
+inline constexpr int kMlaOwnPlanQueries = 512;
+
 void launch_mla_decode_splitkv(const MlaDecodeProblem& p, const MlaWorkspace& ws,
-                               cudaStream_t stream);
+                               MlaSchedule schedule, cudaStream_t stream);
 void launch_mla_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                  const MlaOutputParams& out, cudaStream_t stream);
 

@@ -5,7 +5,8 @@
 // ceil(len_t / 64) KV tiles plus kMlaQueryOverheadTiles; queries are laid end to end on one cost
 // axis (q_cum is the exclusive prefix) and part p of the attention grid takes the cost range
 // [p * per_part, (p + 1) * per_part). A query's tiles that fall in one part form a segment.
-// Everything else follows in closed form, so no per-part lists are stored:
+// The plan writes each part's first segment (MlaPartStart), so an attention CTA starts its copies
+// after one load; later segments and everything else follow in closed form, no per-part lists:
 //   splits of t: parts floor(q_cum[t] / per_part) .. floor((q_cum[t] + tiles_t - 1) / per_part);
 //   partial slot of (t, p): 2p when t's cost range begins at or before the part's start (t is the
 //   part's first query), else 2p + 1 (a part holds at most two split queries: the one it starts
@@ -29,6 +30,12 @@ __device__ __forceinline__ int real_tokens(const MlaDecodeProblem& p) {
 }
 
 __device__ __forceinline__ int ceil_tiles(int len) { return (len + kMlaPage - 1) / kMlaPage; }
+
+// The KV length of query t, the last query of its sequence being q_end - 1: causal, the j-th of
+// a sequence's q tokens sees context + j + 1 cached tokens; clamped to [0, max_len].
+__device__ __forceinline__ int causal_len(int seq_len, int q_end, int t, int max_len) {
+  return min(max(seq_len - (q_end - 1 - t), 0), max_len);
+}
 
 // Which parts hold tiles of query t (first..last; none when tiles == 0).
 struct QuerySplits {
@@ -54,81 +61,127 @@ __device__ __forceinline__ int partial_slot(int part, int per_part, int cum) {
 // search over global memory is a chain of dependent ~0.5 us loads; beyond this, it reads global).
 inline constexpr int kPlanCachedEntries = 4096;
 
+// Shared memory of the schedule's block-wide steps (the plan kernel's static shared memory; the
+// attention's own copy of the schedule uses a KV buffer before the first tile lands).
 template <int kThreads>
-__global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, MlaWorkspace ws) {
+struct PlanShared {
+  typename cub::BlockScan<int, kThreads>::TempStorage scan;
+  typename cub::BlockReduce<int, kThreads>::TempStorage reduce;
+  int carry;
+  int cost_min, cost_max, busy;  // over queries with KV: smallest, largest cost, count
+  int qsl[kPlanCachedEntries];
+  int cum[kPlanCachedEntries];
+};
+
+// Reads of the schedule's inputs and results: shared memory where they fit, else global.
+struct PlanLookup {
+  const MlaDecodeProblem* p;
+  const int* s_qsl;
+  const int* s_cum;
+  const int32_t* g_cum;  // ws.q_cum (used only when q_cum does not fit in shared memory)
+  bool qsl_cached;
+  bool cum_cached;
+  __device__ int qsl(int i) const { return qsl_cached ? s_qsl[i] : p->query_start_loc[i]; }
+  __device__ int cum(int i) const { return cum_cached ? s_cum[i] : g_cum[i]; }
+  // The sequence s with query_start_loc[s] <= t < query_start_loc[s + 1].
+  __device__ int seq_of(int t) const {
+    int lo = 0;
+    int hi = p->num_seqs;
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) / 2;
+      if (qsl(mid) <= t) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo;
+  }
+  // The KV length of query t of sequence `row`.
+  __device__ int len(int row, int t) const {
+    return causal_len(p->seq_lens[row], qsl(row + 1), t, p->block_table_stride * p->page_size);
+  }
+};
+
+template <int kThreads>
+__device__ __forceinline__ PlanLookup plan_lookup(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                                                  const PlanShared<kThreads>& sh) {
+  return PlanLookup{&p,
+                    sh.qsl,
+                    sh.cum,
+                    ws.q_cum,
+                    p.num_seqs + 1 <= kPlanCachedEntries,
+                    p.num_queries + 1 <= kPlanCachedEntries};
+}
+
+struct PlanTotals {
+  int per_part;  // cost units a part
+  int total;     // cost of all queries
+  int n;         // real queries (the rest is padding)
+};
+
+// The schedule over one block of kThreads threads (all of them call it): each query's length,
+// block-table row and cost, the prefix q_cum (in sh.cum where it fits), and the part size.
+// write: store q_len, q_row, q_cum and sched in the workspace (one block of the grid: the
+// combine and later calls that reuse the schedule read them).
+template <int kThreads>
+__device__ PlanTotals plan_schedule(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                                    PlanShared<kThreads>& sh, bool write) {
   using Scan = cub::BlockScan<int, kThreads>;
   using Reduce = cub::BlockReduce<int, kThreads>;
-  __shared__ typename Scan::TempStorage scan_tmp;
-  __shared__ typename Reduce::TempStorage reduce_tmp;
-  __shared__ int carry;
-  __shared__ int cost_min, cost_max, busy;  // over queries with KV: smallest, largest cost, count
-  __shared__ int s_qsl[kPlanCachedEntries];
-  __shared__ int s_cum[kPlanCachedEntries];
-  pdl_launch_dependents();  // the attention's prologue may overlap this kernel
   const int t_pad = p.num_queries;
-  // Tokens past the batch's own count (query_start_loc's last entry) are padding as well.
-  const int n = min(real_tokens(p), p.query_start_loc[p.num_seqs]);
-  const int max_len = p.block_table_stride * p.page_size;
-  const bool qsl_cached = p.num_seqs + 1 <= kPlanCachedEntries;
-  const bool cum_cached = t_pad + 1 <= kPlanCachedEntries;
-  if (qsl_cached) {
-    for (int i = threadIdx.x; i <= p.num_seqs; i += kThreads) s_qsl[i] = p.query_start_loc[i];
+  const PlanLookup look = plan_lookup(p, ws, sh);
+  if (look.qsl_cached) {
+    for (int i = threadIdx.x; i <= p.num_seqs; i += kThreads) sh.qsl[i] = p.query_start_loc[i];
   }
-  auto qsl = [&](int i) { return qsl_cached ? s_qsl[i] : p.query_start_loc[i]; };
   if (threadIdx.x == 0) {
-    carry = 0;
-    cost_min = INT_MAX;
-    cost_max = 0;
-    busy = 0;
+    sh.carry = 0;
+    sh.cost_min = INT_MAX;
+    sh.cost_max = 0;
+    sh.busy = 0;
   }
   __syncthreads();
+  // Tokens past the batch's own count (query_start_loc's last entry) are padding as well.
+  const int n = min(real_tokens(p), look.qsl(p.num_seqs));
   for (int base = 0; base < t_pad; base += kThreads) {
     const int t = base + static_cast<int>(threadIdx.x);
     int len = 0;
     int row = 0;
     if (t < n) {
-      // The sequence s with query_start_loc[s] <= t < query_start_loc[s + 1].
-      int lo = 0;
-      int hi = p.num_seqs;
-      while (hi - lo > 1) {
-        const int mid = (lo + hi) / 2;
-        if (qsl(mid) <= t) {
-          lo = mid;
-        } else {
-          hi = mid;
-        }
-      }
-      row = lo;
-      // Causal: the j-th of a sequence's q tokens sees context + j + 1 cached tokens.
-      len = p.seq_lens[lo] - (qsl(lo + 1) - 1 - t);
-      len = min(max(len, 0), max_len);
+      row = look.seq_of(t);
+      len = look.len(row, t);
     }
     const int tiles = ceil_tiles(len);
     const int cost = tiles > 0 ? tiles + kMlaQueryOverheadTiles : 0;
     int excl = 0;
     int agg = 0;
-    Scan(scan_tmp).ExclusiveSum(cost, excl, agg);
+    Scan(sh.scan).ExclusiveSum(cost, excl, agg);
     if (t < t_pad) {
-      ws.q_len[t] = len;
-      ws.q_row[t] = row;
-      ws.q_cum[t] = carry + excl;
-      if (cum_cached) s_cum[t] = carry + excl;
+      if (write) {
+        ws.q_len[t] = len;
+        ws.q_row[t] = row;
+        ws.q_cum[t] = sh.carry + excl;
+      }
+      if (look.cum_cached) sh.cum[t] = sh.carry + excl;
     }
-    const int lo_c = Reduce(reduce_tmp).Reduce(cost > 0 ? cost : INT_MAX, ::cuda::minimum<int>{});
+    const int lo_c = Reduce(sh.reduce).Reduce(cost > 0 ? cost : INT_MAX, ::cuda::minimum<int>{});
     __syncthreads();
-    const int hi_c = Reduce(reduce_tmp).Reduce(cost, ::cuda::maximum<int>{});
+    const int hi_c = Reduce(sh.reduce).Reduce(cost, ::cuda::maximum<int>{});
     __syncthreads();
-    const int cnt = Reduce(reduce_tmp).Sum(cost > 0 ? 1 : 0);
+    const int cnt = Reduce(sh.reduce).Sum(cost > 0 ? 1 : 0);
     __syncthreads();  // every thread has read `carry` and the scan storage is free
     if (threadIdx.x == 0) {
-      carry += agg;
-      cost_min = min(cost_min, lo_c);
-      cost_max = max(cost_max, hi_c);
-      busy += cnt;
+      sh.carry += agg;
+      sh.cost_min = min(sh.cost_min, lo_c);
+      sh.cost_max = max(sh.cost_max, hi_c);
+      sh.busy += cnt;
     }
     __syncthreads();
   }
-  const int total = carry;
+  const int total = sh.carry;
+  const int busy = sh.busy;
+  const int cost_min = sh.cost_min;
+  const int cost_max = sh.cost_max;
   // At least two tiles a part: a one-tile split costs a Q load and a partial write per tile.
   int per_part = max(2, (total + ws.num_parts - 1) / ws.num_parts);
   // A few queries: about half the parts, up to kMlaSmallPartCost a part. Each query is then split
@@ -147,26 +200,77 @@ __global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, 
     if (8 * whole <= 9 * per_part) per_part = whole;
   }
   if (threadIdx.x == 0) {
-    ws.q_cum[t_pad] = total;
-    ws.sched[0] = per_part;
-    ws.sched[1] = total;
+    if (write) {
+      ws.q_cum[t_pad] = total;
+      ws.sched[0] = per_part;
+      ws.sched[1] = total;
+    }
+    if (look.cum_cached) sh.cum[t_pad] = total;
   }
   __syncthreads();  // q_cum written by this block is visible to it
-  auto cum = [&](int i) { return cum_cached ? s_cum[i] : ws.q_cum[i]; };
-  for (int part = threadIdx.x; part < ws.num_parts; part += kThreads) {
-    const int start = part * per_part;
-    int lo = 0;
-    int hi = max(t_pad, 1);
-    while (hi - lo > 1) {  // the last query whose cost range begins at or before `start`
-      const int mid = (lo + hi) / 2;
-      if (cum(mid) <= start) {
-        lo = mid;
-      } else {
-        hi = mid;
-      }
+  return PlanTotals{per_part, total, n};
+}
+
+// The first segment of `part`: the first query with tiles in the part's cost range. (Its start
+// may fall in a query's overhead, past its tiles, and queries without tiles cost nothing.)
+__device__ __forceinline__ MlaPartStart plan_part_start(const MlaDecodeProblem& p,
+                                                        const PlanLookup& look, PlanTotals tot,
+                                                        int part) {
+  const int t_pad = p.num_queries;
+  const int start = part * tot.per_part;
+  const int end = min(start + tot.per_part, tot.total);
+  int lo = 0;
+  int hi = max(t_pad, 1);
+  while (hi - lo > 1) {  // the last query whose cost range begins at or before `start`
+    const int mid = (lo + hi) / 2;
+    if (look.cum(mid) <= start) {
+      lo = mid;
+    } else {
+      hi = mid;
     }
-    ws.part_qbegin[part] = lo;
   }
+  MlaPartStart ps{};
+  ps.t = -1;
+  ps.per_part = tot.per_part;
+  ps.n = tot.n;
+  for (int t = lo; t < t_pad; ++t) {
+    const int c = look.cum(t);
+    if (c >= end) break;
+    const int cost = look.cum(t + 1) - c;
+    const int tiles = cost > 0 ? cost - kMlaQueryOverheadTiles : 0;
+    const int tile0 = max(start - c, 0);
+    const int tile1 = min(end - c, tiles);
+    if (tile0 < tile1) {
+      ps.t = t;
+      ps.tile0 = tile0;
+      ps.tile1 = tile1;
+      ps.tiles = tiles;
+      ps.cum = c;
+      ps.row = look.seq_of(t);
+      break;
+    }
+  }
+  return ps;
+}
+
+// Every part's first segment -> ws.part_start (all threads of the block).
+__device__ __forceinline__ void plan_store_part_starts(const MlaDecodeProblem& p,
+                                                       const MlaWorkspace& ws,
+                                                       const PlanLookup& look, PlanTotals tot,
+                                                       int threads) {
+  for (int part = threadIdx.x; part < ws.num_parts; part += threads) {
+    ws.part_start[part] = plan_part_start(p, look, tot, part);
+  }
+}
+
+// The schedule of calls too large for the attention to compute itself, or computed once and
+// reused (launch_mla_decode_splitkv).
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads) mla_plan_kernel(MlaDecodeProblem p, MlaWorkspace ws) {
+  __shared__ PlanShared<kThreads> sh;
+  pdl_launch_dependents();  // the attention's prologue may overlap this kernel
+  const PlanTotals tot = plan_schedule<kThreads>(p, ws, sh, true);
+  plan_store_part_starts(p, ws, plan_lookup(p, ws, sh), tot, kThreads);
 }
 
 }  // namespace mlafuse::cuda::mla

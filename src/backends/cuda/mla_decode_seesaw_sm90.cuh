@@ -45,6 +45,9 @@ inline constexpr int kSeesawRows = 64;      // query rows of a CTA (the wgmma M)
 inline constexpr int kChunkBytes = 64 * 128;  // one [64 rows, 64 cols] bf16 SW128 chunk
 inline constexpr int kChunks = kMlaRow / 64;  // 9 chunks in a 576-wide row (8 latent + RoPE)
 inline constexpr int kTileBytes = kChunks * kChunkBytes;
+// Calls of at most this many real queries let the combine launch early (the kernel's
+// launch_dependents).
+inline constexpr int kSeesawEarlyDependentsQueries = 16;
 
 struct SeesawSmem {
   uint8_t q[kTileBytes];      // Q [64, 576]
@@ -59,6 +62,7 @@ struct SeesawSmem {
 };
 // SW128 tiles start on 1024-byte boundaries.
 inline constexpr size_t kSeesawSmemBytes = sizeof(SeesawSmem) + 1024;
+static_assert(sizeof(PlanShared<kSeesawThreads>) <= kTileBytes, "the own plan fits in a KV buffer");
 
 enum SeesawBarrier : int { kScale0Ready = 1, kScale1Ready = 2, kP0Ready = 3, kP1Issued = 4 };
 
@@ -228,7 +232,7 @@ __device__ __forceinline__ void zero_v_tail(uint32_t sv, int valid) {
 template <bool kSmallPages>
 __global__ void __launch_bounds__(kSeesawThreads, 1)
     mla_decode_seesaw_kernel(MlaDecodeProblem p, MlaWorkspace ws,
-                             const __grid_constant__ SeesawMaps maps) {
+                             const __grid_constant__ SeesawMaps maps, bool own_plan) {
   constexpr float kLn2 = 0.6931471805599453f;
   extern __shared__ __align__(16) uint8_t smem_raw[];
   const uint32_t raw_addr = smem_addr(smem_raw);
@@ -267,35 +271,80 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     fence_proxy_async();
   }
   __syncthreads();
-  // Everything above overlaps the plan kernel (programmatic launch); the plan's results are read
-  // from here on. The combine may launch now: its CTAs take SMs as this grid's leave.
+  // Everything above overlaps the kernel before (programmatic launch); its results from here on.
   pdl_wait();
-  pdl_launch_dependents();
-  const int per_part = ws.sched[0];
+  // The part's first segment. own_plan (calls of at most kMlaOwnPlanQueries queries; no plan
+  // kernel ran): the CTA computes the schedule itself in buffer 1, before any tile lands, and the
+  // grid's last CTA also stores it in the workspace for the combine (and for later calls that
+  // reuse it). Otherwise the plan kernel's descriptor of the part: one load. Either way Q is
+  // requested at once and the first tiles after one block-table load (PERF.md, run 31).
+  MlaPartStart start;
+  if (own_plan) {
+    auto& sh = *reinterpret_cast<PlanShared<kSeesawThreads>*>(sm.kv[1]);
+    const bool writer = blockIdx.x == gridDim.x - 1 && blockIdx.y == gridDim.y - 1;
+    const PlanTotals tot = plan_schedule<kSeesawThreads>(p, ws, sh, writer);
+    const PlanLookup look = plan_lookup(p, ws, sh);
+    start = plan_part_start(p, look, tot, part);
+    if (writer) plan_store_part_starts(p, ws, look, tot, kSeesawThreads);
+    fence_proxy_async();  // buffer 1's generic accesses before the tensor copies overwrite it
+    __syncthreads();
+  } else {
+    start = ws.part_start[part];
+  }
+  const int per_part = start.per_part;
   const int part_begin = part * per_part;
   const int part_end = part_begin + per_part;
+  const int n = start.n;
 
   uint32_t phase_q = 0;
   uint32_t phase_kv = 0;  // warpgroup w waits only on buffer w's barriers: one phase bit
 
-  // A segment: the tiles [tile0, tile1) of query t that fall in this part.
+  // A segment: the tiles [tile0, tile1) of query t (of block-table row `row`) in this part.
   struct Segment {
-    int t, len, tiles, tile0, tile1, cum;
+    int t, len, tiles, tile0, tile1, cum, row;
     const int32_t* bt_row;
   };
-  // The first segment at query t or later; false when the part has no more.
-  auto find_segment = [&](int t, Segment& sg) {
-    for (; t < p.num_queries; ++t) {
-      const int cum = ws.q_cum[t];
-      if (cum >= part_end) return false;
-      sg.t = t;
-      sg.cum = cum;
-      sg.len = ws.q_len[t];
-      sg.tiles = ceil_tiles(sg.len);
-      sg.tile0 = max(part_begin - cum, 0);
-      sg.tile1 = min(part_end - cum, sg.tiles);
-      sg.bt_row = p.block_table + static_cast<int64_t>(ws.q_row[t]) * p.block_table_stride;
-      if (sg.tile0 < sg.tile1) return true;
+  auto set_segment = [&](Segment& sg, int t, int row, int len, int cum) {
+    sg.t = t;
+    sg.row = row;
+    sg.len = len;
+    sg.cum = cum;
+    sg.tiles = ceil_tiles(len);
+    sg.tile0 = max(part_begin - cum, 0);
+    sg.tile1 = min(part_end - cum, sg.tiles);
+    sg.bt_row = p.block_table + static_cast<int64_t>(row) * p.block_table_stride;
+  };
+  const int max_len = p.block_table_stride * p.page_size;
+  // The segment after sg in this part, or false. Lengths and costs of the queries after sg.t come
+  // from the call's inputs, as the plan computes them (with own_plan the workspace's per-query
+  // arrays may not be written yet). One round of loads when query t is in sequence `row` or the
+  // next one (decode, prefill chunks).
+  auto next_segment = [&](const Segment& sg, Segment& nx) {
+    int cum = sg.cum + sg.tiles + kMlaQueryOverheadTiles;
+    int row = sg.row;
+    for (int t = sg.t + 1; t < n && cum < part_end; ++t) {
+      // t < n <= query_start_loc[num_seqs], so t's sequence is row .. num_seqs - 1.
+      const int q1 = p.query_start_loc[row + 1];
+      const int q2 = p.query_start_loc[min(row + 2, p.num_seqs)];
+      const int l0 = p.seq_lens[row];
+      const int l1 = p.seq_lens[min(row + 1, p.num_seqs - 1)];
+      int q_end = q1;
+      int seq_len = l0;
+      if (q1 <= t) {
+        ++row;
+        q_end = q2;
+        seq_len = l1;
+        while (q_end <= t) {  // empty sequences between
+          ++row;
+          q_end = p.query_start_loc[row + 1];
+          seq_len = p.seq_lens[row];
+        }
+      }
+      const int len = causal_len(seq_len, q_end, t, max_len);
+      if (len == 0) continue;  // no tiles, no cost
+      set_segment(nx, t, row, len, cum);
+      if (nx.tile0 < nx.tile1) return true;
+      cum += nx.tiles + kMlaQueryOverheadTiles;
     }
     return false;
   };
@@ -355,9 +404,32 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     }
   };
 
+  // When the combine may launch (its CTAs then take SMs as this grid's leave), measured (PERF.md,
+  // run 31): with few queries right after the first S, so its CTAs load W_UV on the idle SMs
+  // during the attention (earlier, it slowed the schedule's loads); else after the first segment
+  // (after the first S was up to 5 us slower at B >= 64).
+  const bool early_dependents = n <= kSeesawEarlyDependentsQueries;
+  bool dependents_launched = false;
+  auto launch_dependents = [&](bool now) {
+    if (now && !dependents_launched) {
+      pdl_launch_dependents();
+      dependents_launched = true;
+    }
+  };
   Segment seg;
-  bool have = find_segment(ws.part_qbegin[part], seg);
-  if (have && threadIdx.x == 0) load_segment(seg);
+  bool have = start.t >= 0;
+  if (have) {
+    seg.t = start.t;
+    seg.row = start.row;
+    seg.cum = start.cum;
+    seg.tiles = start.tiles;
+    seg.tile0 = start.tile0;
+    seg.tile1 = start.tile1;
+    seg.bt_row = p.block_table + static_cast<int64_t>(start.row) * p.block_table_stride;
+    // First needed at the query's last tile (or by small pages): it loads beside the pages.
+    seg.len = causal_len(p.seq_lens[seg.row], p.query_start_loc[seg.row + 1], seg.t, max_len);
+    if (threadIdx.x == 0) load_segment(seg);
+  }
   while (have) {
     const int t = seg.t;
     const int len = seg.len;
@@ -386,6 +458,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       wgmma_wait<0>();
       fence_regs(s);
     }
+    launch_dependents(early_dependents);
 
     // The pages of tiles b + 2, b + 3 (leaders only; pages of 64 tokens or more).
     constexpr bool ahead = !kSmallPages;
@@ -589,7 +662,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     __syncthreads();  // both warpgroups' MMAs are done: Q and the tiles are free
     // The next segment's copies fly while this one's output is written.
     Segment next;
-    const bool have_next = find_segment(t + 1, next);
+    const bool have_next = next_segment(seg, next);
     if (have_next && threadIdx.x == 0) load_segment(next);
     const bool whole = tile0 == 0 && tile1 == tiles;
     const int slot = whole ? 0 : partial_slot(part, per_part, seg.cum);
@@ -637,6 +710,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         }
       }
     }
+    launch_dependents(true);
     __syncthreads();  // m and l are reset by the next segment
     seg = next;
     have = have_next;

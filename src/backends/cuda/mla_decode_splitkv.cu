@@ -16,7 +16,8 @@ namespace mlafuse::cuda {
 namespace {
 
 template <bool kSmallPages>
-void launch_seesaw(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream_t stream) {
+void launch_seesaw(const MlaDecodeProblem& p, const MlaWorkspace& ws, bool own_plan,
+                   cudaStream_t stream) {
   mla::SeesawMaps maps;
   maps.q = tma::make_map_2d_bf16_sw128(
       p.q_cat, static_cast<uint64_t>(p.num_queries) * p.num_heads, kMlaRow, kMlaRow * 2,
@@ -30,13 +31,13 @@ void launch_seesaw(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStream
   const int head_blocks = p.num_heads > mla::kSeesawRows ? p.num_heads / mla::kSeesawRows : 1;
   const dim3 grid(static_cast<unsigned>(head_blocks), static_cast<unsigned>(ws.num_parts));
   launch_pdl("mla_decode_seesaw_kernel", kernel, grid, dim3(mla::kSeesawThreads),
-             mla::kSeesawSmemBytes, stream, p, ws, maps);
+             mla::kSeesawSmemBytes, stream, p, ws, maps, own_plan);
 }
 
 }  // namespace
 
 void launch_mla_decode_splitkv(const MlaDecodeProblem& p, const MlaWorkspace& ws,
-                               cudaStream_t stream) {
+                               MlaSchedule schedule, cudaStream_t stream) {
   if (p.num_queries == 0) return;
   MLAFUSE_CHECK(p.page_size == 16 || p.page_size == 32 || p.page_size == 64 || p.page_size == 128,
                 "mla_decode_splitkv: page size ", p.page_size, " is not supported; expected 16, 32, "
@@ -44,10 +45,12 @@ void launch_mla_decode_splitkv(const MlaDecodeProblem& p, const MlaWorkspace& ws
   MLAFUSE_CHECK(p.num_heads == 16 || p.num_heads == 32 || p.num_heads == 64 || p.num_heads == 128,
                 "mla_decode_splitkv: num_heads ", p.num_heads,
                 " is not supported; expected 16, 32, 64 or 128");
+  const bool own_plan = schedule == MlaSchedule::kCompute && p.num_queries <= kMlaOwnPlanQueries;
+  if (schedule == MlaSchedule::kCompute && !own_plan) launch_mla_plan(p, ws, stream);
   if (p.page_size < kMlaPage) {
-    launch_seesaw<true>(p, ws, stream);
+    launch_seesaw<true>(p, ws, own_plan, stream);
   } else {
-    launch_seesaw<false>(p, ws, stream);
+    launch_seesaw<false>(p, ws, own_plan, stream);
   }
 }
 
