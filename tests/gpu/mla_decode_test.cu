@@ -458,15 +458,16 @@ TEST(MlaDecodeQuant, AllVariantsH64LongSplit) {
   run_batch(b, true);
 }
 
-// The absorbed query (cuBLAS, then the q_pe copy): q_cat[t, h] = [q_nope @ W_UK_T[h] | q_pe],
-// every element written.
+// The absorbed query: q_cat[t, h] = [q_nope @ W_UK_T[h] | q_pe], every element written, on both
+// paths (the two small-batch kernels, cuBLAS beyond). A token's row from a small-batch kernel is
+// the same bits in another batch size that takes the same kernel.
 TEST(MlaAbsorbQ, MatchesReference) {
   SKIP_WITHOUT_GPU();
   constexpr int kNope = 128, kQDim = 192;
   cublasHandle_t handle;
   MLAFUSE_CUBLAS_CHECK(cublasCreate(&handle));
-  for (const int heads : {16, 128}) {
-    for (const int t : {1, 3, 4, 5, 16, 17}) {
+  for (const int heads : {16, 64, 128}) {
+    for (const int t : {1, 2, 3, 5, 8, 13, 16, 17, 40}) {
       std::mt19937 rng(31u * t + heads);
       std::uniform_real_distribution<float> u(-1.0f, 1.0f);
       std::vector<uint16_t> q(static_cast<size_t>(t) * heads * kQDim);
@@ -505,6 +506,27 @@ TEST(MlaAbsorbQ, MatchesReference) {
       }
       expect_rows_close(gf, want.data(), t * heads, kRow, nonzero,
                         "absorbed q, t = " + std::to_string(t) + ", H = " + std::to_string(heads));
+      // The peer batch: one token on the GEMV kernel, three on the MMA kernel.
+      const int peer = t <= cuda::kMlaAbsorbGemvMax ? 1 : cuda::kMlaAbsorbGemvMax + 1;
+      if (t <= cuda::kMlaAbsorbSmallMax && t > peer) {
+        for (const int tok : {0, t / 2, t - 1}) {
+          const int first = std::min(tok, t - peer);
+          DevBuf other(static_cast<size_t>(peer) * heads * kRow * 2);
+          other.poison();
+          cuda::launch_mla_absorb_q(
+              handle, dq.as<__nv_bfloat16>() + static_cast<size_t>(first) * heads * kQDim,
+              dw.as<__nv_bfloat16>(), other.as<__nv_bfloat16>(), peer, heads, nullptr);
+          MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+          std::vector<uint16_t> o(static_cast<size_t>(peer) * heads * kRow);
+          other.download(o.data());
+          const size_t row_elems = static_cast<size_t>(heads) * kRow;
+          EXPECT_TRUE(std::equal(o.begin() + static_cast<ptrdiff_t>((tok - first) * row_elems),
+                                 o.begin() + static_cast<ptrdiff_t>((tok - first + 1) * row_elems),
+                                 got.begin() + static_cast<ptrdiff_t>(tok * row_elems)))
+              << "token " << tok << " of t = " << t << " differs in a batch of " << peer
+              << ", H = " << heads;
+        }
+      }
     }
   }
   cublasDestroy(handle);

@@ -4,6 +4,7 @@
 #include "backends/cuda/cache_write.cuh"
 #include "backends/cuda/cache_write.h"
 #include "backends/cuda/device_context.h"
+#include "backends/cuda/launch_pdl.h"
 #include "backends/cuda/op_checks.h"
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/core/error.h"
@@ -30,8 +31,8 @@ void launch_cache_write(const CacheWriteArgs& a, cudaStream_t stream) {
   const int64_t vecs = a.t_pad * p.row_vecs;
   const int grid = static_cast<int>(
       std::max<int64_t>(1, (vecs + 256 * kVecsPerThread - 1) / (256 * kVecsPerThread)));
-  cache_write_kernel<kVecsPerThread><<<grid, 256, 0, stream>>>(p);
-  MLAFUSE_CUDA_CHECK_LAUNCH("cache_write_kernel");
+  launch_pdl("cache_write_kernel", cache_write_kernel<kVecsPerThread>, dim3(grid), dim3(256), 0,
+             stream, p);
 }
 
 void run_cache_write(const OpCall& call, const RunContext& ctx, DeviceContext& dc) {

@@ -30,9 +30,13 @@ struct CacheWriteParams {
 };
 
 // Loads are bounded by the padded count (always readable) and issued before n is known, so a
-// replayed graph's device-side n costs no extra round trip; stores are bounded by n.
+// replayed graph's device-side n costs no extra round trip; stores are bounded by n. Launched
+// programmatically, it lets the next kernel (the decode's absorbed query, which reads W_UK_T
+// meanwhile) start at once; that kernel waits for this one before anything reads the cache.
 template <int kVecsPerThread>
 __global__ void __launch_bounds__(256) cache_write_kernel(const CacheWriteParams p) {
+  pdl_launch_dependents();
+  pdl_wait();  // the inputs may come from the kernel before
   const int32_t n = real_tokens(p.num_tokens_device, p.num_tokens, p.t_pad);
   const int64_t total_pad = static_cast<int64_t>(p.t_pad) * p.row_vecs;
   const int64_t first =

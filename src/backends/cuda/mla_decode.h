@@ -160,8 +160,13 @@ void launch_mla_decode_splitkv(const MlaDecodeProblem& p, const MlaWorkspace& ws
 void launch_mla_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                  const MlaOutputParams& out, cudaStream_t stream);
 
-// Absorbed query: q_cat[t, h] = [bf16(q_nope[t, h] @ W_UK_T[h]) | q_pe[t, h]] for all T_pad rows
-// (a cuBLAS strided-batched GEMM, then a copy of the RoPE part).
+// Absorbed query: q_cat[t, h] = [bf16(q_nope[t, h] @ W_UK_T[h]) | q_pe[t, h]] for all T_pad rows.
+// Up to kMlaAbsorbGemvMax tokens one kernel, up to kMlaAbsorbSmallMax another (both launched
+// programmatically: they read W_UK_T before the kernel ahead of them ends, so that kernel must not
+// write W_UK_T); more tokens a cuBLAS strided-batched GEMM, then a copy of the RoPE part. q and
+// q_cat 16-byte aligned.
+inline constexpr int kMlaAbsorbGemvMax = 2;
+inline constexpr int kMlaAbsorbSmallMax = 16;
 void launch_mla_absorb_q(cublasHandle_t handle, const __nv_bfloat16* q,  // [T_pad, H, 192]
                          const __nv_bfloat16* w_uk_t,                    // [H, 128, 512]
                          __nv_bfloat16* q_cat,                           // [T_pad, H, 576]

@@ -1,5 +1,5 @@
 // Launchers of the MLA decode plan, the workspace carve-up, and the cuBLAS steps around the decode
-// kernels (the absorbed query, and the unfused baseline's W_UV GEMM).
+// kernels (the unfused baseline's W_UV GEMM).
 #include "backends/cuda/mla_decode.h"
 #include "backends/cuda/mla_decode_plan.cuh"
 #include "mlafuse/backends/cuda/cuda_check.h"
@@ -15,18 +15,6 @@ constexpr int kPlanThreads = 1024;
 constexpr int kPlanThreadsSmall = 128;
 
 size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
-
-// Copies q_pe (the last 64 of each head's 192) behind the absorbed 512: one 16-byte chunk a thread.
-__global__ void mla_copy_q_pe_kernel(const __nv_bfloat16* __restrict__ q,  // [T, H, 192]
-                                     __nv_bfloat16* __restrict__ q_cat,    // [T, H, 576]
-                                     int64_t rows) {                       // T * H
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= rows * 8) return;
-  const int64_t r = i / 8;
-  const int c = static_cast<int>(i % 8);
-  const uint4 v = *reinterpret_cast<const uint4*>(q + r * kMlaQDim + kMlaNope + c * 8);
-  *reinterpret_cast<uint4*>(q_cat + r * kMlaRow + kMlaLatent + c * 8) = v;
-}
 
 }  // namespace
 
@@ -74,28 +62,6 @@ void launch_mla_plan(const MlaDecodeProblem& p, const MlaWorkspace& ws, cudaStre
     mla::mla_plan_kernel<kPlanThreads><<<1, kPlanThreads, 0, stream>>>(p, ws);
   }
   MLAFUSE_CUDA_CHECK_LAUNCH("mla_plan_kernel");
-}
-
-void launch_mla_absorb_q(cublasHandle_t handle, const __nv_bfloat16* q, const __nv_bfloat16* w_uk_t,
-                         __nv_bfloat16* q_cat, int num_queries, int num_heads,
-                         cudaStream_t stream) {
-  if (num_queries == 0) return;
-  MLAFUSE_CUBLAS_CHECK(cublasSetStream(handle, stream));
-  MLAFUSE_CUBLAS_CHECK(cublasSetPointerMode(handle, CUBLAS_POINTER_MODE_HOST));
-  const float alpha = 1.0f;
-  const float beta = 0.0f;
-  // Column-major view, one GEMM per head h: q_cat[:, h, :512]^T (512 x T) =
-  // W_UK_T[h]^T (512 x 128, ld 512) * q[:, h, :128]^T (128 x T, ld H*192).
-  MLAFUSE_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-      handle, CUBLAS_OP_N, CUBLAS_OP_N, kMlaLatent, num_queries, kMlaNope, &alpha, w_uk_t,
-      CUDA_R_16BF, kMlaLatent, static_cast<long long>(kMlaNope) * kMlaLatent, q, CUDA_R_16BF,
-      num_heads * kMlaQDim, kMlaQDim, &beta, q_cat, CUDA_R_16BF, num_heads * kMlaRow, kMlaRow,
-      num_heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  const int64_t rows = static_cast<int64_t>(num_queries) * num_heads;
-  const int threads = 256;
-  const int64_t blocks = (rows * 8 + threads - 1) / threads;
-  mla_copy_q_pe_kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(q, q_cat, rows);
-  MLAFUSE_CUDA_CHECK_LAUNCH("mla_copy_q_pe_kernel");
 }
 
 void launch_mla_up_proj_cublas(cublasHandle_t handle, const __nv_bfloat16* o_lat,
