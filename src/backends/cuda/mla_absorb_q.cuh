@@ -27,15 +27,15 @@
 namespace mlafuse::cuda::mla {
 
 inline constexpr int kAbsorbThreads = 256;
-inline constexpr int kAbsorbTokens = 16;  // M of the MMA
+inline constexpr int kAbsorbTokens = kMlaAbsorbSmallMax;  // M of the MMA
 inline constexpr int kAbsorbCols = 128;   // columns of a CTA
 inline constexpr int kAbsorbSlices = kMlaLatent / kAbsorbCols;
 inline constexpr int kAbsorbChunks = kAbsorbCols / 8;  // 16-byte chunks of a W row
 inline constexpr int kAbsorbQChunks = kMlaNope / 8;    // 16-byte chunks of a q_nope row
 
-// Byte offset of 16-byte chunk c of row r in a tile of 16-chunk rows (swizzled in groups of 8).
+// Byte offset of 16-byte chunk c of row r in the W and q tiles (16-chunk rows).
 __device__ __forceinline__ uint32_t absorb_chunk_offset(int r, int c) {
-  return static_cast<uint32_t>(r * 256 + ((c & ~7) | swz(r, c & 7)) * 16);
+  return swz_chunk_offset(kAbsorbChunks * 16, r, c);
 }
 
 // The RoPE part is a copy, done by the slice-0 CTA of each head.
@@ -150,7 +150,7 @@ __global__ void __launch_bounds__(kAbsorbThreads)
                             __nv_bfloat16* __restrict__ q_cat,         // [T, H, 576]
                             int num_queries, int num_heads) {
   static_assert(kAbsorbChunks == 16 && kAbsorbQChunks == 16 &&
-                kAbsorbSlices * kAbsorbCols == kMlaLatent && kAbsorbTokens == kMlaAbsorbSmallMax);
+                kAbsorbSlices * kAbsorbCols == kMlaLatent && kAbsorbTokens == 16);
   __shared__ __align__(128) uint8_t w_tile[kMlaNope * kAbsorbCols * 2];    // [k][col], 32 KB
   __shared__ __align__(128) uint8_t q_tile[kAbsorbTokens * kMlaNope * 2];  // [t][k], 4 KB
 

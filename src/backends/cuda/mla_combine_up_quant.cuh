@@ -462,7 +462,7 @@ __device__ __forceinline__ uint32_t a_tile_offset(int r, int c) {
   if constexpr (kWgmma) {
     return sw128_offset(kTM, r, c);
   } else {
-    return static_cast<uint32_t>(r * kMlaLatent * 2 + ((c & ~7) | swz(r, c & 7)) * 16);
+    return swz_chunk_offset(kMlaLatent * 2, r, c);
   }
 }
 // Byte offset of 16-byte chunk c (output columns 8c ..) of latent row r in a W_UV chunk: for
@@ -472,7 +472,7 @@ __device__ __forceinline__ uint32_t w_chunk_offset(int r, int c) {
   if constexpr (kWgmma) {
     return sw128_offset(kWChunkRows, r, c);
   } else {
-    return static_cast<uint32_t>(r * kMlaVDim * 2 + ((c & 8) | swz(r, c & 7)) * 16);
+    return swz_chunk_offset(kMlaVDim * 2, r, c);  // c < 16
   }
 }
 

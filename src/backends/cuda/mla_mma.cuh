@@ -15,6 +15,11 @@ namespace mlafuse::cuda::mla {
 // 8 different bank quads.
 __device__ __forceinline__ int swz(int row, int chunk) { return chunk ^ (row & 7); }
 
+// Byte offset of 16-byte chunk c of row r in a tile of row_bytes-long rows, swizzled as above.
+__device__ __forceinline__ uint32_t swz_chunk_offset(int row_bytes, int r, int c) {
+  return static_cast<uint32_t>(r * row_bytes + ((c & ~7) | swz(r, c & 7)) * 16);
+}
+
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
