@@ -274,6 +274,22 @@ void run_batch(const Batch& b, bool quant_variants) {
     out.download(again.data());
     EXPECT_EQ(std::memcmp(again.data(), got.data(), got.size() * 2), 0)
         << "the reused schedule changed the output";
+    // A broken reuse contract (the lengths shortened in place after the schedule was computed)
+    // still follows the stored schedule: the old output, no fault (the attention once mixed the
+    // live lengths with the stored tiles and hit an illegal instruction).
+    std::vector<int32_t> shorter(h.seq_lens);
+    for (int32_t& len : shorter) len = std::min(len, 64);
+    const size_t len_bytes = shorter.size() * sizeof(int32_t);
+    MLAFUSE_CUDA_CHECK(cudaMemcpy(d.seq_lens.p, shorter.data(), len_bytes, cudaMemcpyHostToDevice));
+    out.poison();
+    d.attention(cuda::MlaSchedule::kReuse);
+    cuda::launch_mla_combine_up_quant(d.p, d.ws, op, nullptr);
+    MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+    out.download(again.data());
+    EXPECT_EQ(std::memcmp(again.data(), got.data(), got.size() * 2), 0)
+        << "a reused schedule did not follow the lengths it was computed for";
+    MLAFUSE_CUDA_CHECK(
+        cudaMemcpy(d.seq_lens.p, h.seq_lens.data(), len_bytes, cudaMemcpyHostToDevice));
   }
 
   // Unfused baseline: latent combine, then cuBLAS W_UV GEMM.

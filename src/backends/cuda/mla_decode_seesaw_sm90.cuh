@@ -315,11 +315,24 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     sg.bt_row = p.block_table + static_cast<int64_t>(row) * p.block_table_stride;
   };
   const int max_len = p.block_table_stride * p.page_size;
-  // The segment after sg in this part, or false. Lengths and costs of the queries after sg.t come
-  // from the call's inputs, as the plan computes them (with own_plan the workspace's per-query
-  // arrays may not be written yet). One round of loads when query t is in sequence `row` or the
-  // next one (decode, prefill chunks).
+  // The segment after sg in this part, or false. With own_plan the lengths and costs of the
+  // queries after sg.t come from the call's inputs, as the plan computes them (the workspace's
+  // per-query arrays may not be written yet): one round of loads when query t is in sequence
+  // `row` or the next one (decode, prefill chunks). Otherwise from the workspace: a reused
+  // schedule's lengths and tiles then always agree, even where the inputs changed since it was
+  // computed (a broken reuse contract gives the old call's output, not an illegal instruction).
   auto next_segment = [&](const Segment& sg, Segment& nx) {
+    if (!own_plan) {
+      for (int t = sg.t + 1; t < n; ++t) {
+        const int cum = ws.q_cum[t];
+        if (cum >= part_end) break;
+        const int len = ws.q_len[t];
+        if (len == 0) continue;
+        set_segment(nx, t, ws.q_row[t], len, cum);
+        if (nx.tile0 < nx.tile1) return true;
+      }
+      return false;
+    }
     int cum = sg.cum + sg.tiles + kMlaQueryOverheadTiles;
     int row = sg.row;
     for (int t = sg.t + 1; t < n && cum < part_end; ++t) {
@@ -427,7 +440,9 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     seg.tile1 = start.tile1;
     seg.bt_row = p.block_table + static_cast<int64_t>(start.row) * p.block_table_stride;
     // First needed at the query's last tile (or by small pages): it loads beside the pages.
-    seg.len = causal_len(p.seq_lens[seg.row], p.query_start_loc[seg.row + 1], seg.t, max_len);
+    seg.len = own_plan
+                  ? causal_len(p.seq_lens[seg.row], p.query_start_loc[seg.row + 1], seg.t, max_len)
+                  : ws.q_len[seg.t];
     if (threadIdx.x == 0) load_segment(seg);
   }
   while (have) {
