@@ -1,7 +1,7 @@
 // mla_decode_combine_up_quant: one CTA = kTM query tokens x one head h. (Where that grid would
 // leave most SMs idle, mla_combine_latent_kernel merges the splits first and step 2 only copies.)
-//   1. W_UV[h] ([512, 128] bf16, 128 KB) streams into shared memory with cp.async, and so do the
-//      bf16 latent rows of tokens done by one split-KV part (already final: copied as they are),
+//   1. W_UV[h] ([512, 128] bf16, 128 KB) streams into shared memory by TMA, and the bf16 latent
+//      rows of tokens done by one split-KV part (already final: copied as they are) by cp.async,
 //      while
 //   2. the warps merge the split-KV results of the other tokens in f32 (log-sum-exp weights) and
 //      round the latent output to bf16 ([kTM, 512] tile in shared memory);
@@ -28,6 +28,8 @@
 #include "backends/cuda/mla_mma.cuh"
 #include "backends/cuda/mla_wgmma.cuh"
 #include "backends/cuda/quant_epilogue.cuh"
+#include "backends/cuda/tma_map.h"
+#include "backends/cuda/tma_sm90.cuh"
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/quant/scale_layout.h"
@@ -48,9 +50,12 @@ __device__ __forceinline__ SplitRow split_row(const MlaWorkspace& ws, int per_pa
   return SplitRow{sp.first, sp.tiles > 0 ? sp.last - sp.first + 1 : 0, ws.q_cum[t]};
 }
 
-// W_UV[h] moves in chunks of 64 latent rows (16 KB); a ring of kStages chunk buffers. kStages =
-// kWChunks holds W_UV[h] whole (every chunk in flight from the start); kStages = 2 streams it so
-// that two CTAs fit on an SM, for grids of more than one wave.
+// W_UV[h] moves in chunks of 64 latent rows (16 KB), each as two TMA boxes of [64 rows, 64
+// columns] in the SW128 layout, completing on the chunk buffer's mbarrier; a ring of kStages
+// chunk buffers. kStages = kWChunks holds W_UV[h] whole (every chunk in flight from the start);
+// kStages = 2 streams it so that two CTAs fit on an SM, for grids of more than one wave. One
+// thread issues the copies (cp.async by every thread took ~2 us of the CTA's issue slots before
+// it could start the merge, docs/PERF.md run 33).
 inline constexpr int kWChunkRows = 64;
 inline constexpr int kWChunks = kMlaLatent / kWChunkRows;
 inline constexpr uint32_t kWChunkBytes = kWChunkRows * kMlaVDim * 2;
@@ -63,7 +68,7 @@ static_assert(64 + kMlaMaxParts <= kMaxMergeEntries, "kMlaMaxParts must fit the 
 template <int kTM, int kStages>
 struct CombineUpSmem {
   __nv_bfloat16 w[kStages * kWChunkRows * kMlaVDim];  // W_UV[h] chunks [64, 128]
-                                                      // (w_chunk_offset)
+                                                      // (w_chunk_offset); 1024-byte aligned
   __nv_bfloat16 a[kTM * kMlaLatent];  // merged o_lat [kTM, 512] (a_tile_offset); reused as the
                                       // bf16 output tile [kTM, kOutStride]
   SplitRow rows[kTM];                 // each row's split-KV parts
@@ -73,6 +78,7 @@ struct CombineUpSmem {
   int split_total[2];      // their splits
   int ent_slot[kMaxMergeEntries];  // an entry's partial slot, and its log-sum-exp, then weight
   float ent_w[kMaxMergeEntries];
+  uint64_t w_full[kStages];  // chunk buffer i holds its chunk (TMA transaction barrier)
 };
 
 // ---- epilogue functors: `row` gets one token's 128 bf16-rounded outputs of head h -------------
@@ -419,36 +425,6 @@ __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, cons
   }
 }
 
-// Waits until at most `pending` (warp-uniform, 0..7) cp.async groups of the thread are in flight.
-__device__ __forceinline__ void cp_async_wait_dyn(int pending) {
-  switch (pending) {
-    case 0:
-      cp_async_wait<0>();
-      break;
-    case 1:
-      cp_async_wait<1>();
-      break;
-    case 2:
-      cp_async_wait<2>();
-      break;
-    case 3:
-      cp_async_wait<3>();
-      break;
-    case 4:
-      cp_async_wait<4>();
-      break;
-    case 5:
-      cp_async_wait<5>();
-      break;
-    case 6:
-      cp_async_wait<6>();
-      break;
-    default:
-      cp_async_wait<7>();
-      break;
-  }
-}
-
 // 64-row tiles with W_UV whole (one wave: B = 33..64 at H = 128) run the W_UV product on wgmma,
 // with both operands as SW128 tiles (mla_wgmma.cuh); the other shapes on mma.sync, with rows of
 // XOR-swizzled 16-byte chunks for ldmatrix. wgmma measured faster alone for the ring of two too,
@@ -465,26 +441,22 @@ __device__ __forceinline__ uint32_t a_tile_offset(int r, int c) {
     return swz_chunk_offset(kMlaLatent * 2, r, c);
   }
 }
-// Byte offset of 16-byte chunk c (output columns 8c ..) of latent row r in a W_UV chunk: for
-// wgmma two SW128 blocks of [64, 64] (output columns 0..63, then 64..127).
-template <bool kWgmma>
+// Byte offset of 16-byte chunk c (output columns 8c ..) of latent row r in a W_UV chunk: two
+// SW128 blocks of [64, 64] (output columns 0..63, then 64..127), as the TMA boxes land. wgmma
+// reads them as its MN-major operand; ldmatrix rows of one column chunk fall in distinct banks.
 __device__ __forceinline__ uint32_t w_chunk_offset(int r, int c) {
-  if constexpr (kWgmma) {
-    return sw128_offset(kWChunkRows, r, c);
-  } else {
-    return swz_chunk_offset(kMlaVDim * 2, r, c);  // c < 16
-  }
+  return sw128_offset(kWChunkRows, r, c);
 }
 
-// Chunk k of W_UV[h] ([64, 128] bf16, rows 64k .. 64k+63) into the ring buffer at `dst`.
-template <bool kWgmma>
-__device__ __forceinline__ void load_w_chunk(uint32_t dst, const __nv_bfloat16* gw, int k) {
-  const __nv_bfloat16* src = gw + static_cast<int64_t>(k) * kWChunkRows * kMlaVDim;
-  for (int i = threadIdx.x; i < kWChunkRows * kMlaVDim / 8; i += kCombineThreads) {
-    const int r = i / 16;
-    const int c = i % 16;
-    cp_async16(dst + w_chunk_offset<kWgmma>(r, c), src + r * kMlaVDim + c * 8);
-  }
+// Chunk k of W_UV[h] ([64, 128] bf16, rows 64k .. 64k+63 of head h) into the ring buffer at
+// `dst`, completing on `bar` (one thread). `w_map`: W_UV as [H * 512, 128], boxes of [64, 64].
+__device__ __forceinline__ void load_w_chunk(uint32_t dst, const CUtensorMap* w_map, uint32_t bar,
+                                             int h, int k) {
+  constexpr uint32_t kBlockBytes = kWChunkRows * 128;
+  tma::mbar_arrive_expect_tx(bar, kWChunkBytes);
+  const int y = h * kMlaLatent + k * kWChunkRows;
+  tma::load_2d(dst, w_map, bar, 0, y, tma::kEvictNormal);  // tiles of a head share it in L2
+  tma::load_2d(dst + kBlockBytes, w_map, bar, 64, y, tma::kEvictNormal);
 }
 
 // Step 3 on wgmma, for 64-row tiles with W_UV[h] whole in shared memory: out^T [128, 64] =
@@ -494,8 +466,8 @@ __device__ __forceinline__ void load_w_chunk(uint32_t dst, const __nv_bfloat16* 
 // k-steps go out before the one wait. The rounded result goes to `so` ([kTM, kOutStride] bf16,
 // over the o_lat tile once both warpgroups are done with it).
 template <int kTM>
-__device__ __forceinline__ void w_uv_product_wgmma(uint32_t sa, uint32_t sw, __nv_bfloat16* so,
-                                                   int warp, int lane) {
+__device__ __forceinline__ void w_uv_product_wgmma(uint32_t sa, uint32_t sw, uint32_t w_full,
+                                                   __nv_bfloat16* so, int warp, int lane) {
   static_assert(kTM == 64, "wgmma's N is the tile's 64 tokens");
   constexpr uint32_t kBlockBytes = kWChunkRows * 128;  // one [64, 64] SW128 block of a chunk
   const int wg = warp / 4;
@@ -505,6 +477,7 @@ __device__ __forceinline__ void w_uv_product_wgmma(uint32_t sa, uint32_t sw, __n
   wgmma_fence();
 #pragma unroll
   for (int k = 0; k < kWChunks; ++k) {
+    tma::mbar_wait(w_full + 8 * k, 0);  // chunk k is in; the MMAs on earlier chunks run
     const uint64_t dw = desc_mnmajor(sw + k * kWChunkBytes + wg * kBlockBytes, kBlockBytes);
     const uint64_t da = desc_kmajor(sa + k * (kTM * 128));  // latent dims 64k .. 64k+63
 #pragma unroll
@@ -531,14 +504,13 @@ __device__ __forceinline__ void w_uv_product_wgmma(uint32_t sa, uint32_t sw, __n
 }
 
 // Step 3 on mma.sync, for the other shapes: warp w computes output columns 16w .. 16w+15 of every
-// row. Chunk k (latent rows 64k ..) of W_UV[h] sits in ring buffer k % kStages. With a ring of
-// two, chunk k is waited for at the top of step k, and chunk k + 2 is issued into the buffer just
-// read once every warp is done with it; the prologue's chunks are complete already (the caller
-// waited for them and synchronized).
+// row. Chunk k (latent rows 64k ..) of W_UV[h] sits in ring buffer k % kStages; it is waited for
+// at the top of step k, and with a ring of two, chunk k + 2 is issued into the buffer just read
+// once every warp is done with it.
 template <int kTM, int kStages>
-__device__ __forceinline__ void w_uv_product_mma_sync(uint32_t sa, uint32_t sw,
-                                                      const __nv_bfloat16* gw, __nv_bfloat16* so,
-                                                      int warp, int lane) {
+__device__ __forceinline__ void w_uv_product_mma_sync(uint32_t sa, uint32_t sw, uint32_t w_full,
+                                                      const CUtensorMap* w_map, int h,
+                                                      __nv_bfloat16* so, int warp, int lane) {
   constexpr int kMT = kTM / 16;
   float c[kMT][2][4];
 #pragma unroll
@@ -549,17 +521,14 @@ __device__ __forceinline__ void w_uv_product_mma_sync(uint32_t sa, uint32_t sw,
       for (int e = 0; e < 4; ++e) c[mi][j][e] = 0.0f;
 #pragma unroll 1
   for (int k = 0; k < kWChunks; ++k) {
-    if (k >= kStages) {
-      cp_async_wait_dyn(min(k - 1 + kStages, kWChunks - 1) - k);
-      __syncthreads();
-    }
+    tma::mbar_wait(w_full + 8 * (k % kStages), (k / kStages) & 1);
     const uint32_t swk = sw + (k % kStages) * kWChunkBytes;
 #pragma unroll
     for (int kl = 0; kl < kWChunkRows / 16; ++kl) {
       const int kk = k * (kWChunkRows / 16) + kl;  // 16-wide step of the latent dim
       uint32_t b[4];
-      ldmatrix_x4_trans(b, swk + w_chunk_offset<false>(kl * 16 + (lane % 8) + ((lane / 8) % 2) * 8,
-                                                       2 * warp + lane / 16));
+      ldmatrix_x4_trans(b, swk + w_chunk_offset(kl * 16 + (lane % 8) + ((lane / 8) % 2) * 8,
+                                                2 * warp + lane / 16));
 #pragma unroll
       for (int mi = 0; mi < kMT; ++mi) {
         uint32_t a[4];
@@ -570,8 +539,7 @@ __device__ __forceinline__ void w_uv_product_mma_sync(uint32_t sa, uint32_t sw,
     }
     if (k + kStages < kWChunks) {
       __syncthreads();  // every warp has read buffer k % kStages
-      load_w_chunk<false>(swk, gw, k + kStages);
-      cp_async_commit();
+      if (threadIdx.x == 0) load_w_chunk(swk, w_map, w_full + 8 * (k % kStages), h, k + kStages);
     }
   }
   __syncthreads();  // the o_lat tile becomes the output tile
@@ -591,14 +559,13 @@ __device__ __forceinline__ void w_uv_product_mma_sync(uint32_t sa, uint32_t sw,
 template <class Epi, int kTM, int kStages>
 __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     mla_combine_up_quant_kernel(MlaDecodeProblem p, MlaWorkspace ws, MlaOutputParams op,
-                                bool premerged) {
+                                const __grid_constant__ CUtensorMap w_map, bool premerged) {
   static_assert(kStages == kWChunks || kStages == 2, "W_UV: whole, or a ring of two chunks");
   using Smem = CombineUpSmem<kTM, kStages>;
   constexpr bool kWgmma = kCombineWgmma<kTM, kStages>;
   extern __shared__ __align__(128) uint8_t smem_raw[];
   const uint32_t raw_addr = smem_addr(smem_raw);  // SW128 tiles start on 1024-byte boundaries
-  Smem& sm =
-      *reinterpret_cast<Smem*>(smem_raw + (kWgmma ? ((raw_addr + 1023u) & ~1023u) - raw_addr : 0u));
+  Smem& sm = *reinterpret_cast<Smem*>(smem_raw + (((raw_addr + 1023u) & ~1023u) - raw_addr));
   const int t0 = blockIdx.x * kTM;
   const int h = blockIdx.y;
   const int warp = threadIdx.x / 32;
@@ -613,12 +580,18 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     return;
   }
 
-  // 1. The first kStages chunks of W_UV[h] -> shared memory (all of it when kStages = 8).
-  const __nv_bfloat16* gw = p.w_uv + static_cast<int64_t>(h) * kMlaLatent * kMlaVDim;
+  // 1. The first kStages chunks of W_UV[h] -> shared memory (all of it when kStages = 8). The
+  //    merge plan's __syncthreads() below make the barriers' initialization visible to the
+  //    threads that wait on them.
   const uint32_t sw = smem_addr(sm.w);
-#pragma unroll
-  for (int k = 0; k < kStages; ++k) load_w_chunk<kWgmma>(sw + k * kWChunkBytes, gw, k);
-  cp_async_commit();
+  const uint32_t w_full = smem_addr(sm.w_full);
+  if (threadIdx.x == 0) {
+    tma::prefetch_map(&w_map);
+    for (int k = 0; k < kStages; ++k) tma::mbar_init(w_full + 8 * k, 1);
+    tma::mbar_fence_init();
+    for (int k = 0; k < kStages; ++k)
+      load_w_chunk(sw + k * kWChunkBytes, &w_map, w_full + 8 * k, h, k);
+  }
   // The W_UV loads above overlap the attention's tail (programmatic launch); its results from here.
   pdl_wait();
 
@@ -769,15 +742,15 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     }
   }
   cp_async_wait<0>();
-  if constexpr (kWgmma) fence_proxy_async();  // W_UV, A (generic) -> wgmma (async)
+  if constexpr (kWgmma) fence_proxy_async();  // the A tile (generic writes) -> wgmma (async)
   __syncthreads();
 
   // 3. o_lat @ W_UV[h], bf16-rounded into the output tile (sm.a, free again afterwards).
   __nv_bfloat16* so = sm.a;  // [kTM, kOutStride]
   if constexpr (kWgmma) {
-    w_uv_product_wgmma<kTM>(smem_addr(sm.a), sw, so, warp, lane);
+    w_uv_product_wgmma<kTM>(smem_addr(sm.a), sw, w_full, so, warp, lane);
   } else {
-    w_uv_product_mma_sync<kTM, kStages>(smem_addr(sm.a), sw, gw, so, warp, lane);
+    w_uv_product_mma_sync<kTM, kStages>(smem_addr(sm.a), sw, w_full, &w_map, h, so, warp, lane);
   }
   __syncthreads();
   // 4. The epilogue, row by row.
@@ -821,9 +794,11 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   MLAFUSE_CHECK(ws.num_parts >= 1 && ws.num_parts <= kMlaMaxParts,
                 "mla_combine_up_quant: ", ws.num_parts,
                 " split-KV parts; the merge plan holds 1 to ", kMlaMaxParts);
-  // wgmma's SW128 tiles: + the 1024-byte alignment.
-  const size_t smem =
-      sizeof(CombineUpSmem<kTM, kStages>) + (kCombineWgmma<kTM, kStages> ? 1024 : 0);
+  // The SW128 tiles: + the 1024-byte alignment.
+  const size_t smem = sizeof(CombineUpSmem<kTM, kStages>) + 1024;
+  const CUtensorMap w_map =
+      tma::make_map_2d_bf16_sw128(p.w_uv, static_cast<uint64_t>(p.num_heads) * kMlaLatent, kMlaVDim,
+                                  kMlaVDim * 2, kWChunkRows, "w_uv");
   auto kernel = mla_combine_up_quant_kernel<Epi, kTM, kStages>;
   MLAFUSE_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -840,7 +815,7 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
                dim3(kCombineThreads), 0, stream, p, ws);
   }
   launch_pdl("mla_combine_up_quant_kernel", kernel, grid, dim3(kCombineThreads), smem, stream, p,
-             ws, op, premerge);
+             ws, op, w_map, premerge);
 }
 
 // The launch shape: the smallest token tile of 16/32/64 rows whose grid (tiles x heads) fits in

@@ -44,14 +44,16 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t phase) {
 // L2 policy for streamed KV: evict first, so the lines a second head block re-reads stay longer
 // than the lines nobody reads again (the encoding CUTLASS names CacheHintSm90::EVICT_FIRST).
 inline constexpr uint64_t kEvictFirst = 0x12F0000000000000ull;
+// For data read again by other CTAs (CacheHintSm90::EVICT_NORMAL).
+inline constexpr uint64_t kEvictNormal = 0x1000000000000000ull;
 
 // box of the tensor map at (x = column, y = row) -> shared memory `dst`, completing on `bar`.
 __device__ __forceinline__ void load_2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int x,
-                                        int y) {
+                                        int y, uint64_t l2_policy = kEvictFirst) {
   asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
       " [%0], [%1, {%3, %4}], [%2], %5;\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(x), "r"(y), "l"(kEvictFirst)
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(x), "r"(y), "l"(l2_policy)
       : "memory");
 }
 
