@@ -425,12 +425,13 @@ __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, cons
   }
 }
 
-// 64-row tiles with W_UV whole (one wave: B = 33..64 at H = 128) run the W_UV product on wgmma,
-// with both operands as SW128 tiles (mla_wgmma.cuh); the other shapes on mma.sync, with rows of
-// XOR-swizzled 16-byte chunks for ldmatrix. wgmma measured faster alone for the ring of two too,
-// but slower in the decode op; and for 16-row tiles slower in the chain (docs/PERF.md, run 29).
+// 64-row tiles (W_UV whole, one wave: B = 33..64 at H = 128; or its ring of two, B > 64) run the
+// W_UV product on wgmma, with both operands as SW128 tiles (mla_wgmma.cuh); 16- and 32-row tiles
+// on mma.sync, with the A tile in rows of XOR-swizzled 16-byte chunks for ldmatrix (wgmma with
+// N = 16 was slower in the chain, docs/PERF.md run 29). The ring went to wgmma once W_UV came by
+// TMA (run 33: combine -3.4 us at B = 128; in run 29, with cp.async, the op was slower).
 template <int kTM, int kStages>
-inline constexpr bool kCombineWgmma = kTM == 64 && kStages == kWChunks;
+inline constexpr bool kCombineWgmma = kTM == 64;
 
 // Byte offset of 16-byte chunk c of o_lat row r in the A tile.
 template <bool kWgmma, int kTM>
@@ -459,14 +460,16 @@ __device__ __forceinline__ void load_w_chunk(uint32_t dst, const CUtensorMap* w_
   tma::load_2d(dst + kBlockBytes, w_map, bar, 64, y, tma::kEvictNormal);
 }
 
-// Step 3 on wgmma, for 64-row tiles with W_UV[h] whole in shared memory: out^T [128, 64] =
+// Step 3 on wgmma, for 64-row tiles: out^T [128, 64] =
 // W_UV[h]^T [128, 512] x o_lat^T [512, 64]. Warpgroup g computes output columns 64g .. 64g+63
 // (M) of the 64 tokens (N); A = W_UV read MN-major, B = the o_lat tile K-major, both in shared
-// memory, so each is read once a warpgroup (mma.sync reads the A tile once a warp). All 32
-// k-steps go out before the one wait. The rounded result goes to `so` ([kTM, kOutStride] bf16,
-// over the o_lat tile once both warpgroups are done with it).
-template <int kTM>
+// memory, so each is read once a warpgroup (mma.sync reads the A tile once a warp). With W_UV[h]
+// whole all 32 k-steps go out before the one wait; with the ring of two, each chunk's 4 k-steps
+// complete before its buffer is refilled with the chunk two on. The rounded result goes to `so`
+// ([kTM, kOutStride] bf16, over the o_lat tile once both warpgroups are done with it).
+template <int kTM, int kStages>
 __device__ __forceinline__ void w_uv_product_wgmma(uint32_t sa, uint32_t sw, uint32_t w_full,
+                                                   const CUtensorMap* w_map, int h,
                                                    __nv_bfloat16* so, int warp, int lane) {
   static_assert(kTM == 64, "wgmma's N is the tile's 64 tokens");
   constexpr uint32_t kBlockBytes = kWChunkRows * 128;  // one [64, 64] SW128 block of a chunk
@@ -474,15 +477,32 @@ __device__ __forceinline__ void w_uv_product_wgmma(uint32_t sa, uint32_t sw, uin
   float c[kTM / 2];
 #pragma unroll
   for (int i = 0; i < kTM / 2; ++i) c[i] = 0.0f;
+  // W_UV whole: every chunk is in before the MMAs go out back to back (a wait between them has
+  // ptxas fence the accumulators at each).
+  if constexpr (kStages == kWChunks) {
+    for (int k = 0; k < kWChunks; ++k) tma::mbar_wait(w_full + 8 * k, 0);
+  }
   wgmma_fence();
 #pragma unroll
   for (int k = 0; k < kWChunks; ++k) {
-    tma::mbar_wait(w_full + 8 * k, 0);  // chunk k is in; the MMAs on earlier chunks run
-    const uint64_t dw = desc_mnmajor(sw + k * kWChunkBytes + wg * kBlockBytes, kBlockBytes);
+    if constexpr (kStages < kWChunks) {  // the ring: chunk k is in
+      tma::mbar_wait(w_full + 8 * (k % kStages), (k / kStages) & 1);
+    }
+    const uint32_t swk = sw + (k % kStages) * kWChunkBytes;
+    const uint64_t dw = desc_mnmajor(swk + wg * kBlockBytes, kBlockBytes);
     const uint64_t da = desc_kmajor(sa + k * (kTM * 128));  // latent dims 64k .. 64k+63
 #pragma unroll
     for (int kl = 0; kl < kWChunkRows / 16; ++kl) {
       wgmma_m64n64k16_ss<1>(c, desc_advance(dw, kl * 16 * 128), desc_advance(da, kl * 32), 1);
+    }
+    if constexpr (kStages < kWChunks) {
+      if (k + kStages < kWChunks) {  // the ring: chunk k + kStages into the buffer once read
+        wgmma_commit();
+        wgmma_wait<0>();
+        __syncthreads();  // both warpgroups' MMAs on buffer k % kStages are done
+        if (threadIdx.x == 0) load_w_chunk(swk, w_map, w_full + 8 * (k % kStages), h, k + kStages);
+        wgmma_fence();  // the accumulators go back to the next MMAs
+      }
     }
   }
   wgmma_commit();
@@ -748,7 +768,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   // 3. o_lat @ W_UV[h], bf16-rounded into the output tile (sm.a, free again afterwards).
   __nv_bfloat16* so = sm.a;  // [kTM, kOutStride]
   if constexpr (kWgmma) {
-    w_uv_product_wgmma<kTM>(smem_addr(sm.a), sw, w_full, so, warp, lane);
+    w_uv_product_wgmma<kTM, kStages>(smem_addr(sm.a), sw, w_full, &w_map, h, so, warp, lane);
   } else {
     w_uv_product_mma_sync<kTM, kStages>(smem_addr(sm.a), sw, w_full, &w_map, h, so, warp, lane);
   }
