@@ -456,6 +456,23 @@ TEST(MlaDecodeSmall, StreamedWuvH128) {
   run_batch(b, !small_mode());
 }
 
+// Equal lengths, so every part takes whole queries (on 132 SMs: two a part at H = 128, one at
+// H = 64) and no row merges: the combine then takes each 64-row o_lat tile whole by TMA, the
+// ring of two at H = 128 and W_UV whole at H = 64. 120 real rows of 125: the second tile holds
+// padding rows (n <= t < T_pad) and rows past T_pad (the copy's zero fill).
+TEST(MlaDecodeSmall, WholeQueryTilesH128H64) {
+  SKIP_WITHOUT_GPU();
+  for (const int heads : {128, 64}) {
+    Batch b;
+    b.heads = heads;
+    b.seed = 5150u + heads;
+    b.seq_lens.assign(120, 300);
+    b.q_tokens.assign(b.seq_lens.size(), 1);
+    b.pad = 5;
+    run_batch(b, !small_mode());
+  }
+}
+
 TEST(MlaDecodeQuant, AllVariantsH128) {
   SKIP_WITHOUT_GPU();
   if (small_mode()) GTEST_SKIP() << "large shape (MLAFUSE_GPU_TEST_SMALL)";

@@ -1,8 +1,8 @@
 // mla_decode_combine_up_quant: one CTA = kTM query tokens x one head h. (Where that grid would
 // leave most SMs idle, mla_combine_latent_kernel merges the splits first and step 2 only copies.)
 //   1. W_UV[h] ([512, 128] bf16, 128 KB) streams into shared memory by TMA, and the bf16 latent
-//      rows of tokens done by one split-KV part (already final: copied as they are) by cp.async,
-//      while
+//      rows of tokens done by one split-KV part (already final: copied as they are) by cp.async
+//      (a 64-row tile without a merging row: by TMA, eight boxes), while
 //   2. the warps merge the split-KV results of the other tokens in f32 (log-sum-exp weights) and
 //      round the latent output to bf16 ([kTM, 512] tile in shared memory);
 //   3. out[kTM, 128] = o_lat @ W_UV[h] on tensor cores (f32 accumulate): for 64-row tiles with
@@ -79,6 +79,15 @@ struct CombineUpSmem {
   int ent_slot[kMaxMergeEntries];  // an entry's partial slot, and its log-sum-exp, then weight
   float ent_w[kMaxMergeEntries];
   uint64_t w_full[kStages];  // chunk buffer i holds its chunk (TMA transaction barrier)
+  uint64_t a_full[kMlaLatent / 64];  // block c (dims 64c ..) of an o_lat tile copied by TMA
+};
+
+// Tensor maps of one combine launch: W_UV as [H * 512, 128] in boxes of [64, 64]; the attention's
+// bf16 latent output o_lat as [T_pad, H * 512] in boxes of [64 tokens, 64 dims], so one box is one
+// SW128 block of a 64-row o_lat tile (the wgmma layout).
+struct CombineMaps {
+  CUtensorMap w;
+  CUtensorMap o_lat;
 };
 
 // ---- epilogue functors: `row` gets one token's 128 bf16-rounded outputs of head h -------------
@@ -465,11 +474,13 @@ __device__ __forceinline__ void load_w_chunk(uint32_t dst, const CUtensorMap* w_
 // (M) of the 64 tokens (N); A = W_UV read MN-major, B = the o_lat tile K-major, both in shared
 // memory, so each is read once a warpgroup (mma.sync reads the A tile once a warp). With W_UV[h]
 // whole all 32 k-steps go out before the one wait; with the ring of two, each chunk's 4 k-steps
-// complete before its buffer is refilled with the chunk two on. The rounded result goes to `so`
-// ([kTM, kOutStride] bf16, over the o_lat tile once both warpgroups are done with it).
+// complete before its buffer is refilled with the chunk two on, and each waits for its own
+// block of the o_lat tile when the tile comes by TMA (`a_bars`, 0: the tile is in already). The
+// rounded result goes to `so` ([kTM, kOutStride] bf16, over the o_lat tile once both warpgroups
+// are done with it).
 template <int kTM, int kStages>
-__device__ __forceinline__ void w_uv_product_wgmma(uint32_t sa, uint32_t sw, uint32_t w_full,
-                                                   const CUtensorMap* w_map, int h,
+__device__ __forceinline__ void w_uv_product_wgmma(uint32_t sa, uint32_t a_bars, uint32_t sw,
+                                                   uint32_t w_full, const CUtensorMap* w_map, int h,
                                                    __nv_bfloat16* so, int warp, int lane) {
   static_assert(kTM == 64, "wgmma's N is the tile's 64 tokens");
   constexpr uint32_t kBlockBytes = kWChunkRows * 128;  // one [64, 64] SW128 block of a chunk
@@ -485,8 +496,9 @@ __device__ __forceinline__ void w_uv_product_wgmma(uint32_t sa, uint32_t sw, uin
   wgmma_fence();
 #pragma unroll
   for (int k = 0; k < kWChunks; ++k) {
-    if constexpr (kStages < kWChunks) {  // the ring: chunk k is in
+    if constexpr (kStages < kWChunks) {  // the ring: chunk k is in, and o_lat block k
       tma::mbar_wait(w_full + 8 * (k % kStages), (k / kStages) & 1);
+      if (a_bars != 0) tma::mbar_wait(a_bars + 8 * k, 0);
     }
     const uint32_t swk = sw + (k % kStages) * kWChunkBytes;
     const uint64_t dw = desc_mnmajor(swk + wg * kBlockBytes, kBlockBytes);
@@ -579,7 +591,7 @@ __device__ __forceinline__ void w_uv_product_mma_sync(uint32_t sa, uint32_t sw, 
 template <class Epi, int kTM, int kStages>
 __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     mla_combine_up_quant_kernel(MlaDecodeProblem p, MlaWorkspace ws, MlaOutputParams op,
-                                const __grid_constant__ CUtensorMap w_map, bool premerged) {
+                                const __grid_constant__ CombineMaps maps, bool premerged) {
   static_assert(kStages == kWChunks || kStages == 2, "W_UV: whole, or a ring of two chunks");
   using Smem = CombineUpSmem<kTM, kStages>;
   constexpr bool kWgmma = kCombineWgmma<kTM, kStages>;
@@ -605,12 +617,15 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   //    threads that wait on them.
   const uint32_t sw = smem_addr(sm.w);
   const uint32_t w_full = smem_addr(sm.w_full);
+  const uint32_t a_full = smem_addr(&sm.a_full[0]);
   if (threadIdx.x == 0) {
-    tma::prefetch_map(&w_map);
+    tma::prefetch_map(&maps.w);
+    if constexpr (kWgmma) tma::prefetch_map(&maps.o_lat);
     for (int k = 0; k < kStages; ++k) tma::mbar_init(w_full + 8 * k, 1);
+    for (int c = 0; c < kMlaLatent / 64; ++c) tma::mbar_init(a_full + 8 * c, 1);
     tma::mbar_fence_init();
     for (int k = 0; k < kStages; ++k)
-      load_w_chunk(sw + k * kWChunkBytes, &w_map, w_full + 8 * k, h, k);
+      load_w_chunk(sw + k * kWChunkBytes, &maps.w, w_full + 8 * k, h, k);
   }
   // The W_UV loads above overlap the attention's tail (programmatic launch); its results from here.
   pdl_wait();
@@ -657,9 +672,22 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   __syncthreads();
   const int num_merge = __popc(sm.ballot[0]) + __popc(sm.ballot[1]);
   // Single-split rows: the attention already wrote their bf16 latent output; copy it into the
-  // swizzled A tile with cp.async (whole tile in flight at once, overlapping the W_UV load and
-  // the merge below). Row r, 16-byte chunk c of 64.
-  {
+  // swizzled A tile. A 64-row tile with no merging row comes as eight TMA boxes, issued by one
+  // thread (B >= 33 at H = 128; cp.async by every thread, 16 a thread, held the CTA ~2-3 us at
+  // B = 128, PERF.md run 34); rows past the real tokens then hold whatever o_lat holds, as they
+  // do otherwise: a token's outputs depend only on its own row, and padding rows are never stored.
+  // Otherwise cp.async (whole tile in flight at once, overlapping the W_UV load and the merge
+  // below), row r, 16-byte chunk c of 64.
+  const bool a_by_tma = kWgmma && num_merge == 0;
+  if (a_by_tma) {
+    if (threadIdx.x == 0) {
+      for (int c = 0; c < kMlaLatent / 64; ++c) {
+        tma::mbar_arrive_expect_tx(a_full + 8 * c, kTM * 128);
+        tma::load_2d(smem_addr(sm.a) + c * kTM * 128, &maps.o_lat, a_full + 8 * c,
+                     h * kMlaLatent + 64 * c, t0);
+      }
+    }
+  } else {
     const uint32_t sa = smem_addr(sm.a);
     for (int i = threadIdx.x; i < kTM * (kMlaLatent / 8); i += kCombineThreads) {
       const int r = i / (kMlaLatent / 8);
@@ -762,15 +790,21 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     }
   }
   cp_async_wait<0>();
+  // The ring waits for each o_lat block beside its W_UV chunk; W_UV whole needs all before its
+  // back-to-back MMAs.
+  if (a_by_tma && kStages == kWChunks) {
+    for (int c = 0; c < kMlaLatent / 64; ++c) tma::mbar_wait(a_full + 8 * c, 0);
+  }
   if constexpr (kWgmma) fence_proxy_async();  // the A tile (generic writes) -> wgmma (async)
   __syncthreads();
 
   // 3. o_lat @ W_UV[h], bf16-rounded into the output tile (sm.a, free again afterwards).
   __nv_bfloat16* so = sm.a;  // [kTM, kOutStride]
   if constexpr (kWgmma) {
-    w_uv_product_wgmma<kTM, kStages>(smem_addr(sm.a), sw, w_full, &w_map, h, so, warp, lane);
+    w_uv_product_wgmma<kTM, kStages>(smem_addr(sm.a), a_by_tma ? a_full : 0u, sw, w_full, &maps.w,
+                                     h, so, warp, lane);
   } else {
-    w_uv_product_mma_sync<kTM, kStages>(smem_addr(sm.a), sw, w_full, &w_map, h, so, warp, lane);
+    w_uv_product_mma_sync<kTM, kStages>(smem_addr(sm.a), sw, w_full, &maps.w, h, so, warp, lane);
   }
   __syncthreads();
   // 4. The epilogue, row by row.
@@ -816,9 +850,14 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
                 " split-KV parts; the merge plan holds 1 to ", kMlaMaxParts);
   // The SW128 tiles: + the 1024-byte alignment.
   const size_t smem = sizeof(CombineUpSmem<kTM, kStages>) + 1024;
-  const CUtensorMap w_map =
-      tma::make_map_2d_bf16_sw128(p.w_uv, static_cast<uint64_t>(p.num_heads) * kMlaLatent, kMlaVDim,
-                                  kMlaVDim * 2, kWChunkRows, "w_uv");
+  CombineMaps maps{};
+  maps.w = tma::make_map_2d_bf16_sw128(p.w_uv, static_cast<uint64_t>(p.num_heads) * kMlaLatent,
+                                       kMlaVDim, kMlaVDim * 2, kWChunkRows, "w_uv");
+  if constexpr (kCombineWgmma<kTM, kStages>) {
+    const uint64_t lat = static_cast<uint64_t>(p.num_heads) * kMlaLatent;
+    maps.o_lat = tma::make_map_2d_bf16_sw128(ws.o_lat, static_cast<uint64_t>(p.num_queries), lat,
+                                             lat * 2, kTM, "o_lat");
+  }
   auto kernel = mla_combine_up_quant_kernel<Epi, kTM, kStages>;
   MLAFUSE_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -835,7 +874,7 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
                dim3(kCombineThreads), 0, stream, p, ws);
   }
   launch_pdl("mla_combine_up_quant_kernel", kernel, grid, dim3(kCombineThreads), smem, stream, p,
-             ws, op, w_map, premerge);
+             ws, op, maps, premerge);
 }
 
 // The launch shape: the smallest token tile of 16/32/64 rows whose grid (tiles x heads) fits in
