@@ -60,10 +60,14 @@ void check_attention_metadata_tensors(const AttentionMetadata& m, Device device)
 int64_t validate_attention_metadata(const AttentionMetadata& m, MetadataForm form,
                                     const PagedCacheExtent* cache) {
   const bool padded = form == MetadataForm::kPadded;
-  MLAFUSE_CHECK(m.num_decodes >= 0 && m.num_prefills >= 0 && m.num_prefill_tokens >= 0,
+  MLAFUSE_CHECK(m.num_decodes >= 0 && m.num_decode_tokens >= 0 && m.num_prefills >= 0 &&
+                    m.num_prefill_tokens >= 0,
                 "attention metadata: negative counts (num_decodes ", m.num_decodes,
-                ", num_prefills ", m.num_prefills, ", num_prefill_tokens ", m.num_prefill_tokens,
-                ")");
+                ", num_decode_tokens ", m.num_decode_tokens, ", num_prefills ", m.num_prefills,
+                ", num_prefill_tokens ", m.num_prefill_tokens, ")");
+  MLAFUSE_CHECK(
+      padded || m.num_decode_tokens >= m.num_decodes, "attention metadata: ", m.num_decodes,
+      " decodes need at least as many tokens, got num_decode_tokens ", m.num_decode_tokens);
   const int64_t s = m.num_seqs(), n = m.num_tokens();
   MLAFUSE_CHECK(padded || (s >= 1 && n >= 1),
                 "attention metadata: the batch has no sequences or no tokens");
@@ -78,16 +82,14 @@ int64_t validate_attention_metadata(const AttentionMetadata& m, MetadataForm for
   for (int64_t i = 0; i < s; ++i) {
     const int64_t q = static_cast<int64_t>(qsl[i + 1]) - qsl[i];
     const bool decode = i < m.num_decodes;
-    if (decode) {
-      MLAFUSE_CHECK(q == 1, "decode sequence ", i, " has ", q,
-                    " query tokens in query_start_loc; decodes have exactly 1");
+    // A padding decode has length 0 and one query token or none; every other sequence has query
+    // tokens, and they are part of its length.
+    if (padded && decode && lens[i] == 0) {
+      MLAFUSE_CHECK(q == 0 || q == 1, "padding decode ", i, " (seq_lens 0) has ", q,
+                    " query tokens in query_start_loc; expected 0 or 1");
     } else {
-      MLAFUSE_CHECK(q >= 1, "prefill sequence ", i, " has ", q, " query tokens in query_start_loc");
-    }
-    // A padding decode has length 0; every other sequence's query tokens are part of its length.
-    if (padded && decode) {
-      MLAFUSE_CHECK(lens[i] >= 0, "sequence ", i, ": seq_lens ", lens[i], " is negative");
-    } else {
+      MLAFUSE_CHECK(q >= 1, decode ? "decode" : "prefill", " sequence ", i, " has ", q,
+                    " query tokens in query_start_loc");
       MLAFUSE_CHECK(lens[i] >= q, "sequence ", i, ": seq_lens ", lens[i], " is shorter than its ",
                     q, " query tokens");
     }
@@ -95,8 +97,11 @@ int64_t validate_attention_metadata(const AttentionMetadata& m, MetadataForm for
                   lens[i], " needs more than the ", m.block_table.dim(1), " pages of block_table ",
                   m.block_table.str());
   }
+  MLAFUSE_CHECK(qsl[m.num_decodes] == m.num_decode_tokens, "query_start_loc[", m.num_decodes,
+                "] is ", qsl[m.num_decodes], " but the metadata counts ", m.num_decode_tokens,
+                " decode tokens (num_decode_tokens)");
   MLAFUSE_CHECK(qsl[s] == n, "query_start_loc[", s, "] is ", qsl[s], " but the metadata counts ", n,
-                " tokens (num_decodes + num_prefill_tokens)");
+                " tokens (num_decode_tokens + num_prefill_tokens)");
   if (cache != nullptr) check_against_cache(m, n, *cache);
   return n;
 }

@@ -59,13 +59,19 @@ Batch make_batch(const MlaConfig& cfg, int64_t num_layers, const BatchSpec& spec
   constexpr int64_t kMaxI32 = std::numeric_limits<int32_t>::max();
   // Per sequence: length after the step and new tokens in it.
   std::vector<int64_t> seq_len, new_tokens;
+  const int64_t dq = spec.decode_query_len;
+  MLAFUSE_CHECK(dq >= 1 && dq <= kMaxI32, "make_batch: decode_query_len must be in [1, ", kMaxI32,
+                "], got ", dq);
   for (size_t i = 0; i < spec.decode_lens.size(); ++i) {
-    MLAFUSE_CHECK(spec.decode_lens[i] >= 1 && spec.decode_lens[i] <= kMaxI32, "decode sequence ", i,
-                  ": length must be in [1, ", kMaxI32, "] (it counts the new token), got ",
-                  spec.decode_lens[i]);
+    MLAFUSE_CHECK(spec.decode_lens[i] >= dq && spec.decode_lens[i] <= kMaxI32, "decode sequence ",
+                  i, ": length must be in [", dq, ", ", kMaxI32, "] (it counts the ", dq,
+                  " new tokens), got ", spec.decode_lens[i]);
     seq_len.push_back(spec.decode_lens[i]);
-    new_tokens.push_back(1);
+    new_tokens.push_back(dq);
   }
+  const int64_t decode_tokens = static_cast<int64_t>(spec.decode_lens.size()) * dq;
+  MLAFUSE_CHECK(decode_tokens <= kMaxI32, "make_batch: ", spec.decode_lens.size(), " decodes of ",
+                dq, " tokens exceed the int32 range of query_start_loc");
   int64_t prefill_tokens = 0;
   for (size_t i = 0; i < spec.prefills.size(); ++i) {
     const PrefillSpec& p = spec.prefills[i];
@@ -79,7 +85,7 @@ Batch make_batch(const MlaConfig& cfg, int64_t num_layers, const BatchSpec& spec
     prefill_tokens += p.query_len;
   }
   const int64_t num_seqs = static_cast<int64_t>(seq_len.size());
-  const int64_t n = static_cast<int64_t>(spec.decode_lens.size()) + prefill_tokens;
+  const int64_t n = decode_tokens + prefill_tokens;
   const int64_t t_pad = spec.t_pad == 0 ? n : spec.t_pad;
   MLAFUSE_CHECK(t_pad >= n, "make_batch: t_pad ", spec.t_pad, " is smaller than the ", n,
                 " tokens of the batch");
@@ -90,6 +96,7 @@ Batch make_batch(const MlaConfig& cfg, int64_t num_layers, const BatchSpec& spec
   b.t_pad = t_pad;
   AttentionMetadata& m = b.meta;
   m.num_decodes = static_cast<int64_t>(spec.decode_lens.size());
+  m.num_decode_tokens = decode_tokens;
   m.num_prefills = static_cast<int64_t>(spec.prefills.size());
   m.num_prefill_tokens = prefill_tokens;
   m.page_size = page;

@@ -48,10 +48,11 @@ void fill_graph_meta(const AttentionMetadata& meta, int64_t n, int64_t t_pad,
                 static_cast<size_t>(cols) * sizeof(int32_t));
   }
   std::memcpy(slots, meta.slot_mapping.raw(), static_cast<size_t>(n) * sizeof(int32_t));
-  if (decode_only) {
-    for (int64_t i = 0; i <= s_out; ++i) qsl[i] = static_cast<int32_t>(i);
-  } else {
-    std::memcpy(qsl, meta.query_start_loc.raw(), static_cast<size_t>(s + 1) * sizeof(int32_t));
+  std::memcpy(qsl, meta.query_start_loc.raw(), static_cast<size_t>(s + 1) * sizeof(int32_t));
+  // Decode-only: the padding sequences (length 0) take the padding tokens [n, T_pad) one each;
+  // those past them (the real decodes held more than one token each) take none.
+  for (int64_t i = s + 1; decode_only && i <= s_out; ++i) {
+    qsl[i] = static_cast<int32_t>(std::min<int64_t>(qsl[i - 1] + 1, t_pad));
   }
 }
 
@@ -63,7 +64,9 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
   bool fits =
       b.work != nullptr && b.key->decode_only == decode_only && cols <= b.key->block_table_cols;
   if (fits && !decode_only) {
-    fits = b.key->num_decodes == meta.num_decodes && b.key->num_prefills == meta.num_prefills &&
+    fits = b.key->num_decodes == meta.num_decodes &&
+           b.key->num_decode_tokens == meta.num_decode_tokens &&
+           b.key->num_prefills == meta.num_prefills &&
            b.key->num_prefill_tokens == meta.num_prefill_tokens &&
            b.key->prefill_shape == prefill_shape(meta);
   }
@@ -78,6 +81,7 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
     GraphKey key;
     key.decode_only = decode_only;
     key.num_decodes = decode_only ? b.t_pad : meta.num_decodes;
+    key.num_decode_tokens = decode_only ? b.t_pad : meta.num_decode_tokens;
     key.num_prefills = meta.num_prefills;
     key.num_prefill_tokens = meta.num_prefill_tokens;
     if (!decode_only) key.prefill_shape = prefill_shape(meta);
@@ -95,6 +99,7 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
     const int64_t s = key.num_decodes + key.num_prefills;
     AttentionMetadata& h = b.host_meta;
     h.num_decodes = key.num_decodes;
+    h.num_decode_tokens = key.num_decode_tokens;
     h.num_prefills = key.num_prefills;
     h.num_prefill_tokens = key.num_prefill_tokens;
     h.page_size = meta.page_size;

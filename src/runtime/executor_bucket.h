@@ -54,12 +54,13 @@ struct PreparedCall {
   std::vector<Tensor> outputs;  // per schema output, likewise
 };
 
-// What a captured graph was recorded for. Decode-only batches are captured at T_pad decodes
-// (padding sequences have length 0), so one graph serves every n <= T_pad; a batch with prefills
-// replays only with the same composition.
+// What a captured graph was recorded for. Decode-only batches are captured at T_pad decodes of
+// T_pad tokens (padding sequences have length 0), so one graph serves every n <= T_pad, whatever
+// the decodes' token counts; a batch with prefills replays only with the same composition.
 struct GraphKey {
   bool decode_only = true;
   int64_t num_decodes = 0;
+  int64_t num_decode_tokens = 0;
   int64_t num_prefills = 0;
   int64_t num_prefill_tokens = 0;
   int64_t block_table_cols = 0;  // capacity: later batches may use fewer

@@ -186,6 +186,46 @@ TEST(Batch, BadSpecsAreNamed) {
   EXPECT_THROW(make_batch(cfg, 1, spec), Error);
   spec.decode_lens = {int64_t{1} << 30, int64_t{1} << 30, int64_t{1} << 30};  // 3 * 2^30 slots
   EXPECT_THROW(make_batch(cfg, 1, spec), Error);
+  // Multi-token decodes: each must hold its query tokens; the count must be >= 1.
+  spec.decode_lens = {3, 1};
+  spec.decode_query_len = 2;
+  try {
+    make_batch(cfg, 1, spec);
+    FAIL() << "no throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("decode sequence 1"), std::string::npos) << e.what();
+  }
+  spec.decode_query_len = 0;
+  EXPECT_THROW(make_batch(cfg, 1, spec), Error);
+}
+
+// MTP / speculative decoding: every decode's query tokens are its last positions.
+TEST(Batch, MultiTokenDecodes) {
+  const MlaConfig cfg = small_config();
+  BatchSpec spec;
+  spec.decode_lens = {2, 17};
+  spec.decode_query_len = 2;
+  spec.prefills = {{3, 4}};
+  spec.t_pad = 8;
+  spec.seed = 6;
+  const Batch b = make_batch(cfg, 1, spec);
+  EXPECT_EQ(b.num_tokens, 2 * 2 + 3);
+  EXPECT_EQ(b.meta.num_decodes, 2);
+  EXPECT_EQ(b.meta.num_decode_tokens, 4);
+  EXPECT_EQ(b.meta.num_prefill_tokens, 3);
+  EXPECT_EQ(b.meta.num_tokens(), 7);
+  EXPECT_EQ(ints(b.meta.query_start_loc), (std::vector<int32_t>{0, 2, 4, 7}));
+  EXPECT_EQ(validate_attention_metadata(b.meta, MetadataForm::kStep), 7);
+  const std::vector<int32_t> bt = ints(b.meta.block_table);
+  const int64_t cols = b.meta.block_table.dim(1);
+  const std::vector<int32_t> slots = ints(b.meta.slot_mapping);
+  auto slot = [&](int64_t s, int64_t pos) { return bt[s * cols + pos / 16] * 16 + pos % 16; };
+  EXPECT_EQ(slots[0], slot(0, 0));
+  EXPECT_EQ(slots[1], slot(0, 1));
+  EXPECT_EQ(slots[2], slot(1, 15));
+  EXPECT_EQ(slots[3], slot(1, 16));
+  for (int64_t j = 0; j < 3; ++j) EXPECT_EQ(slots[4 + j], slot(2, 4 + j));
+  EXPECT_EQ(slots[7], -1);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -274,6 +275,8 @@ TEST(Executor, RejectsMissingUnknownAndMisshapedInputs) {
   expect_error(b.graph_inputs(), m, {"seq_lens 1000", "block_table"});
   m = b.meta;
   m.num_decodes = 3;
+  expect_error(b.graph_inputs(), m, {"3 decodes", "num_decode_tokens 2"});
+  m.num_decode_tokens = 3;
   expect_error(b.graph_inputs(), m, {"seq_lens"});
   // A read before any successful run.
   EXPECT_THROW(ex.read("layers.0.y"), Error);
@@ -293,6 +296,24 @@ TEST(Executor, RejectsMissingUnknownAndMisshapedInputs) {
   MlaConfig big = small_config();
   big.num_heads = 8;
   EXPECT_THROW(Executor(g, *be, models::make_mla_weights(big, 1, 1)), Error);
+}
+
+// Inputs of a one-layer batch with the cache widened to `pages` pages, so one graph (and its
+// captured buckets) serves batches of different page counts.
+std::map<std::string, Tensor> inputs_with_pages(const models::Batch& b, int64_t pages) {
+  auto in = b.graph_inputs();
+  Tensor c = Tensor::empty(DType::kBF16, {pages, 64, 80});
+  std::memcpy(c.raw(), b.layers[0].kv_cache.raw(), b.layers[0].kv_cache.numel() * 2);
+  in["layers.0.kv_cache"] = c;
+  return in;
+}
+
+ir::Graph one_layer_graph(int64_t pages, const OutputQuant& quant) {
+  models::MlaGraphOptions o;
+  o.config = small_config();
+  o.num_pages = pages;
+  o.quant = quant;
+  return models::build_mla_graph(o);
 }
 
 // A backend that "captures" like a CUDA graph: capture records the body without running it and
@@ -315,14 +336,19 @@ class CapturingCpuBackend : public testing::WrappedCpuBackend {
     const int64_t n = *ctx.num_tokens_device;
     const AttentionMetadata& d = *ctx.device_meta;
     AttentionMetadata m = d;
-    if (d.num_prefills == 0) {  // decode-only capture at T_pad decodes: the first n are real
-      m.num_decodes = n;
-      m.seq_lens = Tensor::empty(DType::kI32, {n});
-      m.query_start_loc = Tensor::empty(DType::kI32, {n + 1});
-      m.block_table = Tensor::empty(DType::kI32, {n, d.block_table.dim(1)});
-      std::memcpy(m.seq_lens.raw(), d.seq_lens.raw(), n * 4);
-      std::memcpy(m.query_start_loc.raw(), d.query_start_loc.raw(), (n + 1) * 4);
-      std::memcpy(m.block_table.raw(), d.block_table.raw(), n * d.block_table.dim(1) * 4);
+    if (d.num_prefills == 0) {
+      // Decode-only capture at T_pad decodes: the real ones are those whose tokens are the first
+      // n (each has one at least, so they end where query_start_loc first reaches n).
+      const int32_t* dq = d.query_start_loc.data<int32_t>();
+      const int64_t s = std::lower_bound(dq, dq + d.num_seqs() + 1, static_cast<int32_t>(n)) - dq;
+      m.num_decodes = s;
+      m.num_decode_tokens = n;
+      m.seq_lens = Tensor::empty(DType::kI32, {s});
+      m.query_start_loc = Tensor::empty(DType::kI32, {s + 1});
+      m.block_table = Tensor::empty(DType::kI32, {s, d.block_table.dim(1)});
+      std::memcpy(m.seq_lens.raw(), d.seq_lens.raw(), s * 4);
+      std::memcpy(m.query_start_loc.raw(), dq, (s + 1) * 4);
+      std::memcpy(m.block_table.raw(), d.block_table.raw(), s * d.block_table.dim(1) * 4);
     }
     RunContext c = ctx;
     c.host_meta = &m;
@@ -366,18 +392,8 @@ TEST(Executor, CudaGraphBucketsCaptureOnceAndReplayForSmallerBatches) {
   const models::Batch b4 = models::make_batch(small_config(), 1, s4);
   // The graph's cache must fit both batches: give both the larger page count.
   const int64_t pages = std::max(b3.num_pages, b4.num_pages);
-  auto with_pages = [&](const models::Batch& b) {
-    auto in = b.graph_inputs();
-    Tensor c = Tensor::empty(DType::kBF16, {pages, 64, 80});
-    std::memcpy(c.raw(), b.layers[0].kv_cache.raw(), b.layers[0].kv_cache.numel() * 2);
-    in["layers.0.kv_cache"] = c;
-    return in;
-  };
-  models::MlaGraphOptions o;
-  o.config = small_config();
-  o.num_pages = pages;
-  o.quant = group_quant(128, true, true);
-  const ir::Graph g = models::build_mla_graph(o);
+  auto with_pages = [&](const models::Batch& b) { return inputs_with_pages(b, pages); };
+  const ir::Graph g = one_layer_graph(pages, group_quant(128, true, true));
   const WeightStore w = models::make_mla_weights(small_config(), 1, 5);
 
   CapturingCpuBackend cap;
@@ -440,6 +456,46 @@ TEST(Executor, CudaGraphBucketsCaptureOnceAndReplayForSmallerBatches) {
   EXPECT_EQ(cap2.captures_, 2);
   eager.run(with_pages(b3), b3.meta);
   EXPECT_EQ(rows_bytes(narrow.read("layers.0.y"), 3), rows_bytes(eager.read("layers.0.y"), 3));
+}
+
+// Multi-token decodes (MTP) share the decode-only bucket with single-token ones: the padding
+// sequences take the padding tokens, and every replay equals an eager run.
+TEST(Executor, CudaGraphBucketsReplayMultiTokenDecodes) {
+  models::BatchSpec s1, s2, s3;
+  s1.decode_lens = {5, 70};  // 2 decodes of 2 tokens: the bucket of 4, no padding
+  s1.decode_query_len = 2;
+  s1.seed = 31;
+  s2.decode_lens = {130};  // 1 decode of 3 tokens: 1 padding token
+  s2.decode_query_len = 3;
+  s2.seed = 32;
+  s3.decode_lens = {9, 64, 1};  // 3 single-token decodes
+  s3.seed = 33;
+  const models::Batch b1 = models::make_batch(small_config(), 1, s1);
+  const models::Batch b2 = models::make_batch(small_config(), 1, s2);
+  const models::Batch b3 = models::make_batch(small_config(), 1, s3);
+  ASSERT_EQ(b1.num_tokens, 4);
+  ASSERT_EQ(b2.num_tokens, 3);
+  const int64_t pages = std::max({b1.num_pages, b2.num_pages, b3.num_pages});
+  const ir::Graph g = one_layer_graph(pages, group_quant(128, false, false));
+  const WeightStore w = models::make_mla_weights(small_config(), 1, 6);
+  CapturingCpuBackend cap;
+  ExecutorOptions go;
+  go.cuda_graphs = true;
+  Executor ex(g, cap, w, go);
+  auto cpu = make_cpu_backend();
+  Executor eager(g, *cpu, w);
+  for (const models::Batch* b : {&b1, &b2, &b3, &b1}) {
+    const RunStats r = ex.run(inputs_with_pages(*b, pages), b->meta);
+    EXPECT_TRUE(r.graph_replayed);
+    EXPECT_EQ(r.t_pad, 4);
+    eager.run(inputs_with_pages(*b, pages), b->meta);
+    const int64_t n = b->num_tokens;
+    EXPECT_EQ(rows_bytes(ex.read("layers.0.y"), n), rows_bytes(eager.read("layers.0.y"), n));
+    EXPECT_EQ(rows_bytes(ex.read("layers.0.xq"), n), rows_bytes(eager.read("layers.0.xq"), n));
+    EXPECT_EQ(rows_bytes(ex.read("layers.0.kv_cache_out"), pages),
+              rows_bytes(eager.read("layers.0.kv_cache_out"), pages));
+  }
+  EXPECT_EQ(cap.captures_, 1);
 }
 
 TEST(Executor, GraphsOnABackendThatCannotCaptureRunEagerly) {

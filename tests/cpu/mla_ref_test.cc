@@ -273,13 +273,19 @@ void check_mixed(const MixedBatch& mb_in, double tol) {
   for (int64_t k = mb.n * cfg.output_dim(); k < out.numel(); ++k) {
     ASSERT_EQ(out.data<float>()[k], 0.0f) << "padded row not zero";
   }
-  // The decode rows are exactly the absorbed chain of the public pieces.
-  const int64_t nd = mb.meta.num_decodes;
+  // The decode rows are exactly the absorbed chain of the public pieces, each token over its
+  // sequence's first pos + 1 positions.
+  const int64_t nd = mb.meta.num_decode_tokens;
   if (nd > 0) {
     const Tensor qd = mb.q.view(DType::kBF16, {nd, cfg.num_heads, cfg.qk_head_dim()},
                                 Tensor::contiguous_strides({nd, cfg.num_heads, cfg.qk_head_dim()}));
-    const Tensor bt = mb.pc.block_table.view(DType::kI32, {nd, mp}, {mp, 1});
-    const Tensor sl = mb.pc.seq_lens.view(DType::kI32, {nd}, {1});
+    Tensor bt = Tensor::empty(DType::kI32, {nd, mp});
+    Tensor sl = Tensor::empty(DType::kI32, {nd});
+    for (int64_t t = 0; t < nd; ++t) {
+      const int64_t seq = mb.token_seq[static_cast<size_t>(t)];
+      std::copy_n(mb.pc.block_table.data<int32_t>() + seq * mp, mp, bt.data<int32_t>() + t * mp);
+      sl.data<int32_t>()[t] = static_cast<int32_t>(mb.token_pos[static_cast<size_t>(t)] + 1);
+    }
     const Tensor chain =
         ref::mla_up_proj(ref::mla_decode_latent(ref::mla_absorb_q(qd, mb.w.w_uk_t), mb.pc.kv_cache,
                                                 bt, sl, cfg.kv_lora_rank, cfg.scale()),
@@ -299,6 +305,15 @@ TEST(MlaReference, MixedBatchAgainstOracle) {
   check_mixed(make_mixed(small_config(16, 64), {63, 64, 65}, {{9, 57}}, 0, 71), 1e-2);
   check_mixed(make_mixed(small_config(16, 5), {}, {{4, 0}, {6, 1}}, 2, 72), 1e-2);
   check_mixed(make_mixed(small_config(16, 3), {2, 1}, {}, 1, 73), 1e-2);
+}
+
+// Multi-token decodes (MTP, speculative decoding): each decode's tokens are its last positions,
+// causal among themselves, on the absorbed path; padded decodes keep one token.
+TEST(MlaReference, MultiTokenDecodesAgainstOracle) {
+  check_mixed(make_mixed(small_config(16, 16), {2, 17, 64, 65, 0}, {{5, 0}, {3, 20}}, 3, 74, 2),
+              1e-2);
+  check_mixed(make_mixed(small_config(16, 64), {3, 63, 64, 129}, {}, 0, 75, 3), 1e-2);
+  check_mixed(make_mixed(small_config(16, 5), {4, 0, 9}, {}, 2, 76, 4), 1e-2);
 }
 
 TEST(MlaReference, MixedBatchDeepSeekDims) {
@@ -427,11 +442,11 @@ TEST(MlaReferenceFp8, MixedBatchPrefillUsesTheLayersFp8Weight) {
   Tensor cache;
   const Tensor got = run(w_fp8, &cache);
   const Tensor bf16_out = run(mb.w, nullptr);
-  const int64_t dim = cfg.output_dim(), nd = mb.meta.num_decodes;
+  const int64_t dim = cfg.output_dim(), nd = mb.meta.num_decode_tokens;
   const int32_t* qsl = mb.meta.query_start_loc.data<int32_t>();
   EXPECT_EQ(std::memcmp(got.raw(), bf16_out.raw(), static_cast<size_t>(nd * dim) * 4), 0)
       << "decode rows changed";
-  for (int64_t s = nd; s < mb.meta.num_seqs(); ++s) {
+  for (int64_t s = mb.meta.num_decodes; s < mb.meta.num_seqs(); ++s) {
     const int64_t tq = qsl[s + 1] - qsl[s];
     const Tensor q = mb.q.view(DType::kBF16, {tq, cfg.num_heads, cfg.qk_head_dim()},
                                Tensor::contiguous_strides({tq, cfg.num_heads, cfg.qk_head_dim()}),
@@ -595,8 +610,20 @@ TEST(MlaReference, AttentionBadInputsNameTheTensor) {
   {
     MixedBatch mb = good;
     mb.meta.query_start_loc = mb.meta.query_start_loc.clone();
-    mb.meta.query_start_loc.data<int32_t>()[1] = 2;
-    expect_error([&] { run(mb); }, {"decode sequence 0", "query tokens"});
+    mb.meta.query_start_loc.data<int32_t>()[1] = 2;  // decode 0 takes decode 1's token
+    expect_error([&] { run(mb); }, {"decode sequence 1 has 0 query tokens"});
+  }
+  {
+    MixedBatch mb = good;  // the counts and query_start_loc disagree on the decode tokens
+    mb.meta.num_decode_tokens += 1;
+    mb.meta.num_prefill_tokens -= 1;
+    expect_error([&] { run(mb); }, {"query_start_loc[2] = 2", "num_decode_tokens 3"});
+  }
+  {
+    MixedBatch mb = make_mixed(small_config(4, 16), {3, 20}, {}, 0, 101, 3);
+    mb.meta.seq_lens = mb.meta.seq_lens.clone();
+    mb.meta.seq_lens.data<int32_t>()[0] = 2;  // a decode of 3 tokens
+    expect_error([&] { run(mb); }, {"seq_lens[0] = 2", "3 query tokens"});
   }
   {
     MixedBatch mb = good;

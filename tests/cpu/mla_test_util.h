@@ -215,11 +215,12 @@ struct MixedBatch {
   std::vector<int64_t> token_seq, token_pos;  // per real token: its sequence and position
 };
 
-// decode_lens: length after the step (0 = a padded decode: slot -1, output 0);
-// prefills: (query length, earlier context).
+// decode_lens: length after the step (0 = a padded decode: one token, slot -1, output 0), each
+// decode holding decode_query_len query tokens (MTP when > 1); prefills: (query length, earlier
+// context).
 inline MixedBatch make_mixed(const MlaConfig& cfg, const std::vector<int64_t>& decode_lens,
                              const std::vector<std::pair<int64_t, int64_t>>& prefills,
-                             int64_t pad_tokens, uint32_t seed) {
+                             int64_t pad_tokens, uint32_t seed, int64_t decode_query_len = 1) {
   MixedBatch mb;
   mb.cfg = cfg;
   mb.w = random_weights(cfg, seed + 1);
@@ -232,10 +233,15 @@ inline MixedBatch make_mixed(const MlaConfig& cfg, const std::vector<int64_t>& d
   const int64_t np = static_cast<int64_t>(prefills.size());
   std::vector<int32_t> qsl = {0};
   for (int64_t i = 0; i < nd; ++i) {
-    qsl.push_back(qsl.back() + 1);
-    mb.token_seq.push_back(i);
-    mb.token_pos.push_back(decode_lens[static_cast<size_t>(i)] - 1);  // -1: padded decode
+    const int64_t len = decode_lens[static_cast<size_t>(i)];
+    const int64_t q = len == 0 ? 1 : decode_query_len;
+    qsl.push_back(qsl.back() + static_cast<int32_t>(q));
+    for (int64_t j = 0; j < q; ++j) {
+      mb.token_seq.push_back(i);
+      mb.token_pos.push_back(len - q + j);  // -1: padded decode
+    }
   }
+  const int64_t decode_tokens = qsl.back();
   for (int64_t i = 0; i < np; ++i) {
     const auto [ql, ctx] = prefills[static_cast<size_t>(i)];
     qsl.push_back(qsl.back() + static_cast<int32_t>(ql));
@@ -259,8 +265,9 @@ inline MixedBatch make_mixed(const MlaConfig& cfg, const std::vector<int64_t>& d
   }
   AttentionMetadata& m = mb.meta;
   m.num_decodes = nd;
+  m.num_decode_tokens = decode_tokens;
   m.num_prefills = np;
-  m.num_prefill_tokens = mb.n - nd;
+  m.num_prefill_tokens = mb.n - decode_tokens;
   m.page_size = cfg.page_size;
   m.seq_lens = mb.pc.seq_lens;
   m.block_table = mb.pc.block_table;

@@ -256,6 +256,23 @@ TEST(RunCli, StaticAndNvfp4ScalesAreCalibrated) {
   }
 }
 
+// Multi-token decodes (MTP): 2 query tokens a decode, beside a prefill; fused equals unfused and
+// both stay close to the expanded-form reference.
+TEST(RunCli, MultiTokenDecodes) {
+  const Result r =
+      run_cli("run --json --heads 16 --decode-lens 5,70 --decode-tokens 2 --prefill 4:2");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const Json j = JsonParser(r.out).parse_document();
+  EXPECT_TRUE(j["bitwise_equal"].boolean());
+  EXPECT_EQ(j["batch"]["decode_query_len"].num(), 2);
+  EXPECT_EQ(j["batch"]["num_tokens"].num(), 2 * 2 + 4);
+  EXPECT_LT(j["o_proj_max_rel_err"].num(), 0.05);
+  const Result text = run_cli("run --heads 16 --decode-lens 5,70 --decode-tokens 2 --prefill none");
+  ASSERT_EQ(text.rc, 0) << text.err;
+  EXPECT_NE(text.out.find("2 decodes of 2 tokens (lengths 5, 70) = 4 tokens"), std::string::npos)
+      << text.out;
+}
+
 TEST(RunCli, DumpWritesTheComparedTensorsAsNpy) {
   const fs::path dir = fs::temp_directory_path() / "mlafuse_run_dump_test";
   fs::remove_all(dir);

@@ -192,6 +192,7 @@ TEST(MlaAttentionOp, MixedBatchFusedAndUnfusedAgree) {
 
   AttentionMetadata hm;
   hm.num_decodes = 2;
+  hm.num_decode_tokens = 2;
   hm.num_prefills = 1;
   hm.num_prefill_tokens = 6;
   hm.seq_lens = host_tensor(DType::kI32, {3}, seq_lens.data());
@@ -294,6 +295,7 @@ TEST(MlaAttentionOp, MixedBatchFusedAndUnfusedAgree) {
 struct MixedCase {
   int64_t heads = 16;
   std::vector<int> decode_ctx;                 // cached tokens of each decode before this step
+  int decode_query_len = 1;                    // new tokens of each decode (MTP when > 1)
   std::vector<std::pair<int, int>> prefills;   // (cached tokens, new tokens)
   int64_t pad = 3;
   uint32_t seed = 1;
@@ -312,9 +314,10 @@ void run_mixed_case(const MixedCase& mc) {
   std::vector<int32_t> seq_lens, ctxs, qsl{0};
   for (int c : mc.decode_ctx) {
     ctxs.push_back(c);
-    seq_lens.push_back(c + 1);
-    qsl.push_back(qsl.back() + 1);
+    seq_lens.push_back(c + mc.decode_query_len);
+    qsl.push_back(qsl.back() + mc.decode_query_len);
   }
+  const int64_t decode_tokens = qsl.back();
   for (const auto& [c, q] : mc.prefills) {
     ctxs.push_back(c);
     seq_lens.push_back(c + q);
@@ -355,8 +358,9 @@ void run_mixed_case(const MixedCase& mc) {
 
   AttentionMetadata hm;
   hm.num_decodes = nd;
+  hm.num_decode_tokens = decode_tokens;
   hm.num_prefills = np;
-  hm.num_prefill_tokens = n - nd;
+  hm.num_prefill_tokens = n - decode_tokens;
   hm.seq_lens = host_tensor(DType::kI32, {num_seqs}, seq_lens.data());
   hm.query_start_loc = host_tensor(DType::kI32, {num_seqs + 1}, qsl.data());
   hm.block_table = host_tensor(DType::kI32, {num_seqs, bt_cols}, bt.data());
@@ -494,6 +498,35 @@ TEST(MlaAttentionOp, MixedBatchWithPromptsH128) {
   mc.decode_ctx = {5};
   mc.prefills = {{63, 17}, {0, 130}};
   mc.seed = 22;
+  run_mixed_case(mc);
+}
+
+// Multi-token decodes (MTP, speculative decoding): each decode's tokens run on the decode kernels,
+// causal among themselves; alone, and beside prefills.
+TEST(MlaAttentionOp, MultiTokenDecodesH16) {
+  SKIP_WITHOUT_GPU();
+  MixedCase mc;
+  mc.heads = 16;
+  mc.decode_ctx = {70, 0, 200, 63};
+  mc.decode_query_len = 2;
+  mc.seed = 24;
+  run_mixed_case(mc);
+  mc.prefills = {{0, 1}, {63, 17}};
+  mc.decode_query_len = 3;
+  mc.seed = 25;
+  run_mixed_case(mc);
+}
+
+TEST(MlaAttentionOp, MultiTokenDecodesH128) {
+  SKIP_WITHOUT_GPU();
+  MixedCase mc;
+  mc.heads = 128;
+  mc.decode_ctx = {5, 4095, 0};
+  mc.decode_query_len = 2;
+  mc.seed = 26;
+  run_mixed_case(mc);
+  mc.prefills = {{64, 2}};
+  mc.seed = 27;
   run_mixed_case(mc);
 }
 

@@ -61,15 +61,19 @@ TEST(RuntimeGraphs, ReplaysMatchEagerRunsForEveryBatchOfTheBucket) {
     std::vector<int64_t> decodes;
     std::vector<models::PrefillSpec> prefills;
     bool expect_capture;
+    int64_t decode_query_len = 1;
   };
   // Bucket 4: captured at 3 decodes, replayed at 4 and 3 others; a prefill batch of 4 tokens is
   // another composition (captured anew), and so is decode-only after it. Bucket 8: captured at 7
-  // decodes, replayed at 5.
+  // decodes, replayed at 5, then at multi-token decodes (MTP) of 8 and 6 tokens; those beside a
+  // prefill are another composition again. Bucket 4 replays MTP decodes of 2 tokens each.
   const std::vector<Case> cases = {
       {{5, 700, 1}, {}, true},        {{130, 2, 64, 65}, {}, false},
       {{999, 5, 6}, {}, false},       {{3}, {{3, 40}}, true},
       {{10, 20, 30}, {}, true},       {{17, 18, 19, 20, 21, 22, 23}, {}, true},
-      {{300, 1, 2, 3, 4}, {}, false},
+      {{300, 1, 2, 3, 4}, {}, false}, {{300, 2, 9, 64}, {}, false, 2},
+      {{70, 5}, {}, false, 3},        {{40, 3}, {{2, 10}}, true, 2},
+      {{700, 65}, {}, false, 2},
   };
   std::vector<models::Batch> batches;
   int64_t pages = 0;
@@ -77,6 +81,7 @@ TEST(RuntimeGraphs, ReplaysMatchEagerRunsForEveryBatchOfTheBucket) {
     models::BatchSpec s;
     s.decode_lens = cases[i].decodes;
     s.prefills = cases[i].prefills;
+    s.decode_query_len = cases[i].decode_query_len;
     s.seed = 100 + i;
     batches.push_back(models::make_batch(cfg, 1, s));
     pages = std::max(pages, batches.back().num_pages);

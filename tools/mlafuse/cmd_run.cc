@@ -65,7 +65,7 @@ bool parse_args(const std::vector<std::string>& args, RunArgs* out) {
   RunArgs& a = *out;
   a.job.batch = app::default_job_batch();
   a.job.quant = app::default_job_quant();
-  int64_t layers = 1, heads = a.job.config.num_heads, seed = 0;
+  int64_t layers = 1, heads = a.job.config.num_heads, seed = 0, decode_tokens = 1;
   std::string decode_lens = "1,77,300,1000", prefill = "32:0";
   QuantFlags quant;
   ArgParser p("run", kSummary);
@@ -73,8 +73,12 @@ bool parse_args(const std::vector<std::string>& args, RunArgs* out) {
   p.add_int("--heads", &heads, "H", "attention heads (default 128; DeepSeek-V3 sizes otherwise)", 1,
             4096);
   p.add_string("--decode-lens", &decode_lens, "A,B,..",
-               "decode sequences, each's length counting its new token (default 1,77,300,1000; "
+               "decode sequences, each's length counting its new tokens (default 1,77,300,1000; "
                "'none': no decodes)");
+  p.add_int("--decode-tokens", &decode_tokens, "K",
+            "query tokens of every decode: 1, or K > 1 for multi-token prediction / speculative "
+            "decoding, causal among themselves (default 1)",
+            1, 1 << 20);
   p.add_string("--prefill", &prefill, "LEN[:CTX],..",
                "prefills of LEN new tokens after CTX cached ones (default 32:0; 'none')");
   quant.add_to(&p);
@@ -93,6 +97,7 @@ bool parse_args(const std::vector<std::string>& args, RunArgs* out) {
   a.job.num_layers = layers;
   a.job.config.num_heads = heads;
   a.job.batch.seed = static_cast<uint64_t>(seed);
+  a.job.batch.decode_query_len = decode_tokens;
   a.job.batch.decode_lens.clear();
   if (decode_lens != "none") {
     for (const std::string& s : split(decode_lens, ',')) {
@@ -154,7 +159,8 @@ void print_json(const RunArgs& a, const app::MlaJobReport& r, const std::string&
   j.key("seed").value(static_cast<int64_t>(a.job.batch.seed));
   j.key("decode_lens").begin_array();
   for (int64_t len : a.job.batch.decode_lens) j.value(len);
-  j.end_array().key("prefills").begin_array();
+  j.end_array().key("decode_query_len").value(a.job.batch.decode_query_len);
+  j.key("prefills").begin_array();
   for (const models::PrefillSpec& ps : a.job.batch.prefills) {
     j.begin_object().key("len").value(ps.query_len).key("context").value(ps.context).end_object();
   }
@@ -222,8 +228,15 @@ void print_text(const RunArgs& a, const app::MlaJobReport& r, const std::string&
   std::printf("model: %d x %s, seeded block-FP8 weights (seed %llu)\n",
               static_cast<int>(r.num_layers), r.config.str().c_str(),
               static_cast<unsigned long long>(a.job.batch.seed));
-  std::printf("batch: %zu decode tokens (lengths %s)", a.job.batch.decode_lens.size(),
-              join_ints(a.job.batch.decode_lens, ", ").c_str());
+  const models::BatchSpec& bs = a.job.batch;
+  if (bs.decode_query_len == 1) {
+    std::printf("batch: %zu decode tokens (lengths %s)", bs.decode_lens.size(),
+                join_ints(bs.decode_lens, ", ").c_str());
+  } else {
+    std::printf("batch: %zu decodes of %lld tokens (lengths %s)", bs.decode_lens.size(),
+                static_cast<long long>(bs.decode_query_len),
+                join_ints(bs.decode_lens, ", ").c_str());
+  }
   if (!a.job.batch.prefills.empty()) {
     std::printf(" + prefill %s", prefill_str(a.job.batch.prefills).c_str());
   }

@@ -10,10 +10,13 @@
 
 namespace mlafuse {
 
-// Per-step attention metadata (vLLM's "forward context"). Sequences are ordered decode first
-// (one query token each), then prefill. Tensors live on the device of the backend that reads them.
+// Per-step attention metadata (vLLM's "forward context"). Sequences are ordered decode first,
+// then prefill. A decode has one query token, or a few with multi-token prediction (MTP) and
+// speculative decoding; its tokens take the absorbed latent path, causal among themselves. Tensors
+// live on the device of the backend that reads them.
 struct AttentionMetadata {
-  int64_t num_decodes = 0;          // decode sequences == decode tokens, which come first
+  int64_t num_decodes = 0;          // decode sequences, which come first
+  int64_t num_decode_tokens = 0;    // their query tokens (== num_decodes when each has one)
   int64_t num_prefills = 0;         // prefill sequences
   int64_t num_prefill_tokens = 0;
   int64_t page_size = 64;
@@ -23,12 +26,12 @@ struct AttentionMetadata {
   Tensor slot_mapping;     // [T_pad] i32: cache slot of each token (page * page_size + offset); -1 skips
 
   int64_t num_seqs() const { return num_decodes + num_prefills; }
-  int64_t num_tokens() const { return num_decodes + num_prefill_tokens; }
+  int64_t num_tokens() const { return num_decode_tokens + num_prefill_tokens; }
 };
 
 // Which metadata is being checked. A caller's step has at least one sequence and every sequence
 // holds its query tokens; a bucket's padded copy (decodes padded to T_pad for a CUDA graph, as a
-// backend receives it) also has padding decodes of length 0.
+// backend receives it) also has padding decodes of length 0 with one query token or none.
 enum class MetadataForm { kStep, kPadded };
 
 // The paged cache the metadata addresses; `name` names it in messages.

@@ -21,9 +21,12 @@ struct PrefillSpec {
 };
 
 struct BatchSpec {
-  // One entry per decode sequence: its length after this step, counting the new token (>= 1);
-  // the first len-1 positions are earlier context already in the cache.
+  // One entry per decode sequence: its length after this step, counting its new tokens
+  // (>= decode_query_len); the positions before them are earlier context already in the cache.
   std::vector<int64_t> decode_lens;
+  // Query tokens of every decode: 1, or more with multi-token prediction (MTP) / speculative
+  // decoding, where they are the last decode_query_len positions, causal among themselves.
+  int64_t decode_query_len = 1;
   std::vector<PrefillSpec> prefills;
   int64_t t_pad = 0;  // token rows of every buffer; 0 means n (no padding); else >= n
   uint64_t seed = 0;
@@ -52,8 +55,8 @@ struct Batch {
   std::map<std::string, Tensor> graph_inputs() const;
 };
 
-// Throws mlafuse::Error naming the bad field (lengths < 1, negative context, t_pad < n, no
-// sequences).
+// Throws mlafuse::Error naming the bad field (lengths shorter than their query tokens, negative
+// context, t_pad < n, no sequences).
 Batch make_batch(const MlaConfig& cfg, int64_t num_layers, const BatchSpec& spec);
 
 // Graph input names of layer i (as models/mla_block.h names them).

@@ -407,11 +407,13 @@ Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tenso
   MLAFUSE_CHECK(meta.page_size == kv_cache.dim(1), "metadata page_size ", meta.page_size,
                 " differs from kv_cache ", kv_cache.str(), " (page size is dim 1)");
   detail::check_token_count(n, t_pad, "q");
-  MLAFUSE_CHECK(meta.num_decodes >= 0 && meta.num_prefills >= 0 && meta.num_prefill_tokens >= 0,
-                "metadata counts must be >= 0 (num_decodes ", meta.num_decodes, ", num_prefills ",
+  MLAFUSE_CHECK(meta.num_decodes >= 0 && meta.num_decode_tokens >= 0 && meta.num_prefills >= 0 &&
+                    meta.num_prefill_tokens >= 0,
+                "metadata counts must be >= 0 (num_decodes ", meta.num_decodes,
+                ", num_decode_tokens ", meta.num_decode_tokens, ", num_prefills ",
                 meta.num_prefills, ", num_prefill_tokens ", meta.num_prefill_tokens, ")");
   MLAFUSE_CHECK(meta.num_tokens() == n, "metadata describes ", meta.num_tokens(), " tokens (",
-                meta.num_decodes, " decode + ", meta.num_prefill_tokens,
+                meta.num_decode_tokens, " decode + ", meta.num_prefill_tokens,
                 " prefill) but the real token count n is ", n);
   const int64_t num_seqs = meta.num_seqs();
   check_i32(meta.seq_lens, "seq_lens", 1);
@@ -432,10 +434,14 @@ Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tenso
   MLAFUSE_CHECK(qsl[0] == 0, "query_start_loc[0] = ", qsl[0], "; expected 0");
   for (int64_t i = 0; i < num_seqs; ++i) {
     const int64_t qlen = qsl[i + 1] - qsl[i];
-    if (i < meta.num_decodes) {
-      MLAFUSE_CHECK(qlen == 1, "decode sequence ", i, " has ", qlen,
-                    " query tokens (query_start_loc); decodes have exactly 1 and come first");
-      MLAFUSE_CHECK(lens[i] >= 0, "seq_lens[", i, "] = ", lens[i], " is negative");
+    if (i < meta.num_decodes && lens[i] == 0) {  // a padding decode: one query token or none
+      MLAFUSE_CHECK(qlen == 0 || qlen == 1, "padding decode sequence ", i, " (seq_lens 0) has ",
+                    qlen, " query tokens (query_start_loc); expected 0 or 1");
+    } else if (i < meta.num_decodes) {
+      MLAFUSE_CHECK(qlen >= 1, "decode sequence ", i, " has ", qlen,
+                    " query tokens (query_start_loc must increase)");
+      MLAFUSE_CHECK(lens[i] >= qlen, "seq_lens[", i, "] = ", lens[i], " is shorter than its ", qlen,
+                    " query tokens");
     } else {
       MLAFUSE_CHECK(qlen >= 1, "prefill sequence ", i, " has ", qlen,
                     " query tokens (query_start_loc must increase)");
@@ -443,22 +449,36 @@ Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tenso
                     " query tokens");
     }
   }
+  MLAFUSE_CHECK(qsl[meta.num_decodes] == meta.num_decode_tokens, "query_start_loc[",
+                meta.num_decodes, "] = ", qsl[meta.num_decodes], "; expected num_decode_tokens ",
+                meta.num_decode_tokens);
   MLAFUSE_CHECK(qsl[num_seqs] == n, "query_start_loc[", num_seqs, "] = ", qsl[num_seqs],
                 "; expected the token count ", n);
 
   cache_write(kv_c_normed, k_pe, meta.slot_mapping, n, kv_cache);
 
   Tensor out = Tensor::empty(DType::kF32, {t_pad, h * v});
-  const int64_t nd = meta.num_decodes;
+  const int64_t nd = meta.num_decode_tokens;
   if (nd > 0) {
+    // Per decode token: its sequence's block-table row and its causal length (a decode token
+    // sees its sequence up to its own position; the last token sees all of it).
+    const int64_t cols = meta.block_table.dim(1);
+    Tensor token_lens = Tensor::empty(DType::kI32, {nd});
+    Tensor token_pages = Tensor::empty(DType::kI32, {nd, cols});
+    for (int64_t s = 0; s < meta.num_decodes; ++s) {
+      for (int64_t t = qsl[s]; t < qsl[s + 1]; ++t) {
+        token_lens.data<int32_t>()[t] = static_cast<int32_t>(lens[s] - (qsl[s + 1] - 1 - t));
+        std::copy_n(meta.block_table.data<int32_t>() + s * cols, cols,
+                    token_pages.data<int32_t>() + t * cols);
+      }
+    }
     const Tensor q_cat = mla_absorb_q(slice_rows(q, 0, nd), w.w_uk_t);  // [nd, H, L+R] bf16
-    const Tensor o_lat =
-        mla_decode_latent(q_cat, kv_cache, slice_rows(meta.block_table, 0, nd),
-                          slice_rows(meta.seq_lens, 0, nd), l, cfg.scale());  // [nd, H, L]
-    const Tensor o = mla_up_proj(o_lat, w.w_uv, true);                        // [nd, H*V]
+    const Tensor o_lat = mla_decode_latent(q_cat, kv_cache, token_pages, token_lens, l,
+                                           cfg.scale());  // [nd, H, L]
+    const Tensor o = mla_up_proj(o_lat, w.w_uv, true);    // [nd, H*V]
     std::copy(o.data<float>(), o.data<float>() + nd * h * v, out.data<float>());
   }
-  for (int64_t i = nd; i < num_seqs; ++i) {
+  for (int64_t i = meta.num_decodes; i < num_seqs; ++i) {
     const Tensor o = mla_prefill_expanded(slice_rows(q, qsl[i], qsl[i + 1]), kv_cache,
                                           meta.block_table, i, lens[i], w.kv_b_proj, cfg, true,
                                           w.kv_b_proj_fp8);

@@ -49,7 +49,8 @@ struct MlaCallPlan {
   float softmax_scale = 0.0f;
   OutputQuant quant;
   // Prefill sequences (host metadata): they take the expanded-form path.
-  int num_decodes = 0;
+  int num_decodes = 0;        // decode sequences
+  int num_decode_tokens = 0;  // their tokens: the first rows, which take the absorbed path
   int num_prefills = 0;
   int max_prefill_q = 0;
   int max_prefill_len = 0;
@@ -188,7 +189,8 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
                 ") differs from kv_cache ", cache.str(), " (page size is dim 1)");
   MLAFUSE_CHECK(hm.num_tokens() <= t, "AttentionMetadata holds ", hm.num_tokens(),
                 " tokens but the buffers hold T_pad = ", t);
-  MLAFUSE_CHECK(dm.num_decodes == hm.num_decodes && dm.num_prefills == hm.num_prefills &&
+  MLAFUSE_CHECK(dm.num_decodes == hm.num_decodes && dm.num_decode_tokens == hm.num_decode_tokens &&
+                    dm.num_prefills == hm.num_prefills &&
                     dm.num_prefill_tokens == hm.num_prefill_tokens,
                 "host and device AttentionMetadata disagree on the batch's composition");
   check_attention_metadata_tensors(dm, Device::kCuda);
@@ -211,6 +213,7 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   check_cuda_tensor(w.w_uv, "W_UV", DType::kBF16, {h, l_dim, v_dim});
 
   plan.num_decodes = static_cast<int>(hm.num_decodes);
+  plan.num_decode_tokens = static_cast<int>(hm.num_decode_tokens);
   plan.num_prefills = static_cast<int>(hm.num_prefills);
   if (plan.num_prefills > 0) {
     MLAFUSE_CHECK(hm.seq_lens.defined() && hm.seq_lens.device() == Device::kCpu &&
@@ -294,7 +297,7 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   // (Only the decode rows when the batch has prefills: those take the expanded form.)
   launch_mla_absorb_q(dc.cublas, static_cast<const __nv_bfloat16*>(q.raw()),
                       static_cast<const __nv_bfloat16*>(w.w_uk_t.raw()), q_cat,
-                      plan.num_prefills > 0 ? plan.num_decodes : t, h, stream);
+                      plan.num_prefills > 0 ? plan.num_decode_tokens : t, h, stream);
 
   // 4. Plan, split-KV attention, combine + W_UV + quantization epilogue.
   MlaDecodeProblem p;
@@ -326,11 +329,13 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
     return;
   }
 
-  // 5. A batch with prefills: the decode kernels take the decode tokens (rows < num_decodes; the
-  // host count, which a batch with prefills always runs with), the prefill chain the rest. Decode
-  // runs first: its NVFP4 scale padding starts at num_decodes and the prefill rows overwrite it.
-  if (plan.num_decodes > 0) {
-    p.num_tokens = plan.num_decodes;
+  // 5. A batch with prefills: the decode kernels take the decode tokens (rows < num_decode_tokens;
+  // the host count, which a batch with prefills always runs with), the prefill chain the rest.
+  // Decode runs first: its NVFP4 scale padding starts at num_decode_tokens and the prefill rows
+  // overwrite it. (Decode kernels map a token to its sequence through query_start_loc, so a
+  // decode's several tokens each get their causal length.)
+  if (plan.num_decode_tokens > 0) {
+    p.num_tokens = plan.num_decode_tokens;
     p.num_tokens_device = nullptr;
     launch_mla_decode_splitkv(p, ws, MlaSchedule::kCompute, stream);
     launch_mla_combine_up_quant(p, ws, out, stream);
