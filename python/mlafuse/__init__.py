@@ -112,12 +112,17 @@ def cache_write(kv_c_normed, k_pe, kv_cache, slot_mapping):
 
 def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
                output_block_scale=None, num_tokens=None, *, softmax_scale=0.0,
-               scale_ue8m0=False, num_kv_splits=0, workspace=None, reuse_schedule=False):
-    """Absorbed MLA decode, one query token per sequence, into `out`.
+               scale_ue8m0=False, num_kv_splits=0, workspace=None, reuse_schedule=False,
+               tokens_per_seq=1):
+    """Absorbed MLA decode, tokens_per_seq query tokens per sequence, into `out`.
 
     q [T_pad, H, 576] bf16 (q_nope @ W_UK_T | q_pe); kv_cache [pages, page_size, 576] bf16
-    (pages of 16, 32, 64 or 128 tokens);
-    block_table [T_pad, max_pages] int32; seq_lens [T_pad] int32; w_uv [H, 512, 128] bf16.
+    (pages of 16, 32, 64 or 128 tokens); with B = T_pad / tokens_per_seq sequences,
+    block_table [B, max_pages] int32; seq_lens [B] int32 (each counting its new tokens);
+    w_uv [H, 512, 128] bf16. Query row t belongs to sequence t // tokens_per_seq. With
+    tokens_per_seq = k > 1 (multi-token prediction, speculative decoding; FlashMLA's seqlen_q) a
+    sequence's k rows are its last k positions, causal among themselves: its row j sees the
+    first max(0, seq_len - k + 1 + j) cached tokens. k must divide T_pad.
     out and the scale buffers say what is written (detect_output_quant_key, SPEC 3.4):
       bf16 out [T_pad, H*128]                                -> unquantized
       fp8 out + output_scale [1]                             -> static FP8
@@ -162,8 +167,9 @@ def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
         _torch.ops.mlafuse.mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out,
                                       output_scale, output_block_scale, n_int, n_dev,
                                       float(softmax_scale), bool(scale_ue8m0),
-                                      int(num_kv_splits))
+                                      int(num_kv_splits), int(tokens_per_seq))
     else:
         _ops.mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale,
                          output_block_scale, n_int, n_dev, softmax_scale, scale_ue8m0,
-                         int(num_kv_splits), workspace, bool(reuse_schedule))
+                         int(num_kv_splits), workspace, bool(reuse_schedule),
+                         int(tokens_per_seq))

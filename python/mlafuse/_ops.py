@@ -181,7 +181,7 @@ def mla_decode_workspace_bytes(t_pad, heads, device=None, num_kv_splits=0):
 
 def mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale, output_block_scale,
                 num_tokens, num_tokens_device, softmax_scale, scale_ue8m0, num_kv_splits=0,
-                workspace=None, reuse_schedule=False):
+                workspace=None, reuse_schedule=False, tokens_per_seq=1):
     temporary = False
     if workspace is None and _is_torch(q) and q.is_cuda and q.dim() == 3 and _C.built_with_cuda:
         # From torch's caching allocator: no cudaMalloc in steady state, and inside a CUDA-graph
@@ -201,7 +201,8 @@ def mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale, out
         None if num_tokens_device is None else _array(num_tokens_device, "num_tokens")[0],
         None if workspace is None else _array(workspace, "workspace", True)[0],
         softmax_scale, scale_ue8m0, num_kv_splits, _stream(q),
-        reuse_schedule=bool(reuse_schedule), workspace_temporary=temporary)
+        reuse_schedule=bool(reuse_schedule), workspace_temporary=temporary,
+        tokens_per_seq=int(tokens_per_seq))
 
 
 def dtype_name(dtype):

@@ -60,13 +60,13 @@ def _(kv_c_normed, k_pe, kv_cache, slot_mapping):
 def mla_decode(q: Tensor, kv_cache: Tensor, block_table: Tensor, seq_lens: Tensor, w_uv: Tensor,
                out: Tensor, output_scale: Optional[Tensor], output_block_scale: Optional[Tensor],
                num_tokens: int, num_tokens_device: Optional[Tensor], softmax_scale: float,
-               scale_ue8m0: bool, num_kv_splits: int) -> None:
+               scale_ue8m0: bool, num_kv_splits: int, tokens_per_seq: int = 1) -> None:
     _ops.mla_decode_(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale,
                      output_block_scale, num_tokens, num_tokens_device, softmax_scale,
-                     scale_ue8m0, num_kv_splits)
+                     scale_ue8m0, num_kv_splits, tokens_per_seq=tokens_per_seq)
 
 
 @mla_decode.register_fake
 def _(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale, output_block_scale, num_tokens,
-      num_tokens_device, softmax_scale, scale_ue8m0, num_kv_splits):
+      num_tokens_device, softmax_scale, scale_ue8m0, num_kv_splits, tokens_per_seq=1):
     return None

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "mlafuse/backends/cpu/reference.h"
@@ -90,6 +92,21 @@ Tensor head_rows(const Tensor& t, int64_t n) {
   return t.view(t.dtype(), shape, Tensor::contiguous_strides(shape), 0);
 }
 
+// Per query row t < n: its sequence's block-table row and its causal length (MlaDecodeArgs).
+void per_row_metadata(const MlaDecodeArgs& a, int64_t n, Tensor* table, Tensor* lens) {
+  const int64_t k = a.tokens_per_seq, cols = a.block_table.dim(1);
+  *table = Tensor::empty(DType::kI32, {n, cols});
+  *lens = Tensor::empty(DType::kI32, {n});
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t s = t / k;
+    std::memcpy(table->data<int32_t>() + t * cols, a.block_table.data<int32_t>() + s * cols,
+                static_cast<size_t>(cols) * 4);
+    const int64_t len = a.seq_lens.data<int32_t>()[s];
+    lens->data<int32_t>()[t] =
+        static_cast<int32_t>(len < 0 ? len : std::max<int64_t>(0, len - (k - 1 - t % k)));
+  }
+}
+
 void run_cpu(const MlaDecodeArgs& a, const DecodeOutput& o, int64_t t_pad, int64_t heads,
              int64_t n) {
   const int64_t d = heads * kVDim;
@@ -98,9 +115,10 @@ void run_cpu(const MlaDecodeArgs& a, const DecodeOutput& o, int64_t t_pad, int64
   // The bf16 attention output, which every format is quantized from (SPEC 5).
   Tensor ob = Tensor::empty(DType::kBF16, {t_pad, d});
   if (n > 0) {
+    Tensor table, lens;
+    per_row_metadata(a, n, &table, &lens);
     const Tensor o_lat =
-        ref::mla_decode_latent(head_rows(a.q, n), a.kv_cache, head_rows(a.block_table, n),
-                               head_rows(a.seq_lens, n), kLatent, scale);
+        ref::mla_decode_latent(head_rows(a.q, n), a.kv_cache, table, lens, kLatent, scale);
     const Tensor up = ref::mla_up_proj(o_lat, a.w_uv, /*round_input_bf16=*/true);
     for (int64_t i = 0; i < n * d; ++i) {
       ob.data<uint16_t>()[i] = f32_to_bf16_bits(up.data<float>()[i]);
@@ -137,27 +155,30 @@ int num_sms(int device) {
   return cache[device];
 }
 
-// query_start_loc of a pure decode batch is 0, 1, ..., T_pad: one read-only arange per device,
-// made once (outside any capture) and never freed while a queued kernel might read it.
-const int32_t* decode_query_starts(int device, int64_t t_pad, cudaStream_t stream) {
+// query_start_loc of a pure decode batch of k tokens a sequence is 0, k, 2k, ..., T_pad: one
+// read-only table per device and k, made once (outside any capture) and never freed while a
+// queued kernel might read it.
+const int32_t* decode_query_starts(int device, int64_t t_pad, int64_t k, cudaStream_t stream) {
   struct Arange {
     int32_t* data = nullptr;
     int64_t size = 0;
   };
   static std::mutex mu;
-  static std::vector<Arange> per_device;
+  static std::map<std::pair<int, int64_t>, Arange> tables;
   std::lock_guard<std::mutex> lock(mu);
-  if (static_cast<size_t>(device) >= per_device.size()) per_device.resize(device + 1);
-  Arange& r = per_device[device];
-  if (r.size < t_pad + 1) {
+  Arange& r = tables[{device, k}];
+  const int64_t seqs = t_pad / k;
+  if (r.size < seqs + 1) {
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
     MLAFUSE_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
     MLAFUSE_CHECK(status == cudaStreamCaptureStatusNone, "mla_decode: T_pad = ", t_pad,
-                  " is larger than any earlier call on this device; call it once with the largest "
-                  "T_pad before capturing a CUDA graph (it sets up a small index table)");
-    const int64_t size = std::max<int64_t>(t_pad + 1, 65537);
+                  " (tokens_per_seq ", k,
+                  ") is larger than any earlier call on this device with that tokens_per_seq; "
+                  "call it once with the largest T_pad before capturing a CUDA graph (it sets up "
+                  "a small index table)");
+    const int64_t size = std::max<int64_t>(seqs + 1, 65537 / k + 1);
     std::vector<int32_t> host(static_cast<size_t>(size));
-    for (int64_t i = 0; i < size; ++i) host[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+    for (int64_t i = 0; i < size; ++i) host[static_cast<size_t>(i)] = static_cast<int32_t>(i * k);
     int32_t* dev = nullptr;
     MLAFUSE_CUDA_CHECK(cudaMalloc(&dev, static_cast<size_t>(size) * 4));
     MLAFUSE_CUDA_CHECK(
@@ -184,6 +205,7 @@ struct ScheduleKey {
   int parts = 0;
   int64_t page_size = 0;
   int64_t table_width = 0;
+  int64_t tokens_per_seq = 1;
   const void* seq_lens = nullptr;
   int64_t num_tokens = -1;
   const void* num_tokens_device = nullptr;
@@ -201,6 +223,7 @@ std::string schedule_diff(const ScheduleKey& had, const ScheduleKey& now) {
   field("split-KV parts", had.parts, now.parts);
   field("page size", had.page_size, now.page_size);
   field("block_table width", had.table_width, now.table_width);
+  field("tokens_per_seq", had.tokens_per_seq, now.tokens_per_seq);
   field("seq_lens at", had.seq_lens, now.seq_lens);
   field("num_tokens", had.num_tokens, now.num_tokens);
   field("num_tokens tensor at", had.num_tokens_device, now.num_tokens_device);
@@ -282,9 +305,9 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
       a.num_tokens_device.defined() ? a.num_tokens_device.data<int32_t>() : nullptr;
   p.softmax_scale = a.softmax_scale > 0 ? static_cast<float>(a.softmax_scale)
                                         : 1.0f / std::sqrt(static_cast<float>(kQkDim));
-  p.num_seqs = static_cast<int>(t_pad);
+  p.num_seqs = static_cast<int>(t_pad / a.tokens_per_seq);
   p.seq_lens = a.seq_lens.data<int32_t>();
-  p.query_start_loc = decode_query_starts(dev, t_pad, stream);
+  p.query_start_loc = decode_query_starts(dev, t_pad, a.tokens_per_seq, stream);
   p.block_table = a.block_table.data<int32_t>();
   p.block_table_stride = static_cast<int>(a.block_table.dim(1));
   p.num_pages = a.kv_cache.dim(0);
@@ -304,6 +327,7 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
   key.parts = parts;
   key.page_size = page_size;
   key.table_width = a.block_table.dim(1);
+  key.tokens_per_seq = a.tokens_per_seq;
   key.seq_lens = a.seq_lens.raw();
   key.num_tokens = p.num_tokens_device != nullptr ? -1 : p.num_tokens;
   key.num_tokens_device = p.num_tokens_device;
@@ -363,11 +387,15 @@ void mla_decode(const MlaDecodeArgs& a, const Place& place, void* stream) {
   check_tensor(a.kv_cache, "kv_cache", DType::kBF16, {a.kv_cache.dim(0), a.kv_cache.dim(1), kRow});
   MLAFUSE_CHECK(a.kv_cache.dim(0) >= 1 && a.kv_cache.dim(1) >= 1, "tensor kv_cache ",
                 a.kv_cache.str(), ": expected at least one page of at least one token");
+  const int64_t k = a.tokens_per_seq;
+  MLAFUSE_CHECK(k >= 1 && t_pad % k == 0, "tokens_per_seq ", k, " must be >= 1 and divide the ",
+                t_pad, " query rows of q ", a.q.str());
+  const int64_t seqs = t_pad / k;
   check_rank(a.block_table, "block_table", 2);
-  check_tensor(a.block_table, "block_table", DType::kI32, {t_pad, a.block_table.dim(1)});
+  check_tensor(a.block_table, "block_table", DType::kI32, {seqs, a.block_table.dim(1)});
   MLAFUSE_CHECK(a.block_table.dim(1) >= 1 && a.block_table.dim(1) < (int64_t{1} << 24),
                 "tensor block_table ", a.block_table.str(), ": expected 1 or more page columns");
-  check_tensor(a.seq_lens, "seq_lens", DType::kI32, {t_pad});
+  check_tensor(a.seq_lens, "seq_lens", DType::kI32, {seqs});
   check_tensor(a.w_uv, "w_uv", DType::kBF16, {heads, kLatent, kVDim});
   MLAFUSE_CHECK(a.softmax_scale >= 0 && std::isfinite(a.softmax_scale), "softmax_scale ",
                 a.softmax_scale, " must be finite and >= 0 (0 means 1/sqrt(192))");

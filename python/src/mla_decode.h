@@ -15,11 +15,15 @@
 
 namespace mlafuse::py {
 
+// Query row t belongs to sequence t / tokens_per_seq (B = T_pad / tokens_per_seq sequences);
+// with tokens_per_seq = k > 1 (multi-token prediction, speculative decoding) a sequence's k rows
+// are its last k positions, causal among themselves: row j of it sees the first
+// max(0, seq_len - k + 1 + j) cached tokens.
 struct MlaDecodeArgs {
   Tensor q;                   // [T_pad, H, 576] bf16: [q_nope @ W_UK_T | q_pe] per head
-  Tensor kv_cache;            // [pages, 64, 576] bf16
-  Tensor block_table;         // [T_pad, max_pages] i32: one decode sequence per query row
-  Tensor seq_lens;            // [T_pad] i32
+  Tensor kv_cache;            // [pages, page_size, 576] bf16
+  Tensor block_table;         // [B, max_pages] i32
+  Tensor seq_lens;            // [B] i32: cached length of each sequence, its new tokens included
   Tensor w_uv;                // [H, 512, 128] bf16
   Tensor out;                 // [T_pad, H*128] bf16 / fp8e4m3, or [T_pad, H*64] u8 (NVFP4)
   Tensor output_scale;        // [1] f32, optional: static FP8 scale or NVFP4 global scale
@@ -27,6 +31,7 @@ struct MlaDecodeArgs {
   Tensor num_tokens_device;   // [1] i32, optional: the real count n, read on the device
   Tensor workspace;           // u8, CUDA only: mla_decode_workspace_bytes(T_pad, H, splits)
   int64_t num_tokens = -1;    // n when num_tokens_device is absent; -1 means T_pad
+  int64_t tokens_per_seq = 1;  // query rows of each sequence; divides T_pad
   double softmax_scale = 0;   // 0: 1/sqrt(192)
   bool scale_ue8m0 = false;   // group FP8: power-of-two scales
   // Split-KV parts of the CUDA schedule; 0: one a CTA slot (SMs / head blocks). A fixed count

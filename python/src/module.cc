@@ -144,7 +144,7 @@ MlaDecodeArgs prepare_mla_decode(
     const std::string& block_scale_tag, int64_t num_tokens,
     const std::optional<InArray>& num_tokens_device, const std::optional<OutArray>& workspace,
     double softmax_scale, bool scale_ue8m0, int64_t num_kv_splits, bool reuse_schedule,
-    bool workspace_temporary) {
+    bool workspace_temporary, int64_t tokens_per_seq) {
   MlaDecodeArgs a;
   a.q = args.add(q, "q", "bf16");
   a.kv_cache = args.add(kv_cache, "kv_cache", "bf16");
@@ -162,6 +162,7 @@ MlaDecodeArgs prepare_mla_decode(
   a.num_kv_splits = num_kv_splits;
   a.reuse_schedule = reuse_schedule;
   a.workspace_temporary = workspace_temporary;
+  a.tokens_per_seq = tokens_per_seq;
   return a;
 }
 
@@ -175,13 +176,14 @@ double mla_decode_op(const InArray& q, const InArray& kv_cache, const InArray& b
                      const std::optional<InArray>& num_tokens_device,
                      const std::optional<OutArray>& workspace, double softmax_scale,
                      bool scale_ue8m0, int64_t num_kv_splits, uintptr_t stream, int64_t iters,
-                     bool reuse_schedule, bool workspace_temporary) {
+                     bool reuse_schedule, bool workspace_temporary, int64_t tokens_per_seq) {
   return with_op_context("mla_decode", [&] {
     ArgSet args;
-    const MlaDecodeArgs a = prepare_mla_decode(
-        args, q, kv_cache, block_table, seq_lens, w_uv, out, out_tag, output_scale,
-        output_block_scale, block_scale_tag, num_tokens, num_tokens_device, workspace,
-        softmax_scale, scale_ue8m0, num_kv_splits, reuse_schedule, workspace_temporary);
+    const MlaDecodeArgs a =
+        prepare_mla_decode(args, q, kv_cache, block_table, seq_lens, w_uv, out, out_tag,
+                           output_scale, output_block_scale, block_scale_tag, num_tokens,
+                           num_tokens_device, workspace, softmax_scale, scale_ue8m0, num_kv_splits,
+                           reuse_schedule, workspace_temporary, tokens_per_seq);
     const auto call = [&] {
       DeviceScope scope(args.place());
       mla_decode(a, args.place(), stream_handle(stream));
@@ -294,7 +296,7 @@ NB_MODULE(_C, m) {
         "out"_a, "out_tag"_a, "output_scale"_a.none(), "output_block_scale"_a.none(),
         "block_scale_tag"_a, "num_tokens"_a, "num_tokens_device"_a.none(), "workspace"_a.none(),
         "softmax_scale"_a, "scale_ue8m0"_a, "num_kv_splits"_a, "stream"_a, "iters"_a = 0,
-        "reuse_schedule"_a = false, "workspace_temporary"_a = false);
+        "reuse_schedule"_a = false, "workspace_temporary"_a = false, "tokens_per_seq"_a = 1);
   m.def("mla_decode_workspace_bytes", &workspace_bytes, "t_pad"_a, "heads"_a, "device_id"_a,
         "num_kv_splits"_a = 0);
   m.def("compile", &compile, "graph_text"_a, "backend"_a, "disable"_a.none());

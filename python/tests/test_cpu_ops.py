@@ -226,6 +226,53 @@ def test_mla_decode_padded_n_writes_only_real_tokens(n_kind):
     np.testing.assert_array_equal(store[:, n:], sentinel)
 
 
+def per_row(table, seq_lens, k):
+    """The block table and causal length of each query row of a k-token-a-sequence batch."""
+    rows = np.repeat(np.arange(len(seq_lens)), k)
+    j = np.tile(np.arange(k), len(seq_lens))
+    lens = np.maximum(seq_lens[rows] - (k - 1 - j), 0).astype(np.int32)
+    return table[rows].copy(), lens
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_mla_decode_multi_token_sequences_are_causal(k):
+    lens = [k, 17, 64, 130]
+    b = len(lens)
+    q, cache, _, _, w_uv = decode_inputs(b * k, 16, [], seed=k)
+    _, _, table, seq_lens, _ = decode_inputs(b, 16, lens, seed=10 + k)
+    out = np.zeros((b * k, 2048), BF16)
+    mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, tokens_per_seq=k)
+    rows_table, rows_lens = per_row(table, seq_lens, k)
+    ref = mla_decode_f32(q, cache, rows_table, rows_lens, w_uv, b * k)
+    got = out.astype(np.float32)
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 2e-2
+    # The same rows as one-token sequences of those lengths: the same bits.
+    np.testing.assert_array_equal(out, decode_bf16(q, cache, rows_table, rows_lens, w_uv))
+    # Fused group FP8 equals the separate quant of that output; a padded count writes only
+    # its rows.
+    fp8 = np.full((b * k, 2048), 0x5A, U8).view(FP8)
+    scales = mlafuse.group_scale_buffer(fp8, b * k, 16, False, False)
+    n = b * k - 1
+    mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, fp8, output_block_scale=scales,
+                       num_tokens=n, tokens_per_seq=k)
+    ref_q, ref_s = mlafuse.quant_fp8_group(out[:n].copy(), 128)
+    np.testing.assert_array_equal(codes(fp8)[:n], codes(ref_q))
+    np.testing.assert_array_equal(codes(fp8)[n:], 0x5A)
+    np.testing.assert_array_equal(scales[:n], ref_s)
+
+
+def test_mla_decode_tokens_per_seq_errors():
+    q, cache, table, seq_lens, w_uv = decode_inputs(4, 16, [3, 4])
+    out = np.zeros((4, 2048), BF16)
+    with pytest.raises(ValueError, match=r"tokens_per_seq 3 must be >= 1 and divide the 4"):
+        mlafuse.mla_decode(q, cache, table[:2].copy(), seq_lens[:2].copy(), w_uv, out,
+                           tokens_per_seq=3)
+    with pytest.raises(ValueError, match=r"tensor block_table .*expected shape \[2, 3\]"):
+        mlafuse.mla_decode(q, cache, table, seq_lens[:2].copy(), w_uv, out, tokens_per_seq=2)
+    with pytest.raises(ValueError, match="tokens_per_seq 0"):
+        mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, tokens_per_seq=0)
+
+
 # ---- detect_output_quant_key, QuantKey names --------------------------------------------------
 
 def test_detect_output_quant_key_follows_spec():

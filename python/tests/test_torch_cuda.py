@@ -157,6 +157,32 @@ def test_mla_decode_bf16_against_torch_and_cpu_reference(heads):
     assert (out - cpu).abs().max() / cpu.abs().max() < 2e-2
 
 
+@pytest.mark.parametrize("heads,k", [(16, 2), (128, 2), (32, 3)])
+def test_mla_decode_multi_token_sequences(heads, k):
+    # k query rows a sequence (MTP): the same bits as one-token rows of the causal lengths, and
+    # close to torch's math; a CUDA graph replays it.
+    lens = [k, 65, 977, 4097 if heads == 16 else 300]
+    b = len(lens)
+    q, cache, _, _, w_uv = decode_inputs(b * k, heads, [1], pages=80, seed=k)
+    _, _, table, seq_lens, _ = decode_inputs(b, heads, lens, pages=80, seed=10 + k)
+    out = torch.zeros((b * k, heads * 128), dtype=torch.bfloat16, device=DEV)
+    mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, tokens_per_seq=k)
+    rows = torch.arange(b * k, device=DEV) // k
+    j = torch.arange(b * k, device=DEV) % k
+    row_lens = torch.clamp(seq_lens[rows] - (k - 1 - j), min=0).to(torch.int32)
+    row_table = table[rows].contiguous()
+    assert torch.equal(out, decode_bf16(q, cache, row_table, row_lens, w_uv))
+    ref = torch_decode(q, cache, row_table, row_lens, w_uv)
+    assert (out.float() - ref).abs().max() / ref.abs().max() < 2e-2
+    graph_out = torch.zeros_like(out)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, graph_out, tokens_per_seq=k)
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(graph_out, out)
+
+
 @pytest.mark.parametrize("splits", [1, 5, 960])
 def test_mla_decode_fixed_split_counts(splits):
     # Every split count gives the reference's answer within tolerance, and the group-128 codes of
