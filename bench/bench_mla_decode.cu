@@ -5,12 +5,14 @@
 // R calls over R distinct input sets (KV pages, q, W_UV, W_UK_T), R chosen so the sets exceed L2;
 // the time is the median over replays divided by R. Random data.
 //
-// Floor: bytes = B*ctx*1152 + H*512*128*2, FLOP = B*ctx*2*H*1088 + B*2*H*512*128,
+// Floor: bytes = B*ctx*1152 + H*512*128*2, FLOP = B*K*ctx*2*H*1088 + B*K*2*H*512*128,
 // floor = max(bytes / read ceiling, FLOP / GEMM ceiling), both ceilings measured at the start of
 // the same run (read-only stream over 2 GiB, device copy of 1 GiB, cuBLAS bf16 8192^3 GEMM).
+// K = query tokens a sequence (1; 2 in the MTP cases, the last two positions, causal): the floor
+// reads each sequence's KV once, as a kernel sharing the read between its K rows would.
 //
-// Usage: bench_mla_decode [--torch FILE] [--json FILE] [--quick] [--case B,ctx,H ...]
-//   FILE from bench/torch_mla_decode.py: lines "B ctx H microseconds".
+// Usage: bench_mla_decode [--torch FILE] [--json FILE] [--quick] [--case B,ctx,H[,K] ...]
+//   FILE from bench/torch_mla_decode.py: lines "B ctx H microseconds" (K = 1 cases).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -47,6 +49,11 @@ using bench::time_graph;
 
 struct Case {
   int b, ctx, h;
+  int k = 1;  // query tokens a sequence (MTP when > 1)
+  int rows() const { return b * k; }
+  std::string label() const {
+    return k == 1 ? std::to_string(b) : std::to_string(b) + "x" + std::to_string(k);
+  }
 };
 
 struct Result {
@@ -72,13 +79,14 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
   const double kv_bytes = static_cast<double>(c.b) * c.ctx * kRow * 2;
   const double w_bytes = static_cast<double>(c.h) * kL * kV * 2;
   r.bytes = kv_bytes + w_bytes;
-  r.flop = static_cast<double>(c.b) * c.ctx * 2.0 * c.h * (kRow + kL) +
-           static_cast<double>(c.b) * 2.0 * c.h * kL * kV;
+  const int rows = c.rows();
+  r.flop = static_cast<double>(rows) * c.ctx * 2.0 * c.h * (kRow + kL) +
+           static_cast<double>(rows) * 2.0 * c.h * kL * kV;
   r.floor_us = std::max(r.bytes / (ceil.read_gbs * 1e9), r.flop / (ceil.gemm_tflops * 1e12)) * 1e6;
 
   const int pages_per_seq = (c.ctx + kPage - 1) / kPage;
   const size_t set_bytes =
-      static_cast<size_t>(kv_bytes + 2 * w_bytes) + static_cast<size_t>(c.b) * c.h * kRow * 2;
+      static_cast<size_t>(kv_bytes + 2 * w_bytes) + static_cast<size_t>(rows) * c.h * kRow * 2;
   const int reps = static_cast<int>(std::clamp<size_t>((150u << 20) / set_bytes + 1, 1, 16));
   const int parts = mla_num_parts(num_sms, c.h);
   const int64_t dim = static_cast<int64_t>(c.h) * kV;
@@ -90,12 +98,12 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
   std::vector<int32_t> perm(num_pages);
   for (int64_t i = 0; i < num_pages; ++i) perm[i] = static_cast<int32_t>(i);
   std::shuffle(perm.begin(), perm.end(), std::mt19937(3));
-  void* out_q = dalloc(static_cast<size_t>(c.b * dim));
-  GroupScaleLayout lay{c.b, dim / 128, true, true};
+  void* out_q = dalloc(static_cast<size_t>(rows * dim));
+  GroupScaleLayout lay{rows, dim / 128, true, true};
   void* out_s = dalloc(static_cast<size_t>(lay.storage_numel()) * 4);
-  void* out_bf16 = dalloc(static_cast<size_t>(c.b * dim) * 2);
+  void* out_bf16 = dalloc(static_cast<size_t>(rows * dim) * 2);
   std::vector<int32_t> lens(c.b, c.ctx), qsl(c.b + 1);
-  for (int i = 0; i <= c.b; ++i) qsl[i] = i;
+  for (int i = 0; i <= c.b; ++i) qsl[i] = i * c.k;
   int32_t* d_lens = static_cast<int32_t*>(dalloc(c.b * 4));
   int32_t* d_qsl = static_cast<int32_t*>(dalloc((c.b + 1) * 4));
   MLAFUSE_CUDA_CHECK(cudaMemcpy(d_lens, lens.data(), c.b * 4, cudaMemcpyHostToDevice));
@@ -105,38 +113,40 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
   std::vector<void*> owned;
   for (int s = 0; s < reps; ++s) {
     InputSet& in = sets[s];
-    std::vector<int32_t> bt(static_cast<size_t>(c.b) * pages_per_seq), slots(c.b);
+    std::vector<int32_t> bt(static_cast<size_t>(c.b) * pages_per_seq), slots(rows);
     for (int i = 0; i < c.b; ++i) {
       for (int j = 0; j < pages_per_seq; ++j) {
         bt[i * pages_per_seq + j] = perm[(static_cast<int64_t>(s) * c.b + i) * pages_per_seq + j];
       }
-      const int last = c.ctx - 1;  // the step's new token
-      slots[i] = bt[i * pages_per_seq + last / kPage] * kPage + last % kPage;
+      for (int j = 0; j < c.k; ++j) {  // the step's new tokens: the sequence's last k positions
+        const int pos = c.ctx - c.k + j;
+        slots[i * c.k + j] = bt[i * pages_per_seq + pos / kPage] * kPage + pos % kPage;
+      }
     }
     int32_t* d_bt = static_cast<int32_t*>(dalloc(bt.size() * 4));
     MLAFUSE_CUDA_CHECK(cudaMemcpy(d_bt, bt.data(), bt.size() * 4, cudaMemcpyHostToDevice));
-    in.slots = static_cast<int32_t*>(dalloc(c.b * 4));
-    MLAFUSE_CUDA_CHECK(cudaMemcpy(in.slots, slots.data(), c.b * 4, cudaMemcpyHostToDevice));
-    in.q = dalloc(static_cast<size_t>(c.b) * c.h * 192 * 2);
-    random_bf16(in.q, static_cast<size_t>(c.b) * c.h * 192, 100 + s, 1.0f);
-    in.q_cat = dalloc(static_cast<size_t>(c.b) * c.h * kRow * 2);
-    random_bf16(in.q_cat, static_cast<size_t>(c.b) * c.h * kRow, 200 + s, 1.0f);
+    in.slots = static_cast<int32_t*>(dalloc(rows * 4));
+    MLAFUSE_CUDA_CHECK(cudaMemcpy(in.slots, slots.data(), rows * 4, cudaMemcpyHostToDevice));
+    in.q = dalloc(static_cast<size_t>(rows) * c.h * 192 * 2);
+    random_bf16(in.q, static_cast<size_t>(rows) * c.h * 192, 100 + s, 1.0f);
+    in.q_cat = dalloc(static_cast<size_t>(rows) * c.h * kRow * 2);
+    random_bf16(in.q_cat, static_cast<size_t>(rows) * c.h * kRow, 200 + s, 1.0f);
     in.w_uk_t = dalloc(static_cast<size_t>(w_bytes));
     random_bf16(in.w_uk_t, static_cast<size_t>(w_bytes / 2), 300 + s, 0.1f);
     void* w_uv = dalloc(static_cast<size_t>(w_bytes));
     random_bf16(w_uv, static_cast<size_t>(w_bytes / 2), 400 + s, 0.08f);
-    in.kv_c = dalloc(static_cast<size_t>(c.b) * kL * 2);
-    random_bf16(in.kv_c, static_cast<size_t>(c.b) * kL, 500 + s, 1.0f);
-    in.k_pe = dalloc(static_cast<size_t>(c.b) * 64 * 2);
-    random_bf16(in.k_pe, static_cast<size_t>(c.b) * 64, 600 + s, 1.0f);
-    void* ws = dalloc(mla_workspace_bytes(c.b, c.h, parts));
+    in.kv_c = dalloc(static_cast<size_t>(rows) * kL * 2);
+    random_bf16(in.kv_c, static_cast<size_t>(rows) * kL, 500 + s, 1.0f);
+    in.k_pe = dalloc(static_cast<size_t>(rows) * 64 * 2);
+    random_bf16(in.k_pe, static_cast<size_t>(rows) * 64, 600 + s, 1.0f);
+    void* ws = dalloc(mla_workspace_bytes(rows, c.h, parts));
     owned.insert(owned.end(),
                  {d_bt, in.slots, in.q, in.q_cat, in.w_uk_t, w_uv, in.kv_c, in.k_pe, ws});
-    in.ws = mla_workspace_carve(ws, c.b, c.h, parts);
+    in.ws = mla_workspace_carve(ws, rows, c.h, parts);
     MlaDecodeProblem& p = in.p;
     p.num_heads = c.h;
-    p.num_queries = c.b;
-    p.num_tokens = c.b;
+    p.num_queries = rows;
+    p.num_tokens = rows;
     p.softmax_scale = 1.0f / std::sqrt(192.0f);
     p.num_seqs = c.b;
     p.seq_lens = d_lens;
@@ -160,12 +170,12 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
   qa.x = out_bf16;
   qa.q = static_cast<uint8_t*>(out_q);
   qa.s = static_cast<float*>(out_s);
-  qa.t_pad = c.b;
+  qa.t_pad = rows;
   qa.d = dim;
   qa.group = 128;
   qa.col_major = true;
   qa.tma_aligned = true;
-  qa.num_tokens = c.b;
+  qa.num_tokens = rows;
 
   r.fused_us = time_graph(stream, reps, [&] {
     for (auto& in : sets) {
@@ -194,7 +204,7 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
       launch_mla_decode_splitkv(in.p, in.ws, MlaSchedule::kCompute, stream);
       launch_mla_combine_latent(in.p, in.ws, stream);
       launch_mla_up_proj_cublas(cublas, in.ws.o_lat, in.p.w_uv,
-                                static_cast<__nv_bfloat16*>(out_bf16), c.b, c.h, stream);
+                                static_cast<__nv_bfloat16*>(out_bf16), rows, c.h, stream);
       launch_quant_fp8_group(qa, num_sms, stream);
     }
   });
@@ -208,12 +218,12 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
       cw.slot_mapping = in.slots;
       cw.kv_cache = static_cast<uint16_t*>(cache);
       cw.num_slots = num_pages * kPage;
-      cw.t_pad = c.b;
-      cw.num_tokens = c.b;
+      cw.t_pad = rows;
+      cw.num_tokens = rows;
       launch_cache_write(cw, stream);
       launch_mla_absorb_q(cublas, static_cast<const __nv_bfloat16*>(in.q),
                           static_cast<const __nv_bfloat16*>(in.w_uk_t),
-                          static_cast<__nv_bfloat16*>(in.q_cat), c.b, c.h, stream);
+                          static_cast<__nv_bfloat16*>(in.q_cat), rows, c.h, stream);
       launch_mla_decode_splitkv(in.p, in.ws, MlaSchedule::kCompute, stream);
       launch_mla_combine_up_quant(in.p, in.ws, op, stream);
     }
@@ -240,9 +250,10 @@ int main(int argc, char** argv) {
     if (a == "--torch" && i + 1 < argc) torch_file = argv[++i];
     if (a == "--json" && i + 1 < argc) json_file = argv[++i];
     if (a == "--quick") quick = true;
-    if (a == "--case" && i + 1 < argc) {  // one case, "B,ctx,H" (e.g. for a profiler run)
+    if (a == "--case" && i + 1 < argc) {  // one case, "B,ctx,H[,K]" (e.g. for a profiler run)
       Case c{};
-      if (std::sscanf(argv[++i], "%d,%d,%d", &c.b, &c.ctx, &c.h) == 3) only.push_back(c);
+      const int got = std::sscanf(argv[++i], "%d,%d,%d,%d", &c.b, &c.ctx, &c.h, &c.k);
+      if (got >= 3 && c.k >= 1 && c.ctx >= c.k) only.push_back(c);
     }
   }
   std::map<std::tuple<int, int, int>, double> torch_us;
@@ -264,11 +275,15 @@ int main(int argc, char** argv) {
         if (!only.empty() || (quick && !(ctx == 4096 || (b == 128 && ctx == 1024)))) continue;
         cases.push_back({b, ctx, h});
       }
+  // Multi-token prediction: 64 sequences of 2 query tokens against 128 of one (same rows).
+  if (only.empty()) {
+    for (int h : {16, 128}) cases.push_back({64, 4096, h, 2});
+  }
   std::vector<Result> results;
   for (const Case& c : cases) {
     Result r = run_case(c, ceil, prop.multiProcessorCount, cublas, stream);
     auto it = torch_us.find({c.b, c.ctx, c.h});
-    if (it != torch_us.end()) r.torch_us = it->second;
+    if (it != torch_us.end() && c.k == 1) r.torch_us = it->second;
     results.push_back(r);
   }
 
@@ -286,11 +301,12 @@ int main(int argc, char** argv) {
       const Result& r = results[i];
       std::fprintf(
           f,
-          "  {\"B\": %d, \"ctx\": %d, \"H\": %d, \"fused_us\": %.2f, \"unfused_us\": %.2f, "
+          "  {\"B\": %d, \"K\": %d, \"ctx\": %d, \"H\": %d, \"fused_us\": %.2f, "
+          "\"unfused_us\": %.2f, "
           "\"op_us\": %.2f, \"attn_us\": %.2f, \"combine_us\": %.2f, \"fused_step_us\": %.2f, "
           "\"torch_us\": %.2f, "
           "\"floor_us\": %.2f, \"bytes\": %.0f, \"flop\": %.0f}%s\n",
-          r.c.b, r.c.ctx, r.c.h, r.fused_us, r.unfused_us, r.op_us, r.attn_us, r.combine_us,
+          r.c.b, r.c.k, r.c.ctx, r.c.h, r.fused_us, r.unfused_us, r.op_us, r.attn_us, r.combine_us,
           r.fused_step_us, r.torch_us, r.floor_us, r.bytes, r.flop,
           i + 1 < results.size() ? "," : "");
     }
@@ -300,21 +316,22 @@ int main(int argc, char** argv) {
   std::printf(
       "\nMLA decode, group-128 FP8 out (col-major TMA-aligned scales); times in us (median of "
       "graph replays)\n");
-  std::printf("%4s %6s %4s | %8s %7s %7s %6s %6s | %8s %6s %6s | %8s %6s | %7s %6s %7s %7s | %7s\n",
+  std::printf("%5s %6s %4s | %8s %7s %7s %6s %6s | %8s %6s %6s | %8s %6s | %7s %6s %7s %7s | %7s\n",
               "B", "ctx", "H", "fused", "GB/s", "TFLOP/s", "floor", "f/flr", "unfused", "u/flr",
               "f/unf", "torch", "t/f", "attn", "a/gemm", "combine", "op", "step");
   for (const Result& r : results) {
-    const double attn_flop = static_cast<double>(r.c.b) * r.c.ctx * 2.0 * r.c.h * (kRow + kL);
+    const double attn_flop = static_cast<double>(r.c.rows()) * r.c.ctx * 2.0 * r.c.h * (kRow + kL);
     std::printf(
-        "%4d %6d %4d | %8.1f %7.0f %7.1f %6.1f %6.2f | %8.1f %6.2f %6.2f | %8.1f %6.2f | %7.1f "
+        "%5s %6d %4d | %8.1f %7.0f %7.1f %6.1f %6.2f | %8.1f %6.2f %6.2f | %8.1f %6.2f | %7.1f "
         "%6.2f %7.1f %7.1f | %7.1f\n",
-        r.c.b, r.c.ctx, r.c.h, r.fused_us, r.bytes / r.fused_us / 1e3, r.flop / r.fused_us / 1e6,
-        r.floor_us, r.floor_us / r.fused_us, r.unfused_us, r.floor_us / r.unfused_us,
-        r.fused_us / r.unfused_us, r.torch_us, r.torch_us > 0 ? r.torch_us / r.fused_us : 0.0,
-        r.attn_us, attn_flop / r.attn_us / 1e6 / ceil.gemm_tflops, r.combine_us, r.op_us,
-        r.fused_step_us);
+        r.c.label().c_str(), r.c.ctx, r.c.h, r.fused_us, r.bytes / r.fused_us / 1e3,
+        r.flop / r.fused_us / 1e6, r.floor_us, r.floor_us / r.fused_us, r.unfused_us,
+        r.floor_us / r.unfused_us, r.fused_us / r.unfused_us, r.torch_us,
+        r.torch_us > 0 ? r.torch_us / r.fused_us : 0.0, r.attn_us,
+        attn_flop / r.attn_us / 1e6 / ceil.gemm_tflops, r.combine_us, r.op_us, r.fused_step_us);
   }
   std::printf(
+      "B = sequences (BxK: K query tokens each, MTP); "
       "f/flr, u/flr = floor / time (fraction of the floor) of fused and unfused; f/unf = fused / "
       "unfused; t/f = torch / fused; attn = plan + split-KV alone, a/gemm = its TFLOP/s over the "
       "GEMM ceiling; combine = combine + W_UV + quant alone; op = "

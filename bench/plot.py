@@ -122,7 +122,8 @@ def plot_decode(doc, meta, out_dir):
     fig, axes = plt.subplots(len(heads), 1, figsize=(11, 3.6 * len(heads)), squeeze=False)
     top = 1.0
     for ax, h in zip(axes[:, 0], heads):
-        rows = sorted((c for c in cases if int(c["H"]) == h), key=lambda c: (c["B"], c["ctx"]))
+        rows = sorted((c for c in cases if int(c["H"]) == h),
+                      key=lambda c: (c.get("K", 1), c["B"], c["ctx"]))
         width = 0.8 / len(series)
         for k, (label, key, color) in enumerate(series):
             xs, ys = [], []
@@ -134,7 +135,9 @@ def plot_decode(doc, meta, out_dir):
             top = max([top] + ys)
         ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="floor")
         ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels([f"B={int(c['B'])}\nctx={int(c['ctx'])}" for c in rows], fontsize=8)
+        # BxK: K query tokens a sequence (multi-token prediction)
+        ax.set_xticklabels([f"B={int(c['B'])}" + (f"x{int(c['K'])}" if c.get("K", 1) > 1 else "")
+                            + f"\nctx={int(c['ctx'])}" for c in rows], fontsize=8)
         ax.set_ylabel("floor / time")
         ax.set_title(f"H = {h}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
