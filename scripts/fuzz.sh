@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (build-fuzz/), replays each checked-in corpus
-# (tests/data/{ir,npy}/fuzz_corpus.b64), then fuzzes each target for SECONDS (default 60) from that
+# (tests/data/{ir,npy,metadata}/fuzz_corpus.b64), then fuzzes each target for SECONDS (default 60) from that
 # corpus with a fixed seed. A crash fails the script and prints the input in base64: add it to the
 # corpus file and fix the code. Needs clang with libFuzzer: `bash scripts/setup.sh --fuzz`.
 #
@@ -12,12 +12,13 @@ cd "$(dirname "$0")/.."
 secs="${1:-60}"
 CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DMLAFUSE_CUDA=OFF \
   -DMLAFUSE_TESTS=OFF -DMLAFUSE_FUZZ=ON >/dev/null
-cmake --build build-fuzz -j2 --target ir_parse_fuzzer npy_parse_fuzzer
+cmake --build build-fuzz -j2 --target ir_parse_fuzzer npy_parse_fuzzer metadata_fuzzer
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-for target in ir npy; do
-  fuzzer="build-fuzz/fuzz/${target}_parse_fuzzer"
+for entry in ir:ir_parse_fuzzer npy:npy_parse_fuzzer metadata:metadata_fuzzer; do
+  target="${entry%%:*}"
+  fuzzer="build-fuzz/fuzz/${entry#*:}"
   corpus="tests/data/$target/fuzz_corpus.b64"
   mkdir -p "$work/$target/seed" "$work/$target/new" "$work/$target/merged"
   n=0
@@ -31,7 +32,9 @@ for target in ir npy; do
     { tail -30 "$work/$target/replay.log"; exit 1; }
   if [ -n "${FUZZ_RUNS:-}" ]; then limit=(-runs="$FUZZ_RUNS"); else limit=(-max_total_time="$secs"); fi
   echo "== $target: fuzzing (${limit[*]}, seed ${FUZZ_SEED:-1})"
-  if ! "$fuzzer" "${limit[@]}" -seed="${FUZZ_SEED:-1}" -dict="fuzz/$target.dict" -max_len=4096 \
+  dict=()
+  [ -f "fuzz/$target.dict" ] && dict=(-dict="fuzz/$target.dict")
+  if ! "$fuzzer" "${limit[@]}" -seed="${FUZZ_SEED:-1}" "${dict[@]}" -max_len=4096 \
       -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$work/$target/" \
       "$work/$target/new" "$work/$target/seed" >"$work/$target/fuzz.log" 2>&1; then
     tail -40 "$work/$target/fuzz.log"

@@ -32,7 +32,7 @@ inline std::string base64_decode(const std::string& in) {
   return out;
 }
 
-// `name` is "ir" or "npy".
+// `name` is "ir", "npy" or "metadata".
 inline std::vector<std::string> load_fuzz_corpus(const std::string& name) {
   std::ifstream f(std::string(MLAFUSE_TEST_DATA_DIR) + "/" + name + "/fuzz_corpus.b64");
   std::vector<std::string> inputs;

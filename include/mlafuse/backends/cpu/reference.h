@@ -121,8 +121,10 @@ Tensor mla_prefill_expanded(const Tensor& q, const Tensor& kv_cache, const Tenso
 // prefill tokens. Returns out [T_pad, H*V] f32 (rows >= n zero); the caller rounds/quantizes.
 // Intermediate roundings follow the kernels: q_cat and the latent output o_lat are rounded to
 // bf16 (tensor-core operands), as are the prefill's up-projected k_nope and v; everything else
-// is f32. The prefill up-projection uses w.kv_b_proj_fp8 when the weights carry it. meta must describe exactly n tokens (decodes first, one token each; each prefill's
-// seq_len >= its query length); rows >= n of q / kv_c_normed / k_pe are never read.
+// is f32. The prefill up-projection uses w.kv_b_proj_fp8 when the weights carry it. meta must
+// describe exactly n tokens (decodes first, each with one or more query tokens, causal among
+// themselves; a padding decode of length 0 may have none; every sequence's seq_len >= its query
+// length); rows >= n of q / kv_c_normed / k_pe are never read.
 Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tensor& k_pe,
                          Tensor& kv_cache, const AttentionMetadata& meta, const MlaLayerWeights& w,
                          const MlaConfig& cfg, int64_t n);
