@@ -148,7 +148,9 @@ def mla_decode(q, kv_cache, block_table, seq_lens, w_uv, out, output_scale=None,
     mismatch raises) and their contents are unchanged (not checked: a stale schedule gives wrong
     output). Ignored on the CPU; refused under torch.compile.
     Before capturing a CUDA graph, call it once eagerly at the largest T_pad (as torch's warm-up
-    does): the first call on a device sets up the backend and a small index table."""
+    does), and once per tokens_per_seq value the graphs use: the first call on a device sets up
+    the backend, and the first eager call with a given k builds that k's query_start_loc table
+    (0, k, 2k, ..), so capturing a call with a k not yet called eagerly raises."""
     n_int, n_dev = -1, None
     if num_tokens is not None:
         if isinstance(num_tokens, _INTS):

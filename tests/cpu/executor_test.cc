@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "mlafuse/backends/cpu/cpu_backend.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/ir/op_registry.h"
+#include "mlafuse/mla/attention_metadata.h"
 #include "mlafuse/models/batch.h"
 #include "mlafuse/models/mla_block.h"
 #include "mlafuse/models/weights.h"
@@ -318,7 +320,11 @@ ir::Graph one_layer_graph(int64_t pages, const OutputQuant& quant) {
 
 // A backend that "captures" like a CUDA graph: capture records the body without running it and
 // replay runs it again, with the real n read from RunContext::num_tokens_device and the
-// metadata read from the device copies, as a replayed kernel would.
+// metadata read from the device copies, as a replayed kernel would. Every replayed call first
+// validates those device copies as they stand, padding included (MetadataForm::kPadded, against
+// the call's kv_cache when it has one), as the CUDA attention op checks its host copy: the
+// padded tail fill_graph_meta writes (padding decodes, query_start_loc up to T_pad) is what the
+// replayed kernels read, and the trimming below would hide a broken one.
 class CapturingCpuBackend : public testing::WrappedCpuBackend {
  public:
   CapturingCpuBackend() : WrappedCpuBackend("capturing-cpu") {}
@@ -335,6 +341,7 @@ class CapturingCpuBackend : public testing::WrappedCpuBackend {
     // A replay: launches cover ctx.num_tokens rows; the real n and metadata come from "device".
     const int64_t n = *ctx.num_tokens_device;
     const AttentionMetadata& d = *ctx.device_meta;
+    validate_padded(call, d, ctx.num_tokens);
     AttentionMetadata m = d;
     if (d.num_prefills == 0) {
       // Decode-only capture at T_pad decodes: the real ones are those whose tokens are the first
@@ -376,8 +383,25 @@ class CapturingCpuBackend : public testing::WrappedCpuBackend {
   int captures_ = 0;
   int recorded_ = 0;
   int replayed_ops_ = 0;
+  int validated_ = 0;  // replayed calls whose padded device metadata passed validation
 
  private:
+  // The untrimmed device metadata of a replay: valid in padded form, covering exactly the
+  // launches' t_pad tokens (decode-only: T_pad; with prefills: n), and inside the cache.
+  void validate_padded(const OpCall& call, const AttentionMetadata& d, int64_t t_pad) {
+    const int ci = ir::OpRegistry::global().get(call.op).input_index("kv_cache");
+    std::optional<PagedCacheExtent> cache;
+    if (ci >= 0 && static_cast<size_t>(ci) < call.inputs.size() &&
+        call.inputs[static_cast<size_t>(ci)].defined()) {
+      const Tensor& kv = call.inputs[static_cast<size_t>(ci)];
+      cache = PagedCacheExtent{kv.dim(0), kv.dim(1), "kv_cache"};
+    }
+    const int64_t tokens =
+        validate_attention_metadata(d, MetadataForm::kPadded, cache ? &*cache : nullptr);
+    ASSERT_EQ(tokens, t_pad) << "the padded metadata's tokens differ from the launches' rows";
+    ++validated_;
+  }
+
   bool capturing_ = false;
 };
 
@@ -412,6 +436,7 @@ TEST(Executor, CudaGraphBucketsCaptureOnceAndReplayForSmallerBatches) {
   EXPECT_EQ(cap.captures_, 1);
   EXPECT_EQ(cap.recorded_, static_cast<int>(g.num_nodes()));
   EXPECT_EQ(cap.replayed_ops_, static_cast<int>(g.num_nodes()));
+  EXPECT_EQ(cap.validated_, cap.replayed_ops_);  // every replayed call checked its padded meta
   eager.run(with_pages(b3), b3.meta);
   EXPECT_EQ(rows_bytes(ex.read("layers.0.y"), 3), rows_bytes(eager.read("layers.0.y"), 3));
   EXPECT_EQ(rows_bytes(ex.read("layers.0.xq"), 3), rows_bytes(eager.read("layers.0.xq"), 3));
@@ -456,6 +481,8 @@ TEST(Executor, CudaGraphBucketsCaptureOnceAndReplayForSmallerBatches) {
   EXPECT_EQ(cap2.captures_, 2);
   eager.run(with_pages(b3), b3.meta);
   EXPECT_EQ(rows_bytes(narrow.read("layers.0.y"), 3), rows_bytes(eager.read("layers.0.y"), 3));
+  EXPECT_EQ(cap.validated_, cap.replayed_ops_);
+  EXPECT_EQ(cap2.validated_, cap2.replayed_ops_);
 }
 
 // Multi-token decodes (MTP) share the decode-only bucket with single-token ones: the padding
@@ -496,6 +523,8 @@ TEST(Executor, CudaGraphBucketsReplayMultiTokenDecodes) {
               rows_bytes(eager.read("layers.0.kv_cache_out"), pages));
   }
   EXPECT_EQ(cap.captures_, 1);
+  EXPECT_EQ(cap.replayed_ops_, 4 * static_cast<int>(g.num_nodes()));
+  EXPECT_EQ(cap.validated_, cap.replayed_ops_);  // each replay's padded metadata was valid
 }
 
 TEST(Executor, GraphsOnABackendThatCannotCaptureRunEagerly) {

@@ -273,6 +273,28 @@ TEST(RunCli, MultiTokenDecodes) {
       << text.out;
 }
 
+// --decode-tokens K without --decode-lens: the default lengths (1,77,300,1000) are raised to K at
+// least, so the job runs; lengths given shorter than K stay an error (bad_inputs.tsv).
+TEST(RunCli, MultiTokenDecodesWithTheDefaultLengths) {
+  const Result r = run_cli("run --json --heads 16 --decode-tokens 2");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const Json j = JsonParser(r.out).parse_document();
+  EXPECT_TRUE(j["bitwise_equal"].boolean());
+  EXPECT_EQ(j["batch"]["decode_query_len"].num(), 2);
+  const std::vector<Json>& lens = j["batch"]["decode_lens"].arr();
+  ASSERT_EQ(lens.size(), 4u);
+  EXPECT_EQ(lens[0].num(), 2);
+  EXPECT_EQ(lens[1].num(), 77);
+  EXPECT_EQ(lens[2].num(), 300);
+  EXPECT_EQ(lens[3].num(), 1000);
+  EXPECT_EQ(j["batch"]["num_tokens"].num(), 4 * 2 + 32);  // the default prefill: 32 tokens
+  EXPECT_LT(j["o_proj_max_rel_err"].num(), 0.05);
+  const Result given = run_cli("run --heads 16 --decode-tokens 2 --decode-lens 1,77");
+  EXPECT_EQ(given.rc, 2);
+  EXPECT_NE(given.err.find("decode sequence 0: length must be in [2, "), std::string::npos)
+      << given.err;
+}
+
 TEST(RunCli, DumpWritesTheComparedTensorsAsNpy) {
   const fs::path dir = fs::temp_directory_path() / "mlafuse_run_dump_test";
   fs::remove_all(dir);

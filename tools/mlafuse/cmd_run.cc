@@ -2,6 +2,7 @@
 // seeded batch, runs the unfused and the fused graph on a backend, and reports whether the fused
 // FP8 codes and scales equal the unfused ones bit for bit, the o_proj error against an f32
 // end-to-end reference, and the time of every node.
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -73,8 +74,8 @@ bool parse_args(const std::vector<std::string>& args, RunArgs* out) {
   p.add_int("--heads", &heads, "H", "attention heads (default 128; DeepSeek-V3 sizes otherwise)", 1,
             4096);
   p.add_string("--decode-lens", &decode_lens, "A,B,..",
-               "decode sequences, each's length counting its new tokens (default 1,77,300,1000; "
-               "'none': no decodes)");
+               "decode sequences, each's length counting its new tokens (default 1,77,300,1000, "
+               "each raised to K at least; 'none': no decodes)");
   p.add_int("--decode-tokens", &decode_tokens, "K",
             "query tokens of every decode: 1, or K > 1 for multi-token prediction / speculative "
             "decoding, causal among themselves (default 1)",
@@ -103,6 +104,11 @@ bool parse_args(const std::vector<std::string>& args, RunArgs* out) {
     for (const std::string& s : split(decode_lens, ',')) {
       a.job.batch.decode_lens.push_back(parse_int("--decode-lens", s, 1));
     }
+  }
+  // A decode's length counts its K new tokens: the default lengths (which start at 1) are raised
+  // to K, lengths the user gave are kept (make_batch names one shorter than K).
+  if (!p.given("--decode-lens")) {
+    for (int64_t& len : a.job.batch.decode_lens) len = std::max(len, decode_tokens);
   }
   a.job.batch.prefills.clear();
   if (prefill != "none") {
