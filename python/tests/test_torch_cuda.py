@@ -157,10 +157,11 @@ def test_mla_decode_bf16_against_torch_and_cpu_reference(heads):
     assert (out - cpu).abs().max() / cpu.abs().max() < 2e-2
 
 
-@pytest.mark.parametrize("heads,k", [(16, 2), (128, 2), (32, 3)])
+@pytest.mark.parametrize("heads,k", [(16, 2), (128, 2), (32, 3), (16, 5)])
 def test_mla_decode_multi_token_sequences(heads, k):
-    # k query rows a sequence (MTP): the same bits as one-token rows of the causal lengths, and
-    # close to torch's math; a CUDA graph replays it.
+    # k query rows a sequence (MTP): close, row by row, to one-token rows of the causal lengths
+    # (the same bits at H = 128; at H = 16 and 32 a sequence's tokens share a tile, so the splits
+    # differ) and to torch's math; a CUDA graph replays it.
     lens = [k, 65, 977, 4097 if heads == 16 else 300]
     b = len(lens)
     q, cache, _, _, w_uv = decode_inputs(b * k, heads, [1], pages=80, seed=k)
@@ -171,9 +172,13 @@ def test_mla_decode_multi_token_sequences(heads, k):
     j = torch.arange(b * k, device=DEV) % k
     row_lens = torch.clamp(seq_lens[rows] - (k - 1 - j), min=0).to(torch.int32)
     row_table = table[rows].contiguous()
-    assert torch.equal(out, decode_bf16(q, cache, row_table, row_lens, w_uv))
+    one = decode_bf16(q, cache, row_table, row_lens, w_uv)
+    if heads >= 64:
+        assert torch.equal(out, one)
+    rel = (out.float() - one.float()).abs().amax(1) / one.float().abs().amax(1)
+    assert rel.max() < 2e-2
     ref = torch_decode(q, cache, row_table, row_lens, w_uv)
-    assert (out.float() - ref).abs().max() / ref.abs().max() < 2e-2
+    assert ((out.float() - ref).abs().amax(1) / ref.abs().amax(1)).max() < 2e-2
     graph_out = torch.zeros_like(out)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):

@@ -517,6 +517,20 @@ TEST(MlaAttentionOp, MultiTokenDecodesH16) {
   run_mixed_case(mc);
 }
 
+TEST(MlaAttentionOp, MultiTokenDecodesH32) {
+  SKIP_WITHOUT_GPU();
+  MixedCase mc;
+  mc.heads = 32;
+  mc.decode_ctx = {126, 0, 4000, 62};  // lengths crossing a tile inside a unit of two tokens
+  mc.decode_query_len = 4;
+  mc.seed = 28;
+  run_mixed_case(mc);
+  mc.prefills = {{0, 3}, {127, 9}};
+  mc.decode_query_len = 2;
+  mc.seed = 29;
+  run_mixed_case(mc);
+}
+
 TEST(MlaAttentionOp, MultiTokenDecodesH128) {
   SKIP_WITHOUT_GPU();
   MixedCase mc;

@@ -430,6 +430,33 @@ TEST(MlaDecodeSmall, EmptySequencesBetween) {
   run_batch(b, false);
 }
 
+// At H = 16 and 32 consecutive tokens of a sequence share a CTA's 64 rows (units of 4 and 2
+// tokens, the last one shorter), each row with its own causal length: lengths ending just past a
+// tile (a unit's first tokens then have no KV in its last tile, and none in a part holding only
+// that tile), units of 1 to 4 tokens, long splits, and the plan kernel's schedule (more queries
+// than the attention schedules itself) read back by later segments.
+TEST(MlaDecodeSmall, TokenUnitsH16H32) {
+  SKIP_WITHOUT_GPU();
+  for (int heads : {16, 32}) {
+    Batch b;
+    b.heads = heads;
+    b.seq_lens = {130, 65, 4097, 66, 1, 127, 64, 3};
+    b.q_tokens = {4, 5, 2, 3, 1, 4, 7, 3};
+    b.pad = 3;
+    b.seed = 40u + static_cast<uint32_t>(heads);
+    run_batch(b, heads == 16);
+    Batch big;  // 150 sequences of 4 tokens: 600 queries, past kMlaOwnPlanQueries
+    big.heads = heads;
+    for (int i = 0; i < 150; ++i) {
+      big.seq_lens.push_back(4 + (i * 37) % 300);
+      big.q_tokens.push_back(i % 7 == 3 ? 1 : 4);
+    }
+    big.pad = 2;
+    big.seed = 50u + static_cast<uint32_t>(heads);
+    run_batch(big, false);
+  }
+}
+
 // More queries than the attention schedules itself (kMlaOwnPlanQueries): the plan kernel runs.
 TEST(MlaDecodeSmall, PlanKernelBeyondOwnPlan) {
   SKIP_WITHOUT_GPU();

@@ -42,12 +42,22 @@ inline constexpr int kOutStride = kMlaVDim + 8;  // padded bf16 row of the stage
 struct SplitRow {
   int first;
   int count;
-  int cum;  // the query's q_cum, which gives each split's partial slot (partial_slot)
+  int cum;  // q_cum of the query's unit, which gives each split's partial slot (partial_slot)
+  int sub;  // j * H for token j of its unit: the query's first row in a partial slot
 };
 
-__device__ __forceinline__ SplitRow split_row(const MlaWorkspace& ws, int per_part, int t) {
-  const QuerySplits sp = query_splits(ws, per_part, t);
-  return SplitRow{sp.first, sp.tiles > 0 ? sp.last - sp.first + 1 : 0, ws.q_cum[t]};
+// The splits of query t: those of its unit (mla_unit_tokens), led by token t - j. t's own
+// entries load beside q_unit[t]; only a unit's later tokens wait for a second round.
+__device__ __forceinline__ SplitRow split_row(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                                              int per_part, int t) {
+  const int j = mla_unit_tokens(p) > 1 ? ws.q_unit[t] >> 3 : 0;
+  QuerySplits sp = query_splits(ws, per_part, t);
+  int cum = ws.q_cum[t];
+  if (j > 0) {
+    sp = query_splits(ws, per_part, t - j);
+    cum = ws.q_cum[t - j];
+  }
+  return SplitRow{sp.first, sp.tiles > 0 ? sp.last - sp.first + 1 : 0, cum, j * p.num_heads};
 }
 
 // W_UV[h] moves in chunks of 64 latent rows (16 KB), each as two TMA boxes of [64 rows, 64
@@ -76,7 +86,7 @@ struct CombineUpSmem {
   int merge_off[kTM + 1];  // merge_rows[i]'s split entries: [merge_off[i], merge_off[i + 1])
   uint32_t ballot[2];      // rows 0..31, 32..63 that merge
   int split_total[2];      // their splits
-  int ent_slot[kMaxMergeEntries];  // an entry's partial slot, and its log-sum-exp, then weight
+  int ent_prow[kMaxMergeEntries];  // an entry's partial row, and its log-sum-exp, then weight
   float ent_w[kMaxMergeEntries];
   uint64_t w_full[kStages];  // chunk buffer i holds its chunk (TMA transaction barrier)
   uint64_t a_full[kMlaLatent / 64];  // block c (dims 64c ..) of an o_lat tile copied by TMA
@@ -337,10 +347,9 @@ struct EpiNvfp4 {
   }
 };
 
-__device__ __forceinline__ float2 load_partial(const MlaDecodeProblem& p, const MlaWorkspace& ws,
-                                               int slot, int h, int d0) {
-  return *reinterpret_cast<const float2*>(
-      ws.o_part + (static_cast<int64_t>(slot) * p.num_heads + h) * kMlaLatent + d0);
+// Dims d0, d0 + 1 of row `prow` of the partials (partial_row).
+__device__ __forceinline__ float2 load_partial(const MlaWorkspace& ws, int64_t prow, int d0) {
+  return *reinterpret_cast<const float2*>(ws.o_part + prow * kMlaLatent + d0);
 }
 
 // Merged latent output at dims d0, d0 + 1 of the calling lane, for kRows queries of head h whose
@@ -355,12 +364,11 @@ __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, cons
                                                  int per_part, const SplitRow (&rows)[kRows], int h,
                                                  int d0, int lane, float2 (&res)[kRows]) {
   static_assert(kPre >= 1 && kPre <= 32, "prefetch within the first 32 splits");
-  auto slot_of = [&](const SplitRow& r, int k) {
-    return partial_slot(r.first + k, per_part, r.cum);
+  auto prow_of = [&](const SplitRow& r, int k) {
+    return partial_row(partial_slot(r.first + k, per_part, r.cum), mla_unit_tokens(p), p.num_heads,
+                       r.sub + h);
   };
-  auto lse_of = [&](const SplitRow& r, int k) {
-    return ws.lse_part[static_cast<int64_t>(slot_of(r, k)) * p.num_heads + h];
-  };
+  auto lse_of = [&](const SplitRow& r, int k) { return ws.lse_part[prow_of(r, k)]; };
   float lse0[kRows];
   float2 x0[kRows][kPre];
 #pragma unroll
@@ -368,8 +376,8 @@ __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, cons
     lse0[i] = lane < rows[i].count ? lse_of(rows[i], lane) : -INFINITY;
 #pragma unroll
     for (int j = 0; j < kPre; ++j) {
-      x0[i][j] = j < rows[i].count ? load_partial(p, ws, slot_of(rows[i], j), h, d0)
-                                   : make_float2(0.0f, 0.0f);
+      x0[i][j] =
+          j < rows[i].count ? load_partial(ws, prow_of(rows[i], j), d0) : make_float2(0.0f, 0.0f);
     }
   }
 #pragma unroll
@@ -418,8 +426,7 @@ __device__ __forceinline__ void merge_split_rows(const MlaDecodeProblem& p, cons
         for (int j = 0; j < 16; ++j) {
           const int e = j0 + j;
           wj[j] = __shfl_sync(0xffffffffu, w, e & 31);
-          v[j] =
-              e < nk ? load_partial(p, ws, slot_of(r, base + e), h, d0) : make_float2(0.0f, 0.0f);
+          v[j] = e < nk ? load_partial(ws, prow_of(r, base + e), d0) : make_float2(0.0f, 0.0f);
         }
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
@@ -638,12 +645,12 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   // named barrier of warps 0-1 alone left racecheck reporting hazards across the later
   // __syncthreads(): docs/kernels/mla_decode.md, "Sanitizers").
   const int r = threadIdx.x;
-  SplitRow sr{0, 0, 0};
+  SplitRow sr{0, 0, 0, 0};
   bool merge = false;
   int splits = 0;
   uint32_t bal = 0;
   if (r < 64) {
-    if (r < rows) sr = split_row(ws, per_part, t0 + r);
+    if (r < rows) sr = split_row(p, ws, per_part, t0 + r);
     if (r < kTM) sm.rows[r] = sr;
     // Padding rows are never stored; premerged: every real row's latent is in ws.o_lat already.
     merge = r < rows && sr.count != 1 && !premerged;
@@ -736,9 +743,11 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
         }
       }
       const SplitRow& sr = sm.rows[sm.merge_rows[lo]];
-      const int slot = partial_slot(sr.first + (e - sm.merge_off[lo]), per_part, sr.cum);
-      sm.ent_slot[e] = slot;
-      sm.ent_w[e] = ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + h];
+      const int64_t prow =
+          partial_row(partial_slot(sr.first + (e - sm.merge_off[lo]), per_part, sr.cum),
+                      mla_unit_tokens(p), p.num_heads, sr.sub + h);
+      sm.ent_prow[e] = static_cast<int32_t>(prow);
+      sm.ent_w[e] = ws.lse_part[prow];
     }
     __syncthreads();
     for (int i = warp; i < num_merge; i += kCombineThreads / 32) {
@@ -769,7 +778,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
       for (int j = 0; j < 16; ++j) {
         const int e = e0 + j;
         wy[j] = e < entries ? sm.ent_w[e] : 0.0f;
-        y[j] = e < entries ? load_partial(p, ws, sm.ent_slot[e], h, d0) : make_float2(0.0f, 0.0f);
+        y[j] = e < entries ? load_partial(ws, sm.ent_prow[e], d0) : make_float2(0.0f, 0.0f);
       }
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
@@ -829,7 +838,7 @@ __global__ void __launch_bounds__(kThreads)
   pdl_launch_dependents();  // the combine after this kernel may start its W_UV loads
   if (t >= real_tokens(p)) return;
   const int per_part = ws.sched[0];
-  const SplitRow row[1] = {split_row(ws, per_part, t)};
+  const SplitRow row[1] = {split_row(p, ws, per_part, t)};
   if (row[0].count == 1) return;  // the attention wrote it
   float2 v[1];
   merge_split_rows<1, 16>(p, ws, per_part, row, h, 64 * warp + 2 * lane, lane, v);

@@ -46,6 +46,12 @@ inline constexpr int kMlaQueryOverheadTiles = 4;
 // at most kMlaSmallPartCost cost units a part (mla_decode_plan.cuh).
 inline constexpr int kMlaFewQueries = 4;
 inline constexpr int kMlaSmallPartCost = 8;
+// Most query tokens of one attention unit: at H = 16 and 32 a CTA's 64 query rows can hold the
+// heads of 64 / H consecutive tokens of one sequence (q_cat rows t*H + h are adjacent), which then
+// read their sequence's KV once (multi-token decodes, prefill chunks); H = 64 and 128: one token.
+__host__ __device__ constexpr int mla_max_unit_tokens(int num_heads) {
+  return num_heads < 64 ? 64 / num_heads : 1;
+}
 // Most split-KV parts of one call (a caller's num_kv_splits): the combine's per-tile merge plan
 // holds 64 rows + one entry a part (mla_combine_up_quant.cuh, kMaxMergeEntries).
 inline constexpr int kMlaMaxParts = 960;
@@ -71,6 +77,13 @@ struct MlaDecodeProblem {
   const __nv_bfloat16* w_uv = nullptr;      // [H, 512, 128]
 };
 
+// Query tokens of one attention unit in this call. It depends on H alone, not on the batch's
+// shape: a CUDA-graph replay of a padded batch and an eager run of the same tokens must give the
+// same schedule, hence the same bits (gating it on T_pad > num_seqs broke that, PERF.md run 38).
+__host__ __device__ inline int mla_unit_tokens(const MlaDecodeProblem& p) {
+  return mla_max_unit_tokens(p.num_heads);
+}
+
 // Scratch of one call, carved from one device buffer by mla_workspace_carve.
 // The first segment of a split-KV part (the query tiles [tile0, tile1) of query t that fall in
 // it), written by the plan so the attention's first copies wait on one load instead of a chain
@@ -84,19 +97,25 @@ struct alignas(16) MlaPartStart {
   int32_t row;       // q_row[t]
   int32_t per_part;  // sched[0]
   int32_t n;         // real queries of the call
+  int32_t group;     // tokens of the unit led by t (mla_unit_tokens)
 };
 
 struct MlaWorkspace {
-  int num_parts = 0;         // split-KV parts per head block (grid.x of the attention)
-  int32_t* q_len = nullptr;  // [T_pad] KV length of each query (0 for t >= n)
-  int32_t* q_row = nullptr;  // [T_pad] block-table row of each query
+  int num_parts = 0;  // split-KV parts per head block (grid.x of the attention)
+  // The schedule's unit is a query group (mla_unit_tokens): its first token t carries the
+  // group's KV length (that of its last token), row and cost; the other tokens cost nothing.
+  int32_t* q_len = nullptr;   // [T_pad] KV length of the unit led by t (0: t leads none)
+  int32_t* q_row = nullptr;   // [T_pad] block-table row of each query
+  int32_t* q_unit = nullptr;  // [T_pad] 8 * (t - its unit's first token) + the unit's tokens
   int32_t* q_cum = nullptr;  // [T_pad + 1] exclusive prefix of the split-KV cost
   int32_t* sched = nullptr;  // [2] tiles per part, total cost
   MlaPartStart* part_start = nullptr;  // [num_parts]
   __nv_bfloat16* o_lat =
       nullptr;                // [T_pad, H, 512] normalized latent output (single-split queries)
-  float* o_part = nullptr;    // [2 * num_parts, H, 512] normalized partial outputs
-  float* lse_part = nullptr;  // [2 * num_parts, H] natural-log sum-exp of each partial
+  // [2 * num_parts, U * H, 512] normalized partial outputs, U = mla_unit_tokens (row j*H + h:
+  // token j of the unit, head h); room for U = mla_max_unit_tokens.
+  float* o_part = nullptr;
+  float* lse_part = nullptr;  // [2 * num_parts, U * H] natural-log sum-exp of each partial
 };
 
 int mla_num_parts(int num_sms, int num_heads);

@@ -26,15 +26,17 @@ int mla_num_parts(int num_sms, int num_heads) {
 size_t mla_workspace_bytes(int num_queries, int num_heads, int num_parts) {
   const size_t t = static_cast<size_t>(num_queries);
   const size_t h = static_cast<size_t>(num_heads);
+  const size_t sh = static_cast<size_t>(num_heads * mla_max_unit_tokens(num_heads));
   const size_t parts = static_cast<size_t>(num_parts);
-  return align_up(t * 4) * 2 + align_up((t + 1) * 4) + align_up(2 * 4) +
+  return align_up(t * 4) * 3 + align_up((t + 1) * 4) + align_up(2 * 4) +
          align_up(parts * sizeof(MlaPartStart)) + align_up(t * h * kMlaLatent * 2) +
-         align_up(2 * parts * h * kMlaLatent * 4) + align_up(2 * parts * h * 4);
+         align_up(2 * parts * sh * kMlaLatent * 4) + align_up(2 * parts * sh * 4);
 }
 
 MlaWorkspace mla_workspace_carve(void* base, int num_queries, int num_heads, int num_parts) {
   const size_t t = static_cast<size_t>(num_queries);
   const size_t h = static_cast<size_t>(num_heads);
+  const size_t sh = static_cast<size_t>(num_heads * mla_max_unit_tokens(num_heads));
   const size_t parts = static_cast<size_t>(num_parts);
   char* p = static_cast<char*>(base);
   auto take = [&p](size_t bytes) {
@@ -46,12 +48,13 @@ MlaWorkspace mla_workspace_carve(void* base, int num_queries, int num_heads, int
   ws.num_parts = num_parts;
   ws.q_len = reinterpret_cast<int32_t*>(take(t * 4));
   ws.q_row = reinterpret_cast<int32_t*>(take(t * 4));
+  ws.q_unit = reinterpret_cast<int32_t*>(take(t * 4));
   ws.q_cum = reinterpret_cast<int32_t*>(take((t + 1) * 4));
   ws.sched = reinterpret_cast<int32_t*>(take(2 * 4));
   ws.part_start = reinterpret_cast<MlaPartStart*>(take(parts * sizeof(MlaPartStart)));
   ws.o_lat = reinterpret_cast<__nv_bfloat16*>(take(t * h * kMlaLatent * 2));
-  ws.o_part = reinterpret_cast<float*>(take(2 * parts * h * kMlaLatent * 4));
-  ws.lse_part = reinterpret_cast<float*>(take(2 * parts * h * 4));
+  ws.o_part = reinterpret_cast<float*>(take(2 * parts * sh * kMlaLatent * 4));
+  ws.lse_part = reinterpret_cast<float*>(take(2 * parts * sh * 4));
   return ws;
 }
 

@@ -57,6 +57,22 @@ __device__ __forceinline__ int partial_slot(int part, int per_part, int cum) {
   return 2 * part + (cum <= part * per_part ? 0 : 1);
 }
 
+// Row `sub_h` = j * H + h (token j of the slot's unit, head h) of partial slot `slot` in
+// ws.o_part (times kMlaLatent) and ws.lse_part; unit_tokens = mla_unit_tokens(p).
+__device__ __forceinline__ int64_t partial_row(int slot, int unit_tokens, int num_heads,
+                                               int sub_h) {
+  return static_cast<int64_t>(slot) * unit_tokens * num_heads + sub_h;
+}
+
+// The unit of token t < n of sequence `row` (tokens [q_begin, q_end) of the sequence, q_end
+// clamped to n): units of `group` tokens from the sequence's first token on, the last one
+// shorter. Returns t's offset in its unit; *size the unit's tokens.
+__device__ __forceinline__ int unit_of(int t, int q_begin, int q_end, int group, int* size) {
+  const int j = (t - q_begin) % group;
+  *size = min(group, q_end - (t - j));
+  return j;
+}
+
 // query_start_loc and q_cum entries the plan keeps in shared memory for its binary searches (a
 // search over global memory is a chain of dependent ~0.5 us loads; beyond this, it reads global).
 inline constexpr int kPlanCachedEntries = 4096;
@@ -69,6 +85,7 @@ struct PlanShared {
   typename cub::BlockReduce<int, kThreads>::TempStorage reduce;
   int carry;
   int cost_min, cost_max, busy;  // over queries with KV: smallest, largest cost, count
+  int grouped;                   // tokens in units of several tokens
   int qsl[kPlanCachedEntries];
   int cum[kPlanCachedEntries];
 };
@@ -97,7 +114,7 @@ struct PlanLookup {
     }
     return lo;
   }
-  // The KV length of query t of sequence `row`.
+  // The KV length of query t of sequence `row` (of a unit: its last token's).
   __device__ int len(int row, int t) const {
     return causal_len(p->seq_lens[row], qsl(row + 1), t, p->block_table_stride * p->page_size);
   }
@@ -120,9 +137,10 @@ struct PlanTotals {
   int n;         // real queries (the rest is padding)
 };
 
-// The schedule over one block of kThreads threads (all of them call it): each query's length,
-// block-table row and cost, the prefix q_cum (in sh.cum where it fits), and the part size.
-// write: store q_len, q_row, q_cum and sched in the workspace (one block of the grid: the
+// The schedule over one block of kThreads threads (all of them call it): each unit's length,
+// block-table row and cost at its first token (mla_unit_tokens; the other tokens cost nothing),
+// the prefix q_cum (in sh.cum where it fits), and the part size.
+// write: store q_len, q_row, q_unit, q_cum and sched in the workspace (one block of the grid: the
 // combine and later calls that reuse the schedule read them).
 template <int kThreads>
 __device__ PlanTotals plan_schedule(const MlaDecodeProblem& p, const MlaWorkspace& ws,
@@ -139,17 +157,24 @@ __device__ PlanTotals plan_schedule(const MlaDecodeProblem& p, const MlaWorkspac
     sh.cost_min = INT_MAX;
     sh.cost_max = 0;
     sh.busy = 0;
+    sh.grouped = 0;
   }
   __syncthreads();
   // Tokens past the batch's own count (query_start_loc's last entry) are padding as well.
   const int n = min(real_tokens(p), look.qsl(p.num_seqs));
+  const int group = mla_unit_tokens(p);
   for (int base = 0; base < t_pad; base += kThreads) {
     const int t = base + static_cast<int>(threadIdx.x);
     int len = 0;
     int row = 0;
+    int unit = 1;  // 8 * offset in the unit + the unit's tokens
     if (t < n) {
       row = look.seq_of(t);
-      len = look.len(row, t);
+      int size = 1;
+      const int j =
+          group == 1 ? 0 : unit_of(t, look.qsl(row), min(look.qsl(row + 1), n), group, &size);
+      if (j == 0) len = look.len(row, t + size - 1);
+      unit = 8 * j + size;
     }
     const int tiles = ceil_tiles(len);
     const int cost = tiles > 0 ? tiles + kMlaQueryOverheadTiles : 0;
@@ -160,6 +185,7 @@ __device__ PlanTotals plan_schedule(const MlaDecodeProblem& p, const MlaWorkspac
       if (write) {
         ws.q_len[t] = len;
         ws.q_row[t] = row;
+        ws.q_unit[t] = unit;
         ws.q_cum[t] = sh.carry + excl;
       }
       if (look.cum_cached) sh.cum[t] = sh.carry + excl;
@@ -169,17 +195,25 @@ __device__ PlanTotals plan_schedule(const MlaDecodeProblem& p, const MlaWorkspac
     const int hi_c = Reduce(sh.reduce).Reduce(cost, ::cuda::maximum<int>{});
     __syncthreads();
     const int cnt = Reduce(sh.reduce).Sum(cost > 0 ? 1 : 0);
-    __syncthreads();  // every thread has read `carry` and the scan storage is free
+    __syncthreads();
+    int grp = 0;
+    if (group > 1) {  // uniform over the block
+      grp = Reduce(sh.reduce).Sum((unit & 7) > 1 ? 1 : 0);
+      __syncthreads();
+    }
+    // Every thread has read `carry` and the scan storage is free.
     if (threadIdx.x == 0) {
       sh.carry += agg;
       sh.cost_min = min(sh.cost_min, lo_c);
       sh.cost_max = max(sh.cost_max, hi_c);
       sh.busy += cnt;
+      sh.grouped += grp;
     }
     __syncthreads();
   }
   const int total = sh.carry;
   const int busy = sh.busy;
+  const bool grouped = sh.grouped > 0;
   const int cost_min = sh.cost_min;
   const int cost_max = sh.cost_max;
   // At least two tiles a part: a one-tile split costs a Q load and a partial write per tile.
@@ -195,9 +229,11 @@ __device__ PlanTotals plan_schedule(const MlaDecodeProblem& p, const MlaWorkspac
   }
   // Queries of equal cost that fill the grid: a whole number of queries a part, so no query is
   // split (no f32 partials to write and merge), when that costs at most 1/8 more time a part.
+  // Units of several tokens (H = 16 / 32) up to 2.25 times: splitting them costs the combine a
+  // merge that the shorter parts do not win back (docs/PERF.md, run 38).
   if (busy > 0 && cost_min == cost_max) {
     const int whole = (busy + ws.num_parts - 1) / ws.num_parts * cost_max;
-    if (8 * whole <= 9 * per_part) per_part = whole;
+    if ((grouped ? 4 : 8) * whole <= 9 * per_part) per_part = whole;
   }
   if (threadIdx.x == 0) {
     if (write) {
@@ -247,6 +283,8 @@ __device__ __forceinline__ MlaPartStart plan_part_start(const MlaDecodeProblem& 
       ps.tiles = tiles;
       ps.cum = c;
       ps.row = look.seq_of(t);
+      // t leads its unit (only unit leaders cost anything).
+      ps.group = min(mla_unit_tokens(p), min(look.qsl(ps.row + 1), tot.n) - t);
       break;
     }
   }

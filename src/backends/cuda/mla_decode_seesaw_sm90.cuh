@@ -1,7 +1,10 @@
 // mla_decode_splitkv, Hopper version (sm_90a): TMA-fed, two math warpgroups in a "seesaw".
 //
-// One CTA = one split-KV part x one block of 64 query rows (heads; H = 16 / 32 use the first H
-// rows, the rest of Q is zero). It walks the query segments of its part (mla_decode_plan.cuh).
+// One CTA = one split-KV part x one block of 64 query rows: 64 heads of a token (H = 64 / 128), or
+// at H = 16 / 32 the heads of a unit of up to 64 / H consecutive tokens of one sequence
+// (mla_unit_tokens: the tokens of a multi-token decode or a prefill chunk share each KV read; row
+// j*H + h is token j, head h, each with its own causal length). It walks the query segments of
+// its part (mla_decode_plan.cuh).
 // Shared memory: Q [64, 576], two KV tiles [64, 576] (one 64-token page each), P0 [64, 64], all in
 // 64-column SW128 chunks of 8 KB; each KV chunk has its own transaction mbarrier, so a warpgroup
 // starts Q K^T on chunk 0 while chunks 1..8 are still landing.
@@ -66,12 +69,18 @@ static_assert(sizeof(PlanShared<kSeesawThreads>) <= kTileBytes, "the own plan fi
 
 enum SeesawBarrier : int { kScale0Ready = 1, kScale1Ready = 2, kP0Ready = 3, kP1Issued = 4 };
 
-// Tensor maps of one call: Q as [T_pad * H, 576] in boxes of [min(H, 64), 64], the cache as
-// [num_pages * 64, 576] in boxes of [64, 64].
+// Tensor maps of one call: Q as [T_pad * H, 576] in boxes of [seesaw_q_rows, 64], the cache as
+// [num_pages * page_size, 576] in boxes of [min(page_size, 64), 64].
 struct SeesawMaps {
   CUtensorMap q;
   CUtensorMap kv;
 };
+
+// Rows of the Q box: a unit's 64 rows (rows past its tokens are other tokens' or zeros, and
+// unused), fewer only where the whole q_cat has fewer rows.
+__host__ __device__ inline int seesaw_q_rows(int num_queries, int num_heads) {
+  return num_queries * num_heads < kSeesawRows ? num_queries * num_heads : kSeesawRows;
+}
 
 // Initial running max: finite, so e^(m - m') never computes inf - inf, and below any real score.
 inline constexpr float kSeesawMaxInit = -1e30f;
@@ -141,7 +150,8 @@ __device__ __forceinline__ float exp2_ftz(float x) {
 }
 
 // The row maxima of this thread's two rows of S (reduced over the quad), in the log2 domain.
-// kMask: the tile may be the query's last, partial one: scores of tokens >= len become -inf.
+// kMask: the tile may hold tokens past the end of this thread's query (its unit's last tile or
+// the one before): scores of tokens >= len become -inf.
 // The scale is applied to the maxima only (scale > 0 keeps the order); exp_rows folds it in.
 template <bool kMask>
 __device__ __forceinline__ void row_max_log2(float (&s)[32], float scale_log2, int tok0, int len,
@@ -229,7 +239,9 @@ __device__ __forceinline__ void zero_v_tail(uint32_t sv, int valid) {
 // ---------------------------------------------------------------------------------------------
 
 // kSmallPages: pages of 16 or 32 tokens (one box per page); else 64 or 128 (one box per tile).
-template <bool kSmallPages>
+// kUnits: H = 16 / 32, a CTA's rows are a unit of tokens (mla_unit_tokens > 1); else (H = 64 /
+// 128) one token's heads, compiled without the per-token lengths (their registers and masks).
+template <bool kSmallPages, bool kUnits>
 __global__ void __launch_bounds__(kSeesawThreads, 1)
     mla_decode_seesaw_kernel(MlaDecodeProblem p, MlaWorkspace ws,
                              const __grid_constant__ SeesawMaps maps, bool own_plan) {
@@ -261,8 +273,8 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       for (int c = 0; c < kChunks; ++c) tma::mbar_init(bars[b] + 8 * c, 1);
     tma::mbar_fence_init();
   }
-  const int q_rows = min(p.num_heads, kSeesawRows);  // the valid query rows of the CTA
-  if (q_rows < kSeesawRows) {  // Q rows past H stay zero (finite scores, unused rows)
+  const int q_rows = seesaw_q_rows(p.num_queries, p.num_heads);  // rows of the Q box
+  if (q_rows < kSeesawRows) {  // rows past the box stay zero (finite scores, unused rows)
     const int units = (kSeesawRows - q_rows) * 8;
     for (int i = threadIdx.x; i < kChunks * units; i += kSeesawThreads) {
       const int c = i / units;
@@ -299,14 +311,17 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
   uint32_t phase_q = 0;
   uint32_t phase_kv = 0;  // warpgroup w waits only on buffer w's barriers: one phase bit
 
-  // A segment: the tiles [tile0, tile1) of query t (of block-table row `row`) in this part.
+  // A segment: the tiles [tile0, tile1) of the unit of `group` tokens led by query t (of
+  // block-table row `row`; len: its last token's KV length) in this part.
   struct Segment {
-    int t, len, tiles, tile0, tile1, cum, row;
+    int t, len, tiles, tile0, tile1, cum, row, group;
     const int32_t* bt_row;
   };
-  auto set_segment = [&](Segment& sg, int t, int row, int len, int cum) {
+  const int unit_tokens = kUnits ? mla_unit_tokens(p) : 1;
+  auto set_segment = [&](Segment& sg, int t, int row, int len, int cum, int group) {
     sg.t = t;
     sg.row = row;
+    sg.group = kUnits ? group : 1;
     sg.len = len;
     sg.cum = cum;
     sg.tiles = ceil_tiles(len);
@@ -316,26 +331,29 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
   };
   const int max_len = p.block_table_stride * p.page_size;
   // The segment after sg in this part, or false. With own_plan the lengths and costs of the
-  // queries after sg.t come from the call's inputs, as the plan computes them (the workspace's
-  // per-query arrays may not be written yet): one round of loads when query t is in sequence
-  // `row` or the next one (decode, prefill chunks). Otherwise from the workspace: a reused
-  // schedule's lengths and tiles then always agree, even where the inputs changed since it was
-  // computed (a broken reuse contract gives the old call's output, not an illegal instruction).
+  // units after sg's come from the call's inputs, as the plan computes them (the workspace's
+  // per-query arrays may not be written yet): one round of loads when the next unit is in
+  // sequence `row` or the next one (decode, prefill chunks). Otherwise from the workspace: a
+  // reused schedule's lengths and tiles then always agree, even where the inputs changed since it
+  // was computed (a broken reuse contract gives the old call's output, not an illegal
+  // instruction).
   auto next_segment = [&](const Segment& sg, Segment& nx) {
     if (!own_plan) {
-      for (int t = sg.t + 1; t < n; ++t) {
+      for (int t = sg.t + sg.group; t < n; ++t) {
         const int cum = ws.q_cum[t];
         if (cum >= part_end) break;
-        const int len = ws.q_len[t];
+        const int len = ws.q_len[t];  // 0 for tokens that lead no unit
         if (len == 0) continue;
-        set_segment(nx, t, ws.q_row[t], len, cum);
+        set_segment(nx, t, ws.q_row[t], len, cum, kUnits ? ws.q_unit[t] & 7 : 1);
         if (nx.tile0 < nx.tile1) return true;
       }
       return false;
     }
     int cum = sg.cum + sg.tiles + kMlaQueryOverheadTiles;
     int row = sg.row;
-    for (int t = sg.t + 1; t < n && cum < part_end; ++t) {
+    // The unit after sg's starts at t: in sg's sequence, or (t == its end) the next non-empty
+    // sequence's first token; either way it leads its unit.
+    for (int t = sg.t + sg.group; t < n && cum < part_end;) {
       // t < n <= query_start_loc[num_seqs], so t's sequence is row .. num_seqs - 1.
       const int q1 = p.query_start_loc[row + 1];
       const int q2 = p.query_start_loc[min(row + 2, p.num_seqs)];
@@ -353,11 +371,14 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
           seq_len = p.seq_lens[row];
         }
       }
-      const int len = causal_len(seq_len, q_end, t, max_len);
-      if (len == 0) continue;  // no tiles, no cost
-      set_segment(nx, t, row, len, cum);
-      if (nx.tile0 < nx.tile1) return true;
-      cum += nx.tiles + kMlaQueryOverheadTiles;
+      const int group = min(unit_tokens, min(q_end, n) - t);
+      const int len = causal_len(seq_len, q_end, t + group - 1, max_len);
+      if (len > 0) {  // else no tiles, no cost
+        set_segment(nx, t, row, len, cum, group);
+        if (nx.tile0 < nx.tile1) return true;
+        cum += nx.tiles + kMlaQueryOverheadTiles;
+      }
+      t += group;
     }
     return false;
   };
@@ -438,16 +459,21 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     seg.tiles = start.tiles;
     seg.tile0 = start.tile0;
     seg.tile1 = start.tile1;
+    seg.group = kUnits ? start.group : 1;
     seg.bt_row = p.block_table + static_cast<int64_t>(start.row) * p.block_table_stride;
-    // First needed at the query's last tile (or by small pages): it loads beside the pages.
-    seg.len = own_plan
-                  ? causal_len(p.seq_lens[seg.row], p.query_start_loc[seg.row + 1], seg.t, max_len)
-                  : ws.q_len[seg.t];
+    // First needed at the unit's last tiles (or by small pages): it loads beside the pages.
+    seg.len = own_plan ? causal_len(p.seq_lens[seg.row], p.query_start_loc[seg.row + 1],
+                                    seg.t + seg.group - 1, max_len)
+                       : ws.q_len[seg.t];
     if (threadIdx.x == 0) load_segment(seg);
   }
+  // This thread's rows (row0, row0 + 8) are one token's: token j of the unit (H >= 16).
+  const int unit_j = kUnits ? row0 / p.num_heads : 0;
   while (have) {
     const int t = seg.t;
-    const int len = seg.len;
+    const int len = seg.len;  // the unit's: its last token's
+    // This thread's token's own causal length (rows past the unit's tokens: the unit's).
+    const int my_len = kUnits && unit_j < seg.group ? len - (seg.group - 1 - unit_j) : len;
     const int tiles = seg.tiles;
     const int tile0 = seg.tile0;
     const int tile1 = seg.tile1;
@@ -501,7 +527,9 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
           if (leader) load_chunks(seg, 0, b + 2, y2, 8, 9);
         }
         float mx[2];
-        row_max_log2<!has1>(s, scale_log2, b * kMlaPage, len, mx);  // b is full when b + 1 exists
+        // Tile b is full when b + 1 exists, for every row of a unit when b + 2 does (a unit's
+        // lengths differ by less than a tile).
+        row_max_log2<kUnits ? !has2 : !has1>(s, scale_log2, b * kMlaPage, my_len, mx);
         float m_new[2], f0[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
@@ -586,7 +614,9 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         // ---- softmax of S1 (after wg0's, whose max it extends) ----
         tma::bar_sync(kScale0Ready, kSeesawThreads);
         float mx[2] = {-INFINITY, -INFINITY};
-        if constexpr (has1) row_max_log2<!has2>(s, scale_log2, (b + 1) * kMlaPage, len, mx);
+        if constexpr (has1) {
+          row_max_log2<kUnits ? !has3 : !has2>(s, scale_log2, (b + 1) * kMlaPage, my_len, mx);
+        }
         float m_new[2], f1[2], f01[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
@@ -681,20 +711,23 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     if (have_next && threadIdx.x == 0) load_segment(next);
     const bool whole = tile0 == 0 && tile1 == tiles;
     const int slot = whole ? 0 : partial_slot(part, per_part, seg.cum);
+    // The rows of the unit's tokens (a multiple of 16: a warp's rows are all stored or skipped).
+    const int out_rows = kUnits ? seg.group * p.num_heads : kSeesawRows;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = row0 + 8 * r;
-      if (row >= q_rows) continue;
-      const int head = head0 + row;
+      if (row >= out_rows) continue;
+      const int head = head0 + row;  // j * H + h at H < 64
       const float l = sm.l[0][row] + sm.l[1][row];
-      const float inv_l = 1.0f / l;
+      // l = 0: a split of a unit whose shorter tokens have no KV in this part; the partial then
+      // weighs nothing in the merge (log-sum-exp -inf, zero output).
+      const float inv_l = l > 0.0f ? 1.0f / l : 0.0f;
       if (whole) {
         __nv_bfloat16* dst =
             ws.o_lat + (static_cast<int64_t>(t) * p.num_heads + head) * kMlaLatent + 256 * wg;
         // A quad holds 16 columns (32 bytes) of the row for each pair of j; two shuffles give
         // lane k columns 16jj + 4k .. + 3, so each store fills whole 32-byte sectors (4-byte
         // stores left half-filled sectors: 64 KB a CTA took ~5.5 us, PERF.md run 30).
-        // (q_rows is a multiple of 16, so a warp's rows are all stored or all skipped.)
         const int k = lane % 4;
         const bool send_own = ((k ^ (k >> 1)) & 1) != 0;
 #pragma unroll
@@ -712,16 +745,15 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
               (k & 1) ? make_uint2(other, kept) : make_uint2(kept, other);
         }
       } else {
-        float* dst =
-            ws.o_part + (static_cast<int64_t>(slot) * p.num_heads + head) * kMlaLatent + 256 * wg;
+        const int64_t prow = partial_row(slot, unit_tokens, p.num_heads, head);
+        float* dst = ws.o_part + prow * kMlaLatent + 256 * wg;
 #pragma unroll
         for (int j = 0; j < 32; ++j) {
           *reinterpret_cast<float2*>(dst + 8 * j + 2 * (lane % 4)) =
               make_float2(o[4 * j + 2 * r] * inv_l, o[4 * j + 2 * r + 1] * inv_l);
         }
         if (wg == 0 && lane % 4 == 0) {
-          ws.lse_part[static_cast<int64_t>(slot) * p.num_heads + head] =
-              (sm.m[row] + log2f(l)) * kLn2;
+          ws.lse_part[prow] = l > 0.0f ? (sm.m[row] + log2f(l)) * kLn2 : -INFINITY;
         }
       }
     }

@@ -15,17 +15,17 @@
 namespace mlafuse::cuda {
 namespace {
 
-template <bool kSmallPages>
+template <bool kSmallPages, bool kUnits>
 void launch_seesaw(const MlaDecodeProblem& p, const MlaWorkspace& ws, bool own_plan,
                    cudaStream_t stream) {
   mla::SeesawMaps maps;
   maps.q = tma::make_map_2d_bf16_sw128(
       p.q_cat, static_cast<uint64_t>(p.num_queries) * p.num_heads, kMlaRow, kMlaRow * 2,
-      static_cast<uint32_t>(std::min(p.num_heads, mla::kSeesawRows)), "q_cat");
+      static_cast<uint32_t>(mla::seesaw_q_rows(p.num_queries, p.num_heads)), "q_cat");
   maps.kv = tma::make_map_2d_bf16_sw128(
       p.kv_cache, static_cast<uint64_t>(p.num_pages) * p.page_size, kMlaRow, kMlaRow * 2,
       static_cast<uint32_t>(std::min(p.page_size, kMlaPage)), "kv_cache");
-  auto kernel = mla::mla_decode_seesaw_kernel<kSmallPages>;
+  auto kernel = mla::mla_decode_seesaw_kernel<kSmallPages, kUnits>;
   MLAFUSE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           mla::kSeesawSmemBytes));
   const int head_blocks = p.num_heads > mla::kSeesawRows ? p.num_heads / mla::kSeesawRows : 1;
@@ -47,10 +47,13 @@ void launch_mla_decode_splitkv(const MlaDecodeProblem& p, const MlaWorkspace& ws
                 " is not supported; expected 16, 32, 64 or 128");
   const bool own_plan = schedule == MlaSchedule::kCompute && p.num_queries <= kMlaOwnPlanQueries;
   if (schedule == MlaSchedule::kCompute && !own_plan) launch_mla_plan(p, ws, stream);
+  const bool units = mla_unit_tokens(p) > 1;
   if (p.page_size < kMlaPage) {
-    launch_seesaw<true>(p, ws, own_plan, stream);
+    units ? launch_seesaw<true, true>(p, ws, own_plan, stream)
+          : launch_seesaw<true, false>(p, ws, own_plan, stream);
   } else {
-    launch_seesaw<false>(p, ws, own_plan, stream);
+    units ? launch_seesaw<false, true>(p, ws, own_plan, stream)
+          : launch_seesaw<false, false>(p, ws, own_plan, stream);
   }
 }
 
