@@ -157,6 +157,7 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
     p.q_cat = static_cast<const __nv_bfloat16*>(in.q_cat);
     p.kv_cache = static_cast<const __nv_bfloat16*>(cache);
     p.w_uv = static_cast<const __nv_bfloat16*>(w_uv);
+    p.one_token_per_seq = c.k == 1;  // as an engine's one-token decode graphs run
   }
   MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
 

@@ -315,6 +315,7 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
   p.q_cat = static_cast<const __nv_bfloat16*>(a.q.raw());
   p.kv_cache = static_cast<const __nv_bfloat16*>(a.kv_cache.raw());
   p.w_uv = static_cast<const __nv_bfloat16*>(a.w_uv.raw());
+  p.one_token_per_seq = a.tokens_per_seq == 1;
 
   const MlaOutputParams out = mla_output_params(
       quant, a.out.raw(), a.output_scale.defined() ? a.output_scale.data<float>() : nullptr,

@@ -65,6 +65,8 @@ int64_t validate_attention_metadata(const AttentionMetadata& m, MetadataForm for
                 "attention metadata: negative counts (num_decodes ", m.num_decodes,
                 ", num_decode_tokens ", m.num_decode_tokens, ", num_prefills ", m.num_prefills,
                 ", num_prefill_tokens ", m.num_prefill_tokens, ")");
+  MLAFUSE_CHECK(m.max_decode_query_len >= 0, "attention metadata: max_decode_query_len ",
+                m.max_decode_query_len, " is negative (0: not given)");
   MLAFUSE_CHECK(
       padded || m.num_decode_tokens >= m.num_decodes, "attention metadata: ", m.num_decodes,
       " decodes need at least as many tokens, got num_decode_tokens ", m.num_decode_tokens);
@@ -93,6 +95,10 @@ int64_t validate_attention_metadata(const AttentionMetadata& m, MetadataForm for
       MLAFUSE_CHECK(lens[i] >= q, "sequence ", i, ": seq_lens ", lens[i], " is shorter than its ",
                     q, " query tokens");
     }
+    const bool within = !decode || m.max_decode_query_len == 0 || q <= m.max_decode_query_len;
+    MLAFUSE_CHECK(within, "decode ", i, " has ", q,
+                  " query tokens in query_start_loc, more than max_decode_query_len ",
+                  m.max_decode_query_len);
     MLAFUSE_CHECK(lens[i] <= m.block_table.dim(1) * m.page_size, "sequence ", i, ": seq_lens ",
                   lens[i], " needs more than the ", m.block_table.dim(1), " pages of block_table ",
                   m.block_table.str());

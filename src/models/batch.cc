@@ -97,6 +97,7 @@ Batch make_batch(const MlaConfig& cfg, int64_t num_layers, const BatchSpec& spec
   AttentionMetadata& m = b.meta;
   m.num_decodes = static_cast<int64_t>(spec.decode_lens.size());
   m.num_decode_tokens = decode_tokens;
+  m.max_decode_query_len = dq;
   m.num_prefills = static_cast<int64_t>(spec.prefills.size());
   m.num_prefill_tokens = prefill_tokens;
   m.page_size = page;

@@ -61,8 +61,9 @@ void fill_graph_meta(const AttentionMetadata& meta, int64_t n, int64_t t_pad,
 RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n) {
   const bool decode_only = meta.num_prefills == 0;
   const int64_t cols = meta.block_table.dim(1);
-  bool fits =
-      b.work != nullptr && b.key->decode_only == decode_only && cols <= b.key->block_table_cols;
+  bool fits = b.work != nullptr && b.key->decode_only == decode_only &&
+              cols <= b.key->block_table_cols &&
+              b.key->one_token_decodes == meta.one_token_decodes();
   if (fits && !decode_only) {
     fits = b.key->num_decodes == meta.num_decodes &&
            b.key->num_decode_tokens == meta.num_decode_tokens &&
@@ -82,6 +83,7 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
     key.decode_only = decode_only;
     key.num_decodes = decode_only ? b.t_pad : meta.num_decodes;
     key.num_decode_tokens = decode_only ? b.t_pad : meta.num_decode_tokens;
+    key.one_token_decodes = meta.one_token_decodes();
     key.num_prefills = meta.num_prefills;
     key.num_prefill_tokens = meta.num_prefill_tokens;
     if (!decode_only) key.prefill_shape = prefill_shape(meta);
@@ -100,6 +102,8 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
     AttentionMetadata& h = b.host_meta;
     h.num_decodes = key.num_decodes;
     h.num_decode_tokens = key.num_decode_tokens;
+    // The kind alone: T_pad bounds the decodes of every batch the graph replays.
+    h.max_decode_query_len = key.one_token_decodes ? 1 : b.t_pad;
     h.num_prefills = key.num_prefills;
     h.num_prefill_tokens = key.num_prefill_tokens;
     h.page_size = meta.page_size;

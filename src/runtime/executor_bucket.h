@@ -61,6 +61,10 @@ struct GraphKey {
   bool decode_only = true;
   int64_t num_decodes = 0;
   int64_t num_decode_tokens = 0;
+  // AttentionMetadata::one_token_decodes of the captured batch: it picks the decode kernels'
+  // schedule, so a graph replays only for batches of the same kind (eager and replayed runs then
+  // agree bit for bit).
+  bool one_token_decodes = true;
   int64_t num_prefills = 0;
   int64_t num_prefill_tokens = 0;
   int64_t block_table_cols = 0;  // capacity: later batches may use fewer

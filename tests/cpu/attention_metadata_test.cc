@@ -62,6 +62,28 @@ TEST(AttentionMetadata, MultiTokenDecodes) {
   expect_error(counts, MetadataForm::kStep, "3 decodes need at least as many tokens");
 }
 
+// The decode query length picks the decode kernels' schedule: given, it bounds every decode;
+// absent (0), the counts decide.
+TEST(AttentionMetadata, MaxDecodeQueryLen) {
+  AttentionMetadata m = decodes({2, 40, 3}, {0, 2, 3, 6}, 6);
+  EXPECT_FALSE(m.one_token_decodes());
+  m.max_decode_query_len = 3;
+  EXPECT_EQ(validate_attention_metadata(m, MetadataForm::kStep), 6);
+  EXPECT_FALSE(m.one_token_decodes());
+  m.max_decode_query_len = 2;
+  expect_error(m, MetadataForm::kStep,
+               "decode 2 has 3 query tokens in query_start_loc, more than max_decode_query_len 2");
+  m.max_decode_query_len = -1;
+  expect_error(m, MetadataForm::kStep, "max_decode_query_len -1 is negative");
+  AttentionMetadata one = decodes({2, 40, 3}, {0, 1, 2, 3}, 3);
+  EXPECT_TRUE(one.one_token_decodes());
+  one.max_decode_query_len = 4;  // an MTP engine's step whose decodes hold one token each
+  EXPECT_EQ(validate_attention_metadata(one, MetadataForm::kStep), 3);
+  EXPECT_FALSE(one.one_token_decodes());
+  one.max_decode_query_len = 1;
+  EXPECT_TRUE(one.one_token_decodes());
+}
+
 TEST(AttentionMetadata, PaddedDecodesTakeOneTokenOrNone) {
   // A CUDA-graph bucket of 6: two real decodes of 2 tokens, then padding decodes of length 0
   // taking the 2 padding tokens one each, then none.

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <tuple>
@@ -68,11 +69,15 @@ struct Batch {
   int pad = 0;
   uint32_t seed = 1;
   int page_size = kPage;
+  // The one-token promise (MlaDecodeProblem::one_token_per_seq); unset: made exactly when every
+  // sequence has at most one query token.
+  std::optional<bool> one_token_per_seq;
 };
 
 // Host data of one batch and the per-query view the reference needs.
 struct HostProblem {
   int heads = 0, n = 0, t_pad = 0, num_seqs = 0, num_pages = 0, bt_stride = 0, page_size = 0;
+  bool one_token_per_seq = false;
   float scale = 0.0f;
   std::vector<int32_t> seq_lens, qsl, block_table;
   std::vector<uint16_t> cache, q_cat, w_uv;
@@ -98,6 +103,8 @@ HostProblem make_problem(const Batch& b) {
     total_pages += pages;
   }
   h.n = h.qsl.back();
+  h.one_token_per_seq = b.one_token_per_seq.value_or(
+      std::all_of(b.q_tokens.begin(), b.q_tokens.end(), [](int q) { return q <= 1; }));
   h.t_pad = h.n + b.pad;
   h.seq_lens.assign(b.seq_lens.begin(), b.seq_lens.end());
   h.num_pages = total_pages + 3;  // three pages nobody owns (NaN)
@@ -198,6 +205,7 @@ struct DeviceProblem {
     p.q_cat = q_cat.as<__nv_bfloat16>();
     p.kv_cache = cache.as<__nv_bfloat16>();
     p.w_uv = w_uv.as<__nv_bfloat16>();
+    p.one_token_per_seq = h.one_token_per_seq;
   }
   // kCompute: up to kMlaOwnPlanQueries queries the attention's CTAs compute the schedule, beyond
   // that the plan kernel does; kReuse reads the one an earlier call stored.
@@ -454,6 +462,28 @@ TEST(MlaDecodeSmall, TokenUnitsH16H32) {
     big.pad = 2;
     big.seed = 50u + static_cast<uint32_t>(heads);
     run_batch(big, false);
+  }
+}
+
+// One-token batches on either schedule: with token units (no one-token promise, as an MTP graph
+// runs a step whose decodes hold one token) and without (the promise, every other one-token test);
+// a multi-token batch under the promise still gets its causal lengths right.
+TEST(MlaDecodeSmall, OneTokenPromiseEitherWay) {
+  SKIP_WITHOUT_GPU();
+  for (int heads : {16, 32}) {
+    for (int batch : {1, 7, 64}) {
+      Batch b = decode_batch(heads, batch, 2, 70u + static_cast<uint32_t>(heads + batch));
+      b.one_token_per_seq = false;
+      run_batch(b, batch == 7);
+    }
+    Batch multi;
+    multi.heads = heads;
+    multi.seq_lens = {130, 65, 700, 3};
+    multi.q_tokens = {4, 2, 1, 3};
+    multi.pad = 1;
+    multi.seed = 90u + static_cast<uint32_t>(heads);
+    multi.one_token_per_seq = true;
+    run_batch(multi, false);
   }
 }
 

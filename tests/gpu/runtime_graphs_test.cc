@@ -65,15 +65,18 @@ TEST(RuntimeGraphs, ReplaysMatchEagerRunsForEveryBatchOfTheBucket) {
   };
   // Bucket 4: captured at 3 decodes, replayed at 4 and 3 others; a prefill batch of 4 tokens is
   // another composition (captured anew), and so is decode-only after it. Bucket 8: captured at 7
-  // decodes, replayed at 5, then at multi-token decodes (MTP) of 8 and 6 tokens; those beside a
-  // prefill are another composition again. Bucket 4 replays MTP decodes of 2 tokens each.
+  // decodes, replayed at 5; multi-token decodes (MTP) of 8 tokens are another kind (their
+  // schedule has token units, AttentionMetadata::one_token_decodes) captured anew, replayed at 6;
+  // those beside a prefill are another composition again. Bucket 4 captures MTP decodes of 2
+  // tokens each, then one-token decodes again, and replays them.
   const std::vector<Case> cases = {
       {{5, 700, 1}, {}, true},        {{130, 2, 64, 65}, {}, false},
       {{999, 5, 6}, {}, false},       {{3}, {{3, 40}}, true},
       {{10, 20, 30}, {}, true},       {{17, 18, 19, 20, 21, 22, 23}, {}, true},
-      {{300, 1, 2, 3, 4}, {}, false}, {{300, 2, 9, 64}, {}, false, 2},
+      {{300, 1, 2, 3, 4}, {}, false}, {{300, 2, 9, 64}, {}, true, 2},
       {{70, 5}, {}, false, 3},        {{40, 3}, {{2, 10}}, true, 2},
-      {{700, 65}, {}, false, 2},
+      {{700, 65}, {}, true, 2},       {{66, 67, 68}, {}, true},
+      {{9, 8, 7, 6}, {}, false},
   };
   std::vector<models::Batch> batches;
   int64_t pages = 0;

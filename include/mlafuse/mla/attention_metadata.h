@@ -17,6 +17,10 @@ namespace mlafuse {
 struct AttentionMetadata {
   int64_t num_decodes = 0;          // decode sequences, which come first
   int64_t num_decode_tokens = 0;    // their query tokens (== num_decodes when each has one)
+  // Most query tokens of one decode (vLLM's decode query length; 1 without MTP), or 0: not given,
+  // then counted as one when num_decode_tokens == num_decodes, else more (one_token_decodes).
+  // Fixed over the steps one CUDA graph replays; it picks the decode kernels' schedule.
+  int64_t max_decode_query_len = 0;
   int64_t num_prefills = 0;         // prefill sequences
   int64_t num_prefill_tokens = 0;
   int64_t page_size = 64;
@@ -26,6 +30,10 @@ struct AttentionMetadata {
   Tensor slot_mapping;     // [T_pad] i32: cache slot of each token (page * page_size + offset); -1 skips
 
   int64_t num_seqs() const { return num_decodes + num_prefills; }
+  // Every decode holds at most one query token (the decode kernels' schedule without token units).
+  bool one_token_decodes() const {
+    return max_decode_query_len > 0 ? max_decode_query_len == 1 : num_decode_tokens == num_decodes;
+  }
   int64_t num_tokens() const { return num_decode_tokens + num_prefill_tokens; }
 };
 

@@ -316,6 +316,7 @@ void run_mla_attention(const OpCall& call, const RunContext& ctx, DeviceContext&
   p.q_cat = q_cat;
   p.kv_cache = static_cast<const __nv_bfloat16*>(cache.raw());
   p.w_uv = static_cast<const __nv_bfloat16*>(w.w_uv.raw());
+  p.one_token_per_seq = ctx.host_meta->one_token_decodes();
 
   const MlaOutputParams out = mla_output_params(
       plan.quant, call.outputs[ir::mla_attention::out::kOut].raw(),

@@ -75,13 +75,19 @@ struct MlaDecodeProblem {
   const __nv_bfloat16* q_cat = nullptr;     // [T_pad, H, 576]: absorbed q_nope | q_pe
   const __nv_bfloat16* kv_cache = nullptr;  // [num_pages, page_size, 576]
   const __nv_bfloat16* w_uv = nullptr;      // [H, 512, 128]
+  // The caller's promise, fixed for every replay of a CUDA graph, that each sequence holds at most
+  // one of this call's query tokens: the H = 16 / 32 kernels then run without token units, whose
+  // 64-row plan costs a one-token batch ~5 us (PERF.md runs 39-40). Any batch still gets correct
+  // results either way; only the schedule, hence the rounding of split-KV merges, differs.
+  bool one_token_per_seq = false;
 };
 
-// Query tokens of one attention unit in this call. It depends on H alone, not on the batch's
-// shape: a CUDA-graph replay of a padded batch and an eager run of the same tokens must give the
-// same schedule, hence the same bits (gating it on T_pad > num_seqs broke that, PERF.md run 38).
+// Query tokens of one attention unit in this call. It depends on H and the caller's static
+// one-token promise, never on the batch's device metadata: a CUDA-graph replay of a padded batch
+// and an eager run of the same tokens must give the same schedule, hence the same bits (gating it
+// on T_pad > num_seqs broke that, PERF.md run 38).
 __host__ __device__ inline int mla_unit_tokens(const MlaDecodeProblem& p) {
-  return mla_max_unit_tokens(p.num_heads);
+  return p.one_token_per_seq ? 1 : mla_max_unit_tokens(p.num_heads);
 }
 
 // Scratch of one call, carved from one device buffer by mla_workspace_carve.
