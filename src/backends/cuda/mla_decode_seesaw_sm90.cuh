@@ -76,10 +76,12 @@ struct SeesawMaps {
   CUtensorMap kv;
 };
 
-// Rows of the Q box: a unit's 64 rows (rows past its tokens are other tokens' or zeros, and
-// unused), fewer only where the whole q_cat has fewer rows.
-__host__ __device__ inline int seesaw_q_rows(int num_queries, int num_heads) {
-  return num_queries * num_heads < kSeesawRows ? num_queries * num_heads : kSeesawRows;
+// Rows of the Q box: those of a unit of mla_unit_tokens(p) tokens, at most 64 (at H = 16 / 32
+// with units: 64 rows, those past a shorter unit's tokens being other tokens' or zeros, and
+// unused), fewer where the whole q_cat has fewer rows. Without units (U = 1): min(H, 64).
+__host__ __device__ inline int seesaw_q_rows(const MlaDecodeProblem& p) {
+  const int tokens = mla_unit_tokens(p) < p.num_queries ? mla_unit_tokens(p) : p.num_queries;
+  return tokens * p.num_heads < kSeesawRows ? tokens * p.num_heads : kSeesawRows;
 }
 
 // Initial running max: finite, so e^(m - m') never computes inf - inf, and below any real score.
@@ -273,7 +275,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       for (int c = 0; c < kChunks; ++c) tma::mbar_init(bars[b] + 8 * c, 1);
     tma::mbar_fence_init();
   }
-  const int q_rows = seesaw_q_rows(p.num_queries, p.num_heads);  // rows of the Q box
+  const int q_rows = seesaw_q_rows(p);  // rows of the Q box
   if (q_rows < kSeesawRows) {  // rows past the box stay zero (finite scores, unused rows)
     const int units = (kSeesawRows - q_rows) * 8;
     for (int i = threadIdx.x; i < kChunks * units; i += kSeesawThreads) {
@@ -711,8 +713,9 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     if (have_next && threadIdx.x == 0) load_segment(next);
     const bool whole = tile0 == 0 && tile1 == tiles;
     const int slot = whole ? 0 : partial_slot(part, per_part, seg.cum);
-    // The rows of the unit's tokens (a multiple of 16: a warp's rows are all stored or skipped).
-    const int out_rows = kUnits ? seg.group * p.num_heads : kSeesawRows;
+    // The rows of the unit's tokens, or of one token's heads (a multiple of 16: a warp's rows are
+    // all stored or skipped).
+    const int out_rows = kUnits ? seg.group * p.num_heads : q_rows;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = row0 + 8 * r;
