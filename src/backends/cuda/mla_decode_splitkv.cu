@@ -19,9 +19,9 @@ template <bool kSmallPages, bool kUnits>
 void launch_seesaw(const MlaDecodeProblem& p, const MlaWorkspace& ws, bool own_plan,
                    cudaStream_t stream) {
   mla::SeesawMaps maps;
-  maps.q = tma::make_map_2d_bf16_sw128(
-      p.q_cat, static_cast<uint64_t>(p.num_queries) * p.num_heads, kMlaRow, kMlaRow * 2,
-      static_cast<uint32_t>(mla::seesaw_q_rows(p)), "q_cat");
+  maps.q = tma::make_map_2d_bf16_sw128(p.q_cat, static_cast<uint64_t>(p.num_queries) * p.num_heads,
+                                       kMlaRow, kMlaRow * 2,
+                                       static_cast<uint32_t>(mla::seesaw_q_rows(p)), "q_cat");
   maps.kv = tma::make_map_2d_bf16_sw128(
       p.kv_cache, static_cast<uint64_t>(p.num_pages) * p.page_size, kMlaRow, kMlaRow * 2,
       static_cast<uint32_t>(std::min(p.page_size, kMlaPage)), "kv_cache");
