@@ -2,7 +2,6 @@
 // token count, and replay.
 #include <algorithm>
 #include <cstring>
-#include <optional>
 
 #include "executor_bucket.h"
 #include "mlafuse/core/error.h"
@@ -61,25 +60,39 @@ void fill_graph_meta(const AttentionMetadata& meta, int64_t n, int64_t t_pad,
 RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n) {
   const bool decode_only = meta.num_prefills == 0;
   const int64_t cols = meta.block_table.dim(1);
-  bool fits = b.work != nullptr && b.key->decode_only == decode_only &&
-              cols <= b.key->block_table_cols &&
-              b.key->one_token_decodes == meta.one_token_decodes();
-  if (fits && !decode_only) {
-    fits = b.key->num_decodes == meta.num_decodes &&
-           b.key->num_decode_tokens == meta.num_decode_tokens &&
-           b.key->num_prefills == meta.num_prefills &&
-           b.key->num_prefill_tokens == meta.num_prefill_tokens &&
-           b.key->prefill_shape == prefill_shape(meta);
+  auto fits = [&](const GraphKey& k) {
+    if (k.decode_only != decode_only || cols > k.block_table_cols ||
+        k.one_token_decodes != meta.one_token_decodes()) {
+      return false;
+    }
+    return decode_only ||
+           (k.num_decodes == meta.num_decodes && k.num_decode_tokens == meta.num_decode_tokens &&
+            k.num_prefills == meta.num_prefills &&
+            k.num_prefill_tokens == meta.num_prefill_tokens &&
+            k.prefill_shape == prefill_shape(meta));
+  };
+  // A graph whose recorded launches point at memory the backend has since moved never replays.
+  std::erase_if(b.graphs, [](const std::unique_ptr<BucketGraph>& g) { return g->work->stale(); });
+  BucketGraph* graph = nullptr;
+  for (const auto& g : b.graphs) {
+    if (fits(g->key)) {
+      graph = g.get();
+      break;
+    }
   }
   RunStats stats;
   stats.num_tokens = n;
   stats.t_pad = b.t_pad;
-  if (!fits) {
+  if (graph == nullptr) {
     // An eager run first: it sizes the backend's workspaces (which must not grow while
     // capturing), gives per-node times, and leaves correct results should capture be unsupported.
     const RunStats eager = run_eager(b, meta, n);
     stats.nodes = eager.nodes;
-    GraphKey key;
+    // That run may have grown the backend's scratch under the bucket's other graphs.
+    std::erase_if(b.graphs, [](const std::unique_ptr<BucketGraph>& g) { return g->work->stale(); });
+    auto fresh = std::make_unique<BucketGraph>();
+    BucketGraph& gr = *fresh;
+    GraphKey& key = gr.key;
     key.decode_only = decode_only;
     key.num_decodes = decode_only ? b.t_pad : meta.num_decodes;
     key.num_decode_tokens = decode_only ? b.t_pad : meta.num_decode_tokens;
@@ -99,7 +112,7 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
     }
     key.block_table_cols = std::max(cols, capacity);
     const int64_t s = key.num_decodes + key.num_prefills;
-    AttentionMetadata& h = b.host_meta;
+    AttentionMetadata& h = gr.host_meta;
     h.num_decodes = key.num_decodes;
     h.num_decode_tokens = key.num_decode_tokens;
     // The kind alone: T_pad bounds the decodes of every batch the graph replays.
@@ -118,45 +131,54 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
       backend_.copy(t, d);
       return d;
     };
-    b.device_meta = h;
-    b.device_meta.seq_lens = dev_copy(h.seq_lens);
-    b.device_meta.query_start_loc = dev_copy(h.query_start_loc);
-    b.device_meta.block_table = dev_copy(h.block_table);
-    b.device_meta.slot_mapping = dev_copy(h.slot_mapping);
-    b.n_host = Tensor::empty(DType::kI32, {1});
-    b.n_host.data<int32_t>()[0] = static_cast<int32_t>(n);
-    b.n_device = dev_copy(b.n_host);
-    b.ctx = RunContext{};
-    b.ctx.host_meta = &b.host_meta;
-    b.ctx.device_meta = &b.device_meta;
-    b.ctx.weights = &device_weights_;
-    b.ctx.num_tokens = decode_only ? b.t_pad : n;  // launches cover this; n is read on device
-    b.ctx.num_tokens_device = b.n_device.data<int32_t>();
+    gr.device_meta = h;
+    gr.device_meta.seq_lens = dev_copy(h.seq_lens);
+    gr.device_meta.query_start_loc = dev_copy(h.query_start_loc);
+    gr.device_meta.block_table = dev_copy(h.block_table);
+    gr.device_meta.slot_mapping = dev_copy(h.slot_mapping);
+    gr.n_host = Tensor::empty(DType::kI32, {1});
+    gr.n_host.data<int32_t>()[0] = static_cast<int32_t>(n);
+    gr.n_device = dev_copy(gr.n_host);
+    gr.ctx = RunContext{};
+    gr.ctx.host_meta = &gr.host_meta;
+    gr.ctx.device_meta = &gr.device_meta;
+    gr.ctx.weights = &device_weights_;
+    gr.ctx.num_tokens = decode_only ? b.t_pad : n;  // launches cover this; n is read on device
+    gr.ctx.num_tokens_device = gr.n_device.data<int32_t>();
     Bucket* bp = &b;
+    BucketGraph* gp = &gr;
     Backend* be = &backend_;
     // Everything the body touches lives in the bucket, so a backend may keep it for replays.
-    b.work = backend_.capture([bp, be] {
+    gr.work = backend_.capture([bp, gp, be] {
       for (PreparedCall& c : bp->calls) {
-        be->run(OpCall{c.node->op(), c.node->attrs(), c.inputs, c.outputs}, bp->ctx);
+        be->run(OpCall{c.node->op(), c.node->attrs(), c.inputs, c.outputs}, gp->ctx);
       }
     });
-    if (b.work == nullptr) {  // nothing to capture on this backend: run eagerly from now on
+    if (gr.work == nullptr) {  // nothing to capture on this backend: run eagerly from now on
       b.cannot_capture = true;
-      b.key.reset();
+      b.graphs.clear();
       return eager;
     }
-    b.key = key;
+    if (b.graphs.size() >= kGraphsPerBucket) {
+      b.graphs.erase(std::min_element(
+          b.graphs.begin(), b.graphs.end(),
+          [](const auto& x, const auto& y) { return x->last_used < y->last_used; }));
+    }
+    graph = fresh.get();
+    b.graphs.push_back(std::move(fresh));
     stats.graph_captured = true;
   }
-  fill_graph_meta(meta, n, b.t_pad, b.host_meta);
-  backend_.copy(b.host_meta.seq_lens, b.device_meta.seq_lens);
-  backend_.copy(b.host_meta.query_start_loc, b.device_meta.query_start_loc);
-  backend_.copy(b.host_meta.block_table, b.device_meta.block_table);
-  backend_.copy(b.host_meta.slot_mapping, b.device_meta.slot_mapping);
-  b.n_host.data<int32_t>()[0] = static_cast<int32_t>(n);
-  backend_.copy(b.n_host, b.n_device);
+  BucketGraph& gr = *graph;
+  gr.last_used = ++b.use_clock;
+  fill_graph_meta(meta, n, b.t_pad, gr.host_meta);
+  backend_.copy(gr.host_meta.seq_lens, gr.device_meta.seq_lens);
+  backend_.copy(gr.host_meta.query_start_loc, gr.device_meta.query_start_loc);
+  backend_.copy(gr.host_meta.block_table, gr.device_meta.block_table);
+  backend_.copy(gr.host_meta.slot_mapping, gr.device_meta.slot_mapping);
+  gr.n_host.data<int32_t>()[0] = static_cast<int32_t>(n);
+  backend_.copy(gr.n_host, gr.n_device);
   stats.replay_us =
-      backend_.time_us([&] { b.work->replay(); }, options_.timing_iters, options_.timing_warmup);
+      backend_.time_us([&] { gr.work->replay(); }, options_.timing_iters, options_.timing_warmup);
   stats.total_us = stats.replay_us;
   stats.graph_replayed = true;
   backend_.synchronize();

@@ -4,7 +4,6 @@
 
 #include <map>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -73,18 +72,31 @@ struct GraphKey {
   std::vector<int32_t> prefill_shape;
 };
 
+// One captured graph of a bucket: its key, the persistent metadata (host and device) and device
+// n its launches read, and the work. Heap-held, so the captured body's pointers stay valid.
+struct BucketGraph {
+  GraphKey key;
+  std::unique_ptr<CapturedWork> work;
+  AttentionMetadata host_meta, device_meta;
+  Tensor n_host, n_device;  // [1] i32
+  RunContext ctx;
+  uint64_t last_used = 0;  // the bucket's use clock at its last replay
+};
+
+// Graphs a bucket keeps: one-token decode steps, MTP decode steps and two compositions with
+// prefills, so a workload that alternates kinds replays instead of capturing at every change.
+// The least recently replayed goes first.
+inline constexpr size_t kGraphsPerBucket = 4;
+
 struct Executor::Bucket {
   int64_t t_pad = 0;
   std::map<const ir::Value*, Tensor> buffers;  // inputs and node outputs (aliases share)
   std::map<const ir::Value*, Tensor> staging;  // host staging of inputs
   std::vector<PreparedCall> calls;
-  // Graph mode: persistent metadata (host and device), the device n, the captured work.
-  std::optional<GraphKey> key;
-  std::unique_ptr<CapturedWork> work;
+  // Graph mode: the captured graphs (they share the buffers: runs are in stream order).
+  std::vector<std::unique_ptr<BucketGraph>> graphs;
+  uint64_t use_clock = 0;
   bool cannot_capture = false;
-  AttentionMetadata host_meta, device_meta;
-  Tensor n_host, n_device;  // [1] i32
-  RunContext ctx;
 };
 
 }  // namespace mlafuse::runtime

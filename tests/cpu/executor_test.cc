@@ -369,7 +369,13 @@ class CapturingCpuBackend : public testing::WrappedCpuBackend {
   std::unique_ptr<CapturedWork> capture(const std::function<void()>& body) override {
     struct Work : CapturedWork {
       std::function<void()> body;
-      void replay() override { body(); }
+      const uint64_t* generation = nullptr;
+      uint64_t captured_at = 0;
+      void replay() override {
+        ASSERT_FALSE(stale()) << "a stale capture replayed";
+        body();
+      }
+      bool stale() const override { return *generation != captured_at; }
     };
     capturing_ = true;
     body();
@@ -377,9 +383,13 @@ class CapturingCpuBackend : public testing::WrappedCpuBackend {
     ++captures_;
     auto w = std::make_unique<Work>();
     w->body = body;
+    w->generation = &scratch_generation_;
+    w->captured_at = scratch_generation_;
     return w;
   }
 
+  // What the CUDA backend bumps when its workspace is reallocated: earlier captures go stale.
+  uint64_t scratch_generation_ = 0;
   int captures_ = 0;
   int recorded_ = 0;
   int replayed_ops_ = 0;
@@ -485,6 +495,86 @@ TEST(Executor, CudaGraphBucketsCaptureOnceAndReplayForSmallerBatches) {
   EXPECT_EQ(cap2.validated_, cap2.replayed_ops_);
 }
 
+// A bucket keeps a graph per kind: decode-only batches replay their graph after a batch with a
+// prefill captured another. Once the backend's scratch moves (a larger bucket's run grew it), the
+// bucket's graphs are stale: the next run captures anew instead of replaying them.
+TEST(Executor, CudaGraphBucketsKeepAGraphPerKindAndDropStaleOnes) {
+  models::BatchSpec s3, sp;
+  s3.decode_lens = {5, 70, 1};
+  s3.seed = 41;
+  sp.decode_lens = {3};
+  sp.prefills = {{2, 5}};
+  sp.seed = 42;
+  const models::Batch b3 = models::make_batch(small_config(), 1, s3);
+  const models::Batch bp = models::make_batch(small_config(), 1, sp);
+  const int64_t pages = std::max(b3.num_pages, bp.num_pages);
+  const ir::Graph g = one_layer_graph(pages, group_quant(128, true, true));
+  const WeightStore w = models::make_mla_weights(small_config(), 1, 8);
+  CapturingCpuBackend cap;
+  ExecutorOptions go;
+  go.cuda_graphs = true;
+  Executor ex(g, cap, w, go);
+  auto cpu = make_cpu_backend();
+  Executor eager(g, *cpu, w);
+  auto check = [&](const models::Batch& b, bool expect_capture, const char* what) {
+    SCOPED_TRACE(what);
+    const RunStats r = ex.run(inputs_with_pages(b, pages), b.meta);
+    EXPECT_TRUE(r.graph_replayed);
+    EXPECT_EQ(r.graph_captured, expect_capture);
+    EXPECT_EQ(r.t_pad, 4);
+    eager.run(inputs_with_pages(b, pages), b.meta);
+    const int64_t n = b.num_tokens;
+    EXPECT_EQ(rows_bytes(ex.read("layers.0.y"), n), rows_bytes(eager.read("layers.0.y"), n));
+    EXPECT_EQ(rows_bytes(ex.read("layers.0.kv_cache_out"), pages),
+              rows_bytes(eager.read("layers.0.kv_cache_out"), pages));
+  };
+  check(b3, true, "decodes: captured");
+  check(bp, true, "with a prefill: another composition, captured");
+  check(b3, false, "decodes again: their graph replays");
+  check(bp, false, "the prefill composition again: its graph replays");
+  EXPECT_EQ(cap.captures_, 2);
+  ++cap.scratch_generation_;  // as if a larger bucket's eager run had grown the workspace
+  check(b3, true, "after the scratch moved: captured anew");
+  check(bp, true, "the other stale graph: captured anew");
+  check(b3, false, "the fresh graph replays");
+  EXPECT_EQ(cap.captures_, 4);
+  EXPECT_EQ(cap.validated_, cap.replayed_ops_);
+}
+
+// At most kGraphsPerBucket graphs a bucket: the least recently replayed goes first.
+TEST(Executor, CudaGraphBucketsEvictTheLeastRecentlyReplayedGraph) {
+  std::vector<models::Batch> batches;  // one decode and a prefill of 1..5 tokens: 5 compositions
+  for (int64_t q = 1; q <= 5; ++q) {
+    models::BatchSpec sp;
+    sp.decode_lens = {9};
+    sp.prefills = {{q, 3}};
+    sp.seed = 50 + q;
+    batches.push_back(models::make_batch(small_config(), 1, sp));
+  }
+  int64_t pages = 0;
+  for (const auto& b : batches) pages = std::max(pages, b.num_pages);
+  const ir::Graph g = one_layer_graph(pages, group_quant(128, false, false));
+  const WeightStore w = models::make_mla_weights(small_config(), 1, 9);
+  CapturingCpuBackend cap;
+  ExecutorOptions go;
+  go.cuda_graphs = true;
+  go.buckets = {8};
+  Executor ex(g, cap, w, go);
+  auto run = [&](size_t i) {
+    return ex.run(inputs_with_pages(batches[i], pages), batches[i].meta).graph_captured;
+  };
+  for (size_t i = 0; i < 4; ++i) EXPECT_TRUE(run(i)) << i;
+  EXPECT_FALSE(run(0));  // kept; now 1 is the least recently replayed
+  EXPECT_TRUE(run(4));   // a fifth composition evicts 1
+  EXPECT_FALSE(run(0));
+  EXPECT_FALSE(run(2));
+  EXPECT_FALSE(run(3));
+  EXPECT_FALSE(run(4));
+  EXPECT_TRUE(run(1));  // evicted, captured again
+  EXPECT_EQ(cap.captures_, 6);
+  EXPECT_EQ(cap.validated_, cap.replayed_ops_);
+}
+
 // Multi-token decodes (MTP) share the decode-only bucket with single-token ones: the padding
 // sequences take the padding tokens, and every replay equals an eager run.
 TEST(Executor, CudaGraphBucketsReplayMultiTokenDecodes) {
@@ -512,9 +602,10 @@ TEST(Executor, CudaGraphBucketsReplayMultiTokenDecodes) {
   auto cpu = make_cpu_backend();
   Executor eager(g, *cpu, w);
   // b1 captures, b2 replays; b3's one-token decodes take another schedule (token units off at
-  // small H, AttentionMetadata::one_token_decodes), so it captures anew, and so does b1 again.
-  const std::vector<const models::Batch*> order = {&b1, &b2, &b3, &b1};
-  const bool captured[] = {true, false, true, true};
+  // small H, AttentionMetadata::one_token_decodes), so they get a graph of their own, which the
+  // bucket keeps beside b1's: b1 and b3 replay theirs afterwards.
+  const std::vector<const models::Batch*> order = {&b1, &b2, &b3, &b1, &b3};
+  const bool captured[] = {true, false, true, false, false};
   for (size_t i = 0; i < order.size(); ++i) {
     const models::Batch* b = order[i];
     const RunStats r = ex.run(inputs_with_pages(*b, pages), b->meta);
@@ -528,8 +619,8 @@ TEST(Executor, CudaGraphBucketsReplayMultiTokenDecodes) {
     EXPECT_EQ(rows_bytes(ex.read("layers.0.kv_cache_out"), pages),
               rows_bytes(eager.read("layers.0.kv_cache_out"), pages));
   }
-  EXPECT_EQ(cap.captures_, 3);
-  EXPECT_EQ(cap.replayed_ops_, 4 * static_cast<int>(g.num_nodes()));
+  EXPECT_EQ(cap.captures_, 2);
+  EXPECT_EQ(cap.replayed_ops_, 5 * static_cast<int>(g.num_nodes()));
   EXPECT_EQ(cap.validated_, cap.replayed_ops_);  // each replay's padded metadata was valid
 }
 

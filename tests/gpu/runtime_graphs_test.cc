@@ -57,10 +57,11 @@ TEST(RuntimeGraphs, ReplaysMatchEagerRunsForEveryBatchOfTheBucket) {
   std::string reason;
   if (!cuda::device_available(&reason)) GTEST_SKIP() << "no usable GPU: " << reason;
   const MlaConfig cfg = gpu_config();
+  enum Expect { kReplay, kCapture, kEither };
   struct Case {
     std::vector<int64_t> decodes;
     std::vector<models::PrefillSpec> prefills;
-    bool expect_capture;
+    Expect expect;
     int64_t decode_query_len = 1;
   };
   // Bucket 4: captured at 3 decodes, replayed at 4 and 3 others; a prefill batch of 4 tokens is
@@ -68,15 +69,17 @@ TEST(RuntimeGraphs, ReplaysMatchEagerRunsForEveryBatchOfTheBucket) {
   // decodes, replayed at 5; multi-token decodes (MTP) of 8 tokens are another kind (their
   // schedule has token units, AttentionMetadata::one_token_decodes) captured anew, replayed at 6;
   // those beside a prefill are another composition again. Bucket 4 captures MTP decodes of 2
-  // tokens each, then one-token decodes again, and replays them.
+  // tokens each, then runs one-token decodes again: their graph of case 4 replays unless a later
+  // batch grew the backend's workspace (then it is stale and captured anew: either is right).
+  // A prefill's workspace adds to the decodes', so case 4 cannot replay case 0's graph.
   const std::vector<Case> cases = {
-      {{5, 700, 1}, {}, true},        {{130, 2, 64, 65}, {}, false},
-      {{999, 5, 6}, {}, false},       {{3}, {{3, 40}}, true},
-      {{10, 20, 30}, {}, true},       {{17, 18, 19, 20, 21, 22, 23}, {}, true},
-      {{300, 1, 2, 3, 4}, {}, false}, {{300, 2, 9, 64}, {}, true, 2},
-      {{70, 5}, {}, false, 3},        {{40, 3}, {{2, 10}}, true, 2},
-      {{700, 65}, {}, true, 2},       {{66, 67, 68}, {}, true},
-      {{9, 8, 7, 6}, {}, false},
+      {{5, 700, 1}, {}, kCapture},      {{130, 2, 64, 65}, {}, kReplay},
+      {{999, 5, 6}, {}, kReplay},       {{3}, {{3, 40}}, kCapture},
+      {{10, 20, 30}, {}, kCapture},     {{17, 18, 19, 20, 21, 22, 23}, {}, kCapture},
+      {{300, 1, 2, 3, 4}, {}, kReplay}, {{300, 2, 9, 64}, {}, kCapture, 2},
+      {{70, 5}, {}, kReplay, 3},        {{40, 3}, {{2, 10}}, kCapture, 2},
+      {{700, 65}, {}, kCapture, 2},     {{66, 67, 68}, {}, kEither},
+      {{9, 8, 7, 6}, {}, kReplay},      {{33, 44}, {}, kReplay, 2},
   };
   std::vector<models::Batch> batches;
   int64_t pages = 0;
@@ -109,7 +112,7 @@ TEST(RuntimeGraphs, ReplaysMatchEagerRunsForEveryBatchOfTheBucket) {
     const models::Batch& b = batches[i];
     const auto in = inputs_with_pages(b, pages);
     const RunStats st = replayed.run(in, b.meta);
-    EXPECT_EQ(st.graph_captured, cases[i].expect_capture);
+    if (cases[i].expect != kEither) EXPECT_EQ(st.graph_captured, cases[i].expect == kCapture);
     EXPECT_TRUE(st.graph_replayed);
     EXPECT_GT(st.replay_us, 0.0);
     eager.run(in, b.meta);
@@ -130,6 +133,61 @@ TEST(RuntimeGraphs, ReplaysMatchEagerRunsForEveryBatchOfTheBucket) {
       }
     }
     EXPECT_LT(rel_err(replayed.read("layers.0.y"), cpu.read("layers.0.y"), n), 0.02);
+  }
+}
+
+// A captured graph's kernels hold the backend workspace's address. A larger bucket's run grows
+// (reallocates) the workspace, so a smaller bucket's graphs captured before must never replay:
+// they are captured anew, and a bucket keeps its graph per kind (one-token and MTP decodes)
+// otherwise. Every run must equal an eager run.
+TEST(RuntimeGraphs, GraphsCapturedBeforeTheWorkspaceGrewAreCapturedAnew) {
+  std::string reason;
+  if (!cuda::device_available(&reason)) GTEST_SKIP() << "no usable GPU: " << reason;
+  const MlaConfig cfg = gpu_config();
+  models::BatchSpec one, mtp, big;
+  one.decode_lens = {5, 700, 1};  // bucket 4
+  one.seed = 201;
+  mtp.decode_lens = {70, 9};  // 2 tokens each: bucket 4
+  mtp.decode_query_len = 2;
+  mtp.seed = 202;
+  for (int i = 0; i < 40; ++i) big.decode_lens.push_back(1 + (37 * i) % 300);  // bucket 64
+  big.seed = 203;
+  const std::vector<models::Batch> batches = {models::make_batch(cfg, 1, one),
+                                              models::make_batch(cfg, 1, mtp),
+                                              models::make_batch(cfg, 1, big)};
+  int64_t pages = 0;
+  for (const auto& b : batches) pages = std::max(pages, b.num_pages);
+  models::MlaGraphOptions go;
+  go.config = cfg;
+  go.num_pages = pages;
+  go.quant = OutputQuant::make(OutputFormat::kFp8Group128, /*col_major=*/true,
+                               /*tma_aligned=*/true);
+  const ir::Graph g = models::build_mla_graph(go);
+  const WeightStore w = models::make_mla_weights(cfg, 1, 11);
+  auto cuda_backend = make_backend("cuda");
+  ExecutorOptions graphs;
+  graphs.cuda_graphs = true;
+  Executor replayed(g, *cuda_backend, w, graphs);
+  auto eager_backend = make_backend("cuda");  // its own workspace
+  Executor eager(g, *eager_backend, w);
+  struct Step {
+    int batch;
+    bool capture;
+  };
+  const std::vector<Step> steps = {{0, true}, {1, true}, {0, false}, {1, false},
+                                   {2, true}, {0, true}, {1, true},  {0, false}};
+  for (size_t i = 0; i < steps.size(); ++i) {
+    SCOPED_TRACE("step " + std::to_string(i));
+    const models::Batch& b = batches[static_cast<size_t>(steps[i].batch)];
+    const auto in = inputs_with_pages(b, pages);
+    const RunStats st = replayed.run(in, b.meta);
+    EXPECT_EQ(st.graph_captured, steps[i].capture);
+    EXPECT_TRUE(st.graph_replayed);
+    eager.run(in, b.meta);
+    const int64_t n = b.num_tokens;
+    for (const char* v : {"layers.0.xq", "layers.0.y"}) {
+      EXPECT_EQ(rows_bytes(replayed.read(v), n), rows_bytes(eager.read(v), n)) << v;
+    }
   }
 }
 

@@ -45,6 +45,9 @@ class CapturedWork {
  public:
   virtual ~CapturedWork() = default;
   virtual void replay() = 0;
+  // True once the backend has moved memory the recorded launches point at (its scratch grew for
+  // a larger batch): a replay would touch freed memory, so the owner must capture again.
+  virtual bool stale() const { return false; }
 };
 
 class Backend : public passes::FusionCapabilities {

@@ -37,20 +37,33 @@ const std::unordered_map<std::string_view, Runner>& runners() {
 }
 
 // A recorded CUDA graph, replayed on the stream it was captured on. The backend must outlive it.
+// Its kernels hold the backend workspace's address of capture time: once the workspace is
+// reallocated (a larger batch ran since), it is stale and refuses to replay.
 class CudaGraphWork : public CapturedWork {
  public:
-  CudaGraphWork(cudaGraph_t graph, cudaGraphExec_t exec, cudaStream_t stream)
-      : graph_(graph), exec_(exec), stream_(stream) {}
+  CudaGraphWork(cudaGraph_t graph, cudaGraphExec_t exec, const cuda::DeviceContext& dc)
+      : graph_(graph),
+        exec_(exec),
+        stream_(dc.stream),
+        dc_(&dc),
+        generation_(dc.workspace_generation) {}
   ~CudaGraphWork() override {
     cudaGraphExecDestroy(exec_);
     cudaGraphDestroy(graph_);
   }
-  void replay() override { MLAFUSE_CUDA_CHECK(cudaGraphLaunch(exec_, stream_)); }
+  void replay() override {
+    MLAFUSE_CHECK(!stale(), "a CUDA graph captured before the CUDA backend's workspace grew ",
+                  "cannot replay (its kernels would use the freed workspace); capture it again");
+    MLAFUSE_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+  }
+  bool stale() const override { return dc_->workspace_generation != generation_; }
 
  private:
   cudaGraph_t graph_;
   cudaGraphExec_t exec_;
   cudaStream_t stream_;
+  const cuda::DeviceContext* dc_;
+  uint64_t generation_;
 };
 
 class CudaBackend : public Backend {
@@ -160,7 +173,7 @@ class CudaBackend : public Backend {
       cudaGraphDestroy(graph);
       cuda::throw_cuda_error(err, "cudaGraphInstantiate", __FILE__, __LINE__);
     }
-    return std::make_unique<CudaGraphWork>(graph, exec, dc_.stream);
+    return std::make_unique<CudaGraphWork>(graph, exec, dc_);
   }
 
   double time_us(const std::function<void()>& body, int iters, int warmup) override {

@@ -21,6 +21,7 @@ void* DeviceContext::ensure_workspace(size_t bytes) {
   }
   MLAFUSE_CUDA_CHECK(cudaMalloc(&workspace, bytes));
   workspace_bytes = bytes;
+  ++workspace_generation;
   return workspace;
 }
 

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "mlafuse/backends/backend.h"
 
@@ -21,6 +22,8 @@ struct DeviceContext {
   // warm-up run at the largest padded token count.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // Bumped at each reallocation: graphs captured before it point at the freed workspace.
+  uint64_t workspace_generation = 0;
   void* ensure_workspace(size_t bytes);
   cudaStream_t stream_for(const RunContext& ctx) const {
     return ctx.stream ? static_cast<cudaStream_t>(ctx.stream) : stream;
