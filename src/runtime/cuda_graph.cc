@@ -72,7 +72,10 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
             k.prefill_shape == prefill_shape(meta));
   };
   // A graph whose recorded launches point at memory the backend has since moved never replays.
-  std::erase_if(b.graphs, [](const std::unique_ptr<BucketGraph>& g) { return g->work->stale(); });
+  auto drop_stale = [&b] {
+    std::erase_if(b.graphs, [](const std::unique_ptr<BucketGraph>& g) { return g->work->stale(); });
+  };
+  drop_stale();
   BucketGraph* graph = nullptr;
   for (const auto& g : b.graphs) {
     if (fits(g->key)) {
@@ -88,8 +91,7 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
     // capturing), gives per-node times, and leaves correct results should capture be unsupported.
     const RunStats eager = run_eager(b, meta, n);
     stats.nodes = eager.nodes;
-    // That run may have grown the backend's scratch under the bucket's other graphs.
-    std::erase_if(b.graphs, [](const std::unique_ptr<BucketGraph>& g) { return g->work->stale(); });
+    drop_stale();  // that run may have grown the backend's scratch under the other graphs
     auto fresh = std::make_unique<BucketGraph>();
     BucketGraph& gr = *fresh;
     GraphKey& key = gr.key;

@@ -42,11 +42,7 @@ const std::unordered_map<std::string_view, Runner>& runners() {
 class CudaGraphWork : public CapturedWork {
  public:
   CudaGraphWork(cudaGraph_t graph, cudaGraphExec_t exec, const cuda::DeviceContext& dc)
-      : graph_(graph),
-        exec_(exec),
-        stream_(dc.stream),
-        dc_(&dc),
-        generation_(dc.workspace_generation) {}
+      : graph_(graph), exec_(exec), dc_(&dc), generation_(dc.workspace_generation) {}
   ~CudaGraphWork() override {
     cudaGraphExecDestroy(exec_);
     cudaGraphDestroy(graph_);
@@ -54,15 +50,14 @@ class CudaGraphWork : public CapturedWork {
   void replay() override {
     MLAFUSE_CHECK(!stale(), "a CUDA graph captured before the CUDA backend's workspace grew ",
                   "cannot replay (its kernels would use the freed workspace); capture it again");
-    MLAFUSE_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+    MLAFUSE_CUDA_CHECK(cudaGraphLaunch(exec_, dc_->stream));
   }
   bool stale() const override { return dc_->workspace_generation != generation_; }
 
  private:
   cudaGraph_t graph_;
   cudaGraphExec_t exec_;
-  cudaStream_t stream_;
-  const cuda::DeviceContext* dc_;
+  const cuda::DeviceContext* dc_;  // the stream it was captured on, the workspace generation
   uint64_t generation_;
 };
 

@@ -80,8 +80,9 @@ struct SeesawMaps {
 // with units: 64 rows, those past a shorter unit's tokens being other tokens' or zeros, and
 // unused), fewer where the whole q_cat has fewer rows. Without units (U = 1): min(H, 64).
 __host__ __device__ inline int seesaw_q_rows(const MlaDecodeProblem& p) {
-  const int tokens = mla_unit_tokens(p) < p.num_queries ? mla_unit_tokens(p) : p.num_queries;
-  return tokens * p.num_heads < kSeesawRows ? tokens * p.num_heads : kSeesawRows;
+  const int unit = mla_unit_tokens(p);
+  const int rows = (unit < p.num_queries ? unit : p.num_queries) * p.num_heads;
+  return rows < kSeesawRows ? rows : kSeesawRows;
 }
 
 // Initial running max: finite, so e^(m - m') never computes inf - inf, and below any real score.
