@@ -102,6 +102,8 @@ static __global__ void read_stream_kernel(const uint4* p, size_t n, uint32_t* si
   if (acc == 0x9e3779b9u) *sink = acc;  // keeps the loads alive; practically never true
 }
 
+// Each ceiling after ~20-30 ms of the same work untimed, so it is taken at settled clocks as the
+// benchmark's cases are (bench::GraphRounds).
 inline Ceilings measure_ceilings(cublasHandle_t cublas, cudaStream_t stream, int num_sms) {
   Ceilings c;
   const size_t bytes = size_t{2} << 30;
@@ -112,7 +114,7 @@ inline Ceilings measure_ceilings(cublasHandle_t cublas, cudaStream_t stream, int
   MLAFUSE_CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, stream));
   uint32_t* sink = nullptr;
   MLAFUSE_CUDA_CHECK(cudaMalloc(&sink, 4));
-  const double read_ms = bench::median_event_ms(stream, 1, 10, [&] {
+  const double read_ms = bench::median_event_ms(stream, 30, 10, [&] {
     read_stream_kernel<<<num_sms * 8, 512, 0, stream>>>(static_cast<const uint4*>(a), bytes / 16,
                                                        sink);
     MLAFUSE_CUDA_CHECK(cudaGetLastError());
@@ -128,7 +130,7 @@ inline Ceilings measure_ceilings(cublasHandle_t cublas, cudaStream_t stream, int
   MLAFUSE_CUDA_CHECK(cudaMalloc(&c_mat, size_t{2} * n * n));
   random_bf16(a, size_t{n} * n * 2, 7, 1.0f);
   MLAFUSE_CUBLAS_CHECK(cublasSetStream(cublas, stream));
-  const double gemm_ms = bench::median_event_ms(stream, 1, 10, [&] {
+  const double gemm_ms = bench::median_event_ms(stream, 20, 10, [&] {
     MLAFUSE_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a,
                                       CUDA_R_16BF, n, static_cast<char*>(a) + size_t{2} * n * n,
                                       CUDA_R_16BF, n, &zero, c_mat, CUDA_R_16BF, n,
@@ -168,5 +170,83 @@ template <class F>
 double time_graph(cudaStream_t stream, int reps, F&& body) {
   return 1000.0 * bench::median_graph_replay_ms(stream, 3, 15, body) / reps;
 }
+
+// The variants of one benchmark case, timed together. Each is captured once into a graph; then
+// every graph is replayed once a round, in an order rotated from round to round, so a clock
+// ramp or a drift in power state falls on every variant alike instead of on the one timed first
+// (one variant's 15 replays in a row gave the first variant of a case up to 11 us more than the
+// rest in docs/PERF.md run 43).
+class GraphRounds {
+ public:
+  explicit GraphRounds(cudaStream_t stream) : stream_(stream) {}
+  GraphRounds(const GraphRounds&) = delete;
+  GraphRounds& operator=(const GraphRounds&) = delete;
+  ~GraphRounds() {
+    for (cudaGraphExec_t e : execs_) cudaGraphExecDestroy(e);
+  }
+
+  // Captures what `record()` launches on the stream; returns the variant's index.
+  template <class F>
+  int add(F&& record) {
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    MLAFUSE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    record();
+    MLAFUSE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    MLAFUSE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    MLAFUSE_CUDA_CHECK(cudaGraphDestroy(graph));
+    execs_.push_back(exec);
+    return static_cast<int>(execs_.size()) - 1;
+  }
+
+  // Untimed rounds until at least `warmup_rounds` ran and `min_warm_ms` of GPU time passed, then
+  // `timed_rounds` rounds with each replay between its own events. Returns each variant's median
+  // replay in milliseconds, in the order of add().
+  std::vector<float> median_ms(int warmup_rounds, float min_warm_ms, int timed_rounds) {
+    const int n = static_cast<int>(execs_.size());
+    cudaEvent_t w0, w1;
+    MLAFUSE_CUDA_CHECK(cudaEventCreate(&w0));
+    MLAFUSE_CUDA_CHECK(cudaEventCreate(&w1));
+    MLAFUSE_CUDA_CHECK(cudaEventRecord(w0, stream_));
+    for (int round = 0;; ++round) {
+      for (int g = 0; g < n; ++g) MLAFUSE_CUDA_CHECK(cudaGraphLaunch(execs_[g], stream_));
+      MLAFUSE_CUDA_CHECK(cudaEventRecord(w1, stream_));
+      MLAFUSE_CUDA_CHECK(cudaEventSynchronize(w1));
+      float warm = 0;
+      MLAFUSE_CUDA_CHECK(cudaEventElapsedTime(&warm, w0, w1));
+      if (round + 1 >= warmup_rounds && warm >= min_warm_ms) break;
+    }
+    MLAFUSE_CUDA_CHECK(cudaEventDestroy(w0));
+    MLAFUSE_CUDA_CHECK(cudaEventDestroy(w1));
+    std::vector<cudaEvent_t> ev(static_cast<size_t>(timed_rounds) * n * 2);
+    for (cudaEvent_t& e : ev) MLAFUSE_CUDA_CHECK(cudaEventCreate(&e));
+    for (int round = 0; round < timed_rounds; ++round) {
+      for (int i = 0; i < n; ++i) {
+        const int g = (round + i) % n;
+        cudaEvent_t* e = &ev[(static_cast<size_t>(round) * n + g) * 2];
+        MLAFUSE_CUDA_CHECK(cudaEventRecord(e[0], stream_));
+        MLAFUSE_CUDA_CHECK(cudaGraphLaunch(execs_[g], stream_));
+        MLAFUSE_CUDA_CHECK(cudaEventRecord(e[1], stream_));
+      }
+    }
+    MLAFUSE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::vector<float> med(n);
+    for (int g = 0; g < n; ++g) {
+      std::vector<float> ms(timed_rounds);
+      for (int round = 0; round < timed_rounds; ++round) {
+        const cudaEvent_t* e = &ev[(static_cast<size_t>(round) * n + g) * 2];
+        MLAFUSE_CUDA_CHECK(cudaEventElapsedTime(&ms[round], e[0], e[1]));
+      }
+      std::nth_element(ms.begin(), ms.begin() + timed_rounds / 2, ms.end());
+      med[g] = ms[timed_rounds / 2];
+    }
+    for (cudaEvent_t e : ev) MLAFUSE_CUDA_CHECK(cudaEventDestroy(e));
+    return med;
+  }
+
+ private:
+  cudaStream_t stream_;
+  std::vector<cudaGraphExec_t> execs_;
+};
 
 }  // namespace mlafuse::bench

@@ -3,7 +3,9 @@
 // attention, latent combine, cuBLAS batched W_UV GEMM, standalone quant kernel), and the whole
 // fused op (cache write + absorbed q + the fused chain). Every variant is one CUDA graph replaying
 // R calls over R distinct input sets (KV pages, q, W_UV, W_UK_T), R chosen so the sets exceed L2;
-// the time is the median over replays divided by R. Random data.
+// the time is the median over replays divided by R. A case's variants are timed in shared rounds
+// (bench::GraphRounds: one replay of each a round, the order rotated) after 50 ms of warm-up.
+// Random data.
 //
 // Floor: bytes = B*ctx*1152 + H*512*128*2, FLOP = B*K*ctx*2*H*1088 + B*K*2*H*512*128,
 // floor = max(bytes / read ceiling, FLOP / GEMM ceiling), both ceilings measured at the start of
@@ -45,7 +47,6 @@ constexpr int kL = kMlaLatent, kRow = kMlaRow, kV = kMlaVDim, kPage = kMlaPage;
 using bench::Ceilings;
 using bench::dalloc;
 using bench::random_bf16;
-using bench::time_graph;
 
 struct Case {
   int b, ctx, h;
@@ -178,7 +179,10 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
   qa.tma_aligned = true;
   qa.num_tokens = rows;
 
-  r.fused_us = time_graph(stream, reps, [&] {
+  // Every variant in one set of rounds (bench::GraphRounds): the first must compute the schedule
+  // that `step` reuses, and it does, since the warm-up's first round runs them in this order.
+  bench::GraphRounds rounds(stream);
+  const int g_fused = rounds.add([&] {
     for (auto& in : sets) {
       launch_mla_decode_splitkv(in.p, in.ws, MlaSchedule::kCompute, stream);
       launch_mla_combine_up_quant(in.p, in.ws, op, stream);
@@ -186,21 +190,21 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
   });
   // An engine computes the split-KV schedule once a decode step and reuses it in every layer (as
   // FlashMLA's metadata): each set's workspace holds its schedule from the graphs above.
-  r.fused_step_us = time_graph(stream, reps, [&] {
+  const int g_step = rounds.add([&] {
     for (auto& in : sets) {
       launch_mla_decode_splitkv(in.p, in.ws, MlaSchedule::kReuse, stream);
       launch_mla_combine_up_quant(in.p, in.ws, op, stream);
     }
   });
-  r.attn_us = time_graph(stream, reps, [&] {
+  const int g_attn = rounds.add([&] {
     for (auto& in : sets) {
       launch_mla_decode_splitkv(in.p, in.ws, MlaSchedule::kCompute, stream);
     }
   });
-  r.combine_us = time_graph(stream, reps, [&] {
+  const int g_combine = rounds.add([&] {
     for (auto& in : sets) launch_mla_combine_up_quant(in.p, in.ws, op, stream);
   });
-  r.unfused_us = time_graph(stream, reps, [&] {
+  const int g_unfused = rounds.add([&] {
     for (auto& in : sets) {
       launch_mla_decode_splitkv(in.p, in.ws, MlaSchedule::kCompute, stream);
       launch_mla_combine_latent(in.p, in.ws, stream);
@@ -209,7 +213,7 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
       launch_quant_fp8_group(qa, num_sms, stream);
     }
   });
-  r.op_us = time_graph(stream, reps, [&] {
+  const int g_op = rounds.add([&] {
     for (auto& in : sets) {
       CacheWriteArgs cw;
       cw.kv_c = static_cast<const uint16_t*>(in.kv_c);
@@ -229,6 +233,15 @@ Result run_case(const Case& c, const Ceilings& ceil, int num_sms, cublasHandle_t
       launch_mla_combine_up_quant(in.p, in.ws, op, stream);
     }
   });
+  // At least 50 ms of replays before timing: the clocks settle after the case's set-up.
+  const std::vector<float> ms = rounds.median_ms(3, 50.0f, 15);
+  auto us = [&](int g) { return 1000.0 * ms[g] / reps; };
+  r.fused_us = us(g_fused);
+  r.fused_step_us = us(g_step);
+  r.attn_us = us(g_attn);
+  r.combine_us = us(g_combine);
+  r.unfused_us = us(g_unfused);
+  r.op_us = us(g_op);
   MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
   for (void* p : owned) MLAFUSE_CUDA_CHECK(cudaFree(p));
   for (void* p :
