@@ -55,22 +55,104 @@ void fill_graph_meta(const AttentionMetadata& meta, int64_t n, int64_t t_pad,
   }
 }
 
+// A graph captured for `k` replays `meta`'s batch: the same kind, a block table that fits, and for
+// batches with prefills the same composition.
+bool graph_fits(const GraphKey& k, const AttentionMetadata& meta) {
+  const bool decode_only = meta.num_prefills == 0;
+  if (k.decode_only != decode_only || meta.block_table.dim(1) > k.block_table_cols ||
+      k.one_token_decodes != meta.one_token_decodes()) {
+    return false;
+  }
+  return decode_only ||
+         (k.num_decodes == meta.num_decodes && k.num_decode_tokens == meta.num_decode_tokens &&
+          k.num_prefills == meta.num_prefills &&
+          k.num_prefill_tokens == meta.num_prefill_tokens && k.prefill_shape == prefill_shape(meta));
+}
+
+// The key a capture of `meta`'s batch at `t_pad` rows records (decode-only batches as T_pad
+// decodes of one T_pad-token step).
+GraphKey graph_key(const AttentionMetadata& meta, int64_t t_pad, int64_t block_table_cols) {
+  GraphKey key;
+  key.decode_only = meta.num_prefills == 0;
+  key.num_decodes = key.decode_only ? t_pad : meta.num_decodes;
+  key.num_decode_tokens = key.decode_only ? t_pad : meta.num_decode_tokens;
+  key.one_token_decodes = meta.one_token_decodes();
+  key.num_prefills = meta.num_prefills;
+  key.num_prefill_tokens = meta.num_prefill_tokens;
+  if (!key.decode_only) key.prefill_shape = prefill_shape(meta);
+  key.block_table_cols = block_table_cols;
+  return key;
+}
+
 }  // namespace
 
-RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n) {
-  const bool decode_only = meta.num_prefills == 0;
-  const int64_t cols = meta.block_table.dim(1);
-  auto fits = [&](const GraphKey& k) {
-    if (k.decode_only != decode_only || cols > k.block_table_cols ||
-        k.one_token_decodes != meta.one_token_decodes()) {
-      return false;
+int64_t Executor::graph_block_table_cols(int64_t cols) const {
+  int64_t capacity = options_.graph_block_table_cols;
+  if (capacity == 0) {  // as many pages a sequence as the cache holds
+    for (const ir::Node* node : graph_.nodes()) {
+      const int ci = node->schema().input_index("kv_cache");
+      if (ci >= 0 && node->input(static_cast<size_t>(ci)) != nullptr) {
+        capacity = std::max(capacity, node->input(static_cast<size_t>(ci))->shape().resolve(0)[0]);
+      }
     }
-    return decode_only ||
-           (k.num_decodes == meta.num_decodes && k.num_decode_tokens == meta.num_decode_tokens &&
-            k.num_prefills == meta.num_prefills &&
-            k.num_prefill_tokens == meta.num_prefill_tokens &&
-            k.prefill_shape == prefill_shape(meta));
+  }
+  return std::max(cols, capacity);
+}
+
+std::unique_ptr<BucketGraph> Executor::capture_graph(Bucket& b, const AttentionMetadata& meta,
+                                                     int64_t n) {
+  auto fresh = std::make_unique<BucketGraph>();
+  BucketGraph& gr = *fresh;
+  GraphKey& key = gr.key;
+  key = graph_key(meta, b.t_pad, graph_block_table_cols(meta.block_table.dim(1)));
+  const int64_t s = key.num_decodes + key.num_prefills;
+  AttentionMetadata& h = gr.host_meta;
+  h.num_decodes = key.num_decodes;
+  h.num_decode_tokens = key.num_decode_tokens;
+  // The kind alone: T_pad bounds the decodes of every batch the graph replays.
+  h.max_decode_query_len = key.one_token_decodes ? 1 : b.t_pad;
+  h.num_prefills = key.num_prefills;
+  h.num_prefill_tokens = key.num_prefill_tokens;
+  h.page_size = meta.page_size;
+  h.seq_lens = Tensor::empty(DType::kI32, {s});
+  h.query_start_loc = Tensor::empty(DType::kI32, {s + 1});
+  h.block_table = Tensor::empty(DType::kI32, {s, key.block_table_cols});
+  h.slot_mapping = Tensor::empty(DType::kI32, {b.t_pad});
+  fill_graph_meta(meta, n, b.t_pad, h);
+  // Fresh device copies (never the host tensors, even on the CPU: replays read these).
+  auto dev_copy = [&](const Tensor& t) {
+    Tensor d = backend_.allocate(t.dtype(), t.shape(), t.strides(), t.numel());
+    backend_.copy(t, d);
+    return d;
   };
+  gr.device_meta = h;
+  gr.device_meta.seq_lens = dev_copy(h.seq_lens);
+  gr.device_meta.query_start_loc = dev_copy(h.query_start_loc);
+  gr.device_meta.block_table = dev_copy(h.block_table);
+  gr.device_meta.slot_mapping = dev_copy(h.slot_mapping);
+  gr.n_host = Tensor::empty(DType::kI32, {1});
+  gr.n_host.data<int32_t>()[0] = static_cast<int32_t>(n);
+  gr.n_device = dev_copy(gr.n_host);
+  gr.ctx = RunContext{};
+  gr.ctx.host_meta = &gr.host_meta;
+  gr.ctx.device_meta = &gr.device_meta;
+  gr.ctx.weights = &device_weights_;
+  gr.ctx.num_tokens = key.decode_only ? b.t_pad : n;  // launches cover this; n is read on device
+  gr.ctx.num_tokens_device = gr.n_device.data<int32_t>();
+  Bucket* bp = &b;
+  BucketGraph* gp = &gr;
+  Backend* be = &backend_;
+  // Everything the body touches lives in the bucket, so a backend may keep it for replays.
+  gr.work = backend_.capture([bp, gp, be] {
+    for (PreparedCall& c : bp->calls) {
+      be->run(OpCall{c.node->op(), c.node->attrs(), c.inputs, c.outputs}, gp->ctx);
+    }
+  });
+  if (gr.work == nullptr) return nullptr;  // nothing to capture on this backend
+  return fresh;
+}
+
+RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n) {
   // A graph whose recorded launches point at memory the backend has since moved never replays.
   auto drop_stale = [&b] {
     std::erase_if(b.graphs, [](const std::unique_ptr<BucketGraph>& g) { return g->work->stale(); });
@@ -78,7 +160,7 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
   drop_stale();
   BucketGraph* graph = nullptr;
   for (const auto& g : b.graphs) {
-    if (fits(g->key)) {
+    if (graph_fits(g->key, meta)) {
       graph = g.get();
       break;
     }
@@ -92,71 +174,8 @@ RunStats Executor::run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n
     const RunStats eager = run_eager(b, meta, n);
     stats.nodes = eager.nodes;
     drop_stale();  // that run may have grown the backend's scratch under the other graphs
-    auto fresh = std::make_unique<BucketGraph>();
-    BucketGraph& gr = *fresh;
-    GraphKey& key = gr.key;
-    key.decode_only = decode_only;
-    key.num_decodes = decode_only ? b.t_pad : meta.num_decodes;
-    key.num_decode_tokens = decode_only ? b.t_pad : meta.num_decode_tokens;
-    key.one_token_decodes = meta.one_token_decodes();
-    key.num_prefills = meta.num_prefills;
-    key.num_prefill_tokens = meta.num_prefill_tokens;
-    if (!decode_only) key.prefill_shape = prefill_shape(meta);
-    int64_t capacity = options_.graph_block_table_cols;
-    if (capacity == 0) {
-      for (const ir::Node* node : graph_.nodes()) {
-        const int ci = node->schema().input_index("kv_cache");
-        if (ci >= 0 && node->input(static_cast<size_t>(ci)) != nullptr) {
-          capacity =
-              std::max(capacity, node->input(static_cast<size_t>(ci))->shape().resolve(0)[0]);
-        }
-      }
-    }
-    key.block_table_cols = std::max(cols, capacity);
-    const int64_t s = key.num_decodes + key.num_prefills;
-    AttentionMetadata& h = gr.host_meta;
-    h.num_decodes = key.num_decodes;
-    h.num_decode_tokens = key.num_decode_tokens;
-    // The kind alone: T_pad bounds the decodes of every batch the graph replays.
-    h.max_decode_query_len = key.one_token_decodes ? 1 : b.t_pad;
-    h.num_prefills = key.num_prefills;
-    h.num_prefill_tokens = key.num_prefill_tokens;
-    h.page_size = meta.page_size;
-    h.seq_lens = Tensor::empty(DType::kI32, {s});
-    h.query_start_loc = Tensor::empty(DType::kI32, {s + 1});
-    h.block_table = Tensor::empty(DType::kI32, {s, key.block_table_cols});
-    h.slot_mapping = Tensor::empty(DType::kI32, {b.t_pad});
-    fill_graph_meta(meta, n, b.t_pad, h);
-    // Fresh device copies (never the host tensors, even on the CPU: replays read these).
-    auto dev_copy = [&](const Tensor& t) {
-      Tensor d = backend_.allocate(t.dtype(), t.shape(), t.strides(), t.numel());
-      backend_.copy(t, d);
-      return d;
-    };
-    gr.device_meta = h;
-    gr.device_meta.seq_lens = dev_copy(h.seq_lens);
-    gr.device_meta.query_start_loc = dev_copy(h.query_start_loc);
-    gr.device_meta.block_table = dev_copy(h.block_table);
-    gr.device_meta.slot_mapping = dev_copy(h.slot_mapping);
-    gr.n_host = Tensor::empty(DType::kI32, {1});
-    gr.n_host.data<int32_t>()[0] = static_cast<int32_t>(n);
-    gr.n_device = dev_copy(gr.n_host);
-    gr.ctx = RunContext{};
-    gr.ctx.host_meta = &gr.host_meta;
-    gr.ctx.device_meta = &gr.device_meta;
-    gr.ctx.weights = &device_weights_;
-    gr.ctx.num_tokens = decode_only ? b.t_pad : n;  // launches cover this; n is read on device
-    gr.ctx.num_tokens_device = gr.n_device.data<int32_t>();
-    Bucket* bp = &b;
-    BucketGraph* gp = &gr;
-    Backend* be = &backend_;
-    // Everything the body touches lives in the bucket, so a backend may keep it for replays.
-    gr.work = backend_.capture([bp, gp, be] {
-      for (PreparedCall& c : bp->calls) {
-        be->run(OpCall{c.node->op(), c.node->attrs(), c.inputs, c.outputs}, gp->ctx);
-      }
-    });
-    if (gr.work == nullptr) {  // nothing to capture on this backend: run eagerly from now on
+    std::unique_ptr<BucketGraph> fresh = capture_graph(b, meta, n);
+    if (fresh == nullptr) {  // this backend cannot capture: run eagerly from now on
       b.cannot_capture = true;
       b.graphs.clear();
       return eager;

@@ -71,6 +71,8 @@ struct RunStats {
   double total_us = 0;            // sum over nodes, or replay_us
 };
 
+struct BucketGraph;  // one captured graph of a bucket (src/runtime/executor_bucket.h)
+
 class Executor {
  public:
   // `weights` are host tensors: graph weights by name from `tensors`, and the layers that the
@@ -112,6 +114,10 @@ class Executor {
   void stage_inputs(Bucket& b, const std::map<std::string, Tensor>& inputs, int64_t n);
   RunStats run_eager(Bucket& b, const AttentionMetadata& meta, int64_t n);
   RunStats run_graph(Bucket& b, const AttentionMetadata& meta, int64_t n);
+  // A new graph of `meta`'s batch kind for bucket b (nullptr where the backend cannot capture).
+  std::unique_ptr<BucketGraph> capture_graph(Bucket& b, const AttentionMetadata& meta, int64_t n);
+  // Block-table columns a graph reserves: options_.graph_block_table_cols, else the cache's pages.
+  int64_t graph_block_table_cols(int64_t cols) const;
 
   const ir::Graph& graph_;
   Backend& backend_;
