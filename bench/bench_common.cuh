@@ -40,23 +40,6 @@ float median_event_ms(cudaStream_t stream, int warmup, int timed, F&& body) {
   return ms[ms.size() / 2];
 }
 
-// Captures what `record()` launches on `stream` into one graph, replays it `warmup` times
-// untimed, then `timed` times between events; returns the median replay in milliseconds.
-template <class F>
-float median_graph_replay_ms(cudaStream_t stream, int warmup, int timed, F&& record) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  MLAFUSE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  record();
-  MLAFUSE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  MLAFUSE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  const float ms = median_event_ms(stream, warmup, timed,
-                                   [&] { MLAFUSE_CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
-  MLAFUSE_CUDA_CHECK(cudaGraphExecDestroy(exec));
-  MLAFUSE_CUDA_CHECK(cudaGraphDestroy(graph));
-  return ms;
-}
-
 // ---- shared by the MLA benchmarks (bench_mla_decode, bench_mla_prefill) ----------------------
 // Deterministic pseudo-random bits of element i (a hash of the index and the seed).
 __device__ __forceinline__ uint32_t hash_index(size_t i, uint32_t seed) {
@@ -165,11 +148,6 @@ inline BenchDevice open_bench_device() {
   return d;
 }
 
-// Median microseconds of one of the graph's R calls.
-template <class F>
-double time_graph(cudaStream_t stream, int reps, F&& body) {
-  return 1000.0 * bench::median_graph_replay_ms(stream, 3, 15, body) / reps;
-}
 
 // The variants of one benchmark case, timed together. Each is captured once into a graph; then
 // every graph is replayed once a round, in an order rotated from round to round, so a clock
@@ -204,6 +182,12 @@ class GraphRounds {
   // replay in milliseconds, in the order of add().
   std::vector<float> median_ms(int warmup_rounds, float min_warm_ms, int timed_rounds) {
     const int n = static_cast<int>(execs_.size());
+    if (min_warm_ms <= 0.0f) {  // a fixed number of warm-up rounds, launched back to back
+      for (int round = 0; round < warmup_rounds; ++round) {
+        for (int g = 0; g < n; ++g) MLAFUSE_CUDA_CHECK(cudaGraphLaunch(execs_[g], stream_));
+      }
+      return timed_medians(timed_rounds);
+    }
     cudaEvent_t w0, w1;
     MLAFUSE_CUDA_CHECK(cudaEventCreate(&w0));
     MLAFUSE_CUDA_CHECK(cudaEventCreate(&w1));
@@ -218,6 +202,12 @@ class GraphRounds {
     }
     MLAFUSE_CUDA_CHECK(cudaEventDestroy(w0));
     MLAFUSE_CUDA_CHECK(cudaEventDestroy(w1));
+    return timed_medians(timed_rounds);
+  }
+
+ private:
+  std::vector<float> timed_medians(int timed_rounds) {
+    const int n = static_cast<int>(execs_.size());
     std::vector<cudaEvent_t> ev(static_cast<size_t>(timed_rounds) * n * 2);
     for (cudaEvent_t& e : ev) MLAFUSE_CUDA_CHECK(cudaEventCreate(&e));
     for (int round = 0; round < timed_rounds; ++round) {
@@ -244,9 +234,23 @@ class GraphRounds {
     return med;
   }
 
- private:
   cudaStream_t stream_;
   std::vector<cudaGraphExec_t> execs_;
 };
+
+// One graph of what `record()` launches on `stream`: `warmup` replays untimed, then the median of
+// `timed` replays, in milliseconds.
+template <class F>
+float median_graph_replay_ms(cudaStream_t stream, int warmup, int timed, F&& record) {
+  GraphRounds rounds(stream);
+  rounds.add(record);
+  return rounds.median_ms(warmup, 0.0f, timed)[0];
+}
+
+// Median microseconds of one of the graph's R calls.
+template <class F>
+double time_graph(cudaStream_t stream, int reps, F&& body) {
+  return 1000.0 * median_graph_replay_ms(stream, 3, 15, body) / reps;
+}
 
 }  // namespace mlafuse::bench
