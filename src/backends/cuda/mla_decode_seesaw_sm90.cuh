@@ -67,6 +67,33 @@ struct SeesawSmem {
 inline constexpr size_t kSeesawSmemBytes = sizeof(SeesawSmem) + 1024;
 static_assert(sizeof(PlanShared<kSeesawThreads>) <= kTileBytes, "the own plan fits in a KV buffer");
 
+#ifdef MLAFUSE_SEESAW_STAMPS
+// Diagnostic build only (CMake MLAFUSE_SEESAW_STAMPS): %globaltimer stamps of a CTA's phases by
+// thread 0, dumped by the launcher and read by bench/seesaw_stamps.py. A CTA's row: 0 its SM,
+// 1 entry, 2 after pdl_wait, 3 first segment known, 4 segment count, 5 exit; segment k at
+// 8 + 7k: top, Q landed, first S, last pair's end, next segment's loads issued, output written,
+// then tiles | whole << 16 | query << 20.
+inline constexpr int kStampSlots = 80;
+inline constexpr int kStampMaxCtas = 4096;
+__device__ uint64_t g_seesaw_stamps[kStampMaxCtas * kStampSlots];
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+#define SEESAW_STAMP(slot)                                                         \
+  do {                                                                             \
+    if (threadIdx.x == 0 && (slot) < kStampSlots) stamp_row[(slot)] = global_ns(); \
+  } while (0)
+#define SEESAW_STAMP_VALUE(slot, v)                                        \
+  do {                                                                     \
+    if (threadIdx.x == 0 && (slot) < kStampSlots) stamp_row[(slot)] = (v); \
+  } while (0)
+#else
+#define SEESAW_STAMP(slot) ((void)0)
+#define SEESAW_STAMP_VALUE(slot, v) ((void)0)
+#endif
+
 enum SeesawBarrier : int { kScale0Ready = 1, kScale1Ready = 2, kP0Ready = 3, kP1Issued = 4 };
 
 // Tensor maps of one call: Q as [T_pad * H, 576] in boxes of [seesaw_q_rows, 64], the cache as
@@ -267,6 +294,18 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
   const int row0 = 16 * ((threadIdx.x % 128) / 32) + lane / 4;  // rows row0, row0 + 8
   const bool leader = threadIdx.x % 128 == 0;                 // issues TMA and expect_tx
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+#ifdef MLAFUSE_SEESAW_STAMPS
+  uint64_t* const stamp_row =
+      g_seesaw_stamps +
+      (static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x) % kStampMaxCtas) * kStampSlots;
+  int stamp_seg = 0;
+  {
+    uint32_t smid;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+    SEESAW_STAMP_VALUE(0, smid);
+  }
+  SEESAW_STAMP(1);
+#endif
 
   if (threadIdx.x == 0) {
     tma::prefetch_map(&maps.q);
@@ -288,6 +327,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
   __syncthreads();
   // Everything above overlaps the kernel before (programmatic launch); its results from here on.
   pdl_wait();
+  SEESAW_STAMP(2);
   // The part's first segment. own_plan (calls of at most kMlaOwnPlanQueries queries; no plan
   // kernel ran): the CTA computes the schedule itself in buffer 1, before any tile lands, and the
   // grid's last CTA also stores it in the workspace for the combine (and for later calls that
@@ -310,6 +350,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
   const int part_begin = part * per_part;
   const int part_end = part_begin + per_part;
   const int n = start.n;
+  SEESAW_STAMP(3);
 
   uint32_t phase_q = 0;
   uint32_t phase_kv = 0;  // warpgroup w waits only on buffer w's barriers: one phase bit
@@ -480,6 +521,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     const int tiles = seg.tiles;
     const int tile0 = seg.tile0;
     const int tile1 = seg.tile1;
+    SEESAW_STAMP(8 + 7 * stamp_seg);
     if (wg == 0 && lane % 4 == 0) {
       sm.m[row0] = kSeesawMaxInit;
       sm.m[row0 + 8] = kSeesawMaxInit;
@@ -494,6 +536,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
 
     tma::mbar_wait(bar_q, phase_q);
     phase_q ^= 1;
+    SEESAW_STAMP(8 + 7 * stamp_seg + 1);
     // The first S of each warpgroup.
     if (wg == 0 || tile0 + 1 < tile1) {
       qk_chunks<true>(s, sq, skv[0] + wg * kTileBytes, bars[0] + wg * 8 * kChunks, phase_kv, 0,
@@ -502,6 +545,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       wgmma_wait<0>();
       fence_regs(s);
     }
+    SEESAW_STAMP(8 + 7 * stamp_seg + 2);
     launch_dependents(early_dependents);
 
     // The pages of tiles b + 2, b + 3 (leaders only; pages of 64 tokens or more).
@@ -697,6 +741,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       pair.template operator()<false, false, false>(b);
     }
 
+    SEESAW_STAMP(8 + 7 * stamp_seg + 3);
     // ---- row sums over both warpgroups, normalize, write ----
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -712,6 +757,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
     Segment next;
     const bool have_next = next_segment(seg, next);
     if (have_next && threadIdx.x == 0) load_segment(next);
+    SEESAW_STAMP(8 + 7 * stamp_seg + 4);
     const bool whole = tile0 == 0 && tile1 == tiles;
     const int slot = whole ? 0 : partial_slot(part, per_part, seg.cum);
     // The rows of the unit's tokens, or of one token's heads (a multiple of 16: a warp's rows are
@@ -762,10 +808,21 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       }
     }
     launch_dependents(true);
+    SEESAW_STAMP(8 + 7 * stamp_seg + 5);
+    SEESAW_STAMP_VALUE(8 + 7 * stamp_seg + 6, static_cast<uint64_t>(tile1 - tile0) |
+                                                  (static_cast<uint64_t>(whole) << 16) |
+                                                  (static_cast<uint64_t>(t) << 20));
+#ifdef MLAFUSE_SEESAW_STAMPS
+    ++stamp_seg;
+#endif
     __syncthreads();  // m and l are reset by the next segment
     seg = next;
     have = have_next;
   }
+#ifdef MLAFUSE_SEESAW_STAMPS
+  SEESAW_STAMP_VALUE(4, stamp_seg);
+  SEESAW_STAMP(5);
+#endif
 }
 
 }  // namespace mlafuse::cuda::mla

@@ -12,8 +12,37 @@
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/core/error.h"
 
+#ifdef MLAFUSE_SEESAW_STAMPS
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#endif
+
 namespace mlafuse::cuda {
 namespace {
+
+#ifdef MLAFUSE_SEESAW_STAMPS
+// Diagnostic build only: at exit, the stamps of the last seesaw launch go to
+// $MLAFUSE_STAMPS_FILE (default seesaw_stamps.bin): int32 grid x, grid y, slots, then the rows.
+dim3 g_stamp_grid;
+void dump_stamps() {
+  const int ctas = std::min<int>(g_stamp_grid.x * g_stamp_grid.y, mla::kStampMaxCtas);
+  std::vector<uint64_t> rows(static_cast<size_t>(ctas) * mla::kStampSlots);
+  if (cudaDeviceSynchronize() != cudaSuccess ||
+      cudaMemcpyFromSymbol(rows.data(), mla::g_seesaw_stamps, rows.size() * 8) != cudaSuccess) {
+    std::fprintf(stderr, "seesaw stamps: copy failed\n");
+    return;
+  }
+  const char* path = std::getenv("MLAFUSE_STAMPS_FILE");
+  FILE* f = std::fopen(path ? path : "seesaw_stamps.bin", "wb");
+  if (!f) return;
+  const int32_t head[3] = {static_cast<int32_t>(g_stamp_grid.x),
+                           static_cast<int32_t>(g_stamp_grid.y), mla::kStampSlots};
+  std::fwrite(head, 4, 3, f);
+  std::fwrite(rows.data(), 8, rows.size(), f);
+  std::fclose(f);
+}
+#endif
 
 template <bool kSmallPages, bool kUnits>
 void launch_seesaw(const MlaDecodeProblem& p, const MlaWorkspace& ws, bool own_plan,
@@ -30,6 +59,11 @@ void launch_seesaw(const MlaDecodeProblem& p, const MlaWorkspace& ws, bool own_p
                                           mla::kSeesawSmemBytes));
   const int head_blocks = p.num_heads > mla::kSeesawRows ? p.num_heads / mla::kSeesawRows : 1;
   const dim3 grid(static_cast<unsigned>(head_blocks), static_cast<unsigned>(ws.num_parts));
+#ifdef MLAFUSE_SEESAW_STAMPS
+  static const bool registered = (std::atexit(dump_stamps), true);
+  (void)registered;
+  g_stamp_grid = grid;
+#endif
   launch_pdl("mla_decode_seesaw_kernel", kernel, grid, dim3(mla::kSeesawThreads),
              mla::kSeesawSmemBytes, stream, p, ws, maps, own_plan);
 }
