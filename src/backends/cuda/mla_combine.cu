@@ -44,9 +44,11 @@ void launch_mla_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& 
 void launch_mla_combine_latent(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                cudaStream_t stream) {
   if (p.num_queries == 0) return;
-  const dim3 grid(static_cast<unsigned>(p.num_queries), static_cast<unsigned>(p.num_heads));
-  launch_pdl("mla_combine_latent_kernel", mla::mla_combine_latent_kernel<mla::kCombineThreads>,
-             grid, dim3(mla::kCombineThreads), 0, stream, p, ws);
+  int device = 0;
+  int num_sms = 0;
+  MLAFUSE_CUDA_CHECK(cudaGetDevice(&device));
+  MLAFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
+  mla::launch_combine_latent(p, ws, stream, num_sms);
 }
 
 }  // namespace mlafuse::cuda

@@ -19,6 +19,7 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "backends/cuda/device_util.cuh"
@@ -825,25 +826,63 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   }
 }
 
-// Unfused baseline: the merged latent output of every real token as bf16 in ws.o_lat (tokens done
-// by one part already wrote theirs). One CTA per (token, head); warp w owns dims 64w .. 64w+63.
+// Unfused baseline (and the premerge): the merged latent output of every real token as bf16 in
+// ws.o_lat (tokens done by one part already wrote theirs). CTA (x, h) takes head h of tokens x,
+// x + gridDim.x, ... (up to kLatentTokensPerCta of them): it finds which are split in one round
+// of loads by all its threads, then merges only those; warp w owns dims 64w .. 64w+63.
+inline constexpr int kLatentTokensPerCta = 64;
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads)
     mla_combine_latent_kernel(MlaDecodeProblem p, MlaWorkspace ws) {
+  static_assert(kThreads >= kLatentTokensPerCta, "one thread a token for the split check");
+  __shared__ SplitRow s_rows[kLatentTokensPerCta];
+  __shared__ int s_split[kLatentTokensPerCta];
+  __shared__ int s_count;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int t = blockIdx.x;
   const int h = blockIdx.y;
   pdl_wait();
   pdl_launch_dependents();  // the combine after this kernel may start its W_UV loads
-  if (t >= real_tokens(p)) return;
+  const int n = real_tokens(p);
   const int per_part = ws.sched[0];
-  const SplitRow row[1] = {split_row(p, ws, per_part, t)};
-  if (row[0].count == 1) return;  // the attention wrote it
-  float2 v[1];
-  merge_split_rows<1, 16>(p, ws, per_part, row, h, 64 * warp + 2 * lane, lane, v);
-  *reinterpret_cast<uint32_t*>(ws.o_lat + (static_cast<int64_t>(t) * p.num_heads + h) * kMlaLatent +
-                               64 * warp + 2 * lane) = pack_bf16x2(v[0].x, v[0].y);
+  if (threadIdx.x == 0) s_count = 0;
+  __syncthreads();
+  const int t_mine = blockIdx.x + static_cast<int>(threadIdx.x) * gridDim.x;
+  if (threadIdx.x < kLatentTokensPerCta && t_mine < n) {
+    const SplitRow sr = split_row(p, ws, per_part, t_mine);
+    if (sr.count != 1) {  // count 1: the attention wrote it
+      const int k = atomicAdd(&s_count, 1);
+      s_rows[k] = sr;
+      s_split[k] = t_mine;
+    }
+  }
+  __syncthreads();
+  const int d0 = 64 * warp + 2 * lane;
+  for (int k = 0; k < s_count; ++k) {
+    const SplitRow row[1] = {s_rows[k]};
+    float2 v[1];
+    merge_split_rows<1, 16>(p, ws, per_part, row, h, d0, lane, v);
+    *reinterpret_cast<uint32_t*>(
+        ws.o_lat + (static_cast<int64_t>(s_split[k]) * p.num_heads + h) * kMlaLatent + d0) =
+        pack_bf16x2(v[0].x, v[0].y);
+  }
+}
+
+// The latent merge's launch: a CTA per (token, head) up to ~4 CTAs a SM; beyond, a token stride
+// that keeps that many, each checking its tokens at once. A CTA per (token, head) at B = 128,
+// H = 128 is 16384 CTAs, which cost ~30 us even when no query is split; 8 heads a CTA made split
+// merges 8-20 us slower (PERF.md, run 46), and ~16 CTAs a SM was up to 6 us slower (run 47).
+inline void launch_combine_latent(const MlaDecodeProblem& p, const MlaWorkspace& ws,
+                                  cudaStream_t stream, int num_sms) {
+  const int64_t t = p.num_queries;
+  const int64_t wave = int64_t{4} * num_sms;  // two CTAs of 256 threads a SM, two waves
+  const int64_t x = t * p.num_heads <= wave
+                        ? t
+                        : std::max(ceil_div(t, kLatentTokensPerCta),
+                                   std::min(t, ceil_div(wave, static_cast<int64_t>(p.num_heads))));
+  const dim3 grid(static_cast<unsigned>(x), static_cast<unsigned>(p.num_heads));
+  launch_pdl("mla_combine_latent_kernel", mla_combine_latent_kernel<kCombineThreads>, grid,
+             dim3(kCombineThreads), 0, stream, p, ws);
 }
 
 // Host side: launches one CTA per (token tile, head). NVFP4's grid reaches round_up(T_pad, 128)
@@ -876,12 +915,7 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   // head either way.
   const bool premerge =
       p.num_queries >= 4 && ceil_div(p.num_queries, kTM) * p.num_heads * 2 <= num_sms;
-  if (premerge) {
-    const dim3 latent_grid(static_cast<unsigned>(p.num_queries),
-                           static_cast<unsigned>(p.num_heads));
-    launch_pdl("mla_combine_latent_kernel", mla_combine_latent_kernel<kCombineThreads>, latent_grid,
-               dim3(kCombineThreads), 0, stream, p, ws);
-  }
+  if (premerge) launch_combine_latent(p, ws, stream, num_sms);
   launch_pdl("mla_combine_up_quant_kernel", kernel, grid, dim3(kCombineThreads), smem, stream, p,
              ws, op, maps, premerge);
 }
