@@ -148,7 +148,6 @@ inline BenchDevice open_bench_device() {
   return d;
 }
 
-
 // The variants of one benchmark case, timed together. Each is captured once into a graph; then
 // every graph is replayed once a round, in an order rotated from round to round, so a clock
 // ramp or a drift in power state falls on every variant alike instead of on the one timed first

@@ -303,8 +303,7 @@ void run_batch(const Batch& b, bool quant_variants) {
   // Unfused baseline: latent combine, then cuBLAS W_UV GEMM. o_lat is poisoned and the
   // attention run again first, so every row checked is this attention's or this merge's (the
   // fused premerge writes the same rows).
-  MLAFUSE_CUDA_CHECK(
-      cudaMemset(d.ws.o_lat, 0xff, static_cast<size_t>(h.t_pad) * h.heads * kL * 2));
+  MLAFUSE_CUDA_CHECK(cudaMemset(d.ws.o_lat, 0xff, static_cast<size_t>(h.t_pad) * h.heads * kL * 2));
   d.attention();
   cuda::launch_mla_combine_latent(d.p, d.ws, nullptr);
   MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
