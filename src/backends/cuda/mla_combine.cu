@@ -44,11 +44,7 @@ void launch_mla_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& 
 void launch_mla_combine_latent(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                                cudaStream_t stream) {
   if (p.num_queries == 0) return;
-  int device = 0;
-  int num_sms = 0;
-  MLAFUSE_CUDA_CHECK(cudaGetDevice(&device));
-  MLAFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
-  mla::launch_combine_latent(p, ws, stream, num_sms);
+  mla::launch_combine_latent(p, ws, stream, mla::current_device_sms());
 }
 
 }  // namespace mlafuse::cuda

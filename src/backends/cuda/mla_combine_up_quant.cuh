@@ -868,6 +868,15 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// SMs of the current device (the combine launchers size their grids by it).
+inline int current_device_sms() {
+  int device = 0;
+  int num_sms = 0;
+  MLAFUSE_CUDA_CHECK(cudaGetDevice(&device));
+  MLAFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
+  return num_sms;
+}
+
 // The latent merge's launch: a CTA per (token, head) up to ~4 CTAs a SM; beyond, a token stride
 // that keeps that many, each checking its tokens at once. A CTA per (token, head) at B = 128,
 // H = 128 is 16384 CTAs, which cost ~30 us even when no query is split; 8 heads a CTA made split
@@ -938,10 +947,7 @@ inline int combine_launch_shape(int64_t rows, int num_heads, int num_sms, int* s
 template <class Epi>
 void launch_combine_up_quant(const MlaDecodeProblem& p, const MlaWorkspace& ws,
                              const MlaOutputParams& op, cudaStream_t stream) {
-  int device = 0;
-  int num_sms = 0;
-  MLAFUSE_CUDA_CHECK(cudaGetDevice(&device));
-  MLAFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
+  const int num_sms = current_device_sms();
   int stages = kWChunks;
   switch (combine_launch_shape(p.num_queries, p.num_heads, num_sms, &stages)) {
     case 16:
