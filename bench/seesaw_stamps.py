@@ -13,6 +13,25 @@ grid's last CTA's end).
 import struct, sys
 import numpy as np
 
+SEGMENT_SLOTS = 80  # slots 80 + 8w: warpgroup w's leader's cycle counters (96-slot rows)
+COUNTERS = ['S issue + chunk waits', 'named-barrier waits', 'wgmma waits']
+
+
+def counters(a):
+    """Per warpgroup: the pair loops' cycles, split by what the leader waited on (clock64)."""
+    # ns a cycle, from thread 0's own entry/exit in both clocks
+    ns_per_cycle = np.median((a[:, 5] - a[:, 1]) / np.maximum(a[:, SEGMENT_SLOTS + 5] - a[:, SEGMENT_SLOTS + 4], 1))
+    print(f'  pair loops, leaders\' clock64 ({1 / ns_per_cycle:.2f} GHz); means over CTAs:')
+    for w in range(2):
+        c = a[:, SEGMENT_SLOTS + 8 * w:SEGMENT_SLOTS + 8 * w + 8].astype(float)
+        loop = c[:, 3]
+        pairs = max(c[:, 6].sum(), 1)
+        line = f'    wg{w}: loop {loop.mean() * ns_per_cycle / 1e3:7.2f} us, {loop.sum() / pairs:6.0f} cycles a pair'
+        for i, name in enumerate(COUNTERS):
+            line += f'; {name} {100 * c[:, i].sum() / max(loop.sum(), 1):4.1f}% ({c[:, i].sum() / pairs:5.0f} a pair)'
+        print(line)
+
+
 def load(path):
     b = open(path, 'rb').read()
     gx, gy, slots = struct.unpack('<3i', b[:12])
@@ -35,7 +54,7 @@ def main(path):
         ph['plan'].append(r[3] - r[2])
         prev = r[3]
         qw = fs = mn = sn = ow = sg = 0
-        for k in range(min(nseg, (slots - 8) // 7)):
+        for k in range(min(nseg, (min(slots, SEGMENT_SLOTS) - 8) // 7)):
             b = 8 + 7 * k
             beg, ql, fsd, pe, iss, od, info = r[b:b + 7]
             tiles = int(info) & 0xffff; whole = (int(info) >> 16) & 1
@@ -60,6 +79,8 @@ def main(path):
         if m.any():
             print(f'  segs of {lo}-{hi-1} tiles: {m.sum():4d}, per tile {np.sum(segs[m,1])/np.sum(segs[m,0])/1e3:.3f} us, '
                   f'q wait mean {segs[m,2].mean()/1e3:.2f} us')
+    if slots >= SEGMENT_SLOTS + 16:
+        counters(a)
 
 for p in sys.argv[1:]:
     main(p)

@@ -72,8 +72,11 @@ static_assert(sizeof(PlanShared<kSeesawThreads>) <= kTileBytes, "the own plan fi
 // thread 0, dumped by the launcher and read by bench/seesaw_stamps.py. A CTA's row: 0 its SM,
 // 1 entry, 2 after pdl_wait, 3 first segment known, 4 segment count, 5 exit; segment k at
 // 8 + 7k: top, Q landed, first S, last pair's end, next segment's loads issued, output written,
-// then tiles | whole << 16 | query << 20.
-inline constexpr int kStampSlots = 80;
+// then tiles | whole << 16 | query << 20. Slots 80 + 8w: warpgroup w's leader's clock64 cycles
+// in the pair loops: in S issue and chunk waits, in named-barrier waits, in wgmma waits, in the
+// loops themselves, then its entry and exit clocks and its pair count.
+inline constexpr int kStampSegmentSlots = 80;
+inline constexpr int kStampSlots = 96;
 inline constexpr int kStampMaxCtas = 4096;
 __device__ uint64_t g_seesaw_stamps[kStampMaxCtas * kStampSlots];
 __device__ __forceinline__ uint64_t global_ns() {
@@ -81,17 +84,25 @@ __device__ __forceinline__ uint64_t global_ns() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
-#define SEESAW_STAMP(slot)                                                         \
-  do {                                                                             \
-    if (threadIdx.x == 0 && (slot) < kStampSlots) stamp_row[(slot)] = global_ns(); \
+#define SEESAW_STAMP(slot)                                                                \
+  do {                                                                                    \
+    if (threadIdx.x == 0 && (slot) < kStampSegmentSlots) stamp_row[(slot)] = global_ns(); \
   } while (0)
-#define SEESAW_STAMP_VALUE(slot, v)                                        \
-  do {                                                                     \
-    if (threadIdx.x == 0 && (slot) < kStampSlots) stamp_row[(slot)] = (v); \
+#define SEESAW_STAMP_VALUE(slot, v)                                               \
+  do {                                                                            \
+    if (threadIdx.x == 0 && (slot) < kStampSegmentSlots) stamp_row[(slot)] = (v); \
+  } while (0)
+// Adds the statement's clock64 cycles to a counter of this thread.
+#define SEESAW_CYCLES(counter, ...)  \
+  do {                               \
+    const long long c0_ = clock64(); \
+    __VA_ARGS__;                     \
+    (counter) += clock64() - c0_;    \
   } while (0)
 #else
 #define SEESAW_STAMP(slot) ((void)0)
 #define SEESAW_STAMP_VALUE(slot, v) ((void)0)
+#define SEESAW_CYCLES(counter, ...) __VA_ARGS__
 #endif
 
 enum SeesawBarrier : int { kScale0Ready = 1, kScale1Ready = 2, kP0Ready = 3, kP1Issued = 4 };
@@ -299,6 +310,8 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       g_seesaw_stamps +
       (static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x) % kStampMaxCtas) * kStampSlots;
   int stamp_seg = 0;
+  long long cyc_s = 0, cyc_bar = 0, cyc_mma = 0, cyc_loop = 0, n_pairs = 0;
+  const long long clk_entry = clock64();
   {
     uint32_t smid;
     asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
@@ -568,6 +581,9 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       }
       const int valid0 = len - b * kMlaPage;  // < 64: b is the query's last, partial tile
       const int valid1 = valid0 - kMlaPage;
+#ifdef MLAFUSE_SEESAW_STAMPS
+      ++n_pairs;
+#endif
       if (wg == 0) {
         // ---- softmax of S0 ----
         if constexpr (has2) {  // S0 was the RoPE chunk's only reader
@@ -608,14 +624,14 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         }
         fence_regs(o);
         pv_local(o, pa, skv[0]);
-        wgmma_wait<0>();
+        SEESAW_CYCLES(cyc_mma, wgmma_wait<0>());
         fence_regs(o);
         if constexpr (has2) {
           if (leader) load_chunks(seg, 0, b + 2, y2, 0, 4);  // V0_L's last reader is done
         }
 
         // ---- P0 rescaled by wg1's tile -> shared, for wg1 ----
-        tma::bar_sync(kScale1Ready, kSeesawThreads);
+        SEESAW_CYCLES(cyc_bar, tma::bar_sync(kScale1Ready, kSeesawThreads));
         float f1[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) f1[r] = sm.scale1[row0 + 8 * r];
@@ -629,7 +645,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
           if constexpr (!has2) {
             if (valid1 < kMlaPage) zero_v_tail(skv[1], valid1);
           }
-          tma::bar_sync(kP1Issued, kSeesawThreads);
+          SEESAW_CYCLES(cyc_bar, tma::bar_sync(kP1Issued, kSeesawThreads));
           scale_rows(o, f1);
           l_run[0] *= f1[0];
           l_run[1] *= f1[1];
@@ -643,23 +659,26 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         // ---- next S0 (tile b + 2), overlapping the tail of P1 V1_L ----
         if constexpr (has2) {
           const uint32_t bytes2 = chunk_bytes(seg, b + 2);
-          qk_chunks<true>(s, sq, skv[0], bars[0], phase_kv, 0, 4, leader, bytes2);
+          SEESAW_CYCLES(cyc_s,
+                        qk_chunks<true>(s, sq, skv[0], bars[0], phase_kv, 0, 4, leader, bytes2));
           if constexpr (has3) {
-            wgmma_wait<4>();  // P1 V1_L is done: V1_L and P1 (buffer 1's RoPE chunk) are free
+            // P1 V1_L is done: V1_L and P1 (buffer 1's RoPE chunk) are free.
+            SEESAW_CYCLES(cyc_mma, wgmma_wait<4>());
             if (leader) {
               load_chunks(seg, 1, b + 3, y3, 0, 4);
               load_chunks(seg, 1, b + 3, y3, 8, 9);
             }
           }
-          qk_chunks<false>(s, sq, skv[0], bars[0], phase_kv, 4, kChunks, leader, bytes2);
+          SEESAW_CYCLES(cyc_s, qk_chunks<false>(s, sq, skv[0], bars[0], phase_kv, 4, kChunks,
+                                                leader, bytes2));
           phase_kv ^= 1;
         }
-        wgmma_wait<0>();
+        SEESAW_CYCLES(cyc_mma, wgmma_wait<0>());
         fence_regs(o);
         fence_regs(s);
       } else {
         // ---- softmax of S1 (after wg0's, whose max it extends) ----
-        tma::bar_sync(kScale0Ready, kSeesawThreads);
+        SEESAW_CYCLES(cyc_bar, tma::bar_sync(kScale0Ready, kSeesawThreads));
         float mx[2] = {-INFINITY, -INFINITY};
         if constexpr (has1) {
           row_max_log2<kUnits ? !has3 : !has2>(s, scale_log2, (b + 1) * kMlaPage, my_len, mx);
@@ -701,7 +720,7 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
           pv_local(o, pa, skv[1] + 4 * kChunkBytes);
         }
         // ---- O_R += P0 V0_R ----
-        tma::bar_sync(kP0Ready, kSeesawThreads);
+        SEESAW_CYCLES(cyc_bar, tma::bar_sync(kP0Ready, kSeesawThreads));
         if constexpr (!has1) {
           if (valid0 < kMlaPage) zero_v_tail(skv[0] + 4 * kChunkBytes, valid0);
         }
@@ -709,37 +728,42 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
         pv_shared(o, sp0, skv[0] + 4 * kChunkBytes);
         if constexpr (has1) tma::bar_arrive(kP1Issued, kSeesawThreads);
         if constexpr (has3) {
-          wgmma_wait<1>();  // P1 V1_R is done: V1_R is free
+          SEESAW_CYCLES(cyc_mma, wgmma_wait<1>());  // P1 V1_R is done: V1_R is free
           if (leader) load_chunks(seg, 1, b + 3, y3, 4, 8);
         }
         if constexpr (has2) {
-          wgmma_wait<0>();  // P0 V0_R is done: V0_R is free
+          SEESAW_CYCLES(cyc_mma, wgmma_wait<0>());  // P0 V0_R is done: V0_R is free
           if (leader) load_chunks(seg, 0, b + 2, y2, 4, 8);
         }
         // ---- next S1 (tile b + 3) ----
         if constexpr (has3) {  // chunks 4..7 first: this warpgroup issued them before wg0 its own
           const uint32_t bytes3 = chunk_bytes(seg, b + 3);
-          qk_chunks<true>(s, sq, skv[1], bars[1], phase_kv, 4, 8, leader, bytes3);
-          qk_chunks<false>(s, sq, skv[1], bars[1], phase_kv, 0, 4, leader, bytes3);
-          qk_chunks<false>(s, sq, skv[1], bars[1], phase_kv, 8, 9, leader, bytes3);
+          SEESAW_CYCLES(cyc_s,
+                        qk_chunks<true>(s, sq, skv[1], bars[1], phase_kv, 4, 8, leader, bytes3));
+          SEESAW_CYCLES(cyc_s,
+                        qk_chunks<false>(s, sq, skv[1], bars[1], phase_kv, 0, 4, leader, bytes3));
+          SEESAW_CYCLES(cyc_s,
+                        qk_chunks<false>(s, sq, skv[1], bars[1], phase_kv, 8, 9, leader, bytes3));
           phase_kv ^= 1;
         }
-        wgmma_wait<0>();
+        SEESAW_CYCLES(cyc_mma, wgmma_wait<0>());
         fence_regs(o);
         fence_regs(s);
       }
     };
-    int b = tile0;
-    for (; b + 3 < tile1; b += 2) pair.template operator()<true, true, true>(b);
-    if (b + 2 < tile1) {
-      pair.template operator()<true, true, false>(b);
-      b += 2;
-    }
-    if (b + 1 < tile1) {
-      pair.template operator()<true, false, false>(b);
-    } else if (b < tile1) {
-      pair.template operator()<false, false, false>(b);
-    }
+    SEESAW_CYCLES(cyc_loop, {
+      int b = tile0;
+      for (; b + 3 < tile1; b += 2) pair.template operator()<true, true, true>(b);
+      if (b + 2 < tile1) {
+        pair.template operator()<true, true, false>(b);
+        b += 2;
+      }
+      if (b + 1 < tile1) {
+        pair.template operator()<true, false, false>(b);
+      } else if (b < tile1) {
+        pair.template operator()<false, false, false>(b);
+      }
+    });
 
     SEESAW_STAMP(8 + 7 * stamp_seg + 3);
     // ---- row sums over both warpgroups, normalize, write ----
@@ -822,6 +846,16 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
 #ifdef MLAFUSE_SEESAW_STAMPS
   SEESAW_STAMP_VALUE(4, stamp_seg);
   SEESAW_STAMP(5);
+  if (leader) {
+    uint64_t* acc = stamp_row + kStampSegmentSlots + 8 * wg;
+    acc[0] = cyc_s;
+    acc[1] = cyc_bar;
+    acc[2] = cyc_mma;
+    acc[3] = cyc_loop;
+    acc[4] = clk_entry;
+    acc[5] = clock64();
+    acc[6] = n_pairs;
+  }
 #endif
 }
 
