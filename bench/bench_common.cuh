@@ -176,6 +176,12 @@ class GraphRounds {
     return static_cast<int>(execs_.size()) - 1;
   }
 
+  // One untimed replay of variant g, waited for.
+  void replay(int g) {
+    MLAFUSE_CUDA_CHECK(cudaGraphLaunch(execs_[g], stream_));
+    MLAFUSE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
   // Untimed rounds until at least `warmup_rounds` ran and `min_warm_ms` of GPU time passed, then
   // `timed_rounds` rounds with each replay between its own events. Returns each variant's median
   // replay in milliseconds, in the order of add().

@@ -34,6 +34,13 @@ __device__ __forceinline__ int32_t real_tokens(const int32_t* num_tokens_device,
 // pdl_launch_dependents() lets the next such kernel start early. Both are no-ops for a kernel
 // launched the ordinary way. Every CTA waits before it exits, so a kernel's completion still
 // implies its predecessor's for the ordinary launches after it.
+// The GPU's nanosecond clock, comparable across SMs and kernels (the stamps builds' timelines).
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");

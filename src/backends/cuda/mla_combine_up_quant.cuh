@@ -31,6 +31,9 @@
 #include "backends/cuda/quant_epilogue.cuh"
 #include "backends/cuda/tma_map.h"
 #include "backends/cuda/tma_sm90.cuh"
+#ifdef MLAFUSE_SEESAW_STAMPS
+#include "backends/cuda/stamps_file.h"
+#endif
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/quant/scale_layout.h"
@@ -75,6 +78,51 @@ inline constexpr uint32_t kWChunkBytes = kWChunkRows * kMlaVDim * 2;
 // once more); kMlaMaxParts keeps num_parts within it.
 inline constexpr int kMaxMergeEntries = 1024;
 static_assert(64 + kMlaMaxParts <= kMaxMergeEntries, "kMlaMaxParts must fit the merge plan");
+
+#ifdef MLAFUSE_SEESAW_STAMPS
+// Diagnostic build only (CMake MLAFUSE_SEESAW_STAMPS): %globaltimer stamps of each combine CTA by
+// thread 0, from the program's last combine launch, written at exit to
+// $MLAFUSE_COMBINE_STAMPS_FILE (default combine_stamps.bin) and read by bench/combine_stamps.py.
+// A CTA's row: 0 its SM, 1 entry, 2 after pdl_wait, 3 merge rows listed, 4 split weights ready,
+// 5 merge done (thread 0's last add), 6 A tile ready, 7 W_UV product done, 8 exit, 9 merging rows
+// | split entries << 16 | kTM << 32 | a_by_tma << 40 | kStages << 48, 10 + k: the end of thread
+// 0's merge round k (16 split entries a round; the first six rounds).
+inline constexpr int kCombineStampSlots = 16;
+inline constexpr int kCombineStampRounds = 6;
+inline constexpr int kCombineStampMaxCtas = 8192;
+// Internal linkage: each epilogue's translation unit stamps and dumps its own copy, and the one
+// that launched last writes the file.
+static __device__ uint64_t g_combine_stamps[kCombineStampMaxCtas * kCombineStampSlots];
+inline int g_combine_launches = 0;  // combine launches of the program, over every epilogue
+static int s_combine_last_launch = -1;
+static dim3 s_combine_stamp_grid;
+[[maybe_unused]] static void dump_combine_stamps() {
+  if (s_combine_last_launch != g_combine_launches) return;  // a later launch was another unit's
+  write_stamps_file(g_combine_stamps, s_combine_stamp_grid, kCombineStampSlots,
+                    kCombineStampMaxCtas, "MLAFUSE_COMBINE_STAMPS_FILE", "combine_stamps.bin");
+}
+// Host, before each launch: this unit's grid is now the program's last.
+[[maybe_unused]] static void note_combine_launch(dim3 grid) {
+  static bool registered = false;
+  if (!registered) {
+    std::atexit(dump_combine_stamps);
+    registered = true;
+  }
+  s_combine_stamp_grid = grid;
+  s_combine_last_launch = ++g_combine_launches;
+}
+#define COMBINE_STAMP(slot)                                \
+  do {                                                     \
+    if (threadIdx.x == 0) stamp_row[(slot)] = global_ns(); \
+  } while (0)
+#define COMBINE_STAMP_VALUE(slot, v)               \
+  do {                                             \
+    if (threadIdx.x == 0) stamp_row[(slot)] = (v); \
+  } while (0)
+#else
+#define COMBINE_STAMP(slot) ((void)0)
+#define COMBINE_STAMP_VALUE(slot, v) ((void)0)
+#endif
 
 template <int kTM, int kStages>
 struct CombineUpSmem {
@@ -611,12 +659,27 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int n = real_tokens(p);
+#ifdef MLAFUSE_SEESAW_STAMPS
+  uint64_t* const stamp_row =
+      g_combine_stamps +
+      (static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x) % kCombineStampMaxCtas) *
+          kCombineStampSlots;
+  {
+    uint32_t smid;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+    COMBINE_STAMP_VALUE(0, smid);
+  }
+  COMBINE_STAMP(1);
+#endif
 
   Epi epi;
   epi.init(op, p.num_heads, p.num_queries);
   epi.pad(t0, kTM, n, h);
   if (t0 >= n) {  // uniform over the CTA: nothing real in this tile
     pdl_wait();
+    COMBINE_STAMP(2);
+    COMBINE_STAMP_VALUE(9, 0);
+    COMBINE_STAMP(8);
     return;
   }
 
@@ -637,6 +700,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   }
   // The W_UV loads above overlap the attention's tail (programmatic launch); its results from here.
   pdl_wait();
+  COMBINE_STAMP(2);
 
   // 2. Merge the splits of each token in f32 and round to bf16. Every row's splits follow from
   //    its q_cum in closed form (partial_slot), so one round of loads gives them all.
@@ -679,6 +743,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   }
   __syncthreads();
   const int num_merge = __popc(sm.ballot[0]) + __popc(sm.ballot[1]);
+  COMBINE_STAMP(3);
   // Single-split rows: the attention already wrote their bf16 latent output; copy it into the
   // swizzled A tile. A 64-row tile with no merging row comes as eight TMA boxes, issued by one
   // thread (B >= 33 at H = 128; cp.async by every thread, 16 a thread, held the CTA ~2-3 us at
@@ -724,6 +789,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   // normalized, then sum_k w_k x_k in split order from 0.
   // One merging row (B = 1, or a single split query among whole ones) keeps merge_split_rows,
   // whose log-sum-exps and first 16 partials go out in one round (measured ~1 us faster there).
+  COMBINE_STAMP(4);  // the many-row path below stamps it again once its weights are ready
   if (num_merge == 1) {
     const int r = sm.merge_rows[0];
     const SplitRow one[1] = {sm.rows[r]};
@@ -770,6 +836,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
       for (int k = b + lane; k < end; k += 32) sm.ent_w[k] *= inv;
     }
     __syncthreads();
+    COMBINE_STAMP(4);
     int row = 0;  // the merge row of the next entry to add
     float2 v = make_float2(0.0f, 0.0f);
     for (int e0 = 0; e0 < entries; e0 += 16) {
@@ -793,12 +860,16 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
         v.x += wy[j] * y[j].x;
         v.y += wy[j] * y[j].y;
       }
+#ifdef MLAFUSE_SEESAW_STAMPS
+      if (e0 / 16 < kCombineStampRounds) COMBINE_STAMP(10 + e0 / 16);
+#endif
     }
     for (; row < num_merge; ++row) {  // the last row, and empty rows after it
       store_row(sm.merge_rows[row], v);
       v = make_float2(0.0f, 0.0f);
     }
   }
+  COMBINE_STAMP(5);
   cp_async_wait<0>();
   // The ring waits for each o_lat block beside its W_UV chunk; W_UV whole needs all before its
   // back-to-back MMAs.
@@ -807,6 +878,12 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
   }
   if constexpr (kWgmma) fence_proxy_async();  // the A tile (generic writes) -> wgmma (async)
   __syncthreads();
+  COMBINE_STAMP(6);
+  COMBINE_STAMP_VALUE(
+      9, static_cast<uint64_t>(num_merge) |
+             (static_cast<uint64_t>(num_merge > 1 ? sm.merge_off[num_merge] : 0) << 16) |
+             (static_cast<uint64_t>(kTM) << 32) | (static_cast<uint64_t>(a_by_tma) << 40) |
+             (static_cast<uint64_t>(kStages) << 48));
 
   // 3. o_lat @ W_UV[h], bf16-rounded into the output tile (sm.a, free again afterwards).
   __nv_bfloat16* so = sm.a;  // [kTM, kOutStride]
@@ -817,6 +894,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     w_uv_product_mma_sync<kTM, kStages>(smem_addr(sm.a), sw, w_full, &maps.w, h, so, warp, lane);
   }
   __syncthreads();
+  COMBINE_STAMP(7);
   // 4. The epilogue, row by row.
   for (int r = warp; r < kTM; r += kCombineThreads / 32) {
     const int t = t0 + r;
@@ -824,6 +902,7 @@ __global__ void __launch_bounds__(kCombineThreads, kStages == kWChunks ? 1 : 2)
     const float x[4] = {bf16_lo(v.x), bf16_hi(v.x), bf16_lo(v.y), bf16_hi(v.y)};
     epi.row(x, t, h, lane, t < n);
   }
+  COMBINE_STAMP(8);
 }
 
 // Unfused baseline (and the premerge): the merged latent output of every real token as bf16 in
@@ -925,6 +1004,9 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   const bool premerge =
       p.num_queries >= 4 && ceil_div(p.num_queries, kTM) * p.num_heads * 2 <= num_sms;
   if (premerge) launch_combine_latent(p, ws, stream, num_sms);
+#ifdef MLAFUSE_SEESAW_STAMPS
+  note_combine_launch(grid);
+#endif
   launch_pdl("mla_combine_up_quant_kernel", kernel, grid, dim3(kCombineThreads), smem, stream, p,
              ws, op, maps, premerge);
 }

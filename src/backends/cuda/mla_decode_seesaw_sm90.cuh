@@ -79,11 +79,6 @@ inline constexpr int kStampSegmentSlots = 80;
 inline constexpr int kStampSlots = 96;
 inline constexpr int kStampMaxCtas = 4096;
 __device__ uint64_t g_seesaw_stamps[kStampMaxCtas * kStampSlots];
-__device__ __forceinline__ uint64_t global_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 #define SEESAW_STAMP(slot)                                                                \
   do {                                                                                    \
     if (threadIdx.x == 0 && (slot) < kStampSegmentSlots) stamp_row[(slot)] = global_ns(); \

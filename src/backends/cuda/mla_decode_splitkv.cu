@@ -13,9 +13,7 @@
 #include "mlafuse/core/error.h"
 
 #ifdef MLAFUSE_SEESAW_STAMPS
-#include <cstdio>
-#include <cstdlib>
-#include <vector>
+#include "backends/cuda/stamps_file.h"
 #endif
 
 namespace mlafuse::cuda {
@@ -26,21 +24,8 @@ namespace {
 // $MLAFUSE_STAMPS_FILE (default seesaw_stamps.bin): int32 grid x, grid y, slots, then the rows.
 dim3 g_stamp_grid;
 void dump_stamps() {
-  const int ctas = std::min<int>(g_stamp_grid.x * g_stamp_grid.y, mla::kStampMaxCtas);
-  std::vector<uint64_t> rows(static_cast<size_t>(ctas) * mla::kStampSlots);
-  if (cudaDeviceSynchronize() != cudaSuccess ||
-      cudaMemcpyFromSymbol(rows.data(), mla::g_seesaw_stamps, rows.size() * 8) != cudaSuccess) {
-    std::fprintf(stderr, "seesaw stamps: copy failed\n");
-    return;
-  }
-  const char* path = std::getenv("MLAFUSE_STAMPS_FILE");
-  FILE* f = std::fopen(path ? path : "seesaw_stamps.bin", "wb");
-  if (!f) return;
-  const int32_t head[3] = {static_cast<int32_t>(g_stamp_grid.x),
-                           static_cast<int32_t>(g_stamp_grid.y), mla::kStampSlots};
-  std::fwrite(head, 4, 3, f);
-  std::fwrite(rows.data(), 8, rows.size(), f);
-  std::fclose(f);
+  write_stamps_file(mla::g_seesaw_stamps, g_stamp_grid, mla::kStampSlots, mla::kStampMaxCtas,
+                    "MLAFUSE_STAMPS_FILE", "seesaw_stamps.bin");
 }
 #endif
 
