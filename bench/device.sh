@@ -3,8 +3,12 @@
 # compute-sanitizer over the GPU test binaries (memcheck; racecheck for the shared-memory
 # kernels) with small shapes, and run every benchmark, printing a short summary last.
 #
-#   bench/device.sh [build] [test] [sanitize] [bench] [python]
+#   bench/device.sh [build] [test] [sanitize] [bench] [python] [stamps]
 #                                      (default: the first four, in that order)
+# stamps: the diagnostic build (-DMLAFUSE_SEESAW_STAMPS=ON, in $BUILD-stamps) of bench_mla_decode,
+# one process a case of MLAFUSE_STAMPS_CASES (default below), and where each CTA's time goes in
+# the attention and the combine of the case's last fused chain (bench/seesaw_stamps.py,
+# bench/combine_stamps.py; stamps.txt). Its times are not benchmark results.
 # python: pip-installs the Python package with the CUDA backend (offline: wheels carried in .whl/,
 # MLAFUSE_PYTHON_TIMEOUT for the build) and runs its pytest suite with torch CUDA tensors, the
 # eager-overhead benchmark, the DeepSeek-V3 decode-step example and the tensor-parallel example
@@ -147,6 +151,26 @@ if want python; then
   timeout 300 python3 examples/deepseek_v3_tp_decode.py --simulate 2,4,8 > "$OUT_DIR/tp_decode.txt" 2>&1
   note "deepseek_v3_tp_decode.py --simulate 2,4,8: rc=$? ($(elapsed))"
   cat "$OUT_DIR/python_overhead.txt" "$OUT_DIR/decode_step.txt" "$OUT_DIR/tp_decode.txt" | tee -a "$SUMMARY"
+fi
+
+if want stamps; then
+  SBUILD="$BUILD-stamps"
+  cmake -S . -B "$SBUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+    -DMLAFUSE_SEESAW_STAMPS=ON > "$OUT_DIR/stamps_build.log" 2>&1 &&
+    cmake --build "$SBUILD" -j16 --target bench_mla_decode >> "$OUT_DIR/stamps_build.log" 2>&1
+  note "stamps build: rc=$? ($(elapsed))"
+  mkdir -p "$OUT_DIR/stamps"
+  : > "$OUT_DIR/stamps.txt"
+  for c in ${MLAFUSE_STAMPS_CASES:-128,4096,128 128,1024,128 16,4096,128 1,4096,128 128,4096,16}; do
+    base="$OUT_DIR/stamps/${c//,/_}"
+    MLAFUSE_STAMPS_FILE="$base.attn.bin" MLAFUSE_COMBINE_STAMPS_FILE="$base.combine.bin" \
+      timeout "${MLAFUSE_STAMPS_TIMEOUT:-60}" "$SBUILD/bench/bench_mla_decode" --case "$c" \
+      > "$base.txt" 2>&1
+    note "stamps $c: rc=$? ($(elapsed))"
+    { python3 bench/seesaw_stamps.py "$base.attn.bin" &&
+      python3 bench/combine_stamps.py "$base.combine.bin" "$base.attn.bin"; } >> "$OUT_DIR/stamps.txt" 2>&1
+  done
+  cat "$OUT_DIR/stamps.txt" | tee -a "$SUMMARY"
 fi
 
 echo
