@@ -614,6 +614,19 @@ TEST(MlaReference, AttentionBadInputsNameTheTensor) {
     expect_error([&] { run(mb); }, {"decode sequence 1 has 0 query tokens"});
   }
   {
+    // query_start_loc out of order by more than int32 spans: its differences must not wrap into
+    // plausible query counts (they did, and the decode loop then wrote past its buffers).
+    MixedBatch mb = make_mixed(small_config(4, 16), {3, 20, 5}, {}, 0, 102);
+    mb.meta.query_start_loc = mb.meta.query_start_loc.clone();
+    mb.meta.seq_lens = mb.meta.seq_lens.clone();
+    int32_t* qsl = mb.meta.query_start_loc.data<int32_t>();
+    qsl[1] = std::numeric_limits<int32_t>::max();
+    qsl[2] = -2;
+    mb.meta.seq_lens.data<int32_t>()[0] = std::numeric_limits<int32_t>::max();
+    mb.meta.seq_lens.data<int32_t>()[1] = std::numeric_limits<int32_t>::max();
+    expect_error([&] { run(mb); }, {"decode sequence 1 has -2147483649 query tokens"});
+  }
+  {
     MixedBatch mb = good;  // the counts and query_start_loc disagree on the decode tokens
     mb.meta.num_decode_tokens += 1;
     mb.meta.num_prefill_tokens -= 1;

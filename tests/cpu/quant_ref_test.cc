@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -304,6 +305,13 @@ TEST(QuantFp8Group, BadArguments) {
   p.group_size = 128;
   p.eps = 0.0f;
   expect_error([&] { ref::quant_fp8_group(x, 4, p, q, s); }, {"eps"});
+  // Positive, but eps / 448 is no normal f32: an all-zero group would code 0 / 0 as NaN.
+  p.eps = 1e-44f;
+  expect_error([&] { ref::quant_fp8_group(x, 4, p, q, s); }, {"eps", "448 * FLT_MIN"});
+  p.eps = 6e-36f;  // the smallest accepted range: all-zero groups code 0
+  std::memset(x.raw(), 0, x.storage()->bytes);
+  ASSERT_NO_THROW(ref::quant_fp8_group(x, 4, p, q, s));
+  for (int64_t i = 0; i < 4 * 256; ++i) ASSERT_EQ(q.data<uint8_t>()[i], 0) << i;
   p.eps = 1e-10f;
   // Scales in the wrong layout for the flags.
   p.col_major = true;

@@ -433,7 +433,7 @@ Tensor mla_attention_f32(const Tensor& q, const Tensor& kv_c_normed, const Tenso
   const int32_t* lens = meta.seq_lens.data<int32_t>();        // [num_seqs]
   MLAFUSE_CHECK(qsl[0] == 0, "query_start_loc[0] = ", qsl[0], "; expected 0");
   for (int64_t i = 0; i < num_seqs; ++i) {
-    const int64_t qlen = qsl[i + 1] - qsl[i];
+    const int64_t qlen = static_cast<int64_t>(qsl[i + 1]) - qsl[i];  // no int32 wrap
     if (i < meta.num_decodes && lens[i] == 0) {  // a padding decode: one query token or none
       MLAFUSE_CHECK(qlen == 0 || qlen == 1, "padding decode sequence ", i, " (seq_lens 0) has ",
                     qlen, " query tokens (query_start_loc); expected 0 or 1");

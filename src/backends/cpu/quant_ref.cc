@@ -1,5 +1,6 @@
 // Reference quantizers (SPEC 3.1-3.3, padded batches SPEC 6): literal per-element loops.
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "mlafuse/backends/cpu/reference.h"
@@ -85,8 +86,12 @@ void quant_fp8_group(const Tensor& x, int64_t n, const Fp8GroupParams& p, Tensor
   const int64_t g = p.group_size;
   MLAFUSE_CHECK(g > 0 && g % 16 == 0 && d % g == 0, "quant_fp8_group: group_size ", g,
                 " must be a positive multiple of 16 dividing the last dim of x ", x.str());
-  MLAFUSE_CHECK(std::isfinite(p.eps) && p.eps > 0.0f, "quant_fp8_group: eps ", p.eps,
-                " must be finite and positive (it keeps all-zero groups from dividing by 0)");
+  // eps / 448 must stay a normal f32: a smaller one rounds to 0 or a subnormal, and an all-zero
+  // group then divides 0 by 0 (NaN codes) or x / s overflows.
+  MLAFUSE_CHECK(std::isfinite(p.eps) && p.eps / kFp8E4M3Max >= std::numeric_limits<float>::min(),
+                "quant_fp8_group: eps ", p.eps, " must be finite and at least 448 * FLT_MIN = ",
+                kFp8E4M3Max * std::numeric_limits<float>::min(),
+                " (it keeps all-zero groups from dividing by 0)");
   const int64_t groups = d / g;
   check_codes_out(q, "q", DType::kFp8E4M3, t_pad, d);
   check_group_scales(s, t_pad, groups, p);
