@@ -99,7 +99,9 @@ OutputQuant fused_output_quant(const AttrMap& a, bool has_output_scale) {
                              col_major && a.get_or<bool>(mla_attr::kQuantTmaAligned, false),
                              a.get_or<bool>(mla_attr::kQuantScaleUe8m0, false));
   }
-  const std::optional<OutputFormat> scaled = format_with(g, true);
+  // A present quant_group_size names a group (0 would be a second spelling of static FP8).
+  const std::optional<OutputFormat> scaled =
+      g > 0 ? format_with(g, true) : std::optional<OutputFormat>{};
   MLAFUSE_CHECK(scaled.has_value(), op, " attribute quant_group_size must be ",
                 group_sizes_str(false), ", got ", g);
   MLAFUSE_CHECK(has_output_scale, op, " with quant_group_size ", g, " (",

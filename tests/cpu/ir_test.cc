@@ -136,6 +136,12 @@ TEST(Inference, ErrorsNameTheOperandAndTheExpectation) {
         g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache}, a, {"x", "y", "z"});
       },
       {"quant_group_size must be 128 (fp8-group128), 64 (fp8-group64)", "96"});
+  a.set("quant_group_size", int64_t{0});  // not a second spelling of static FP8
+  expect_error(
+      [&] {
+        g.add_node("mla_attention", {in.q, in.kvc, in.kpe, in.cache, s}, a, {"x", "y", "z"});
+      },
+      {"quant_group_size must be 128 (fp8-group128), 64 (fp8-group64)", "got 0"});
   AttrMap b = attn_attrs(0);
   b.set("quant_col_major", true);
   expect_error(
