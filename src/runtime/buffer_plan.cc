@@ -146,6 +146,19 @@ std::vector<BufferInfo> Executor::plan(int64_t t_pad) const {
 Executor::Bucket& Executor::bucket(int64_t t_pad) {
   auto it = buckets_.find(t_pad);
   if (it != buckets_.end()) return *it->second;
+  // An unpadded batch (above every listed bucket) replaces the previous unpadded one: a server's
+  // prompt lengths vary call to call, and each bucket holds every buffer of the graph. Each run
+  // ends synchronized, so nothing in flight uses the buffers freed here.
+  const bool listed =
+      std::find(options_.buckets.begin(), options_.buckets.end(), t_pad) != options_.buckets.end();
+  if (!listed) {
+    std::erase_if(buckets_, [&](const auto& kv) {
+      const bool unpadded = std::find(options_.buckets.begin(), options_.buckets.end(), kv.first) ==
+                            options_.buckets.end();
+      if (unpadded && last_ == kv.second.get()) last_ = nullptr;
+      return unpadded;
+    });
+  }
   auto b = std::make_unique<Bucket>();
   b->t_pad = t_pad;
   for (const BufferInfo& info : plan(t_pad)) {

@@ -44,6 +44,27 @@ Executor::Executor(const ir::Graph& graph, Backend& backend, const WeightStore& 
     MLAFUSE_CHECK(backend_.supports_op(node->op()), "backend ", backend_.name(),
                   " does not run op ", node->op(), " (node ", node->label(), ")");
   }
+  // An in-place output shares its operand's buffer, so under the IR's value semantics nothing
+  // else may see that operand: no other reader, no graph output, no weight (weights are shared
+  // buffers outside the buckets).
+  for (const ir::Node* node : graph_.nodes()) {
+    const ir::OpSchema& s = node->schema();
+    for (size_t i = 0; i < node->num_outputs(); ++i) {
+      const std::string_view in = in_place_input(node->op(), s.outputs[i].name);
+      const ir::Value* src = in.empty() ? nullptr : node->input(in);
+      if (src == nullptr || node->output(i) == nullptr) continue;
+      MLAFUSE_CHECK(!src->is_weight(), "node ", node->label(), " updates ", in, " ", src->name(),
+                    " in place, but it is a weight; declare the cache as a graph "
+                    "input (or chain it from another node's ",
+                    s.outputs[i].name, ")");
+      MLAFUSE_CHECK(
+          src->num_uses() == 1 && !src->is_graph_output(), "node ", node->label(), " updates ", in,
+          " ", src->name(), " in place (its ", s.outputs[i].name, " ", node->output(i)->name(),
+          " is the same buffer), but ", src->name(),
+          src->is_graph_output() ? " is also a graph output" : " is also read by another operand",
+          "; chain the cache through ", s.outputs[i].name, " instead");
+    }
+  }
   for (const ir::Value* v : graph_.inputs()) {
     for (size_t d = 1; d < v->shape().rank(); ++d) {
       MLAFUSE_CHECK(!v->shape()[d].is_tokens(), "graph input ", v->name(), " ", v->type().str(),

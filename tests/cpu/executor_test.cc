@@ -4,12 +4,16 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "mlafuse/backends/cpu/cpu_backend.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/ir/op_registry.h"
+#include "mlafuse/ir/text.h"
 #include "mlafuse/mla/attention_metadata.h"
 #include "mlafuse/models/batch.h"
 #include "mlafuse/models/mla_block.h"
@@ -103,6 +107,99 @@ TEST(Executor, PlansLayoutsAndAliasesInPlaceOutputs) {
   EXPECT_EQ(sf.layout, Layout::kNvfp4Swizzled);
   EXPECT_EQ(sf.plan.shape, (std::vector<int64_t>{128, 8}));
   EXPECT_EQ(sf.bytes, 128 * 8);
+}
+
+// An in-place output shares its operand's buffer: a second reader, a graph output or a weight
+// there would see the update, against the IR's value semantics, so the executor refuses them.
+TEST(Executor, RejectsInPlaceOperandsSeenElsewhere) {
+  auto be = make_cpu_backend();
+  const WeightStore w;
+  auto expect_rejected = [&](const std::string& body, const std::vector<std::string>& parts) {
+    const std::string text =
+        "graph {\n  input %a : bf16[T, 4]\n  input %pa : bf16[T, 1, 4]\n" + body + "}\n";
+    const ir::Graph g = ir::parse_graph(text);
+    try {
+      Executor ex(g, *be, w);
+      ADD_FAILURE() << "accepted:\n" << text;
+    } catch (const Error& e) {
+      for (const std::string& p : parts) {
+        EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\n" << p;
+      }
+    }
+  };
+  expect_rejected(
+      "  input %cache : bf16[1, 2, 8]\n"
+      "  %c1 = cache_write(%a, %pa, %cache) : bf16[1, 2, 8]\n"
+      "  %c2 = cache_write(%a, %pa, %cache) : bf16[1, 2, 8]\n"
+      "  output %c1, %c2\n",
+      {"updates kv_cache cache in place", "also read by another operand"});
+  expect_rejected(
+      "  input %cache : bf16[1, 2, 8]\n"
+      "  %c1 = cache_write(%a, %pa, %cache) : bf16[1, 2, 8]\n"
+      "  output %c1, %cache\n",
+      {"updates kv_cache cache in place", "is also a graph output"});
+  expect_rejected(
+      "  weight %cache : bf16[1, 2, 8]\n"
+      "  %c1 = cache_write(%a, %pa, %cache) : bf16[1, 2, 8]\n"
+      "  output %c1\n",
+      {"updates kv_cache cache in place", "is a weight"});
+  // The chain itself is fine: each value of the cache has one reader.
+  const ir::Graph chain = ir::parse_graph(
+      "graph {\n  input %a : bf16[T, 4]\n  input %pa : bf16[T, 1, 4]\n"
+      "  input %cache : bf16[1, 2, 8]\n"
+      "  %c1 = cache_write(%a, %pa, %cache) : bf16[1, 2, 8]\n"
+      "  %c2 = cache_write(%a, %pa, %c1) : bf16[1, 2, 8]\n"
+      "  output %c2\n}\n");
+  EXPECT_NO_THROW(Executor(chain, *be, w));
+}
+
+// Unpadded batches (above every listed bucket) do not pile up buffers: only the latest is kept.
+TEST(Executor, KeepsOnlyTheLatestUnpaddedBucket) {
+  class CountingBackend : public testing::WrappedCpuBackend {
+   public:
+    CountingBackend() : WrappedCpuBackend("counting") {}
+    Tensor allocate(DType d, std::vector<int64_t> s, std::vector<int64_t> st, int64_t n) override {
+      Tensor t = WrappedCpuBackend::allocate(d, std::move(s), std::move(st), n);
+      storages.push_back(t.storage());
+      return t;
+    }
+    std::vector<std::weak_ptr<Storage>> storages;  // every allocation, in order
+  };
+  // Three batches of four pages each, so one graph (its cache) serves them all.
+  const models::Batch a = make_batch({5, 70, 1}, {});  // n = 3: unpadded
+  const models::Batch b = make_batch({70, 70}, {});    // n = 2: unpadded
+  const models::Batch c = make_batch({200}, {});       // n = 1: the listed bucket
+  ASSERT_EQ(a.num_pages, b.num_pages);
+  ASSERT_EQ(a.num_pages, c.num_pages);
+  const ir::Graph g = make_graph(a, 1, group_quant(128, false, false));
+  const WeightStore w = models::make_mla_weights(small_config(), 1, 5);
+  CountingBackend be;
+  ExecutorOptions o;
+  o.buckets = {1};
+  Executor ex(g, be, w, o);
+  auto run = [&](const models::Batch& batch) {
+    const size_t first = be.storages.size();
+    ex.run(batch.graph_inputs(), batch.meta);
+    return std::pair<size_t, size_t>{first, be.storages.size()};
+  };
+  auto live = [&](std::pair<size_t, size_t> r) {
+    size_t k = 0;
+    for (size_t i = r.first; i < r.second; ++i) k += be.storages[i].expired() ? 0 : 1;
+    return k;
+  };
+  const auto ra = run(a);
+  ASSERT_GT(ra.second, ra.first);
+  EXPECT_EQ(live(ra), ra.second - ra.first);
+  const auto rc = run(c);
+  const auto rb = run(b);
+  EXPECT_EQ(live(ra), 0u) << "the first unpadded bucket's buffers outlived the second's";
+  EXPECT_EQ(live(rc), rc.second - rc.first) << "a listed bucket was dropped";
+  EXPECT_EQ(live(rb), rb.second - rb.first);
+  const Tensor y_b = ex.read("layers.0.y");
+  EXPECT_EQ(y_b.dim(0), 2);
+  run(a);
+  EXPECT_EQ(live(rb), 0u);
+  EXPECT_EQ(ex.read("layers.0.y").dim(0), 3);
 }
 
 TEST(Executor, RunsAndTimesEveryNode) {

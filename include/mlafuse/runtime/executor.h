@@ -25,7 +25,8 @@ inline const std::vector<int64_t> kDefaultBuckets = {1, 2, 4, 8, 16, 32, 64, 128
 
 struct ExecutorOptions {
   // Padded token counts, ascending. n above the largest runs unpadded and eagerly (T_pad = n);
-  // an empty list never pads.
+  // an empty list never pads. The executor keeps the buffers of every listed bucket it has run,
+  // but of only the latest unpadded one (each distinct large n would otherwise hold its own).
   std::vector<int64_t> buckets = kDefaultBuckets;
   // Capture each bucket's node sequence once and replay it (where the backend captures).
   bool cuda_graphs = false;
