@@ -104,6 +104,11 @@ int run_quant(const std::vector<std::string>& args) {
       MLAFUSE_CHECK(std::isfinite(amax) && amax > 0, in, ": amax(x) = ", amax, " gives no usable ",
                     is_static ? "scale" : "global scale", "; pass ", option);
       v = is_static ? amax / 448.0f : 448.0f * 6.0f / amax;
+      // A tiny amax makes a subnormal scale whose reciprocal overflows (every code 0xff or
+      // saturated, SPEC 3.1), or a global scale of inf.
+      MLAFUSE_CHECK(std::isfinite(v) && std::isfinite(1.0f / v), in, ": amax(x) = ", amax,
+                    " gives no usable ", is_static ? "scale" : "global scale", " (", v, "); pass ",
+                    option);
       note = is_static ? " (amax / 448)" : " (448 * 6 / amax)";
     }
     scale = scalar(v);

@@ -48,6 +48,7 @@ files = {
     "zeros": npy(H % ("<f4", "False", "(2, 128)"), b"\0" * 1024),
     "inf": npy(H % ("<f4", "False", "(1, 128)"), f32(*([float("inf")] + [1.0] * 127))),
     "nan": npy(H % ("<f4", "False", "(1, 128)"), f32(*([float("nan")] * 128))),
+    "tiny": npy(H % ("<f4", "False", "(1, 128)"), f32(*([1e-37] + [0.0] * 127))),
 }
 for name, data in files.items():
     with open("bad_%s.npy" % name, "wb") as f:
