@@ -206,6 +206,9 @@ struct ScheduleKey {
   int64_t page_size = 0;
   int64_t table_width = 0;
   int64_t tokens_per_seq = 1;
+  // Query tokens a schedule unit (mla_unit_tokens): with tokens_per_seq > 1 it depends on the head
+  // count, so a schedule computed at one H is wrong at another.
+  int unit_tokens = 1;
   const void* seq_lens = nullptr;
   int64_t num_tokens = -1;
   const void* num_tokens_device = nullptr;
@@ -224,6 +227,7 @@ std::string schedule_diff(const ScheduleKey& had, const ScheduleKey& now) {
   field("page size", had.page_size, now.page_size);
   field("block_table width", had.table_width, now.table_width);
   field("tokens_per_seq", had.tokens_per_seq, now.tokens_per_seq);
+  field("query tokens a schedule unit", had.unit_tokens, now.unit_tokens);
   field("seq_lens at", had.seq_lens, now.seq_lens);
   field("num_tokens", had.num_tokens, now.num_tokens);
   field("num_tokens tensor at", had.num_tokens_device, now.num_tokens_device);
@@ -329,6 +333,7 @@ void run_cuda(const MlaDecodeArgs& a, const DecodeOutput& o, const Place& place,
   key.page_size = page_size;
   key.table_width = a.block_table.dim(1);
   key.tokens_per_seq = a.tokens_per_seq;
+  key.unit_tokens = mla_unit_tokens(p);
   key.seq_lens = a.seq_lens.raw();
   key.num_tokens = p.num_tokens_device != nullptr ? -1 : p.num_tokens;
   key.num_tokens_device = p.num_tokens_device;
@@ -395,7 +400,8 @@ void mla_decode(const MlaDecodeArgs& a, const Place& place, void* stream) {
   check_rank(a.block_table, "block_table", 2);
   check_tensor(a.block_table, "block_table", DType::kI32, {seqs, a.block_table.dim(1)});
   MLAFUSE_CHECK(a.block_table.dim(1) >= 1 && a.block_table.dim(1) < (int64_t{1} << 24),
-                "tensor block_table ", a.block_table.str(), ": expected 1 or more page columns");
+                "tensor block_table ", a.block_table.str(),
+                ": expected 1 to 2^24 - 1 page columns (dim 1)");
   check_tensor(a.seq_lens, "seq_lens", DType::kI32, {seqs});
   check_tensor(a.w_uv, "w_uv", DType::kBF16, {heads, kLatent, kVDim});
   MLAFUSE_CHECK(a.softmax_scale >= 0 && std::isfinite(a.softmax_scale), "softmax_scale ",
@@ -403,7 +409,8 @@ void mla_decode(const MlaDecodeArgs& a, const Place& place, void* stream) {
   MLAFUSE_CHECK(a.num_tokens >= -1, "num_tokens ", a.num_tokens, " must be >= 0");
   MLAFUSE_CHECK(a.num_kv_splits >= 0, "num_kv_splits ", a.num_kv_splits,
                 " must be >= 0 (0: one per CTA slot)");
-  MLAFUSE_CHECK(t_pad < (int64_t{1} << 24), "tensor q ", a.q.str(), ": too many tokens");
+  MLAFUSE_CHECK(t_pad < (int64_t{1} << 24), "tensor q ", a.q.str(),
+                ": too many query rows (dim 0); expected fewer than 2^24");
   const DecodeOutput o = check_decode_output(a, t_pad, heads);
   const int64_t n = real_tokens(a, t_pad, place.device);
   if (place.device == Device::kCpu) {

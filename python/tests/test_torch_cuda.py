@@ -263,6 +263,21 @@ def test_mla_decode_reuse_schedule():
     with pytest.raises(ValueError, match="num_tokens 7 there, 4 here"):
         mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, num_tokens=4, workspace=ws,
                            num_kv_splits=5, reuse_schedule=True)
+    # With several query tokens a sequence the schedule's unit depends on H (4 tokens at H = 16,
+    # 1 at H = 64): a 64-head call may not reuse a 16-head call's schedule.
+    k, b = 2, 4
+    qk16, _, _, _, wk16 = decode_inputs(b * k, 16, [1], seed=7)
+    qk64, _, _, _, wk64 = decode_inputs(b * k, 64, [1], seed=8)
+    _, _, tk, lk, _ = decode_inputs(b, 16, [k, 65, 977, 300], seed=9)
+    wsk = torch.empty(mlafuse.mla_decode_workspace_bytes(b * k, 64, 0, num_kv_splits=5),
+                      dtype=torch.uint8, device=DEV)
+    o16 = torch.zeros((b * k, 16 * 128), dtype=torch.bfloat16, device=DEV)
+    o64 = torch.zeros((b * k, 64 * 128), dtype=torch.bfloat16, device=DEV)
+    mlafuse.mla_decode(qk16, cache, tk, lk, wk16, o16, tokens_per_seq=k, workspace=wsk,
+                       num_kv_splits=5)
+    with pytest.raises(ValueError, match="query tokens a schedule unit 4 there, 1 here"):
+        mlafuse.mla_decode(qk64, cache, tk, lk, wk64, o64, tokens_per_seq=k, workspace=wsk,
+                           num_kv_splits=5, reuse_schedule=True)
 
 
 @pytest.mark.parametrize("g", [128, 64])

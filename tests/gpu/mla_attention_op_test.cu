@@ -252,6 +252,16 @@ TEST(MlaAttentionOp, MixedBatchFusedAndUnfusedAgree) {
     RunContext no_meta = ctx;
     no_meta.device_meta = nullptr;
     EXPECT_THROW(be->run(OpCall{"mla_attention", attrs, ins, outs}, no_meta), Error);
+    // An output view 2 bytes past a 16-byte boundary: the kernels' vector stores would fault.
+    const Tensor big = be->allocate(DType::kBF16, {t_pad * dim + 8}, {1}, t_pad * dim + 8);
+    std::vector<Tensor> odd_outs{big.view(DType::kBF16, {t_pad, dim}, {dim, 1}, 1), d_cache};
+    try {
+      be->run(OpCall{"mla_attention", attrs, ins, odd_outs}, ctx);
+      ADD_FAILURE() << "a misaligned out view was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("tensor out"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("16-byte aligned"), std::string::npos) << e.what();
+    }
   }
 
   // Fused group-128 FP8 (col-major, TMA-aligned, ue8m0): equals quantizing the bf16 output.

@@ -18,8 +18,17 @@ void* DeviceContext::ensure_workspace(size_t bytes) {
     MLAFUSE_CUDA_CHECK(cudaFree(workspace));
     workspace = nullptr;
     workspace_bytes = 0;
+    // Graphs captured over the freed buffer are stale from here on, even if the allocation below
+    // fails (their replay would otherwise run on freed memory).
+    ++workspace_generation;
   }
-  MLAFUSE_CUDA_CHECK(cudaMalloc(&workspace, bytes));
+  const cudaError_t err = cudaMalloc(&workspace, bytes);
+  if (err != cudaSuccess) {
+    workspace = nullptr;
+    cudaGetLastError();  // not left behind for the next launch's error check
+    MLAFUSE_FAIL("the CUDA backend's workspace: cudaMalloc of ", bytes,
+                 " bytes failed: ", cudaGetErrorString(err));
+  }
   workspace_bytes = bytes;
   ++workspace_generation;
   return workspace;

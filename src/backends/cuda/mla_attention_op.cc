@@ -16,6 +16,7 @@
 #include "backends/cuda/device_context.h"
 #include "backends/cuda/mla_decode.h"
 #include "backends/cuda/mla_prefill.h"
+#include "backends/cuda/op_checks.h"
 #include "mlafuse/core/error.h"
 #include "mlafuse/core/shape.h"
 #include "mlafuse/ir/op_contract.h"
@@ -119,9 +120,9 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   MLAFUSE_CHECK(supported_page_size(plan.page_size), "kv_cache ", cache.str(),
                 ": pages of 16, 32, 64 or 128 tokens expected (dim 1)");
   check_cuda_tensor(cache, "kv_cache", DType::kBF16, {plan.num_pages, plan.page_size, l_dim + r_dim});
-  MLAFUSE_CHECK(plan.num_pages >= 1 &&
-                    plan.num_pages * plan.page_size * (l_dim + r_dim) < (int64_t{1} << 40),
-                "kv_cache ", cache.str(), ": expected 1 or more pages");
+  MLAFUSE_CHECK(
+      plan.num_pages >= 1 && plan.num_pages * plan.page_size * (l_dim + r_dim) < (int64_t{1} << 40),
+      "kv_cache ", cache.str(), ": expected 1 or more pages, and fewer than 2^40 elements in all");
   MLAFUSE_CHECK(cache_out.defined() && cache_out.raw() == cache.raw() &&
                     cache_out.shape() == cache.shape() && cache_out.dtype() == cache.dtype(),
                 "kv_cache_out must be the kv_cache buffer itself (updated in place)");
@@ -197,7 +198,8 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   MLAFUSE_CHECK(dm.slot_mapping.dim(0) >= t, "slot_mapping ", dm.slot_mapping.str(),
                 ": expected at least T_pad = ", t, " entries");
   MLAFUSE_CHECK(dm.block_table.dim(1) >= 1 && dm.block_table.dim(1) < (int64_t{1} << 24),
-                "block_table ", dm.block_table.str(), ": expected 1 or more page columns");
+                "block_table ", dm.block_table.str(),
+                ": expected 1 to 2^24 - 1 page columns (dim 1)");
   if (hm.seq_lens.defined() && hm.seq_lens.device() == Device::kCpu) {
     MLAFUSE_CHECK(hm.block_table.defined() && hm.block_table.shape() == dm.block_table.shape(),
                   "host block_table ", hm.block_table.str(), " differs in shape from the device's ",
@@ -211,6 +213,14 @@ MlaCallPlan validate(const OpCall& call, const RunContext& ctx) {
   const MlaLayerWeights& w = ctx.weights->layer(layer);
   check_cuda_tensor(w.w_uk_t, "W_UK_T", DType::kBF16, {h, p_dim, l_dim});
   check_cuda_tensor(w.w_uv, "W_UV", DType::kBF16, {h, l_dim, v_dim});
+  // The kernels move these by TMA or in 16-byte vectors (a view at an odd offset would fault).
+  check_aligned(q, "q", 16);
+  check_aligned(kv_c, "kv_c_normed", 16);
+  check_aligned(k_pe, "k_pe", 16);
+  check_aligned(cache, "kv_cache", 16);
+  check_aligned(out, "out", 16);
+  check_aligned(w.w_uk_t, "W_UK_T", 16);
+  check_aligned(w.w_uv, "W_UV", 16);
 
   plan.num_decodes = static_cast<int>(hm.num_decodes);
   plan.num_decode_tokens = static_cast<int>(hm.num_decode_tokens);

@@ -64,6 +64,14 @@ void launch_mla_decode_splitkv(const MlaDecodeProblem& p, const MlaWorkspace& ws
   MLAFUSE_CHECK(p.num_heads == 16 || p.num_heads == 32 || p.num_heads == 64 || p.num_heads == 128,
                 "mla_decode_splitkv: num_heads ", p.num_heads,
                 " is not supported; expected 16, 32, 64 or 128");
+  // The schedule's cost axis (q_cum, per part) is int32: every query at the table's full length.
+  const int64_t max_tiles =
+      (static_cast<int64_t>(p.block_table_stride) * p.page_size + kMlaPage - 1) / kMlaPage;
+  MLAFUSE_CHECK(p.num_queries * (max_tiles + kMlaQueryOverheadTiles) < (int64_t{1} << 31),
+                "mla_decode_splitkv: ", p.num_queries, " query rows (T_pad) with a block table of ",
+                p.block_table_stride, " pages of ", p.page_size,
+                " tokens give a split-KV cost over 2^31 - 1 tiles; use fewer padded tokens a call "
+                "or a narrower block table");
   const bool own_plan = schedule == MlaSchedule::kCompute && p.num_queries <= kMlaOwnPlanQueries;
   if (schedule == MlaSchedule::kCompute && !own_plan) launch_mla_plan(p, ws, stream);
   const bool units = mla_unit_tokens(p) > 1;
