@@ -74,10 +74,15 @@ inline constexpr int kWChunkRows = 64;
 inline constexpr int kWChunks = kMlaLatent / kWChunkRows;
 inline constexpr uint32_t kWChunkBytes = kWChunkRows * kMlaVDim * 2;
 
-// Split entries of one token tile: at most kTM + num_parts (each part boundary splits one token
-// once more); kMlaMaxParts keeps num_parts within it.
+// Split entries of one token tile: at most kTM + U * num_parts, U = mla_unit_tokens (each part
+// boundary splits one unit once more, and each of its U tokens takes that split). One-token units
+// always fit (kMlaMaxParts); a launch whose bound exceeds it (multi-token units with many parts)
+// merges in mla_combine_latent_kernel first, row by row (merge_plan_fits).
 inline constexpr int kMaxMergeEntries = 1024;
 static_assert(64 + kMlaMaxParts <= kMaxMergeEntries, "kMlaMaxParts must fit the merge plan");
+inline bool merge_plan_fits(int tile_rows, const MlaDecodeProblem& p, int num_parts) {
+  return tile_rows + static_cast<int64_t>(mla_unit_tokens(p)) * num_parts <= kMaxMergeEntries;
+}
 
 #ifdef MLAFUSE_SEESAW_STAMPS
 // Diagnostic build only (CMake MLAFUSE_SEESAW_STAMPS): %globaltimer stamps of each combine CTA by
@@ -1001,8 +1006,10 @@ void launch_combine_up_quant_tile(const MlaDecodeProblem& p, const MlaWorkspace&
   // every split on those few SMs: the latent merge then runs first as its own kernel, a CTA a
   // (token, head), and the combine only copies. Not for one token, whose merge is one CTA a
   // head either way.
+  // The same when the tile's merge plan might not fit its shared-memory lists.
   const bool premerge =
-      p.num_queries >= 4 && ceil_div(p.num_queries, kTM) * p.num_heads * 2 <= num_sms;
+      (p.num_queries >= 4 && ceil_div(p.num_queries, kTM) * p.num_heads * 2 <= num_sms) ||
+      !merge_plan_fits(kTM, p, ws.num_parts);
   if (premerge) launch_combine_latent(p, ws, stream, num_sms);
 #ifdef MLAFUSE_SEESAW_STAMPS
   note_combine_launch(grid);
