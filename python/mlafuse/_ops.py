@@ -78,7 +78,14 @@ def _array(x, name, written=False, capsule=True):
         tag = ""
         if view is not None:
             x, tag = x.view(view[0]), view[1]
-        return (x if _to_dlpack is None or not capsule else _to_dlpack(x)), tag
+        if _to_dlpack is None or not capsule:
+            return x, tag
+        try:
+            return _to_dlpack(x), tag
+        except (RuntimeError, BufferError) as e:  # a dtype DLPack cannot carry (torch <= 2.9 fp8)
+            raise TypeError(f"argument {name}: a torch tensor of dtype {x.dtype} cannot be "
+                            f"exported ({e}); expected bfloat16, float16, float32, int32, uint8 "
+                            "or float8_e4m3fn") from e
     if not isinstance(x, np.ndarray):
         raise TypeError(f"argument {name}: expected a numpy array or a torch tensor, "
                         f"got {type(x).__name__}")
@@ -168,8 +175,10 @@ _workspace_bytes = {}
 
 
 def mla_decode_workspace_bytes(t_pad, heads, device=None, num_kv_splits=0):
-    """Scratch bytes of one CUDA mla_decode call (0 on the CPU). device: a CUDA index or None;
-    num_kv_splits as for mla_decode."""
+    """Scratch bytes of one CUDA mla_decode call (0 on the CPU). device: a CUDA index, a
+    torch.device, or None (the CPU); num_kv_splits as for mla_decode."""
+    if torch is not None and isinstance(device, torch.device):
+        device = None if device.type == "cpu" else (device.index or 0)
     dev = -1 if device is None else int(device)
     key = (t_pad, heads, dev, num_kv_splits)
     n = _workspace_bytes.get(key)

@@ -181,8 +181,11 @@ const int32_t* decode_query_starts(int device, int64_t t_pad, int64_t k, cudaStr
     for (int64_t i = 0; i < size; ++i) host[static_cast<size_t>(i)] = static_cast<int32_t>(i * k);
     int32_t* dev = nullptr;
     MLAFUSE_CUDA_CHECK(cudaMalloc(&dev, static_cast<size_t>(size) * 4));
-    MLAFUSE_CUDA_CHECK(
-        cudaMemcpy(dev, host.data(), static_cast<size_t>(size) * 4, cudaMemcpyHostToDevice));
+    // On the call's stream, waited for: a plain cudaMemcpy from pageable memory may return before
+    // the data lands, and the caller's (non-blocking) stream would not wait for the legacy one.
+    MLAFUSE_CUDA_CHECK(cudaMemcpyAsync(dev, host.data(), static_cast<size_t>(size) * 4,
+                                       cudaMemcpyHostToDevice, stream));
+    MLAFUSE_CUDA_CHECK(cudaStreamSynchronize(stream));
     r.data = dev;  // the previous table, if any, is left allocated on purpose (see above)
     r.size = size;
   }
@@ -429,8 +432,9 @@ void mla_decode(const MlaDecodeArgs& a, const Place& place, void* stream) {
 
 size_t mla_decode_workspace_bytes(int64_t t_pad, int64_t heads, const Place& place,
                                   int64_t num_kv_splits) {
-  MLAFUSE_CHECK(t_pad >= 0 && heads >= 1, "mla_decode_workspace_bytes: T_pad ", t_pad,
-                " and heads ", heads, " must be >= 0 and >= 1");
+  MLAFUSE_CHECK(t_pad >= 0 && t_pad < (int64_t{1} << 24) && heads >= 1 && heads <= 1024,
+                "mla_decode_workspace_bytes: T_pad ", t_pad, " and heads ", heads,
+                " must be in [0, 2^24) and [1, 1024]");
   MLAFUSE_CHECK(num_kv_splits >= 0, "num_kv_splits ", num_kv_splits, " must be >= 0");
   if (place.device == Device::kCpu) return 0;
 #if MLAFUSE_WITH_CUDA

@@ -146,7 +146,11 @@ Tensor ArgSet::add_dl(const void* data, const nb::dlpack::dtype& dt, int32_t dev
   for (size_t i = 0; i < ndim; ++i) {
     // DLPack allows a null strides pointer for compact row-major arrays.
     st[i] = strides ? strides[i] : 1;
-    if (!strides) {
+    // A dim of extent 0 or 1 never steps, so its stride is free: exporters differ there (torch up
+    // to 2.9 gives such dims stride 1, numpy's x[:, None] stride 0). The row-major value keeps
+    // contiguity checks and stride arithmetic from rejecting a one-token batch.
+    if (!strides || sh[i] <= 1) {
+      st[i] = 1;
       for (size_t j = i + 1; j < ndim; ++j) st[i] *= sh[j];
     }
     if (st[i] < 0) {

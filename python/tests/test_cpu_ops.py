@@ -414,6 +414,33 @@ def test_read_only_inputs_and_strided_views():
         mlafuse.quant_fp8_group(x, out=ro_out)
 
 
+def test_unit_dims_take_any_stride():
+    # A dim of extent 1 never steps, so exporters put anything there (numpy's x[None] and
+    # [:, None] stride 0, torch <= 2.9's DLPack stride 1): such views are contiguous inputs.
+    row = bf16(np.random.default_rng(8), (256,))
+    x = row[None, :]  # (1, 256), strides (0, 2)
+    assert x.strides[0] == 0
+    q, s = mlafuse.quant_fp8_group(x)
+    rq, rs = ref_group(np.ascontiguousarray(x), 128)
+    np.testing.assert_array_equal(codes(q), rq)
+    np.testing.assert_array_equal(s, rs)
+    rng = np.random.default_rng(9)
+    kv_c = bf16(rng, (2, 512))
+    k_pe = bf16(rng, (2, 64))[:, None, :]  # (2, 1, 64), strides (128, 0, 2)
+    cache = np.zeros((1, 64, 576), BF16)
+    mlafuse.cache_write(kv_c, k_pe, cache, np.array([3, 0], np.int32))
+    np.testing.assert_array_equal(cache[0, 3, 512:].view(np.uint16), k_pe[0, 0].view(np.uint16))
+    np.testing.assert_array_equal(cache[0, 0, :512].view(np.uint16), kv_c[1].view(np.uint16))
+
+
+def test_workspace_bytes_checks_its_arguments():
+    assert mlafuse.mla_decode_workspace_bytes(8, 128) == 0  # the CPU needs none
+    with pytest.raises(ValueError, match="T_pad 4294967304"):
+        mlafuse.mla_decode_workspace_bytes(2**32 + 8, 128)  # was truncated to 8
+    with pytest.raises(ValueError, match="heads 0"):
+        mlafuse.mla_decode_workspace_bytes(8, 0)
+
+
 def test_cpp_timing_loop_runs_the_same_call():
     # bench/python_overhead.py's C++ baseline: the op itself, looped in C++ (iters > 0).
     x = bf16(np.random.default_rng(6), (2, 256))

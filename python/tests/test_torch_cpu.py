@@ -36,3 +36,7 @@ def test_torch_compile_fullgraph_cpu():
     torch._dynamo.reset()
     got = torch.compile(f, fullgraph=True, backend="aot_eager")(x)
     assert torch.equal(got, f(x))
+
+
+def test_workspace_bytes_takes_a_torch_device():
+    assert mlafuse.mla_decode_workspace_bytes(8, 128, torch.device("cpu")) == 0

@@ -188,6 +188,26 @@ def test_mla_decode_multi_token_sequences(heads, k):
     assert torch.equal(graph_out, out)
 
 
+@pytest.mark.parametrize("k,lens,t_pad", [(3, [45760], 3), (4, [11200] * 4, 128)])
+def test_mla_decode_multi_token_units_with_many_splits(k, lens, t_pad):
+    # Units of 4 tokens (H = 16) over 960 parts: a combine tile's merge list would outgrow its
+    # shared-memory lists (16 + 4 * 960 > 1024 entries), so the latent merge runs first. Each row
+    # stays close to the one-token row of its causal length.
+    heads, n = 16, len(lens) * k
+    pages = sum((length + 63) // 64 for length in lens) + 1
+    q, cache, _, _, w_uv = decode_inputs(t_pad, heads, [1], pages=pages, seed=k)
+    _, _, table, seq_lens, _ = decode_inputs(t_pad // k, heads, lens, pages=pages, seed=20 + k)
+    out = torch.zeros((t_pad, heads * 128), dtype=torch.bfloat16, device=DEV)
+    mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, out, num_tokens=n, tokens_per_seq=k,
+                       num_kv_splits=960)
+    rows = torch.arange(n, device=DEV) // k
+    j = torch.arange(n, device=DEV) % k
+    row_lens = torch.clamp(seq_lens[rows] - (k - 1 - j), min=0).to(torch.int32)
+    one = decode_bf16(q[:n].contiguous(), cache, table[rows].contiguous(), row_lens, w_uv)
+    err = (out[:n].float() - one.float()).norm(dim=1) / one.float().norm(dim=1)
+    assert err.max() < 1e-2, err
+
+
 @pytest.mark.parametrize("splits", [1, 5, 960])
 def test_mla_decode_fixed_split_counts(splits):
     # Every split count gives the reference's answer within tolerance, and the group-128 codes of
