@@ -183,6 +183,34 @@ TEST(QuantFp8Group, NanAndInfSemantics) {
   }
 }
 
+// A signalling NaN is ignored by amax like any NaN (std::fmax on glibc returned NaN for it, which
+// restarted the fold: the group's scale became eps / 448). Same codes and scales as with a quiet
+// NaN in its place, for group FP8 and NVFP4.
+TEST(QuantFp8Group, SignallingNanIsIgnoredLikeAQuietOne) {
+  for (const float nan : {std::numeric_limits<float>::signaling_NaN(), kNaN}) {
+    std::vector<float> x(32, 1.0f);
+    x[0] = 2.0f;
+    x[15] = nan;  // the group's last element: nothing after it restarts the fold
+    x[16] = 0.5f;
+    x[31] = nan;
+    Tensor xt = make_act(DType::kF32, {1, 32}, x);
+    Tensor q = Tensor::empty(DType::kFp8E4M3, {1, 32});
+    Tensor s = group_scales(1, 2, false, false);
+    ref::Fp8GroupParams p;
+    p.group_size = 16;
+    ref::quant_fp8_group(xt, 1, p, q, s);
+    EXPECT_EQ(s.data<float>()[0], 2.0f / 448.0f);
+    EXPECT_EQ(s.data<float>()[1], 1.0f / 448.0f);
+    EXPECT_EQ(q.data<uint8_t>()[1], 0x76) << "1 / (2/448) = 224";
+    Tensor q4 = Tensor::empty(DType::kU8, {1, 16});
+    Tensor sf = nvfp4_scales(1, 32);
+    ref::quant_nvfp4(xt, 1, scalar_f32(2.625f), q4, sf);
+    const Nvfp4ScaleLayout l{1, 32};
+    EXPECT_EQ(sf.data<uint8_t>()[l.offset(0, 0)], f32_to_e4m3(2.625f * 2.0f / 6.0f));
+    EXPECT_EQ(sf.data<uint8_t>()[l.offset(0, 1)], f32_to_e4m3(2.625f * 1.0f / 6.0f));
+  }
+}
+
 TEST(QuantFp8Group, EveryLayoutMatchesOracleAndPaddedBatchWritesNothingPastN) {
   struct Case {
     DType dt;

@@ -35,7 +35,10 @@ float parse_scale(const std::string& option, const std::string& text) {
 // max |x| ignoring NaN (as the quantizers' amax does).
 float tensor_amax(const Tensor& x) {
   float m = 0.0f;
-  for (int64_t i = 0; i < x.numel(); ++i) m = std::fmax(m, std::fabs(x.data<float>()[i]));
+  for (int64_t i = 0; i < x.numel(); ++i) {  // every NaN skipped (std::fmax keeps a signalling one)
+    const float a = std::fabs(x.data<float>()[i]);
+    if (a > m) m = a;
+  }
   return m;
 }
 

@@ -53,6 +53,13 @@ void check_group_scales(const Tensor& s, int64_t t_pad, int64_t groups, const Fp
   }
 }
 
+// amax folded with |x|, every NaN skipped (SPEC 3). Not std::fmax: glibc's returns NaN for a
+// signalling NaN operand, which then restarts the fold (CUDA's fmaxf skips every NaN).
+inline float fold_amax(float amax, float x) {
+  const float a = std::fabs(x);
+  return a > amax ? a : amax;
+}
+
 // One row of x in f32, sized only when there is a row to hold: an empty x [0, D] is valid input
 // and its D may be far more than is worth allocating (the data's size bounds D only when T > 0).
 std::vector<float> row_buffer(int64_t rows, int64_t d) {
@@ -106,7 +113,7 @@ void quant_fp8_group(const Tensor& x, int64_t n, const Fp8GroupParams& p, Tensor
     for (int64_t j = 0; j < groups; ++j) {
       const float* xg = row.data() + j * g;
       float amax = 0.0f;
-      for (int64_t i = 0; i < g; ++i) amax = std::fmax(amax, std::fabs(xg[i]));  // NaN ignored
+      for (int64_t i = 0; i < g; ++i) amax = fold_amax(amax, xg[i]);
       amax = std::fmax(amax, p.eps);
       float sc = amax / kFp8E4M3Max;
       if (p.ue8m0) sc = round_up_pow2(sc);
@@ -138,7 +145,7 @@ void quant_nvfp4(const Tensor& x, int64_t n, const Tensor& global_scale, Tensor&
     for (int64_t b = 0; b < blocks; ++b) {
       const float* xb = row.data() + b * 16;
       float amax = 0.0f;
-      for (int64_t i = 0; i < 16; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
+      for (int64_t i = 0; i < 16; ++i) amax = fold_amax(amax, xb[i]);
       const uint8_t code = f32_to_e4m3(gs * amax / kFp4E2M1Max);
       const float sf_value = e4m3_to_f32(code);
       const float out_scale = sf_value == 0.0f ? 0.0f : gs / sf_value;

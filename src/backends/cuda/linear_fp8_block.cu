@@ -162,7 +162,9 @@ void run_linear_fp8_block(const OpCall& call, const RunContext& ctx, DeviceConte
   check_int32_range(t_pad, "linear_fp8_block: tokens");
   check_int32_range(n_out, "linear_fp8_block: N");
   check_int32_range(k, "linear_fp8_block: K");
-  check_int32_range(ceil_div(t_pad, 64), "linear_fp8_block: token tiles");
+  // The fallback kernel's token tiles are its grid's y extent, at most 65535.
+  MLAFUSE_CHECK(ceil_div(t_pad, 64) <= 65535, "linear_fp8_block: tensor xq ", xq.str(), " has ",
+                t_pad, " token rows; at most 65535 * 64 = 4194240 a call");
   const int64_t n = checked_num_tokens(ctx, t_pad, "xq");
   if (t_pad == 0 || n_out == 0) return;
   const cudaStream_t stream = dc.stream_for(ctx);

@@ -32,6 +32,9 @@ void run_linear_nvfp4(const OpCall& call, const RunContext& ctx, DeviceContext& 
   check_int32_range(layout.padded_rows(), "linear_nvfp4: tokens");
   check_int32_range(n_out, "linear_nvfp4: N");
   check_int32_range(k, "linear_nvfp4: K");
+  // The kernel's token tiles are its grid's y extent, at most 65535.
+  MLAFUSE_CHECK(ceil_div(t_pad, 64) <= 65535, "linear_nvfp4: tensor xq ", xq.str(), " has ", t_pad,
+                " token rows; at most 65535 * 64 = 4194240 a call");
   const int64_t n = checked_num_tokens(ctx, t_pad, "xq");
   if (t_pad == 0 || n_out == 0) return;
 
