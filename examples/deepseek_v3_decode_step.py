@@ -16,6 +16,7 @@ scales, which are laid out for it.
 """
 
 import argparse
+import math
 
 import torch
 
@@ -97,13 +98,15 @@ def main():
     w_s = w.view(HIDDEN // G, G, h * V // G, G).abs().amax(dim=(1, 3)) / 448.0
     w_q = (w.view(HIDDEN // G, G, h * V // G, G) / w_s[:, None, :, None]).to(torch.float8_e4m3fn)
     w_deq = (w_q.float() * w_s[:, None, :, None]).view(HIDDEN, h * V).to(bf16)
-    softmax_scale = 1.0 / (128 + 64) ** 0.5
+    # DeepSeek-V3's scale: 1/sqrt(192) times YaRN's mscale squared (rope factor 40).
+    softmax_scale = (0.1 * math.log(40.0) + 1.0) ** 2 / (128 + 64) ** 0.5
 
     xq = torch.empty(b, h * V, dtype=torch.float8_e4m3fn, device=dev)
     xs = mlafuse.group_scale_buffer(xq, b, h * V // G, column_major=True, tma_aligned=True)
 
     def mlafuse_step():
-        mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, xq, output_block_scale=xs)
+        mlafuse.mla_decode(q, cache, table, seq_lens, w_uv, xq, output_block_scale=xs,
+                           softmax_scale=softmax_scale)
         return o_proj(xq, xs, w_deq)
 
     def plain_step():

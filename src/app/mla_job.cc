@@ -116,48 +116,18 @@ Calibration calibrate(const MlaJobOptions& o, const models::Batch& batch,
 
 // Step 4, compare: layer i's codes, scales and o_proj output, fused against unfused (bit for bit)
 // and against the f32 reference; records them for --dump.
-void compare_layer(int64_t i, const MlaJobOptions& o, const MlaGraphPair& graphs,
-                   const runtime::Executor& eu, const runtime::Executor& ef, int64_t t_pad,
-                   int64_t n, const Tensor& y_ref, MlaJobReport& r) {
+void compare_layer(int64_t i, const MlaJobOptions& o, const runtime::Executor& eu,
+                   const runtime::Executor& ef, int64_t t_pad, int64_t n, const Tensor& y_ref,
+                   MlaJobReport& r) {
   const MlaConfig& cfg = o.config;
-  const ir::Graph& unfused = graphs.unfused;
-  const ir::Graph& fused = graphs.fused;
   LayerReport& lr = r.layers[static_cast<size_t>(i)];
-  const std::string xq_name = models::layer_value_name(i, "xq");
-  const std::string xs_name = models::layer_value_name(i, "xs");
   const std::string y_name = models::layer_value_name(i, "y");
-  const Tensor xq_u = eu.read(xq_name), xq_f = ef.read(xq_name);
-  lr.codes_equal = rows_equal(xq_u, xq_f, n, xq_name, &lr.mismatch);
-  r.unfused_outputs[xq_name] = first_rows(xq_u, n);
-  r.fused_outputs[xq_name] = first_rows(xq_f, n);
-  lr.scales_equal = true;
-  if (o.quant.info().group_fp8()) {
-    const ir::Value* v = unfused.value(xs_name);
-    MLAFUSE_CHECK(fused.value(xs_name)->type() == v->type(), "fused ", xs_name, " ",
-                  fused.value(xs_name)->type().str(), " differs from the unfused ",
-                  v->type().str());
-    const GroupScaleLayout l =
-        group_layout(v->layout(), t_pad, cfg.output_dim() / o.quant.group_size());
-    const Tensor xs_u = eu.read(xs_name), xs_f = ef.read(xs_name);
-    std::string why;
-    lr.scales_equal = group_scales_equal(xs_u, xs_f, l, n, xs_name, &why);
-    if (lr.mismatch.empty()) lr.mismatch = why;
-    r.unfused_outputs[xs_name] = group_scales_logical(xs_u, l, n);
-    r.fused_outputs[xs_name] = group_scales_logical(xs_f, l, n);
-  } else if (o.quant.format == OutputFormat::kNvfp4) {
-    // Swizzled block scales: every byte of the 128-row tiles that hold tokens [0, n), padding
-    // (written as zero) included.
-    const Nvfp4ScaleLayout l{t_pad, cfg.output_dim()};
-    const int64_t rows = round_up(n, 128);
-    const Tensor xs_u = eu.read(xs_name), xs_f = ef.read(xs_name);
-    const Tensor tu = xs_u.view(DType::kU8, {rows, l.padded_cols()}, {l.padded_cols(), 1});
-    const Tensor tf = xs_f.view(DType::kU8, {rows, l.padded_cols()}, {l.padded_cols(), 1});
-    std::string why;
-    lr.scales_equal = rows_equal(tu, tf, rows, xs_name + " (swizzled bytes)", &why);
-    if (lr.mismatch.empty()) lr.mismatch = why;
-    r.unfused_outputs[xs_name] = first_rows(tu, rows);
-    r.fused_outputs[xs_name] = first_rows(tf, rows);
-  }
+  QuantMatch m = compare_quant_outputs(eu, ef, o.quant, i, cfg.output_dim(), t_pad, n);
+  lr.codes_equal = m.codes_equal;
+  lr.scales_equal = m.scales_equal;
+  lr.mismatch = std::move(m.mismatch);
+  for (auto& [name, t] : m.unfused) r.unfused_outputs[name] = std::move(t);
+  for (auto& [name, t] : m.fused) r.fused_outputs[name] = std::move(t);
   r.bitwise_equal = r.bitwise_equal && lr.codes_equal && lr.scales_equal;
 
   const Tensor y_u = eu.read(y_name), y_f = ef.read(y_name);
@@ -243,7 +213,7 @@ MlaJobReport run_mla_job(Backend& backend, const MlaJobOptions& o) {
   // 4. compare, layer by layer.
   r.bitwise_equal = true;
   for (int64_t i = 0; i < o.num_layers; ++i) {
-    compare_layer(i, o, graphs, eu, ef, t_pad, n, calibration.y_ref[static_cast<size_t>(i)], r);
+    compare_layer(i, o, eu, ef, t_pad, n, calibration.y_ref[static_cast<size_t>(i)], r);
   }
 
   // Inputs for --dump: the graph inputs, the step's metadata and the checkpoint tensors.
@@ -254,6 +224,46 @@ MlaJobReport run_mla_job(Backend& backend, const MlaJobOptions& o) {
   r.inputs["meta.slot_mapping"] = batch.meta.slot_mapping;
   for (const auto& [name, t] : weights.tensors) r.inputs[name] = t;
   return r;
+}
+
+QuantMatch compare_quant_outputs(const runtime::Executor& eu, const runtime::Executor& ef,
+                                 const OutputQuant& quant, int64_t layer, int64_t output_dim,
+                                 int64_t t_pad, int64_t n) {
+  QuantMatch m;
+  const std::string xq_name = models::layer_value_name(layer, "xq");
+  const std::string xs_name = models::layer_value_name(layer, "xs");
+  const Tensor xq_u = eu.read(xq_name), xq_f = ef.read(xq_name);
+  m.codes_equal = rows_equal(xq_u, xq_f, n, xq_name, &m.mismatch);
+  m.unfused[xq_name] = first_rows(xq_u, n);
+  m.fused[xq_name] = first_rows(xq_f, n);
+  m.scales_equal = true;
+  if (quant.info().group_fp8()) {
+    const ir::Value* v = eu.graph().value(xs_name);
+    MLAFUSE_CHECK(ef.graph().value(xs_name)->type() == v->type(), "fused ", xs_name, " ",
+                  ef.graph().value(xs_name)->type().str(), " differs from the unfused ",
+                  v->type().str());
+    const GroupScaleLayout l = group_layout(v->layout(), t_pad, output_dim / quant.group_size());
+    const Tensor xs_u = eu.read(xs_name), xs_f = ef.read(xs_name);
+    std::string why;
+    m.scales_equal = group_scales_equal(xs_u, xs_f, l, n, xs_name, &why);
+    if (m.mismatch.empty()) m.mismatch = why;
+    m.unfused[xs_name] = group_scales_logical(xs_u, l, n);
+    m.fused[xs_name] = group_scales_logical(xs_f, l, n);
+  } else if (quant.format == OutputFormat::kNvfp4) {
+    // Swizzled block scales: every byte of the 128-row tiles that hold tokens [0, n), padding
+    // (written as zero) included.
+    const Nvfp4ScaleLayout l{t_pad, output_dim};
+    const int64_t rows = round_up(n, 128);
+    const Tensor xs_u = eu.read(xs_name), xs_f = ef.read(xs_name);
+    const Tensor tu = xs_u.view(DType::kU8, {rows, l.padded_cols()}, {l.padded_cols(), 1});
+    const Tensor tf = xs_f.view(DType::kU8, {rows, l.padded_cols()}, {l.padded_cols(), 1});
+    std::string why;
+    m.scales_equal = rows_equal(tu, tf, rows, xs_name + " (swizzled bytes)", &why);
+    if (m.mismatch.empty()) m.mismatch = why;
+    m.unfused[xs_name] = first_rows(tu, rows);
+    m.fused[xs_name] = first_rows(tf, rows);
+  }
+  return m;
 }
 
 }  // namespace mlafuse::app

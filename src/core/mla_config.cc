@@ -21,7 +21,7 @@ std::string MlaConfig::str() const {
   std::ostringstream os;
   os << "MLA(H=" << num_heads << ", P=" << qk_nope_dim << ", R=" << qk_rope_dim
      << ", V=" << v_head_dim << ", L=" << kv_lora_rank << ", hidden=" << hidden
-     << ", page=" << page_size << ")";
+     << ", page=" << page_size << ", softmax scale " << scale() << ")";
   return os.str();
 }
 

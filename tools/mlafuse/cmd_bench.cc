@@ -1,8 +1,8 @@
 // mlafuse bench: times the unfused and the fused MLA block per decode batch size on a backend.
 // On the GPU each graph is captured per padded token bucket and its replay is timed (CUDA events,
 // median of --iters after warm-up), next to each node's eager time.
+#include <algorithm>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -26,7 +26,8 @@ constexpr const char* kSummary =
     "quantization in its epilogue -> o_proj) for decode batches of each size, every sequence with\n"
     "--context cached tokens. On cuda each graph is captured as a CUDA graph per padded token\n"
     "bucket and its replay timed (median of --iters after warm-up); per-node times are eager.\n"
-    "Each row also checks that the fused codes equal the unfused ones.";
+    "Each row also checks that the fused codes and scales equal the unfused ones, bit for bit;\n"
+    "exit status 1 when any row's differ (2: bad input, 3: internal error).";
 
 std::vector<int64_t> parse_list(const std::string& flag, const std::string& text) {
   std::vector<int64_t> out;
@@ -49,7 +50,13 @@ struct Row {
   int64_t batch = 0, t_pad = 0;
   runtime::RunStats unfused, fused;
   bool codes_equal = false;
+  bool scales_equal = false;
 };
+
+bool all_equal(const std::vector<Row>& rows) {
+  return std::all_of(rows.begin(), rows.end(),
+                     [](const Row& r) { return r.codes_equal && r.scales_equal; });
+}
 
 double node_us(const runtime::RunStats& s, const char* op) {
   double us = 0;
@@ -88,14 +95,19 @@ int bench_main(const std::vector<std::string>& args) {
   std::string why;  // bench reports the backend by name only
   const std::unique_ptr<Backend> backend = pick_backend(backend_name, &why);
   const bool gpu = backend->device() == Device::kCuda;
+  MLAFUSE_CHECK(!no_graphs || gpu, "--no-graphs needs the cuda backend (the ", backend->name(),
+                " backend has no graphs to leave out)");
 
   MlaConfig cfg;
   cfg.num_heads = heads;
+  cfg.softmax_scale = deepseek_mla::softmax_scale();  // V3's, YaRN's mscale included
   const WeightStore weights = models::make_mla_weights(cfg, layers, static_cast<uint64_t>(seed));
   runtime::ExecutorOptions eo;
   eo.cuda_graphs = gpu && !no_graphs;
   eo.timing_iters = static_cast<int>(iters > 0 ? iters : (gpu ? 100 : 1));
-  eo.timing_warmup = gpu ? 10 : 0;
+  // One warm-up run on the CPU too: the first timed node otherwise carries one-time setup (the
+  // first row's unfused attention ran 3-4x slower than the same row timed again).
+  eo.timing_warmup = gpu ? 10 : 1;
 
   std::vector<Row> rows;
   for (int64_t b : sizes) {
@@ -117,11 +129,12 @@ int bench_main(const std::vector<std::string>& args) {
     r.fused = ef.run(batch.graph_inputs(), batch.meta);
     r.t_pad = r.fused.t_pad;
     r.codes_equal = true;
+    r.scales_equal = true;
     for (int64_t i = 0; i < layers; ++i) {
-      const std::string xq = models::layer_value_name(i, "xq");
-      const Tensor a = eu.read(xq), c = ef.read(xq);
-      r.codes_equal = r.codes_equal &&
-                      std::memcmp(a.raw(), c.raw(), static_cast<size_t>(b * cfg.output_dim())) == 0;
+      const app::QuantMatch m =
+          app::compare_quant_outputs(eu, ef, q, i, cfg.output_dim(), r.t_pad, b);
+      r.codes_equal = r.codes_equal && m.codes_equal;
+      r.scales_equal = r.scales_equal && m.scales_equal;
     }
     rows.push_back(std::move(r));
   }
@@ -137,7 +150,7 @@ int bench_main(const std::vector<std::string>& args) {
     for (const Row& r : rows) {
       j.begin_object().key("batch").value(r.batch).key("t_pad").value(r.t_pad);
       j.key("unfused_us").value(r.unfused.total_us).key("fused_us").value(r.fused.total_us);
-      j.key("codes_equal").value(r.codes_equal);
+      j.key("codes_equal").value(r.codes_equal).key("scales_equal").value(r.scales_equal);
       j.key("nodes").begin_array();
       for (const auto& [graph, st] :
            {std::pair{"unfused", &r.unfused}, std::pair{"fused", &r.fused}}) {
@@ -150,7 +163,7 @@ int bench_main(const std::vector<std::string>& args) {
     }
     j.end_array().end_object();
     std::printf("%s\n", j.str().c_str());
-    return 0;
+    return all_equal(rows) ? 0 : 1;
   }
   std::printf(
       "backend %s; %s; H=%lld, %lld layer(s), context %lld per sequence; %s, median of "
@@ -161,14 +174,20 @@ int bench_main(const std::vector<std::string>& args) {
   if (!note.empty()) std::printf("%s\n\n", note.c_str());
   std::printf("%6s %6s %12s %12s %8s | %12s %10s %12s | %12s %12s | %s\n", "batch", "T_pad",
               "unfused us", "fused us", "speedup", "attn us", "quant us", "o_proj us", "f.attn us",
-              "f.o_proj us", "codes");
+              "f.o_proj us", "codes, scales");
   for (const Row& r : rows) {
-    std::printf("%6lld %6lld %12.1f %12.1f %7.2fx | %12.1f %10.1f %12.1f | %12.1f %12.1f | %s\n",
-                static_cast<long long>(r.batch), static_cast<long long>(r.t_pad),
-                r.unfused.total_us, r.fused.total_us, r.unfused.total_us / r.fused.total_us,
-                node_us(r.unfused, "mla_attention"), node_us(r.unfused, "quant_fp8_group"),
-                node_us(r.unfused, "linear_fp8_block"), node_us(r.fused, "mla_attention"),
-                node_us(r.fused, "linear_fp8_block"), r.codes_equal ? "equal" : "DIFFER");
+    std::printf(
+        "%6lld %6lld %12.1f %12.1f %7.2fx | %12.1f %10.1f %12.1f | %12.1f %12.1f | %s, %s\n",
+        static_cast<long long>(r.batch), static_cast<long long>(r.t_pad), r.unfused.total_us,
+        r.fused.total_us, r.unfused.total_us / r.fused.total_us,
+        node_us(r.unfused, "mla_attention"), node_us(r.unfused, "quant_fp8_group"),
+        node_us(r.unfused, "linear_fp8_block"), node_us(r.fused, "mla_attention"),
+        node_us(r.fused, "linear_fp8_block"), r.codes_equal ? "equal" : "DIFFER",
+        r.scales_equal ? "equal" : "DIFFER");
+  }
+  if (!all_equal(rows)) {
+    std::fprintf(stderr, "mlafuse bench: the fused codes or scales differ from the unfused\n");
+    return 1;
   }
   return 0;
 }

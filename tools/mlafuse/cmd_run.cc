@@ -30,7 +30,9 @@ constexpr const char* kSummary =
     "attention times the dequantized o_proj weight, no activation quantization). Static scales\n"
     "are calibrated from the data. --dump DIR writes inputs/, unfused/, fused/ and reference/\n"
     ".npy files: codes as uint8, group scales in logical [n, groups] order, NVFP4 block scales\n"
-    "as their swizzled bytes, bf16 widened to f32, token rows the n real ones.";
+    "as their swizzled bytes, bf16 widened to f32, token rows the n real ones. Exit status: 0\n"
+    "when the fused codes and scales equal the unfused ones bit for bit, 1 when they differ, 2 on\n"
+    "bad input, 3 on an internal error.";
 
 int64_t parse_int(const std::string& what, const std::string& text, int64_t min_value) {
   int64_t v = 0;
@@ -97,6 +99,7 @@ bool parse_args(const std::vector<std::string>& args, RunArgs* out) {
 
   a.job.num_layers = layers;
   a.job.config.num_heads = heads;
+  a.job.config.softmax_scale = deepseek_mla::softmax_scale();  // V3's, YaRN's mscale included
   a.job.batch.seed = static_cast<uint64_t>(seed);
   a.job.batch.decode_query_len = decode_tokens;
   a.job.batch.decode_lens.clear();
@@ -105,6 +108,9 @@ bool parse_args(const std::vector<std::string>& args, RunArgs* out) {
       a.job.batch.decode_lens.push_back(parse_int("--decode-lens", s, 1));
     }
   }
+  MLAFUSE_CHECK(!p.given("--decode-tokens") || !a.job.batch.decode_lens.empty(),
+                "--decode-tokens sets the query tokens of each decode, but --decode-lens none "
+                "gives no decodes");
   // A decode's length counts its K new tokens: the default lengths (which start at 1) are raised
   // to K, lengths the user gave are kept (make_batch names one shorter than K).
   if (!p.given("--decode-lens")) {
@@ -160,6 +166,7 @@ void print_json(const RunArgs& a, const app::MlaJobReport& r, const std::string&
   j.key("qk_nope_dim").value(c.qk_nope_dim).key("qk_rope_dim").value(c.qk_rope_dim);
   j.key("v_head_dim").value(c.v_head_dim).key("kv_lora_rank").value(c.kv_lora_rank);
   j.key("hidden").value(c.hidden).key("page_size").value(c.page_size);
+  j.key("softmax_scale").value(static_cast<double>(c.scale()));
   j.end_object();
   j.key("batch").begin_object();
   j.key("seed").value(static_cast<int64_t>(a.job.batch.seed));
@@ -353,6 +360,10 @@ int run_main(const std::vector<std::string>& args) {
     print_json(a, r, why);
   } else {
     print_text(a, r, why);
+  }
+  if (!r.bitwise_equal) {
+    std::fprintf(stderr, "mlafuse run: the fused codes or scales differ from the unfused\n");
+    return 1;
   }
   return 0;
 }

@@ -97,4 +97,19 @@ struct MlaGraphPair {
 // Throws when a quantize node is left in the fused graph, with the pass's recorded reasons.
 MlaGraphPair build_fused_pair(Backend& backend, const models::MlaGraphOptions& options);
 
+// Layer `layer`'s quantized codes (xq) and scales (xs), the fused executor's last run against the
+// unfused one's, tokens [0, n), bit for bit: group FP8 scales at their strided places, NVFP4 block
+// scales as every swizzled byte of the 128-row tiles holding them (static FP8 has no xs output).
+struct QuantMatch {
+  bool codes_equal = false;
+  bool scales_equal = false;
+  std::string mismatch;  // the first difference, or ""
+  // The compared values as host tensors (codes [n, ...]; group scales in logical [n, groups]
+  // order; NVFP4 scales as their swizzled bytes), by value name, for --dump.
+  std::map<std::string, Tensor> unfused, fused;
+};
+QuantMatch compare_quant_outputs(const runtime::Executor& eu, const runtime::Executor& ef,
+                                 const OutputQuant& quant, int64_t layer, int64_t output_dim,
+                                 int64_t t_pad, int64_t n);
+
 }  // namespace mlafuse::app

@@ -19,6 +19,13 @@ inline constexpr int64_t kQkHeadDim = kQkNopeDim + kQkRopeDim;  // P + R = 192
 inline constexpr int64_t kCacheRow = kKvLoraRank + kQkRopeDim;  // L + R = 576
 inline constexpr int64_t kHidden = 7168;
 inline constexpr int64_t kPageSize = 64;
+// The attention scale DeepSeek-V3 runs with: 1/sqrt(P+R) times the square of YaRN's mscale (its
+// config's rope factor 40, mscale_all_dim 1: mscale = 0.1 * ln(40) + 1), as its reference model
+// and vLLM compute it; about 0.1352 against the plain 1/sqrt(192) = 0.0722.
+inline double softmax_scale() {
+  const double mscale = 0.1 * std::log(40.0) + 1.0;
+  return mscale * mscale / std::sqrt(static_cast<double>(kQkHeadDim));
+}
 }  // namespace deepseek_mla
 
 struct MlaConfig {
