@@ -59,7 +59,8 @@ if want build; then
 fi
 
 if want test; then
-  timeout "${MLAFUSE_TEST_TIMEOUT:-300}" ctest --test-dir "$BUILD" -L gpu --output-on-failure -j4 \
+  # A GPU test that finds no usable GPU fails here instead of skipping (tests/gpu/common).
+  MLAFUSE_REQUIRE_GPU=1 timeout "${MLAFUSE_TEST_TIMEOUT:-300}" ctest --test-dir "$BUILD" -L gpu --output-on-failure -j4 \
     ${MLAFUSE_CTEST_REGEX:+-R "$MLAFUSE_CTEST_REGEX"} > "$OUT_DIR/ctest_gpu.log" 2>&1
   rc=$?
   note "gpu tests: rc=$rc, $(grep -E 'tests passed|tests failed' "$OUT_DIR/ctest_gpu.log" | tail -1) ($(elapsed))"
@@ -139,7 +140,8 @@ if want python; then
     --no-build-isolation --no-deps -C build-dir=build-device-python \
     -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90a -C cmake.define.MLAFUSE_CUDA=ON . >> "$PY_LOG" 2>&1
   note "python package (CUDA): rc=$? ($(elapsed))"
-  timeout "${MLAFUSE_TEST_TIMEOUT:-300}" python3 -m pytest python/tests -q -p no:cacheprovider \
+  MLAFUSE_REQUIRE_GPU=1 timeout "${MLAFUSE_TEST_TIMEOUT:-300}" python3 -m pytest python/tests -q \
+    -p no:cacheprovider \
     > "$OUT_DIR/pytest.log" 2>&1
   note "pytest: rc=$?, $(tail -1 "$OUT_DIR/pytest.log") ($(elapsed))"
   grep -E '^(FAILED|ERROR) ' "$OUT_DIR/pytest.log" | head -20 | tee -a "$SUMMARY"

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backends/cuda/device_context.h"
+#include "gpu/common/gpu_harness.h"
 #include "gpu/common/mla_output_check.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/backends/cpu/reference.h"
@@ -34,12 +35,6 @@ namespace {
 constexpr int kL = 512, kR = 64, kRow = 576, kV = 128;
 constexpr uint16_t kBf16NaN = 0x7fc0;
 constexpr double kFloatTol = 1e-2;
-
-#define SKIP_WITHOUT_GPU()                                        \
-  do {                                                            \
-    std::string reason;                                           \
-    if (!cuda::device_available(&reason)) GTEST_SKIP() << reason; \
-  } while (0)
 
 using gpu_test::bf16_to_f32;
 using gpu_test::expect_untouched;
@@ -158,7 +153,7 @@ WeightStore device_weights(Backend& be, const MlaLayerWeights& w, const MlaConfi
 }
 
 TEST(MlaAttentionOp, MixedBatchFusedAndUnfusedAgree) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   std::unique_ptr<Backend> be = make_backend("cuda");
   std::mt19937 rng(5);
   MlaConfig cfg;
@@ -492,7 +487,7 @@ void run_mixed_case(const MixedCase& mc) {
 }
 
 TEST(MlaAttentionOp, MixedBatchWithPromptsH16) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   MixedCase mc;
   mc.heads = 16;
   mc.decode_ctx = {70, 0, 200};
@@ -502,7 +497,7 @@ TEST(MlaAttentionOp, MixedBatchWithPromptsH16) {
 }
 
 TEST(MlaAttentionOp, MixedBatchWithPromptsH128) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   MixedCase mc;
   mc.heads = 128;
   mc.decode_ctx = {5};
@@ -514,7 +509,7 @@ TEST(MlaAttentionOp, MixedBatchWithPromptsH128) {
 // Multi-token decodes (MTP, speculative decoding): each decode's tokens run on the decode kernels,
 // causal among themselves; alone, and beside prefills.
 TEST(MlaAttentionOp, MultiTokenDecodesH16) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   MixedCase mc;
   mc.heads = 16;
   mc.decode_ctx = {70, 0, 200, 63};
@@ -528,7 +523,7 @@ TEST(MlaAttentionOp, MultiTokenDecodesH16) {
 }
 
 TEST(MlaAttentionOp, MultiTokenDecodesH32) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   MixedCase mc;
   mc.heads = 32;
   mc.decode_ctx = {126, 0, 4000, 62};  // lengths crossing a tile inside a unit of two tokens
@@ -542,7 +537,7 @@ TEST(MlaAttentionOp, MultiTokenDecodesH32) {
 }
 
 TEST(MlaAttentionOp, MultiTokenDecodesH128) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   MixedCase mc;
   mc.heads = 128;
   mc.decode_ctx = {5, 4095, 0};
@@ -555,7 +550,7 @@ TEST(MlaAttentionOp, MultiTokenDecodesH128) {
 }
 
 TEST(MlaAttentionOp, PrefillOnlyBatch) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   MixedCase mc;
   mc.heads = 32;
   mc.prefills = {{0, 200}, {64, 1}};
@@ -565,7 +560,7 @@ TEST(MlaAttentionOp, PrefillOnlyBatch) {
 }
 
 TEST(MlaAttentionOp, MixedBatchFp8KvBProjH16) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   MixedCase mc;
   mc.heads = 16;
   mc.decode_ctx = {70, 0};
@@ -576,7 +571,7 @@ TEST(MlaAttentionOp, MixedBatchFp8KvBProjH16) {
 }
 
 TEST(MlaAttentionOp, PrefillOnlyFp8KvBProjH128) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   MixedCase mc;
   mc.heads = 128;
   mc.prefills = {{63, 17}, {0, 130}, {5, 2}};
@@ -588,7 +583,7 @@ TEST(MlaAttentionOp, PrefillOnlyFp8KvBProjH128) {
 
 // A block-FP8 kv_b_proj of the wrong shape is refused, naming the tensor and the expected shape.
 TEST(MlaAttentionOp, BadFp8KvBProjIsAnError) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   std::unique_ptr<Backend> be = make_backend("cuda");
   std::mt19937 rng(33);
   const int64_t h = 16, t_pad = 4, pages = 2;

@@ -24,6 +24,7 @@
 
 #include "backends/cuda/device_context.h"
 #include "backends/cuda/mla_decode.h"
+#include "gpu/common/gpu_harness.h"
 #include "gpu/common/mla_output_check.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/backends/cpu/reference.h"
@@ -50,12 +51,6 @@ constexpr int kL = 512, kRow = 576, kV = 128, kPage = 64;
 constexpr uint16_t kBf16NaN = 0x7fc0;
 constexpr double kFloatTol = 1e-2;
 
-#define SKIP_WITHOUT_GPU()                                        \
-  do {                                                            \
-    std::string reason;                                           \
-    if (!cuda::device_available(&reason)) GTEST_SKIP() << reason; \
-  } while (0)
-
 uint16_t bf16(float f) { return f32_to_bf16_bits(f); }
 
 // MLAFUSE_GPU_TEST_SMALL (set by bench/device.sh under compute-sanitizer): short sequences only.
@@ -72,6 +67,7 @@ struct Batch {
   // The one-token promise (MlaDecodeProblem::one_token_per_seq); unset: made exactly when every
   // sequence has at most one query token.
   std::optional<bool> one_token_per_seq;
+  float softmax_scale = 0.0f;  // 0: the default 1/sqrt(192)
 };
 
 // Host data of one batch and the per-query view the reference needs.
@@ -92,7 +88,7 @@ HostProblem make_problem(const Batch& b) {
   h.page_size = b.page_size;
   const int ps = b.page_size;
   h.num_seqs = static_cast<int>(b.seq_lens.size());
-  h.scale = 1.0f / std::sqrt(192.0f);
+  h.scale = b.softmax_scale > 0.0f ? b.softmax_scale : 1.0f / std::sqrt(192.0f);
   h.qsl.push_back(0);
   int max_pages = 1;
   int total_pages = 0;
@@ -332,6 +328,13 @@ void run_batch(const Batch& b, bool quant_variants) {
                       "unfused (cuBLAS) output");
   }
   if (quant_variants) {
+    // The latent merge above wrote every merged row into o_lat: poison it and run the attention
+    // again, so that a fused combine which took a split row for a single-split one (copying
+    // o_lat) fails here.
+    MLAFUSE_CUDA_CHECK(
+        cudaMemset(d.ws.o_lat, 0xff, static_cast<size_t>(h.t_pad) * h.heads * kL * 2));
+    d.attention();
+    MLAFUSE_CUDA_CHECK(cudaDeviceSynchronize());
     for (const QuantVariant& v : all_variants()) {
       check_quant_variant(
           [&](const MlaOutputParams& o) {
@@ -367,7 +370,7 @@ Batch decode_batch(int heads, int batch, int pad, uint32_t seed) {
 class MlaDecodeSweep : public ::testing::TestWithParam<std::tuple<int, int>> {};
 
 TEST_P(MlaDecodeSweep, MatchesReference) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   const auto [heads, batch] = GetParam();
   if (small_mode() && batch > 7) GTEST_SKIP() << "large batch (MLAFUSE_GPU_TEST_SMALL)";
   run_batch(decode_batch(heads, batch, 3, 1000u + heads * 7 + batch), false);
@@ -382,7 +385,7 @@ INSTANTIATE_TEST_SUITE_P(HeadsAndBatches, MlaDecodeSweep,
 class MlaDecodePageSizes : public ::testing::TestWithParam<std::tuple<int, int>> {};
 
 TEST_P(MlaDecodePageSizes, MatchesReference) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   const auto [page_size, heads] = GetParam();
   Batch b;
   b.heads = heads;
@@ -393,6 +396,7 @@ TEST_P(MlaDecodePageSizes, MatchesReference) {
   b.q_tokens.back() = 3;  // a prefill last: three causal lengths
   b.pad = 2;
   b.seed = 3000u + page_size + heads;
+  b.softmax_scale = 0.13523377f;  // DeepSeek-V3's (YaRN's mscale squared / sqrt(192))
   run_batch(b, heads == 16);
 }
 
@@ -407,7 +411,7 @@ INSTANTIATE_TEST_SUITE_P(PagesAndHeads, MlaDecodePageSizes,
 // Every quantization key and layout flag, on small and full head counts (small shapes: these also
 // run under compute-sanitizer).
 TEST(MlaDecodeSmall, QuantVariantsH16) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   Batch b;
   b.heads = 16;
   b.seq_lens = {65, 0, 1, 130, 64, 63, 7};
@@ -417,7 +421,7 @@ TEST(MlaDecodeSmall, QuantVariantsH16) {
 }
 
 TEST(MlaDecodeSmall, PrefillTokensAndEmptyBatch) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   Batch b;
   b.heads = 32;
   b.seq_lens = {100, 0, 65, 200, 64};  // two prefills: 5 tokens of 200, 64 tokens of 64
@@ -433,7 +437,7 @@ TEST(MlaDecodeSmall, PrefillTokensAndEmptyBatch) {
 // Sequences without query tokens between others (their query_start_loc entries repeat), and
 // prefill tokens: the attention finds each part's later segments from the inputs.
 TEST(MlaDecodeSmall, EmptySequencesBetween) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   Batch b;
   b.heads = 16;
   b.seq_lens = {70, 5, 300, 0, 65, 9, 129};
@@ -448,7 +452,7 @@ TEST(MlaDecodeSmall, EmptySequencesBetween) {
 // that tile), units of 1 to 4 tokens, long splits, and the plan kernel's schedule (more queries
 // than the attention schedules itself) read back by later segments.
 TEST(MlaDecodeSmall, TokenUnitsH16H32) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   for (int heads : {16, 32}) {
     Batch b;
     b.heads = heads;
@@ -473,7 +477,7 @@ TEST(MlaDecodeSmall, TokenUnitsH16H32) {
 // runs a step whose decodes hold one token) and without (the promise, every other one-token test);
 // a multi-token batch under the promise still gets its causal lengths right.
 TEST(MlaDecodeSmall, OneTokenPromiseEitherWay) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   for (int heads : {16, 32}) {
     for (int batch : {1, 7, 64}) {
       Batch b = decode_batch(heads, batch, 2, 70u + static_cast<uint32_t>(heads + batch));
@@ -493,13 +497,13 @@ TEST(MlaDecodeSmall, OneTokenPromiseEitherWay) {
 
 // More queries than the attention schedules itself (kMlaOwnPlanQueries): the plan kernel runs.
 TEST(MlaDecodeSmall, PlanKernelBeyondOwnPlan) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   Batch b = decode_batch(16, cuda::kMlaOwnPlanQueries + 37, 2, 999u);
   run_batch(b, false);
 }
 
 TEST(MlaDecodeSmall, SeesawH64) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   Batch b;
   b.heads = 64;
   b.seq_lens = {129, 0, 1, 64, 65};
@@ -512,7 +516,7 @@ TEST(MlaDecodeSmall, SeesawH64) {
 // the combine streams W_UV through a ring of two chunks, two CTAs per SM. Small enough to run
 // under compute-sanitizer too (every quantization variant outside it).
 TEST(MlaDecodeSmall, StreamedWuvH128) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   Batch b = decode_batch(128, 90, 5, 4242u);
   run_batch(b, !small_mode());
 }
@@ -522,7 +526,7 @@ TEST(MlaDecodeSmall, StreamedWuvH128) {
 // ring of two at H = 128 and W_UV whole at H = 64. 120 real rows of 125: the second tile holds
 // padding rows (n <= t < T_pad) and rows past T_pad (the copy's zero fill).
 TEST(MlaDecodeSmall, WholeQueryTilesH128H64) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   for (const int heads : {128, 64}) {
     Batch b;
     b.heads = heads;
@@ -535,14 +539,14 @@ TEST(MlaDecodeSmall, WholeQueryTilesH128H64) {
 }
 
 TEST(MlaDecodeQuant, AllVariantsH128) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   if (small_mode()) GTEST_SKIP() << "large shape (MLAFUSE_GPU_TEST_SMALL)";
   Batch b = decode_batch(128, 64, 7, 77);
   run_batch(b, true);
 }
 
 TEST(MlaDecodeQuant, AllVariantsH64LongSplit) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   if (small_mode()) GTEST_SKIP() << "large shape (MLAFUSE_GPU_TEST_SMALL)";
   Batch b;
   b.heads = 64;
@@ -556,7 +560,7 @@ TEST(MlaDecodeQuant, AllVariantsH64LongSplit) {
 // paths (the two small-batch kernels, cuBLAS beyond). A token's row from a small-batch kernel is
 // the same bits in another batch size that takes the same kernel.
 TEST(MlaAbsorbQ, MatchesReference) {
-  SKIP_WITHOUT_GPU();
+  MLAFUSE_SKIP_WITHOUT_GPU();
   constexpr int kNope = 128, kQDim = 192;
   cublasHandle_t handle;
   MLAFUSE_CUBLAS_CHECK(cublasCreate(&handle));

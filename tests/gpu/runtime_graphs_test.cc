@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "gpu/common/gpu_harness.h"
 #include "mlafuse/backends/backend.h"
 #include "mlafuse/backends/cuda/cuda_check.h"
 #include "mlafuse/models/batch.h"
@@ -54,8 +55,7 @@ double rel_err(const Tensor& y, const Tensor& ref, int64_t n) {
 }
 
 TEST(RuntimeGraphs, ReplaysMatchEagerRunsForEveryBatchOfTheBucket) {
-  std::string reason;
-  if (!cuda::device_available(&reason)) GTEST_SKIP() << "no usable GPU: " << reason;
+  MLAFUSE_SKIP_WITHOUT_GPU();
   const MlaConfig cfg = gpu_config();
   enum Expect { kReplay, kCapture, kEither };
   struct Case {
@@ -141,8 +141,7 @@ TEST(RuntimeGraphs, ReplaysMatchEagerRunsForEveryBatchOfTheBucket) {
 // they are captured anew, and a bucket keeps its graph per kind (one-token and MTP decodes)
 // otherwise. Every run must equal an eager run.
 TEST(RuntimeGraphs, GraphsCapturedBeforeTheWorkspaceGrewAreCapturedAnew) {
-  std::string reason;
-  if (!cuda::device_available(&reason)) GTEST_SKIP() << "no usable GPU: " << reason;
+  MLAFUSE_SKIP_WITHOUT_GPU();
   const MlaConfig cfg = gpu_config();
   models::BatchSpec one, mtp, big;
   one.decode_lens = {5, 700, 1};  // bucket 4
@@ -194,8 +193,7 @@ TEST(RuntimeGraphs, GraphsCapturedBeforeTheWorkspaceGrewAreCapturedAnew) {
 // Cache pages of 16, 32 and 128 tokens through the whole block on the CUDA backend (cache write,
 // absorbed q, the decode kernels, fused group quant, o_proj), against the CPU reference backend.
 TEST(RuntimeGraphs, PageSizesMatchTheCpuReference) {
-  std::string reason;
-  if (!cuda::device_available(&reason)) GTEST_SKIP() << "no usable GPU: " << reason;
+  MLAFUSE_SKIP_WITHOUT_GPU();
   for (int64_t page_size : {16, 32, 128}) {
     SCOPED_TRACE("page_size " + std::to_string(page_size));
     MlaConfig cfg = gpu_config();

@@ -18,6 +18,11 @@ namespace mlafuse::gpu_test {
 
 bool gpu_present(std::string* reason) { return cuda::device_available(reason); }
 
+bool gpu_required() {
+  const char* v = std::getenv("MLAFUSE_REQUIRE_GPU");
+  return v != nullptr && std::string(v) == "1";
+}
+
 bool small_shapes() {
   const char* v = std::getenv("MLAFUSE_GPU_TEST_SMALL");
   return v != nullptr && v[0] != '\0' && v[0] != '0';
