@@ -379,6 +379,19 @@ TEST(MlaPrefillSmall, SingleTokenPromptsAndLongContext) {
   run_batch(b, false);
 }
 
+// Pages of 32 tokens (no other prefill case has them), with every quantized epilogue: they stage
+// codes in shared memory, and this small set is the one compute-sanitizer's racecheck runs.
+TEST(MlaPrefillSmall, Page32WithQuantizedEpilogues) {
+  MLAFUSE_SKIP_WITHOUT_GPU();
+  Batch b;
+  b.heads = 16;
+  b.q_lens = {2, 65};
+  b.ctx = {31, 33};
+  b.page_size = 32;
+  b.seed = 17;
+  run_batch(b, true);
+}
+
 // The free-running schedule (no ping-pong between the math warpgroups) computes the same.
 TEST(MlaPrefillSmall, WithoutPingPong) {
   MLAFUSE_SKIP_WITHOUT_GPU();
