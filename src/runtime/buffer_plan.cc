@@ -149,14 +149,14 @@ Executor::Bucket& Executor::bucket(int64_t t_pad) {
   // An unpadded batch (above every listed bucket) replaces the previous unpadded one: a server's
   // prompt lengths vary call to call, and each bucket holds every buffer of the graph. Each run
   // ends synchronized, so nothing in flight uses the buffers freed here.
-  const bool listed =
-      std::find(options_.buckets.begin(), options_.buckets.end(), t_pad) != options_.buckets.end();
-  if (!listed) {
+  auto unpadded = [&](int64_t t) {
+    return std::find(options_.buckets.begin(), options_.buckets.end(), t) == options_.buckets.end();
+  };
+  if (unpadded(t_pad)) {
     std::erase_if(buckets_, [&](const auto& kv) {
-      const bool unpadded = std::find(options_.buckets.begin(), options_.buckets.end(), kv.first) ==
-                            options_.buckets.end();
-      if (unpadded && last_ == kv.second.get()) last_ = nullptr;
-      return unpadded;
+      if (!unpadded(kv.first)) return false;
+      if (last_ == kv.second.get()) last_ = nullptr;
+      return true;
     });
   }
   auto b = std::make_unique<Bucket>();
